@@ -1,0 +1,131 @@
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import TEST_COUNTS, TRAIN_COUNTS
+from digitlab.cli import main
+
+
+@pytest.mark.real_data
+def test_info_prints_shapes_and_counts(mnist_dir, capsys):
+    assert main(["data", "info", "--data-dir", str(mnist_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(60000, 28, 28) uint8" in out and "(10000,) uint8" in out and "0..255" in out
+    assert " ".join(f"{n:7d}" for n in TRAIN_COUNTS) in out
+    assert " ".join(f"{n:7d}" for n in TEST_COUNTS) in out
+
+
+def test_info_json(fake_dir, capsys):
+    assert main(["data", "info", "--data-dir", str(fake_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"]["class_counts"] == [20] * 10 and info["test"]["images_shape"] == [
+        50,
+        28,
+        28,
+    ]
+
+
+def test_show_and_gallery_write_pngs(fake_dir, tmp_path, capsys):
+    out = tmp_path / "one.png"
+    assert (
+        main(["data", "show", "--index", "7", "--data-dir", str(fake_dir), "--out", str(out)]) == 0
+    )
+    assert Image.open(out).size[0] > 100
+    out = tmp_path / "six.png"
+    assert (
+        main(
+            [
+                "data",
+                "gallery",
+                "--digit",
+                "6",
+                "--count",
+                "3",
+                "--data-dir",
+                str(fake_dir),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert Image.open(out).format == "PNG"
+    assert capsys.readouterr().out.count("wrote") == 1
+    out = tmp_path / "all.png"
+    assert (
+        main(["data", "gallery", "--count", "2", "--data-dir", str(fake_dir), "--out", str(out)])
+        == 0
+    )
+    assert out.is_file()
+
+
+def test_default_output_name(fake_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["data", "gallery", "--digit", "6", "--count", "3", "--data-dir", str(fake_dir)]) == 0
+    )
+    assert (tmp_path / "mnist-6-gallery.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "info", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["data", "info", "--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["data", "show", "--index", "999"], "--index must be in 0..199"),
+        (["data", "gallery", "--digit", "11"], "--digit must be in 0..9"),
+        (["data", "gallery", "--count", "0"], "--count must be at least 1"),
+    ],
+)
+def test_errors_are_one_line(fake_dir, capsys, argv, message):
+    if "--data-dir" not in argv:
+        argv = [*argv, "--data-dir", str(fake_dir)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("digitlab: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["data", "info", "--colour"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --colour" in capsys.readouterr().err
+
+
+def test_every_command_has_help(capsys):
+    for argv in (
+        ["--help"],
+        ["data", "--help"],
+        ["data", "info", "--help"],
+        ["data", "show", "--help"],
+        ["data", "gallery", "--help"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+    assert "--data-dir" in capsys.readouterr().out
+
+
+def test_console_script_runs(fake_dir):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitlab.cli",
+            "data",
+            "info",
+            "--data-dir",
+            str(fake_dir / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 1 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+    )

@@ -1,0 +1,152 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TEST_COUNTS, TRAIN_COUNTS, make_digits, write_fake_idx
+from digitlab.data import (
+    DATASETS,
+    get_spec,
+    load_data,
+    load_dataset,
+    random_subset,
+    read_folder,
+    stratified_split,
+)
+from digitlab.errors import ConfigError, DataError
+from digitlab.idx import write_idx
+
+
+@pytest.mark.real_data
+def test_real_mnist_counts(mnist):
+    assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_train.dtype == np.uint8
+    assert mnist.x_test.shape == (10000, 28, 28) and mnist.y_test.dtype == np.uint8
+    assert np.bincount(mnist.y_train).tolist() == TRAIN_COUNTS
+    assert np.bincount(mnist.y_test).tolist() == TEST_COUNTS
+    assert mnist.y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert int(mnist.x_train.sum(dtype=np.int64)) == 1_567_298_545
+    (xtr, _ytr), (_xte, yte) = mnist.as_tuple()
+    assert xtr is mnist.x_train and yte is mnist.y_test
+    assert mnist.classes == tuple("0123456789")
+
+
+@pytest.mark.real_data
+def test_real_mnist_from_environment_and_keras_npz(mnist, mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
+    (xtr, _), _ = load_data()
+    np.testing.assert_array_equal(xtr, mnist.x_train)
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=mnist.x_train,
+        y_train=mnist.y_train,
+        x_test=mnist.x_test,
+        y_test=mnist.y_test,
+    )
+    ds = load_dataset("mnist", tmp_path)
+    np.testing.assert_array_equal(ds.y_test, mnist.y_test)
+
+
+@pytest.mark.real_data
+def test_published_checksum_is_checked_in_a_folder(mnist_dir, tmp_path):
+    for f in mnist_dir.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(bad.read_bytes())
+    data[-9] ^= 0xFF  # still valid gzip framing up to the CRC; the md5 catches it first
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: md5 .* does not match"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_fake_folder_raw_and_gz(tmp_path):
+    raw = load_dataset("mnist", write_fake_idx(tmp_path / "raw"))
+    # Published names with .gz are md5-checked; our fake files are not the originals.
+    gz = load_dataset("mnist", write_fake_idx(tmp_path / "gz", gz=True), verify=False)
+    np.testing.assert_array_equal(raw.x_train, gz.x_train)
+    assert raw.x_train.shape == (200, 28, 28) and raw.y_test.shape == (50,)
+    assert raw.summary()["train"]["class_counts"] == [20] * 10
+
+
+def test_torchvision_layout(tmp_path):
+    write_fake_idx(tmp_path / "MNIST" / "raw")
+    assert len(load_dataset("mnist", tmp_path).x_test) == 50
+
+
+def test_counts_disagree(fake_dir):
+    write_idx(fake_dir / "t10k-labels-idx1-ubyte", np.zeros(49, np.uint8))
+    with pytest.raises(DataError, match="50 test images but 49 test labels"):
+        load_dataset("mnist", fake_dir)
+
+
+def test_wrong_image_shape(fake_dir):
+    write_idx(fake_dir / "t10k-images-idx3-ubyte", np.zeros((50, 32, 32), np.uint8))
+    with pytest.raises(DataError, match=r"shape \(50, 32, 32\).*expected \(N, 28, 28\) uint8"):
+        load_dataset("mnist", fake_dir)
+
+
+def test_label_out_of_range(fake_dir):
+    write_idx(fake_dir / "t10k-labels-idx1-ubyte", np.full(50, 12, np.uint8))
+    with pytest.raises(DataError, match="label 12 is not in 0..9"):
+        load_dataset("mnist", fake_dir)
+
+
+def test_wrong_magic_in_folder(fake_dir):
+    (fake_dir / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + bytes(50))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte"):
+        load_dataset("mnist", fake_dir)
+
+
+def test_missing_files_say_what_is_needed(tmp_path):
+    with pytest.raises(DataError, match=r"no MNIST files in .*train-images-idx3-ubyte\.gz.*npz"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_not_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="does not exist or is not a folder"):
+        load_dataset("mnist", tmp_path / "file")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("mnist", tmp_path / "missing")
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match=r"mnist\.npz: not a readable npz"):
+        read_folder(tmp_path, get_spec("mnist"))
+
+
+def test_unknown_dataset():
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar'; choose one of: mnist"):
+        load_dataset("cifar")
+
+
+def test_table_has_the_mnist_family():
+    assert {"mnist", "fashion-mnist", "kmnist"} <= set(DATASETS)
+    for spec in DATASETS.values():
+        assert len(spec.classes) == 10 and len(spec.md5) == 4 and spec.mirrors
+        assert all(len(v) == 32 for v in spec.md5.values())
+
+
+def test_random_subset_is_seeded():
+    x, y = make_digits(100)
+    a = random_subset(x, y, 30, seed=1)
+    b = random_subset(x, y, 30, seed=1)
+    c = random_subset(x, y, 30, seed=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[1], c[1])
+    assert random_subset(x, y, None)[0] is x
+    with pytest.raises(ConfigError, match="between 1 and 100"):
+        random_subset(x, y, 101)
+
+
+def test_stratified_split_keeps_class_shares():
+    y = np.repeat(np.arange(10), np.arange(10, 110, 10))  # 10, 20, ..., 100 of each class
+    tr, va = stratified_split(y, 0.1, seed=3)
+    assert len(va) == round(len(y) * 0.1) and len(np.intersect1d(tr, va)) == 0
+    assert len(tr) + len(va) == len(y)
+    np.testing.assert_array_equal(np.bincount(y[va]), np.arange(1, 11))
+    np.testing.assert_array_equal(stratified_split(y, 0.1, seed=3)[1], va)
+    with pytest.raises(ConfigError):
+        stratified_split(y, 1.5)
+    with pytest.raises(ConfigError, match="at least one sample per class"):
+        stratified_split(np.arange(10), 0.1)
