@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from digitlab.errors import ConfigError, DigitlabError
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -39,13 +37,13 @@ def add_common(p: argparse.ArgumentParser, out_help: str, seed: bool = True) -> 
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
-def _load(args: argparse.Namespace):
+def load(args: argparse.Namespace):
     from digitlab.data import load_dataset
 
     return load_dataset(args.dataset, args.data_dir, quiet=args.quiet)
 
 
-def _say(args: argparse.Namespace, text: str) -> None:
+def say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text)
 
@@ -54,7 +52,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    ds = _load(args)
+    ds = load(args)
     info = ds.summary()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -70,14 +68,14 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     lines.append("  class   " + " ".join(f"{c[:7]:>7s}" for c in ds.classes))
     for split in ("train", "test"):
         lines.append(f"  {split:5s}   " + " ".join(f"{n:7d}" for n in info[split]["class_counts"]))
-    _say(args, "\n".join(lines))
+    say(args, "\n".join(lines))
     return 0
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
     from digitlab import plots
 
-    ds = _load(args)
+    ds = load(args)
     x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
     if not 0 <= args.index < len(x):
         raise ConfigError(
@@ -86,7 +84,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     label = ds.classes[int(y[args.index])]
     out = args.out or Path(f"{ds.name}-{args.split}-{args.index}.png")
     plots.save(plots.digit(x[args.index], f"{args.split}[{args.index}]: label {label}"), out)
-    _say(args, f"wrote {out} ({args.split} image {args.index}, label {label})")
+    say(args, f"wrote {out} ({args.split} image {args.index}, label {label})")
     return 0
 
 
@@ -95,7 +93,7 @@ def cmd_data_gallery(args: argparse.Namespace) -> int:
 
     from digitlab import plots
 
-    ds = _load(args)
+    ds = load(args)
     x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
@@ -121,7 +119,7 @@ def cmd_data_gallery(args: argparse.Namespace) -> int:
     titles = [f"#{i}: {ds.classes[int(y[i])]}" for i in idx]
     out = args.out or Path(name)
     plots.save(plots.digits_grid(x[idx], titles, ncols=ncols), out)
-    _say(args, f"wrote {out} ({len(idx)} {args.split} images)")
+    say(args, f"wrote {out} ({len(idx)} {args.split} images)")
     return 0
 
 
@@ -183,13 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_gallery)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    from digitlab import cli_knn
+
+    cli_knn.register(sub)
     return parser
-
-
-# Later modules (knn, cnn, ...) add their subcommands here, keeping this file's core small.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

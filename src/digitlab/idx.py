@@ -70,8 +70,12 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: IDX file {what}: header says shape {shape} ({expected} bytes of data), "
             f"file has {got}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else array
+    # A writable native-order copy, as Keras gives: frombuffer alone would be read-only.
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -61,3 +61,104 @@ def digit(image: np.ndarray, title: str | None = None) -> Figure:
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
+    """Annotated heatmap; the diagonal (correct) and the errors use separate colour scales."""
+    cm = np.asarray(cm)
+    n = len(cm)
+    fig, ax = plt.subplots(figsize=(0.62 * n + 2.2, 0.62 * n + 1.6))
+    off = cm.astype(float).copy()
+    np.fill_diagonal(off, np.nan)
+    # Errors are what a reader looks for: colour them; the diagonal is drawn in a calm grey.
+    ax.imshow(
+        np.where(np.eye(n, dtype=bool), np.nan, off),
+        cmap="Reds",
+        vmin=0,
+        vmax=max(1.0, np.nanmax(off)),
+    )
+    ax.imshow(np.where(np.eye(n, dtype=bool), 1.0, np.nan), cmap="Greys", vmin=0, vmax=4)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                dark = i != j and cm[i, j] > 0.6 * np.nanmax(off)
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                    fontweight="bold" if i == j else "normal",
+                )
+    ax.set_xticks(range(n), [c[:8] for c in class_names], rotation=45 if n > 10 else 0)
+    ax.set_yticks(range(n), [c[:12] for c in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = np.trace(cm) / max(1, cm.sum())
+    ax.set_title(title or f"Confusion matrix (accuracy {acc:.2%})")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    index: np.ndarray,
+    title: str,
+    confidence: np.ndarray | None = None,
+    ncols: int = 10,
+) -> Figure:
+    """A gallery of wrongly classified digits titled "true → predicted" (and confidence)."""
+    titles = []
+    for j, i in enumerate(index):
+        t = f"{class_names[y_true[i]]} → {class_names[y_pred[i]]}"
+        if confidence is not None:
+            t += f" ({confidence[j]:.0%})"
+        titles.append(t)
+    if len(index) == 0:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
+        return fig
+    return digits_grid(images[index], titles, ncols=ncols, size=1.45, suptitle=title)
+
+
+def per_class_bars(report: dict, title: str = "Per-class precision, recall and F1") -> Figure:
+    rows = report["per_class"]
+    names = [r["class"][:10] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.4))
+    for off, key, colour in (
+        (-0.27, "precision", "#4C72B0"),
+        (0, "recall", "#DD8452"),
+        (0.27, "f1", "#55A868"),
+    ):
+        ax.bar(x + off, [r[key] for r in rows], width=0.26, label=key, color=colour)
+    lo = min(min(r[k] for r in rows for k in ("precision", "recall", "f1")), 0.9)
+    ax.set_ylim(max(0.0, lo - 0.02), 1.0)
+    ax.set_xticks(x, names)
+    ax.set_title(title)
+    ax.legend(loc="lower right", ncols=3, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def k_sweep(ks: Sequence[int], val_acc: dict, test_acc: dict, chosen: int) -> Figure:
+    """Accuracy vs k: validation (used to choose) and test (reported only)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(ks, [val_acc[k] for k in ks], "o-", label="validation (chooses k)")
+    ax.plot(ks, [test_acc[k] for k in ks], "s--", label="test (reported, not used)")
+    ax.axvline(chosen, color="grey", ls=":", label=f"chosen k = {chosen}")
+    ax.set_xlabel("k (number of neighbours)")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(list(ks))
+    ax.set_title("kNN accuracy vs k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

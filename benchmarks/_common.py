@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    default = os.environ.get("DIGITLAB_DATA") or (
+        str(ROOT.parent / "shared/data/mnist")
+        if (ROOT.parent / "shared/data/mnist").is_dir()
+        else None
+    )
+    p.add_argument("--data-dir", default=default, help="MNIST folder (default: shared/ or cache)")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: all)")
+    return p
+
+
+def reset_peak_rss() -> None:
+    """Linux: make VmHWM start again from the current resident size."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def timer(store: dict, key: str):
+    start = time.perf_counter()
+    yield
+    store[key] = time.perf_counter() - start
+
+
+def emit(result: dict) -> None:
+    """The convention: the last line printed is one JSON object."""
+    print(json.dumps(result, default=float))

@@ -1,0 +1,151 @@
+"""kNN: ours vs scikit-learn on the course's split, the k sweep vs the course's seven refits.
+
+    python benchmarks/bench_knn.py [--data-dir DIR] [--threads N] [--full] [--no-sweep]
+
+Prints a table, then one JSON line: ours_s / reference_s are fit+predict at k=3 on the seeded
+20,000-image subset and the 10,000 test images; ratio = reference_s / ours_s.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+from _common import emit, parser, peak_rss_mb, reset_peak_rss, timer
+from digitlab.data import load_dataset, random_subset
+from digitlab.neighbors import KNeighborsClassifier, _choose_kernel
+
+
+def flat(x):
+    return x.reshape(len(x), -1)
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--full", action="store_true", help="also all 60,000 training images, k=1,3,5")
+    p.add_argument("--no-sweep", action="store_true", help="skip the seven-refit reference loop")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = load_dataset("mnist", args.data_dir)
+    xtr, ytr = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
+    X, Q, yte = flat(xtr), flat(ds.x_test), ds.y_test
+    t: dict = {}
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__} "
+        f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
+        f"kernel {_choose_kernel(torch.device('cpu'))}"
+    )
+
+    # The floor: one float32 product of the same shape, nothing else.
+    a, b = torch.randn(10000, 784), torch.randn(20000, 784)
+    a @ b[:100].T
+    with timer(t, "floor"):
+        a @ b.T
+    del a, b
+
+    reset_peak_rss()
+    base = peak_rss_mb()
+    with timer(t, "ours"):
+        model = KNeighborsClassifier(3).fit(X, ytr)
+        ours = model.predict(Q)
+    ours_peak = (peak_rss_mb() or 0) - (base or 0)
+
+    try:
+        from sklearn.neighbors import KNeighborsClassifier as Reference
+    except ImportError:
+        Reference = None
+    ref = None
+    if Reference is not None:
+        reset_peak_rss()
+        base = peak_rss_mb()
+        with timer(t, "reference"):
+            ref = Reference(3, algorithm="brute").fit(X, ytr).predict(Q)
+        ref_peak = (peak_rss_mb() or 0) - (base or 0)
+    identical = bool(ref is not None and np.array_equal(ours, ref))
+    acc = float(np.mean(ours == yte))
+
+    rows = [("fit+predict k=3, 20000/10000", t["ours"], t.get("reference"))]
+    # The sweep: one search at k=7 scored for every k, vs the course's loop of seven refits.
+    sweep_ok = None
+    if not args.no_sweep:
+        with timer(t, "sweep_ours"):
+            many = KNeighborsClassifier(7).fit(X, ytr).predict_many_k(Q, range(1, 8))
+        if Reference is not None:
+            refs = {}
+            with timer(t, "sweep_reference"):
+                for k in range(1, 8):
+                    refs[k] = Reference(k, algorithm="brute").fit(X, ytr).predict(Q)
+            sweep_ok = all(np.array_equal(many[k], refs[k]) for k in range(1, 8))
+        rows.append(("sweep k=1..7 (vs seven refits)", t["sweep_ours"], t.get("sweep_reference")))
+
+    # What PCA buys (50 components, fit on the training subset; not part of the ratio).
+    from sklearn.decomposition import PCA
+
+    with timer(t, "pca"):
+        pca = PCA(50, svd_solver="randomized", random_state=0).fit(X.astype(np.float32))
+        pacc = (
+            KNeighborsClassifier(3)
+            .fit(pca.transform(X.astype(np.float32)), ytr)
+            .score(pca.transform(Q.astype(np.float32)), yte)
+        )
+    rows.append(("PCA-50 + kNN k=3 (fit+predict)", t["pca"], None))
+
+    full = {}
+    if args.full:
+        for k in (1, 3, 5):
+            start = time.perf_counter()
+            pred = KNeighborsClassifier(k).fit(flat(ds.x_train), ds.y_train).predict(Q)
+            full[k] = {
+                "seconds": time.perf_counter() - start,
+                "accuracy": float(np.mean(pred == yte)),
+            }
+            rows.append(
+                (f"full 60000, k={k} (acc {full[k]['accuracy']:.4f})", full[k]["seconds"], None)
+            )
+
+    print(f"{'task':40s} {'ours s':>8s} {'sklearn s':>10s} {'ratio':>7s}")
+    for name, ours_s, ref_s in rows:
+        ratio = f"{ref_s / ours_s:7.1f}" if ref_s else "      -"
+        print(f"{name:40s} {ours_s:8.2f} {ref_s or float('nan'):10.2f} {ratio}")
+    print(
+        f"accuracy k=3: {acc:.4f}; identical predictions: {identical}; sweep identical: "
+        f"{sweep_ok}; PCA-50 accuracy {pacc:.4f}"
+    )
+    print(
+        f"float32 GEMM floor for this shape: {t['floor']:.2f} s (ours = {t['ours'] / t['floor']:.2f}x "
+        f"the floor); peak extra RSS ours {ours_peak:.0f} MB"
+        + (f", sklearn {ref_peak:.0f} MB" if ref is not None else "")
+    )
+    emit(
+        {
+            "benchmark": "knn",
+            "ours_s": t["ours"],
+            "reference_s": t.get("reference"),
+            "ratio": t["reference"] / t["ours"] if ref is not None else None,
+            "identical": identical,
+            "accuracy": acc,
+            "sweep_ours_s": t.get("sweep_ours"),
+            "sweep_reference_s": t.get("sweep_reference"),
+            "sweep_ratio": (t["sweep_reference"] / t["sweep_ours"])
+            if "sweep_reference" in t
+            else None,
+            "sweep_identical": sweep_ok,
+            "floor_s": t["floor"],
+            "peak_mb_ours": ours_peak,
+            "peak_mb_reference": ref_peak if ref is not None else None,
+            "pca50_s": t["pca"],
+            "pca50_accuracy": pacc,
+            "full": full,
+            "threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The course's kNN experiments as plain functions: configuration in, results dict out.
+
+No printing and no files here: the CLI, the pipeline and the notebook decide what to show and
+where to write it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from digitlab.data import Dataset, random_subset, stratified_split
+from digitlab.device import check_threads, resolve_device
+from digitlab.errors import ConfigError
+from digitlab.evaluation import evaluate
+from digitlab.neighbors import KNeighborsClassifier
+from digitlab.preprocess import deskew
+
+
+@dataclass
+class KNNConfig:
+    """Settings of one kNN experiment (the course: k=3 on a seeded 20,000-image subset)."""
+
+    k: int = 3
+    train_size: int | None = 20000  # None: all training images
+    seed: int = 0
+    weights: str = "uniform"
+    deskew: bool = False
+    pca: int | None = None  # number of PCA components, None for raw pixels
+    device: str = "auto"
+    threads: int | None = None
+    max_memory_mb: float = 512
+
+    def validate(self, n_train: int) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"k must be a whole number >= 1, got {self.k!r}")
+        if self.train_size is not None and not 0 < self.train_size <= n_train:
+            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+        if self.weights not in ("uniform", "distance"):
+            raise ConfigError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
+        if self.pca is not None and not 0 < self.pca <= 784:
+            raise ConfigError(f"pca must be a number of components in 1..784, got {self.pca}")
+        resolve_device(self.device)
+        if self.threads is not None:
+            check_threads(self.threads)
+
+
+class Features:
+    """The feature map of an experiment: optional deskewing, then optional PCA (fit on train)."""
+
+    def __init__(self, deskew: bool = False, pca: int | None = None, seed: int = 0):
+        self.deskew, self.pca, self.seed = deskew, pca, seed
+        self._pca = None
+
+    def fit_transform(self, images: np.ndarray) -> np.ndarray:
+        x = self._pixels(images)
+        if self.pca:
+            from sklearn.decomposition import PCA
+
+            self._pca = PCA(self.pca, svd_solver="randomized", random_state=self.seed)
+            return self._pca.fit_transform(x.astype(np.float32)).astype(np.float64)
+        return x
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        x = self._pixels(images)
+        if self._pca is not None:
+            return self._pca.transform(x.astype(np.float32)).astype(np.float64)
+        return x
+
+    def _pixels(self, images: np.ndarray) -> np.ndarray:
+        images = deskew(images) if self.deskew else images
+        return images.reshape(len(images), -1)
+
+
+def _model(cfg: KNNConfig, k: int) -> KNeighborsClassifier:
+    return KNeighborsClassifier(
+        k,
+        weights=cfg.weights,
+        device=cfg.device,
+        threads=cfg.threads,
+        max_memory_mb=cfg.max_memory_mb,
+    )
+
+
+def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
+    """Fit kNN on the seeded training subset, predict the test set, evaluate in depth."""
+    cfg.validate(len(ds.x_train))
+    x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
+    t0 = time.perf_counter()
+    features = Features(cfg.deskew, cfg.pca, cfg.seed)
+    f_train = features.fit_transform(x_train)
+    f_test = features.transform(ds.x_test)
+    t1 = time.perf_counter()
+    model = _model(cfg, cfg.k).fit(f_train, y_train)
+    proba = model.predict_proba(f_test)
+    pred = model.classes_[np.argmax(proba, axis=1)]
+    t2 = time.perf_counter()
+    report = evaluate(ds.y_test, pred, ds.classes, proba)
+    return {
+        "config": asdict(cfg),
+        **report,
+        "predictions": pred,
+        "proba": proba,
+        "timing": {"features_s": t1 - t0, "fit_predict_s": t2 - t1, "total_s": t2 - t0},
+        "n_train": len(x_train),
+        "n_test": len(ds.x_test),
+    }
+
+
+def parse_k_range(text: str) -> list[int]:
+    """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9]."""
+    try:
+        ks: list[int] = []
+        for part in str(text).split(","):
+            if "-" in part:
+                lo, _, rest = part.partition("-")
+                hi, _, step = rest.partition(":")
+                ks.extend(range(int(lo), int(hi) + 1, int(step or 1)))
+            else:
+                ks.append(int(part))
+    except ValueError:
+        raise ConfigError(f"cannot read k values {text!r}; write e.g. 1-7 or 1,3,5") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"k values must be whole numbers >= 1, got {text!r}")
+    return sorted(set(ks))
+
+
+def run_knn_sweep(
+    ds: Dataset, cfg: KNNConfig, ks: Sequence[int], val_fraction: float = 0.1
+) -> dict:
+    """Choose k on a stratified validation split of the training subset, never on the test set.
+
+    Neighbours are searched once at the largest k and every k is scored from that one search.
+    The test accuracy of every k is reported too (clearly labelled), from the model refit on
+    the whole training subset; it plays no part in the choice.
+    """
+    cfg.validate(len(ds.x_train))
+    ks = sorted(set(int(k) for k in ks))
+    x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
+    fit_idx, val_idx = stratified_split(y_train, val_fraction, cfg.seed)
+    if max(ks) > len(fit_idx):
+        raise ConfigError(f"largest k ({max(ks)}) exceeds the {len(fit_idx)} fitting samples")
+    t0 = time.perf_counter()
+    features = Features(cfg.deskew, cfg.pca, cfg.seed)
+    f_fit = features.fit_transform(x_train[fit_idx])
+    val_pred = (
+        _model(cfg, max(ks))
+        .fit(f_fit, y_train[fit_idx])
+        .predict_many_k(features.transform(x_train[val_idx]), ks)
+    )
+    val_acc = {k: float(np.mean(p == y_train[val_idx])) for k, p in val_pred.items()}
+    t1 = time.perf_counter()
+    best = max(ks, key=lambda k: (val_acc[k], -k))  # best validation accuracy, then smallest k
+    features = Features(cfg.deskew, cfg.pca, cfg.seed)
+    f_train = features.fit_transform(x_train)
+    test_pred = (
+        _model(cfg, max(ks)).fit(f_train, y_train).predict_many_k(features.transform(ds.x_test), ks)
+    )
+    test_acc = {k: float(np.mean(p == ds.y_test)) for k, p in test_pred.items()}
+    t2 = time.perf_counter()
+    return {
+        "config": asdict(cfg),
+        "ks": ks,
+        "val_fraction": val_fraction,
+        "n_fit": len(fit_idx),
+        "n_val": len(val_idx),
+        "val_accuracy": val_acc,
+        "test_accuracy": test_acc,
+        "chosen_k": best,
+        "chosen_by": "validation accuracy (ties: smaller k)",
+        "test_accuracy_at_chosen_k": test_acc[best],
+        "timing": {"validation_search_s": t1 - t0, "test_search_s": t2 - t1},
+    }

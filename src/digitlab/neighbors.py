@@ -1,0 +1,439 @@
+"""Exact k-nearest-neighbour classification, a drop-in for scikit-learn's brute-force kNN.
+
+How it stays exact and fast on pixels (integers 0..255):
+- Shifting every pixel by -128 leaves distances unchanged and bounds each dot product by
+  784 * 128 * 128 < 2**24, so a float32 matrix multiply computes it *exactly*, whatever the
+  summation order of the BLAS. No float64 is needed, and that is most of the speed.
+- The ranking key `dot - |t|^2 / 2` (larger is closer) is rounded once to float32, and rounding
+  is monotone, so the exact top k+1 always lies among the top `k + margin` rounded keys unless
+  the rounded keys themselves tie across that margin. Those candidates get their exact integer
+  distances; rows where the margin is not proven safe, or whose k+1 nearest distances tie,
+  are re-ranked from the full exact distance row with the very operations scikit-learn uses
+  (`np.argpartition`, then `np.argsort`), so even tied neighbours match it.
+- Queries are processed in chunks sized by a memory bound; the full test x train distance
+  matrix is never built.
+Float features (after PCA, say) are shortlisted with a float32 product and ranked by float64
+distances; there, as in any floating-point kNN, exact ties are not promised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from digitlab.device import resolve_device, threads
+from digitlab.errors import NotFittedError
+
+_SHIFT = 128.0
+_MARGIN = 8  # extra candidates per row; proven enough row by row, or the row falls back
+KERNELS = ("auto", "float32", "int8")
+
+
+def _as_2d(X, what: str = "X") -> np.ndarray:
+    """Validate a feature array: 2-D (images (N, 28, 28) are flattened), non-empty, finite."""
+    X = np.asarray(X)
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise ValueError(f"{what} must be numeric, got dtype {X.dtype}")
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D (n_samples, n_features) or images (n, h, w), got shape {X.shape}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} is empty (shape {X.shape}); need at least one sample")
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        raise ValueError(f"{what} contains NaN or infinity")
+    return X
+
+
+def _as_pixels(X: np.ndarray) -> np.ndarray | None:
+    """X as uint8 when every value is an integer in 0..255 (exact path), else None."""
+    if X.dtype == np.uint8:
+        return X
+    if X.dtype == bool:
+        return X.astype(np.uint8)
+    lo, hi = X.min(), X.max()
+    if lo < 0 or hi > 255:
+        return None
+    if np.issubdtype(X.dtype, np.floating) and not np.array_equal(X, np.round(X)):
+        return None
+    return X.astype(np.uint8)
+
+
+@dataclass
+class _Neighbors:
+    """Squared distances (float64, exact on pixels) and indices, nearest first, for one k."""
+
+    sq_dist: np.ndarray
+    ind: np.ndarray
+
+
+class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour classifier with scikit-learn's interface and its exact answers.
+
+    Parameters
+    ----------
+    n_neighbors : number of neighbours that vote (scikit-learn's default, 5).
+    weights : "uniform" (each neighbour one vote) or "distance" (votes weighted 1/distance).
+    metric : only "euclidean".
+    device : "auto", "cpu" or "cuda".
+    max_memory_mb : bound on the distance block held at once (queries are chunked to fit).
+    threads : PyTorch CPU threads for the search (None: PyTorch's current setting).
+    kernel : product used on pixel data: "float32", "int8" (torch._int_mm, fast on CPUs with
+        VNNI/AMX and on GPUs) or "auto" (whichever a small timed trial finds faster here).
+        Both are exact.
+
+    On integer pixel data (0..255) predictions, probabilities and neighbours equal those of
+    `sklearn.neighbors.KNeighborsClassifier(algorithm="brute")`, ties included.
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        weights: str = "uniform",
+        metric: str = "euclidean",
+        device: str = "auto",
+        max_memory_mb: float = 512,
+        threads: int | None = None,
+        kernel: str = "auto",
+    ):
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.metric = metric
+        self.device = device
+        self.max_memory_mb = max_memory_mb
+        self.threads = threads
+        self.kernel = kernel
+
+    def _check_params(self) -> None:
+        k = self.n_neighbors
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_neighbors must be a whole number >= 1, got {k!r}")
+        if self.weights not in ("uniform", "distance"):
+            raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
+        if self.metric != "euclidean":
+            raise ValueError(f"metric must be 'euclidean', got {self.metric!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if not self.max_memory_mb > 0:
+            raise ValueError(f"max_memory_mb must be positive, got {self.max_memory_mb!r}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(
+                "This KNeighborsClassifier instance is not fitted yet; call fit(X, y) first"
+            )
+
+    # ----- fit ------------------------------------------------------------------------------
+
+    def fit(self, X, y) -> KNeighborsClassifier:
+        self._check_params()
+        X = _as_2d(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(
+                f"y must be 1-D with one label per row of X: X has {len(X)} rows, "
+                f"y has shape {y.shape}"
+            )
+        self.classes_, self._y = np.unique(y, return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        self.n_samples_fit_ = len(X)
+        self._pixels = _as_pixels(X)
+        self._fit_X = X
+        if self._pixels is not None:
+            self._const_cols = (self._pixels == self._pixels[0]).all(0)
+            self._const_vals = self._pixels[0, self._const_cols]
+        self._cache: dict = {}
+        return self
+
+    def _float_train(self, device: torch.device) -> dict:
+        """Float64 training matrix and squared norms (the float-feature path), once per device."""
+        key = ("float", device)
+        if key not in self._cache:
+            t = torch.from_numpy(np.asarray(self._fit_X, np.float64)).to(device)
+            t32 = t.float()
+            self._cache[key] = {"t": t, "t32": t32, "half32": (t32 * t32).sum(1) / 2}
+        return self._cache[key]
+
+    def _pixel_index(self, Q: np.ndarray, device: torch.device) -> tuple[_PixelIndex, np.ndarray]:
+        """The training pixels on `device`, without the columns that cannot matter for Q.
+
+        A pixel that is the same in every training image and every query adds zero to every
+        distance (MNIST has dozens of always-blank border pixels), so it is left out of the
+        product: fewer flops, identical distances.
+        """
+        const = np.flatnonzero(self._const_cols)
+        keep = ~self._const_cols
+        keep[const[(Q[:, const] != self._const_vals).any(0)]] = True
+        cache_key = ("pixels", device, keep.tobytes())
+        if cache_key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != "pixels"}
+            self._cache[cache_key] = _PixelIndex(self._pixels[:, keep], device, self.kernel)
+        return self._cache[cache_key], keep
+
+    # ----- search ---------------------------------------------------------------------------
+
+    def _prepare_queries(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = _as_2d(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but this classifier was fitted "
+                f"with {self.n_features_in_}"
+            )
+        return X
+
+    def _chunk_rows(self) -> int:
+        """Query rows per chunk: each holds 8 bytes per training sample (two float32 rows).
+
+        Past about a thousand rows bigger chunks only thrash the cache (measured), so the
+        memory bound caps the chunk but does not inflate it.
+        """
+        per_row = self.n_samples_fit_ * 8
+        return max(1, min(1024, int(self.max_memory_mb * 2**20 // per_row)))
+
+    def _search(self, X: np.ndarray, ks: Sequence[int]) -> dict[int, _Neighbors]:
+        """Exact neighbours of every query row for each k in `ks`, from one pass."""
+        kmax = max(ks)
+        if kmax > self.n_samples_fit_:
+            raise ValueError(
+                f"n_neighbors = {kmax} is larger than the {self.n_samples_fit_} "
+                "training samples; use at most that many"
+            )
+        device = resolve_device(self.device)
+        queries = _as_pixels(X) if self._pixels is not None else None
+        with threads(self.threads), _exact_float32_matmul():
+            if queries is not None:
+                return self._search_pixels(queries, ks, device)
+            return self._search_float(X, ks, device)
+
+    def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
+        index, keep = self._pixel_index(Q, device)
+        Q = np.ascontiguousarray(Q[:, keep])
+        n_fit, kmax = self.n_samples_fit_, max(ks)
+        m = min(n_fit, kmax + 1 + _MARGIN)
+        out_d = np.empty((len(Q), m), np.float64)
+        out_i = np.empty((len(Q), m), np.int64)
+        fallback: list[np.ndarray] = []
+        step = self._chunk_rows()
+        # Reused buffers: fresh 100 MB allocations per chunk cost more in page faults than the
+        # subtraction itself.
+        dot_buf = torch.empty((min(step, len(Q)), n_fit), device=device)
+        key_buf = torch.empty_like(dot_buf)
+        for start in range(0, len(Q), step):
+            q = index.queries(Q[start : start + step])
+            dot, key = dot_buf[: len(q)], key_buf[: len(q)]
+            index.dot(q, out=dot)  # exact integer dot products (|dot| < 2**24)
+            torch.sub(dot, index.half_norms, out=key)  # rounded once: monotone in the exact key
+            top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
+            # Exact squared distances of the candidates, from their exact dot products.
+            qn = (q * q).sum(1, keepdim=True).double()  # exact in float32 too (< 2**24)
+            d = qn + index.norms[cand] - 2 * torch.gather(dot, 1, cand).double()
+            d, order = torch.sort(d, dim=1, stable=True)
+            cand = torch.gather(cand, 1, order)
+            head = d[:, : min(kmax + 1, m)]
+            unsure = (head[:, 1:] == head[:, :-1]).any(1)  # tied distances: rank as sklearn
+            if m < n_fit:  # the margin must be proven: rounded keys may not tie across it
+                unsure |= top_key[:, m - 1] >= top_key[:, kmax]
+            out_d[start : start + len(q)] = d.cpu().numpy()
+            out_i[start : start + len(q)] = cand.cpu().numpy()
+            fallback.append(start + np.flatnonzero(unsure.cpu().numpy()))
+        del dot_buf, key_buf
+        redo = np.concatenate(fallback)
+        result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
+        if len(redo):
+            self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
+        self.last_fallback_rows_ = len(redo)
+        return result
+
+    def _rerank_like_sklearn(self, index: _PixelIndex, Q, rows, ks, result) -> None:
+        step = max(1, self._chunk_rows() // 2)
+        for s in range(0, len(rows), step):
+            dist = index.full_rows(Q[s : s + step])
+            r = np.arange(len(dist))[:, None]
+            for k in ks:
+                # The same two calls scikit-learn's brute-force search makes, on the same values.
+                ind = np.argpartition(dist, k - 1, axis=1)[:, :k]
+                ind = ind[r, np.argsort(dist[r, ind])]
+                result[k].ind[rows[s : s + step]] = ind
+                result[k].sq_dist[rows[s : s + step]] = dist[r, ind]
+
+    def _search_float(self, X: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
+        """Float features: float32 product to shortlist, float64 distances to rank the list."""
+        train = self._float_train(device)
+        t32, half = train["t32"], train["half32"]
+        n_fit, kmax = self.n_samples_fit_, max(ks)
+        m = min(n_fit, kmax + _MARGIN)
+        out_d = np.empty((len(X), kmax), np.float64)
+        out_i = np.empty((len(X), kmax), np.int64)
+        step = self._chunk_rows()
+        key_buf = torch.empty((min(step, len(X)), n_fit), device=device)
+        for start in range(0, len(X), step):
+            q = torch.from_numpy(np.asarray(X[start : start + step], np.float64)).to(device)
+            key = key_buf[: len(q)]
+            torch.mm(q.float(), t32.T, out=key)
+            key.sub_(half)
+            cand = torch.topk(key, m, dim=1, largest=True, sorted=False).indices
+            diff = train["t"][cand] - q[:, None, :]  # (rows, m, features), float64
+            d, order = torch.sort((diff * diff).sum(2), dim=1, stable=True)
+            out_d[start : start + len(q)] = d[:, :kmax].cpu().numpy()
+            out_i[start : start + len(q)] = torch.gather(cand, 1, order)[:, :kmax].cpu().numpy()
+        self.last_fallback_rows_ = 0
+        return {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
+
+    # ----- public API -----------------------------------------------------------------------
+
+    def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
+        """Distances (euclidean) and indices of the nearest training samples, nearest first.
+
+        With X=None the training samples are queried and none is its own neighbour.
+        """
+        self._check_fitted()
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_neighbors must be a whole number >= 1, got {k!r}")
+        if X is None:
+            if k >= self.n_samples_fit_:
+                raise ValueError(
+                    f"n_neighbors must be < {self.n_samples_fit_} when querying "
+                    "the training set itself"
+                )
+            found = self._search(self._fit_X, [k + 1])[k + 1]
+            dist, ind = _drop_self(found.sq_dist, found.ind)
+        else:
+            found = self._search(self._prepare_queries(X), [k])[k]
+            dist, ind = found.sq_dist, found.ind
+        if not return_distance:
+            return ind
+        return np.sqrt(np.maximum(dist, 0)), ind
+
+    def _votes(self, nb: _Neighbors) -> np.ndarray:
+        """(n, n_classes) vote totals exactly as scikit-learn sums them for `predict`."""
+        labels = self._y[nb.ind]
+        n_classes = len(self.classes_)
+        if self.weights == "uniform":
+            return np.stack([(labels == c).sum(1) for c in range(n_classes)], axis=1)
+        w = _distance_weights(nb.sq_dist)
+        # Same template-and-sum as sklearn.utils.extmath.weighted_mode, so sums round alike.
+        return np.stack([np.where(labels == c, w, 0.0).sum(1) for c in range(n_classes)], axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        nb = self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
+        return self.classes_[np.argmax(self._votes(nb), axis=1)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        nb = self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
+        return self._proba(nb)
+
+    def _proba(self, nb: _Neighbors) -> np.ndarray:
+        labels = self._y[nb.ind]
+        w = np.ones(labels.shape) if self.weights == "uniform" else _distance_weights(nb.sq_dist)
+        proba = np.zeros((len(labels), len(self.classes_)))
+        rows = np.arange(len(labels))
+        for i in range(labels.shape[1]):  # neighbour by neighbour, as scikit-learn adds them
+            proba[rows, labels[:, i]] += w[:, i]
+        return proba / proba.sum(1, keepdims=True)
+
+    def score(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    def predict_many_k(self, X, ks: Iterable[int]) -> dict[int, np.ndarray]:
+        """Predictions for several k from a single neighbour search at the largest k."""
+        ks = sorted(set(int(k) for k in ks))
+        if not ks or ks[0] < 1:
+            raise ValueError(f"k values must be whole numbers >= 1, got {ks}")
+        found = self._search(self._prepare_queries(X), ks)
+        return {k: self.classes_[np.argmax(self._votes(found[k]), axis=1)] for k in ks}
+
+
+class _PixelIndex:
+    """Training pixels prepared for exact products: shifted by -128, norms exact."""
+
+    def __init__(self, pixels: np.ndarray, device: torch.device, kernel: str):
+        self.device = device
+        self.kernel = _choose_kernel(device) if kernel == "auto" else kernel
+        t8 = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).to(torch.int16) - 128
+        t8 = t8.to(torch.int8)
+        self.t = t8.float()
+        self.t8 = t8 if self.kernel == "int8" else None
+        norms = (self.t * self.t).sum(1)  # integers below 2**24: exact in float32
+        self.norms = norms.double()
+        self.half_norms = norms / 2
+
+    def queries(self, Q: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(Q).to(self.device, torch.float32).sub_(_SHIFT)
+
+    def dot(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.t8 is None:
+            return torch.mm(q, self.t.T, out=out)
+        return out.copy_(torch._int_mm(q.to(torch.int8), self.t8.T))
+
+    def full_rows(self, Q: np.ndarray) -> np.ndarray:
+        """Exact squared distances of some query rows to every training row (float64)."""
+        q = self.queries(Q)
+        dots = torch.mm(q, self.t.T).double()
+        qn = (q * q).sum(1, keepdim=True).double()
+        return (qn + self.norms - 2 * dots).cpu().numpy()
+
+
+_KERNEL_CHOICE: dict[str, str] = {}
+
+
+def _choose_kernel(device: torch.device) -> str:
+    """Time one small block both ways and keep the faster (once per device type)."""
+    if device.type in _KERNEL_CHOICE:
+        return _KERNEL_CHOICE[device.type]
+    import time
+
+    a = torch.randint(-128, 128, (256, 784), dtype=torch.int8, device=device)
+    b = torch.randint(-128, 128, (2048, 784), dtype=torch.int8, device=device)
+    af, bf = a.float(), b.float()
+    timings = {}
+    for name, fn in (("float32", lambda: af @ bf.T), ("int8", lambda: torch._int_mm(a, b.T))):
+        try:
+            fn()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timings[name] = time.perf_counter() - start
+        except RuntimeError:  # no int8 kernel for this device or these shapes
+            timings[name] = float("inf")
+    _KERNEL_CHOICE[device.type] = min(timings, key=timings.get)
+    return _KERNEL_CHOICE[device.type]
+
+
+def _distance_weights(sq_dist: np.ndarray) -> np.ndarray:
+    """1/distance; a row with an exact match gives all its weight to the exact matches."""
+    with np.errstate(divide="ignore"):
+        w = 1.0 / np.sqrt(np.maximum(sq_dist, 0))
+    inf = np.isinf(w)
+    rows = inf.any(1)
+    w[rows] = inf[rows]
+    return w
+
+
+def _drop_self(sq_dist: np.ndarray, ind: np.ndarray):
+    """Remove each query's own index (or, when duplicates crowd it out, the first), as sklearn."""
+    n, k1 = ind.shape
+    own = ind == np.arange(n)[:, None]
+    own[~own.any(1), 0] = True
+    keep = ~own
+    return sq_dist[keep].reshape(n, k1 - 1), ind[keep].reshape(n, k1 - 1)
+
+
+class _exact_float32_matmul:
+    """On CUDA, forbid TF32 for the duration: our float32 products must be exact."""
+
+    def __enter__(self):
+        self._saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self._saved

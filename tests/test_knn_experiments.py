@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_fake_idx
+from digitlab.cli import main
+from digitlab.data import load_dataset
+from digitlab.errors import ConfigError
+from digitlab.experiments import KNNConfig, parse_k_range, run_knn, run_knn_sweep
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return write_fake_idx(tmp_path / "d", n_train=400, n_test=100)
+
+
+def test_parse_k_range():
+    assert parse_k_range("1-7") == [1, 2, 3, 4, 5, 6, 7]
+    assert parse_k_range("1,3,5") == [1, 3, 5]
+    assert parse_k_range("1-9:2") == [1, 3, 5, 7, 9]
+    for bad in ("0-3", "a", "", "3-x"):
+        with pytest.raises(ConfigError):
+            parse_k_range(bad)
+
+
+def test_sweep_chooses_on_validation_not_test(fake, monkeypatch):
+    ds = load_dataset("mnist", fake)
+    result = run_knn_sweep(ds, KNNConfig(train_size=300), [1, 3, 5])
+    assert result["chosen_k"] == max([1, 3, 5], key=lambda k: (result["val_accuracy"][k], -k))
+    assert result["n_val"] == 30 and result["n_fit"] == 270
+    # Make the test labels worthless: the choice must not move.
+    ds.y_test = np.zeros_like(ds.y_test)
+    again = run_knn_sweep(ds, KNNConfig(train_size=300), [1, 3, 5])
+    assert (
+        again["chosen_k"] == result["chosen_k"] and again["val_accuracy"] == result["val_accuracy"]
+    )
+
+
+def test_run_is_seeded(fake):
+    ds = load_dataset("mnist", fake)
+    a = run_knn(ds, KNNConfig(train_size=200, seed=3))
+    b = run_knn(ds, KNNConfig(train_size=200, seed=3))
+    np.testing.assert_array_equal(a["predictions"], b["predictions"])
+    assert a["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (KNNConfig(train_size=300, k=0), "k must be"),
+        (KNNConfig(train_size=-5), "train_size must be"),
+        (KNNConfig(train_size=10**6), "train_size must be"),
+        (KNNConfig(train_size=300, weights="cubic"), "weights must be"),
+        (KNNConfig(train_size=300, pca=0), "pca must be"),
+    ],
+)
+def test_bad_config(fake, cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        run_knn(load_dataset("mnist", fake), cfg)
+
+
+def test_cli_knn_writes_metrics_and_figures(fake, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["knn", "--k", "3", "--train-size", "300", "--data-dir", str(fake), "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "f1_macro", "confusion_matrix", "per_class"):
+        assert key in metrics
+    assert len(metrics["per_class"]) == 10 and {"tp", "fp", "fn", "tn"} <= set(
+        metrics["per_class"][0]
+    )
+    for name in ("confusion_matrix", "per_class", "misclassified"):
+        assert (out / f"knn_{name}.png").is_file()
+    assert "macro F1" in capsys.readouterr().out
+
+
+def test_cli_sweep(fake, tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert (
+        main(
+            [
+                "knn",
+                "sweep",
+                "--k",
+                "1-4",
+                "--train-size",
+                "300",
+                "--data-dir",
+                str(fake),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads((out / "sweep.json").read_text())
+    assert set(result["val_accuracy"]) == {"1", "2", "3", "4"} and (out / "knn_sweep.png").is_file()
+    assert "<- chosen" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["knn", "--k", "0"], "k must be"),
+        (["knn", "--train-size", "0"], "train_size must be"),
+        (["knn", "sweep", "--k", "0-3"], "k values must be"),
+        (["knn", "--train-size", "300", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_cli_errors(fake, tmp_path, capsys, argv, message):
+    assert main([*argv, "--data-dir", str(fake), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_bad_train_size_word(capsys):
+    with pytest.raises(SystemExit):
+        main(["knn", "--train-size", "lots"])
+    assert "expected a number or 'all'" in capsys.readouterr().err

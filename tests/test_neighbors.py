@@ -1,0 +1,167 @@
+"""Our kNN against scikit-learn's brute-force kNN: identical answers, ties included."""
+
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier as SKLearnKNN
+
+from conftest import make_digits
+from digitlab import neighbors
+from digitlab.data import random_subset
+from digitlab.errors import NotFittedError
+from digitlab.neighbors import KNeighborsClassifier
+
+
+def _flat(x):
+    return x.reshape(len(x), -1)
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist):
+    xtr, ytr = random_subset(mnist.x_train, mnist.y_train, 5000, seed=1)
+    return _flat(xtr), ytr, _flat(mnist.x_test[:2000]), mnist.y_test[:2000]
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_identical_to_sklearn_on_mnist_k1_to_7(small_mnist, weights):
+    X, y, Q, _ = small_mnist
+    ours = KNeighborsClassifier(7, weights=weights).fit(X, y)
+    many = ours.predict_many_k(Q, range(1, 8))
+    for k in range(1, 8):
+        ref = SKLearnKNN(k, weights=weights, algorithm="brute").fit(X, y)
+        ours.set_params(n_neighbors=k)
+        np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+        np.testing.assert_array_equal(many[k], ref.predict(Q))
+        np.testing.assert_allclose(ours.predict_proba(Q), ref.predict_proba(Q), rtol=0, atol=1e-12)
+    d, i = ours.kneighbors(Q, 7)
+    rd, ri = SKLearnKNN(7, algorithm="brute").fit(X, y).kneighbors(Q)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(d, rd)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_course_run_identical_to_sklearn(mnist):
+    xtr, ytr = random_subset(mnist.x_train, mnist.y_train, 20000, seed=0)
+    ours = KNeighborsClassifier(3).fit(_flat(xtr), ytr).predict(_flat(mnist.x_test))
+    ref = SKLearnKNN(3, algorithm="brute").fit(_flat(xtr), ytr).predict(_flat(mnist.x_test))
+    np.testing.assert_array_equal(ours, ref)
+    assert 0.955 < np.mean(ours == mnist.y_test) < 0.965
+
+
+def _tied_data():
+    """Duplicated training images with different labels, and queries equal to them: ties."""
+    x, y = make_digits(300, seed=5)
+    X = _flat(x)
+    X = np.concatenate([X, X[:100], X[:100]])
+    y = np.concatenate([y, (y[:100] + 1) % 10, (y[:100] + 2) % 10])
+    Q = np.concatenate([X[:60], _flat(make_digits(60, seed=6)[0])])
+    return X, y, Q
+
+
+@pytest.mark.parametrize("margin", [8, 0])  # margin 0: every row takes the tie-exact fallback
+def test_ties_like_sklearn(monkeypatch, margin):
+    monkeypatch.setattr(neighbors, "_MARGIN", margin)
+    X, y, Q = _tied_data()
+    for k in range(1, 8):
+        for weights in ("uniform", "distance"):
+            ours = KNeighborsClassifier(k, weights=weights).fit(X, y)
+            ref = SKLearnKNN(k, weights=weights, algorithm="brute").fit(X, y)
+            np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+            np.testing.assert_array_equal(ours.kneighbors(Q)[1], ref.kneighbors(Q)[1])
+        assert ours.last_fallback_rows_ > 0
+
+
+def test_small_memory_bound_gives_same_answer():
+    X, y, Q = _tied_data()
+    a = KNeighborsClassifier(3).fit(X, y).kneighbors(Q)
+    b = KNeighborsClassifier(3, max_memory_mb=0.01).fit(X, y).kneighbors(Q)  # one row per chunk
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("kernel", ["float32", "int8"])
+def test_kernels_agree(kernel):
+    X, y, Q = _tied_data()
+    try:
+        ours = KNeighborsClassifier(4, kernel=kernel).fit(X, y).kneighbors(Q)
+    except RuntimeError as exc:  # int8 products are not available on every CPU build
+        pytest.skip(f"{kernel} kernel unavailable: {exc}")
+    ref = SKLearnKNN(4, algorithm="brute").fit(X, y).kneighbors(Q)
+    np.testing.assert_array_equal(ours[1], ref[1])
+
+
+def test_training_set_query_excludes_self():
+    X, y, _ = _tied_data()
+    ours = KNeighborsClassifier(3).fit(X, y).kneighbors()
+    ref = SKLearnKNN(3, algorithm="brute").fit(X, y).kneighbors()
+    np.testing.assert_array_equal(ours[1], ref[1])
+
+
+def test_float_features_match_sklearn():
+    rng = np.random.default_rng(0)
+    X, y, Q = rng.standard_normal((800, 12)), rng.integers(0, 5, 800), rng.standard_normal((90, 12))
+    ours = KNeighborsClassifier(5, weights="distance").fit(X, y)
+    ref = SKLearnKNN(5, weights="distance", algorithm="brute").fit(X, y)
+    np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+    np.testing.assert_allclose(ours.kneighbors(Q)[0], ref.kneighbors(Q)[0], rtol=1e-12)
+
+
+def test_string_labels_and_images_input():
+    x, y = make_digits(100)
+    names = np.array(list("abcdefghij"))[y]
+    model = KNeighborsClassifier(1).fit(x, names)  # (n, 28, 28) images are flattened
+    assert list(model.classes_) == list("abcdefghij")
+    assert model.score(x, names) == 1.0
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.zeros((5, 10)), "has 10 features, but this classifier was fitted with 784"),
+        (np.full((2, 784), np.nan), "NaN or infinity"),
+        (np.full((2, 784), np.inf), "NaN or infinity"),
+        (np.zeros((0, 784)), "empty"),
+        (np.zeros(784), "must be 2-D"),
+        (np.array([["a"] * 784]), "numeric"),
+    ],
+)
+def test_bad_queries(X, message):
+    x, y = make_digits(50)
+    model = KNeighborsClassifier(3).fit(x, y)
+    with pytest.raises(ValueError, match=message):
+        model.predict(X)
+
+
+def test_bad_parameters_and_fit():
+    x, y = make_digits(20)
+    with pytest.raises(ValueError, match="larger than the 20 training samples"):
+        KNeighborsClassifier(21).fit(x, y).predict(x)
+    with pytest.raises(ValueError, match="n_neighbors must be"):
+        KNeighborsClassifier(0).fit(x, y)
+    with pytest.raises(ValueError, match="weights must be"):
+        KNeighborsClassifier(weights="cubic").fit(x, y)
+    with pytest.raises(ValueError, match="metric must be"):
+        KNeighborsClassifier(metric="cosine").fit(x, y)
+    with pytest.raises(ValueError, match="one label per row"):
+        KNeighborsClassifier().fit(x, y[:-1])
+    with pytest.raises(ValueError, match="NaN"):
+        KNeighborsClassifier().fit(np.full((3, 4), np.nan), [0, 1, 2])
+    with pytest.raises(ValueError, match="(?i)invalid parameter"):
+        KNeighborsClassifier().set_params(k=3)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        KNeighborsClassifier().predict(np.zeros((1, 784)))
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+
+
+def test_sklearn_tools_accept_it():
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    x, y = make_digits(200)
+    model = KNeighborsClassifier(3)
+    assert clone(model).get_params()["n_neighbors"] == 3
+    scores = cross_val_score(model, _flat(x), y, cv=3)
+    assert scores.mean() > 0.9
