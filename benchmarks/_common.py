@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +26,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def reset_peak_rss() -> None:
     """Linux: make VmHWM start again from the current resident size."""
-    try:
+    with suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_mb() -> float | None:

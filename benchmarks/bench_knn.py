@@ -117,8 +117,9 @@ def main() -> None:
         f"{sweep_ok}; PCA-50 accuracy {pacc:.4f}"
     )
     print(
-        f"float32 GEMM floor for this shape: {t['floor']:.2f} s (ours = {t['ours'] / t['floor']:.2f}x "
-        f"the floor); peak extra RSS ours {ours_peak:.0f} MB"
+        f"float32 GEMM floor for this shape: {t['floor']:.2f} s "
+        f"(ours = {t['ours'] / t['floor']:.2f}x the floor); "
+        f"peak extra RSS ours {ours_peak:.0f} MB"
         + (f", sklearn {ref_peak:.0f} MB" if ref is not None else "")
     )
     emit(
