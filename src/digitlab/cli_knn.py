@@ -11,7 +11,7 @@ from digitlab.cli import add_common, load, say
 def _add_knn_options(p: argparse.ArgumentParser, k_default: str | int) -> None:
     p.add_argument(
         "--train-size",
-        type=_size,
+        type=parse_size,
         default=20000,
         help="training images, a seeded random subset (default: 20000; 'all' = 60000)",
     )
@@ -44,7 +44,7 @@ def _add_knn_options(p: argparse.ArgumentParser, k_default: str | int) -> None:
     )
 
 
-def _size(text: str) -> int | None:
+def parse_size(text: str) -> int | None:
     if text.lower() in ("all", "full"):
         return None
     try:

@@ -39,31 +39,98 @@ def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tens
     return (x_sq[:, None] - 2 * (x @ c.T) + (c * c).sum(1)[None, :]).clamp_(min=0)
 
 
-def _kmeans_plusplus(x, x_sq, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++ (scikit-learn's): 2 + ln(k) candidates per step, keep the best."""
+def _kmeans_plusplus(x, x_sq, k: int, n_init: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ (scikit-learn's), for `n_init` restarts in lockstep: (n_init, k, d).
+
+    Each step draws 2 + ln(k) candidates per restart with probability proportional to the
+    squared distance to the nearest chosen centre and keeps the one that lowers the potential
+    most. All restarts' candidates are measured in one matrix product.
+    """
     n = len(x)
     trials = 2 + int(math.log(k))
-    first = torch.randint(n, (1,), generator=gen, device=x.device)
-    centres = [x[first]]
-    closest = _sq_dist(x, x_sq, centres[0])[:, 0]
-    potential = closest.sum()
+    first = torch.randint(n, (n_init,), generator=gen, device=x.device)
+    chosen = [first]
+    closest = _sq_dist(x, x_sq, x[first])  # (n, n_init)
     for _ in range(1, k):
-        u = torch.rand(trials, generator=gen, device=x.device, dtype=torch.float64) * potential
-        cand = torch.searchsorted(torch.cumsum(closest.double(), 0), u).clamp_(max=n - 1)
-        d = _sq_dist(x, x_sq, x[cand])  # (n, trials)
-        new_closest = torch.minimum(closest[:, None], d)
-        pots = new_closest.sum(0)
-        best = int(torch.argmin(pots))
-        closest, potential = new_closest[:, best].contiguous(), pots[best]
-        centres.append(x[cand[best]][None])
-    return torch.cat(centres)
+        cum = torch.cumsum(closest.double(), 0)  # (n, n_init)
+        u = torch.rand(n_init, trials, generator=gen, device=x.device, dtype=torch.float64)
+        u = u * cum[-1][:, None]
+        cand = torch.searchsorted(cum.T.contiguous(), u).clamp_(max=n - 1)  # (n_init, trials)
+        d = _sq_dist(x, x_sq, x[cand.reshape(-1)]).reshape(n, n_init, trials)
+        new_closest = torch.minimum(closest[:, :, None], d)
+        best = new_closest.double().sum(0).argmin(1)  # (n_init,)
+        rows = torch.arange(n_init, device=x.device)
+        closest = new_closest[:, rows, best]
+        chosen.append(cand[rows, best])
+    return x[torch.stack(chosen, 1)]  # (n_init, k, d)
+
+
+def _top2(x, x_sq, c):
+    """Index of the nearest centre and the distances to the nearest and second nearest."""
+    d = (torch.addmm((c * c).sum(1)[None, :], x, c.T, alpha=-2) + x_sq[:, None]).clamp_(min=0)
+    vals, idx = torch.topk(d, min(2, len(c)), dim=1, largest=False)
+    second = vals[:, 1] if len(c) > 1 else torch.full_like(vals[:, 0], float("inf"))
+    return idx[:, 0], vals[:, 0].sqrt(), second.sqrt()
+
+
+def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int):
+    """Lloyd's algorithm with Hamerly's bounds (one restart); returns (centres, iterations).
+
+    Each sample keeps an upper bound on the distance to its centre and a lower bound on the
+    distance to any other; when the upper bound is below both the lower bound and half the
+    distance from its centre to the nearest other centre, its assignment cannot change and its
+    distances are not computed. After the first steps that is most samples. Cluster sums are
+    updated only for the samples that move (float64, so no drift).
+    """
+    n, k = len(x), len(c)
+    a, u, lo = _top2(x, x_sq, c)
+    sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
+    sums.index_add_(0, a, x64)
+    counts = torch.bincount(a, minlength=k).double()
+    eps = 1e-4  # bounds come from float32 products: keep a small relative safety margin
+    n_iter = max_iter
+    for it in range(max_iter):
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], c.double())
+        new = new.float()
+        move = ((new - c) ** 2).sum(1)
+        c = new
+        if float(move.sum()) <= tol:
+            n_iter = it + 1
+            break
+        move = move.sqrt()
+        u += move[a]
+        lo -= move.max()
+        cc = torch.cdist(c, c)
+        cc.fill_diagonal_(float("inf"))
+        bound = torch.maximum(0.5 * cc.min(1).values[a], lo) * (1 - eps)
+        unsure = u > bound
+        n_unsure = int(unsure.sum())
+        if n_unsure == 0:
+            continue
+        if n_unsure > n // 4:  # a gather would cost more than the product it saves
+            cand = torch.arange(n, device=x.device)
+            na, nu, nl = _top2(x, x_sq, c)
+        else:
+            cand = torch.nonzero(unsure).flatten()
+            na, nu, nl = _top2(x[cand], x_sq[cand], c)
+        old = a[cand]
+        moved = torch.nonzero(na != old).flatten()
+        if len(moved):
+            who, to, frm = cand[moved], na[moved], old[moved]
+            sums.index_add_(0, to, x64[who])
+            sums.index_add_(0, frm, -x64[who])
+            counts += torch.bincount(to, minlength=k) - torch.bincount(frm, minlength=k)
+        a[cand], u[cand], lo[cand] = na, nu * (1 + eps), nl
+    return c, n_iter
 
 
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means with scikit-learn's interface: `fit`, `predict`, `transform`, `inertia_`.
 
     Parameters: n_clusters, n_init (restarts, best inertia kept), max_iter, tol (relative to
-    the mean feature variance, as scikit-learn), random_state, device, threads.
+    the mean feature variance, as scikit-learn), random_state, algorithm ("hamerly": Lloyd's
+    iterations, skipping the samples whose distance bounds prove their centre unchanged;
+    "lloyd": every distance every step, all restarts in one product), device, threads.
     """
 
     def __init__(
@@ -74,6 +141,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         max_iter: int = 300,
         tol: float = 1e-4,
         random_state: int | None = 0,
+        algorithm: str = "hamerly",
         device: str = "auto",
         threads: int | None = None,
     ):
@@ -82,6 +150,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.algorithm = algorithm
         self.device = device
         self.threads = threads
 
@@ -95,6 +164,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 f"n_samples={n} should be >= n_clusters={self.n_clusters}: cannot make "
                 f"{self.n_clusters} clusters from {n} samples"
             )
+        if self.algorithm not in ("hamerly", "lloyd"):
+            raise ValueError(f"algorithm must be 'hamerly' or 'lloyd', got {self.algorithm!r}")
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
 
@@ -111,37 +182,57 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             x_sq = (x * x).sum(1)
             tol = float(self.tol * x.double().var(0).mean())
             k, r = self.n_clusters, self.n_init
-            centres = torch.stack([_kmeans_plusplus(x, x_sq, k, gen) for _ in range(r)])  # (r,k,d)
-            active = torch.ones(r, dtype=torch.bool, device=device)
-            self.n_iter_ = np.zeros(r, dtype=int)
-            for it in range(self.max_iter):
-                idx = torch.flatnonzero(active)
-                labels = self._assign(x, x_sq, centres[idx])  # (n, a)
-                new = self._centres(x, labels, centres[idx])
-                shift = ((new - centres[idx]) ** 2).sum((1, 2))
-                centres[idx] = new
-                self.n_iter_[idx.cpu().numpy()] = it + 1
-                done = shift <= tol
-                active[idx[done]] = False
-                if not active.any():
-                    break
-            labels = self._assign(x, x_sq, centres)
-            inertias = torch.stack([self._inertia(x, centres[j], labels[:, j]) for j in range(r)])
+            centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
+            if self.algorithm == "lloyd":
+                centres, n_iter = self._lloyd(x, x_sq, centres, tol)
+            else:
+                x64 = x.double()
+                runs = [_hamerly(x, x_sq, x64, centres[j], tol, self.max_iter) for j in range(r)]
+                centres = torch.stack([c for c, _ in runs])
+                n_iter = np.array([i for _, i in runs])
+            labels, dist = self._assign(x, x_sq, centres, with_dist=True)
+            inertias = dist.double().sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
+            inertia = self._inertia(x, centres[best], labels[:, best])  # float64, exact-ish
         self.cluster_centers_ = centres[best].cpu().numpy().astype(np.float64)
         self.labels_ = labels[:, best].cpu().numpy()
-        self.inertia_ = float(inertias[best])
+        self.inertia_ = float(inertia)
         self.inertias_ = inertias.cpu().numpy()
-        self.n_iter_ = int(self.n_iter_[best])
+        self.n_iter_ = int(n_iter[best])
         self.n_features_in_ = X.shape[1]
         return self
 
+    def _lloyd(self, x, x_sq, centres, tol):
+        """Plain Lloyd steps for all restarts at once (one product per step)."""
+        r = len(centres)
+        active = torch.ones(r, dtype=torch.bool, device=x.device)
+        n_iter = np.zeros(r, dtype=int)
+        for it in range(self.max_iter):
+            idx = torch.nonzero(active).flatten()
+            labels = self._assign(x, x_sq, centres[idx])  # (n, active restarts)
+            new = self._centres(x, labels, centres[idx])
+            shift = ((new - centres[idx]) ** 2).sum((1, 2))
+            centres[idx] = new
+            n_iter[idx.cpu().numpy()] = it + 1
+            active[idx[shift <= tol]] = False
+            if not active.any():
+                break
+        return centres, n_iter
+
     @staticmethod
-    def _assign(x, x_sq, centres) -> torch.Tensor:
-        """Nearest centre of each sample, for every restart at once: (n, restarts)."""
+    def _assign(x, x_sq, centres, with_dist: bool = False):
+        """Nearest centre of each sample, for every restart at once: (n, restarts).
+
+        Ranking needs only |c|^2 - 2 x.c (|x|^2 is the same for every centre of a row), which
+        is one fused multiply-add; with `with_dist`, also the squared distance to it.
+        """
         r, k, d = centres.shape
-        dist = _sq_dist(x, x_sq, centres.reshape(r * k, d)).reshape(len(x), r, k)
-        return dist.argmin(2)
+        flat = centres.reshape(r * k, d)
+        score = torch.addmm((flat * flat).sum(1)[None, :], x, flat.T, alpha=-2)
+        best, labels = score.reshape(len(x), r, k).min(2)
+        if with_dist:
+            return labels, (best + x_sq[:, None]).clamp_(min=0)
+        return labels
 
     @staticmethod
     def _centres(x, labels, old) -> torch.Tensor:

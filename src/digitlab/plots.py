@@ -162,3 +162,85 @@ def k_sweep(ks: Sequence[int], val_acc: dict, test_acc: dict, chosen: int) -> Fi
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def cluster_scatter(
+    points: np.ndarray,
+    clusters: np.ndarray,
+    labels: np.ndarray,
+    centres_2d: np.ndarray,
+    majority: dict,
+    class_names: Sequence[str],
+) -> Figure:
+    """Two PCA scatters side by side: coloured by cluster, and by true digit; centres marked."""
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharex=True, sharey=True)
+    for ax, colour_by, title, names in (
+        (axes[0], clusters, "k-means clusters", None),
+        (axes[1], labels, "true digits", class_names),
+    ):
+        for c in np.unique(colour_by):
+            pts = points[colour_by == c]
+            if names is None:
+                name = (
+                    f"cluster {c} (≈{class_names[majority[int(c)]]})"
+                    if int(c) in majority
+                    else f"cluster {c}"
+                )
+            else:
+                name = f"digit {names[c]}"
+            ax.scatter(
+                pts[:, 0],
+                pts[:, 1],
+                s=2,
+                alpha=0.35,
+                color=cmap(int(c) % 10),
+                label=name,
+                rasterized=True,
+            )
+        ax.scatter(
+            centres_2d[:, 0],
+            centres_2d[:, 1],
+            marker="X",
+            s=140,
+            c="black",
+            edgecolors="white",
+            linewidths=1.2,
+            label="cluster centres",
+        )
+        for j, (cx, cy) in enumerate(centres_2d):
+            ax.annotate(
+                str(j),
+                (cx, cy),
+                xytext=(5, 5),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold",
+            )
+        ax.set_title(f"Test images in PCA 2-D, coloured by {title}")
+        ax.set_xlabel("PC 1")
+        leg = ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
+        for h in leg.legend_handles:
+            h.set_alpha(1)
+            if h.get_sizes()[0] < 10:  # the tiny scatter dots: legible swatches in the legend
+                h.set_sizes([25])
+            else:
+                h.set_sizes([60])
+    axes[0].set_ylabel("PC 2")
+    fig.tight_layout()
+    return fig
+
+
+def cluster_centres(images: np.ndarray, majority: dict, class_names: Sequence[str]) -> Figure:
+    """Each cluster's centre drawn as a 28x28 image, titled with its most likely digit."""
+    titles = [
+        f"cluster {j} → {class_names[majority[j]]}" if j in majority else f"cluster {j}"
+        for j in range(len(images))
+    ]
+    return digits_grid(
+        images / 255.0,
+        titles,
+        ncols=min(10, len(images)),
+        size=1.5,
+        suptitle="Cluster centres (mean image) and their most likely digit",
+    )

@@ -1,0 +1,142 @@
+"""The course's unsupervised experiment: embed, cluster, match clusters to digits, score.
+
+Configuration in, results dict out; figures and files are the caller's business.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from digitlab.cluster import KMeans
+from digitlab.data import Dataset, random_subset
+from digitlab.device import check_threads, resolve_device
+from digitlab.errors import ConfigError
+from digitlab.metrics import clustering_report
+
+EMBEDDINGS = ("raw", "pca", "umap")
+METHODS = ("kmeans", "gmm")
+
+
+@dataclass
+class ClusterConfig:
+    """Settings of one clustering run (the course: raw pixels, k-means, 10 clusters)."""
+
+    embedding: str = "raw"
+    method: str = "kmeans"
+    n_clusters: int = 10
+    n_init: int = 10
+    train_size: int | None = 20000
+    seed: int = 0
+    pca_components: int = 50
+    umap_components: int = 10
+    umap_neighbors: int = 15
+    device: str = "auto"
+    threads: int | None = None
+
+    def validate(self, n_train: int) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ConfigError(
+                f"embedding must be one of {', '.join(EMBEDDINGS)}, got {self.embedding!r}"
+            )
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("n_clusters", "n_init", "pca_components", "umap_components", "umap_neighbors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.train_size is not None and not 0 < self.train_size <= n_train:
+            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+        n = self.train_size or n_train
+        if self.n_clusters > n:
+            raise ConfigError(f"n_clusters ({self.n_clusters}) is more than the {n} samples")
+        resolve_device(self.device)
+        if self.threads is not None:
+            check_threads(self.threads)
+
+
+def _embedder(cfg: ClusterConfig):
+    if cfg.embedding == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(cfg.pca_components, svd_solver="randomized", random_state=cfg.seed)
+    if cfg.embedding == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise ImportError(
+                "the UMAP embedding needs the optional extra: pip install 'digitlab[umap]'"
+            ) from None
+        return umap.UMAP(
+            n_components=cfg.umap_components,
+            n_neighbors=cfg.umap_neighbors,
+            min_dist=0.0,
+            random_state=cfg.seed,
+        )
+    return None
+
+
+def run_clustering(ds: Dataset, cfg: ClusterConfig) -> dict:
+    """Fit the embedding and the clustering on the training subset; score train and test."""
+    cfg.validate(len(ds.x_train))
+    x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
+    xtr = x_train.reshape(len(x_train), -1).astype(np.float32)
+    xte = ds.x_test.reshape(len(ds.x_test), -1).astype(np.float32)
+    t0 = time.perf_counter()
+    embed = _embedder(cfg)
+    ftr = embed.fit_transform(xtr) if embed is not None else xtr
+    fte = embed.transform(xte) if embed is not None else xte
+    t1 = time.perf_counter()
+    if cfg.method == "kmeans":
+        model = KMeans(
+            cfg.n_clusters,
+            n_init=cfg.n_init,
+            random_state=cfg.seed,
+            device=cfg.device,
+            threads=cfg.threads,
+        ).fit(ftr)
+        train_clusters, test_clusters = model.labels_, model.predict(fte)
+        extra = {"inertia": model.inertia_, "n_iter": model.n_iter_}
+    else:
+        from sklearn.mixture import GaussianMixture
+
+        model = GaussianMixture(cfg.n_clusters, n_init=cfg.n_init, random_state=cfg.seed)
+        train_clusters = model.fit_predict(ftr)
+        test_clusters = model.predict(fte)
+        extra = {"log_likelihood": float(model.score(fte))}
+    t2 = time.perf_counter()
+    test = clustering_report(ds.y_test, test_clusters, fte, seed=cfg.seed)
+    train = clustering_report(y_train, train_clusters, seed=cfg.seed)
+    # The centres as images: the mean training image of each cluster (meaningful for every
+    # embedding, and for raw pixels equal to the k-means centres).
+    centres = np.stack(
+        [
+            x_train[train_clusters == j].mean(0)
+            if (train_clusters == j).any()
+            else np.zeros(x_train.shape[1:])
+            for j in range(cfg.n_clusters)
+        ]
+    )
+    return {
+        "config": asdict(cfg),
+        **{k: v for k, v in test.items()},
+        "train_scores": {k: v for k, v in train.items() if isinstance(v, float)},
+        **extra,
+        "test_clusters": test_clusters,
+        "centre_images": centres,
+        "timing": {"embedding_s": t1 - t0, "clustering_s": t2 - t1, "total_s": t2 - t0},
+        "n_train": len(x_train),
+        "n_test": len(ds.x_test),
+    }
+
+
+def pca_2d(ds: Dataset, train_size: int | None = 20000, seed: int = 0):
+    """A 2-D PCA fitted on the training subset (for pictures); returns (pca, test points)."""
+    from sklearn.decomposition import PCA
+
+    x_train, _ = random_subset(ds.x_train, ds.y_train, train_size, seed)
+    pca = PCA(2, svd_solver="randomized", random_state=seed)
+    pca.fit(x_train.reshape(len(x_train), -1).astype(np.float32))
+    return pca, pca.transform(ds.x_test.reshape(len(ds.x_test), -1).astype(np.float32))

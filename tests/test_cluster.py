@@ -1,0 +1,153 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SKLearnKMeans
+from sklearn.datasets import make_blobs
+
+from conftest import write_fake_idx
+from digitlab.cli import main
+from digitlab.cluster import KMeans
+from digitlab.clustering import ClusterConfig, run_clustering
+from digitlab.data import load_dataset, random_subset
+from digitlab.errors import ConfigError, NotFittedError
+from digitlab.metrics import (
+    clustering_report,
+    consistency,
+    contingency,
+    matched_accuracy,
+    purity,
+)
+
+
+def test_course_consistency_and_purity_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    c = np.array([5, 5, 1, 1, 1, 1])
+    # digit 0: largest cluster holds 2; digit 1: 2; digit 2: 1 -> 5/6
+    assert consistency(y, c) == pytest.approx(5 / 6)
+    # cluster 5: majority 2 of digit 0; cluster 1: majority 2 of digit 1 -> 4/6
+    assert purity(y, c) == pytest.approx(4 / 6)
+    # one giant cluster: consistency 1.0 (why the course's score is not enough alone)
+    assert consistency(y, np.zeros(6, int)) == 1.0
+    assert contingency(y, c).sum() == 6
+
+
+def test_matched_accuracy_is_label_permutation_invariant():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 1000)
+    perm = rng.permutation(10)
+    acc, mapping = matched_accuracy(y, perm[y])
+    assert acc == 1.0 and all(mapping[perm[d]] == d for d in range(10))
+    rep = clustering_report(y, perm[y])
+    assert rep["ari"] == pytest.approx(1.0) and rep["nmi"] == pytest.approx(1.0)
+    assert rep["v_measure"] == pytest.approx(1.0)
+
+
+def test_kmeans_matches_sklearn_on_blobs():
+    X, y = make_blobs(3000, n_features=20, centers=10, cluster_std=1.0, random_state=3)
+    ours = KMeans(10, n_init=10, random_state=0).fit(X)
+    ref = SKLearnKMeans(10, n_init=10, random_state=0).fit(X)
+    assert ours.inertia_ <= ref.inertia_ * (1 + 1e-4)
+    assert matched_accuracy(y, ours.labels_)[0] == 1.0
+    np.testing.assert_array_equal(ours.predict(X), ours.labels_)
+    assert ours.transform(X).shape == (3000, 10)
+    assert ours.score(X) == pytest.approx(-ours.inertia_, rel=1e-5)
+
+
+def test_kmeans_is_seeded():
+    X, _ = make_blobs(500, n_features=5, centers=4, random_state=1)
+    a = KMeans(4, random_state=7).fit(X)
+    b = KMeans(4, random_state=7).fit(X)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+@pytest.mark.real_data
+def test_kmeans_on_mnist_close_to_sklearn(mnist):
+    x, _ = random_subset(mnist.x_train, mnist.y_train, 4000, seed=0)
+    X = x.reshape(len(x), -1)
+    ours = KMeans(10, n_init=4, random_state=0).fit(X)
+    ref = SKLearnKMeans(10, n_init=4, random_state=0).fit(X)
+    assert ours.inertia_ <= ref.inertia_ * 1.005
+    # inertia_ is the real float64 inertia of the returned centres and labels
+    diff = X - ours.cluster_centers_[ours.labels_]
+    assert ours.inertia_ == pytest.approx(float((diff * diff).sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "X, kwargs, message",
+    [
+        (np.zeros((5, 3)), {"n_clusters": 10}, "n_samples=5 should be >= n_clusters=10"),
+        (np.full((20, 3), np.nan), {}, "NaN"),
+        (np.zeros(20), {}, "2-D"),
+        (np.zeros((0, 3)), {}, "empty"),
+        (np.zeros((20, 3)), {"n_init": 0}, "n_init must be"),
+    ],
+)
+def test_kmeans_bad_input(X, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        KMeans(**{"n_clusters": 3, **kwargs}).fit(X)
+
+
+def test_kmeans_predict_errors():
+    with pytest.raises(NotFittedError):
+        KMeans(2).predict(np.zeros((2, 2)))
+    model = KMeans(2).fit(np.random.default_rng(0).random((20, 3)))
+    with pytest.raises(ValueError, match="fitted with 3"):
+        model.predict(np.zeros((2, 4)))
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return write_fake_idx(tmp_path / "d", n_train=400, n_test=100)
+
+
+def test_run_clustering_raw_and_pca(fake):
+    ds = load_dataset("mnist", fake)
+    for emb in ("raw", "pca"):
+        r = run_clustering(ds, ClusterConfig(embedding=emb, train_size=300, pca_components=10))
+        assert r["accuracy"] > 0.8  # the fake digits are easy to separate
+        assert r["centre_images"].shape == (10, 28, 28)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (ClusterConfig(embedding="tsne", train_size=300), "embedding must be one of"),
+        (ClusterConfig(n_clusters=0, train_size=300), "n_clusters must be"),
+        (ClusterConfig(n_clusters=301, train_size=300), "more than the 300 samples"),
+        (ClusterConfig(train_size=-1), "train_size must be"),
+    ],
+)
+def test_bad_cluster_config(fake, cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        run_clustering(load_dataset("mnist", fake), cfg)
+
+
+def test_cli_cluster(fake, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["cluster", "--train-size", "300", "--data-dir", str(fake), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("consistency", "purity", "accuracy", "ari", "nmi"):
+        assert 0 <= metrics[key] <= 1
+    assert (out / "cluster_pca_scatter.png").is_file() and (out / "cluster_centres.png").is_file()
+    assert "consistency (the course's score)" in capsys.readouterr().out
+
+
+def test_cli_cluster_error_is_one_line(fake, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "cluster",
+                "--n-clusters",
+                "0",
+                "--train-size",
+                "300",
+                "--data-dir",
+                str(fake),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 1
+    )
+    assert capsys.readouterr().err.count("\n") == 1
