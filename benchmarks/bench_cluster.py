@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import torch
-from _common import emit, parser
 
+from _common import emit, parser
 from digitlab.cluster import KMeans
 from digitlab.data import load_dataset, random_subset
 from digitlab.metrics import clustering_report

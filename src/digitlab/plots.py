@@ -244,3 +244,21 @@ def cluster_centres(images: np.ndarray, majority: dict, class_names: Sequence[st
         size=1.5,
         suptitle="Cluster centres (mean image) and their most likely digit",
     )
+
+
+def training_curves(history: dict) -> Figure:
+    """Training vs validation loss, and accuracy, per epoch."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, history[key], "o-", label=f"training {label}")
+        ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Loss per epoch")
+    axes[1].set_title("Accuracy per epoch")
+    fig.tight_layout()
+    return fig

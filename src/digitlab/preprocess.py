@@ -51,3 +51,73 @@ def deskew(images: np.ndarray, batch: int = 2048) -> np.ndarray:
         )[:, 0]
         out[s : s + len(mass)] = warped.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
+
+
+def to_mnist(image, *, threshold: float = 0.1) -> np.ndarray:
+    """Turn an arbitrary picture of one digit into an MNIST-style 28x28 uint8 image.
+
+    As MNIST itself was made: grayscale; ink made bright on a dark background (inverted when
+    the picture's border is lighter than its centre, i.e. dark ink on paper); cropped to the
+    ink; scaled to fit 20x20 keeping the aspect ratio; placed in 28x28 with its centre of mass
+    at the centre. Accepts a path, a PIL image or an array (H, W) / (H, W, 3|4).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                image = im.copy()
+        except (UnidentifiedImageError, OSError) as exc:
+            from digitlab.errors import DataError
+
+            raise DataError(f"{image}: not a readable image ({exc})") from exc
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA") or "transparency" in image.info:
+            # Transparent drawings (canvas exports): composite onto white.
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        arr = np.asarray(image.convert("L"), dtype=np.float64)
+    else:
+        arr = np.asarray(image, dtype=np.float64)
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):
+            arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114])
+        if arr.ndim != 2:
+            raise ValueError(f"expected a 2-D grayscale or RGB image, got shape {arr.shape}")
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+    if arr.size == 0 or min(arr.shape) < 2:
+        raise ValueError(f"image is too small ({arr.shape})")
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    if np.median(border) > 127:  # light background: dark ink on paper
+        arr = 255.0 - arr
+    arr = arr - np.median(border if np.median(border) <= 127 else 255.0 - border)
+    arr = np.clip(arr, 0, None)
+    peak = arr.max()
+    if peak <= 0:
+        raise ValueError("the image is blank: no digit to read")
+    arr = arr * (255.0 / peak)
+    ink = arr > threshold * 255
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    crop = arr[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    small = np.asarray(
+        Image.fromarray(crop.astype(np.float32), mode="F").resize(
+            (new_w, new_h), Image.Resampling.LANCZOS
+        ),
+        dtype=np.float64,
+    )
+    small = np.clip(small, 0, 255)
+    out = np.zeros((28, 28))
+    top, left = (28 - new_h) // 2, (28 - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = small
+    # Shift the centre of mass to (14, 14), where MNIST's digits have it on average.
+    total = out.sum()
+    yy, xx = np.mgrid[:28, :28]
+    cy, cx = (out * yy).sum() / total, (out * xx).sum() / total
+    from scipy import ndimage
+
+    out = ndimage.shift(out, (14.0 - cy, 14.0 - cx), order=1, mode="constant")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

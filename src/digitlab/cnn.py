@@ -1,0 +1,165 @@
+"""The course's convolutional network, its config, a Keras-style summary, save and load.
+
+Conv 32 3x3 + ReLU -> MaxPool 2 -> Conv 64 3x3 + ReLU -> MaxPool 2 -> Flatten -> Dropout 0.5
+-> Dense 10: 34,826 parameters, as Keras counts them. Weights are stored as safetensors with
+the config beside them as JSON; loading rebuilds the network from the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitlab.errors import DataError
+from digitlab.files import atomic_write_bytes, atomic_write_json
+
+
+@dataclass
+class CNNConfig:
+    conv1: int = 32
+    conv2: int = 64
+    kernel: int = 3
+    dropout: float = 0.5
+    n_classes: int = 10
+    image_size: int = 28
+
+    @property
+    def flat_size(self) -> int:
+        side = ((self.image_size - self.kernel + 1) // 2 - self.kernel + 1) // 2
+        return self.conv2 * side * side
+
+
+class CourseCNN(nn.Module):
+    def __init__(self, cfg: CNNConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or CNNConfig()
+        self.conv1 = nn.Conv2d(1, cfg.conv1, cfg.kernel)  # (N,1,28,28) -> (N,32,26,26)
+        self.conv2 = nn.Conv2d(cfg.conv1, cfg.conv2, cfg.kernel)  # (N,32,13,13) -> (N,64,11,11)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(cfg.flat_size, cfg.n_classes)  # 64*5*5 = 1600 -> 10
+        # Keras' initialisation (Glorot-uniform weights, zero biases), as the course trained it.
+        for layer in (self.conv1, self.conv2, self.fc):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened activations before dropout and the classifier (N, 1600)."""
+        x = self.pool(torch.relu(self.conv1(x)))  # (N, 32, 13, 13)
+        x = self.pool(torch.relu(self.conv2(x)))  # (N, 64, 5, 5)
+        # Keras flattens channels-last (H, W, C); the order does not change what is learned.
+        return torch.flatten(x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))  # logits (N, 10)
+
+
+def summary(model: CourseCNN) -> str:
+    """A table like Keras' `model.summary()`: layer, output shape, parameters."""
+    cfg = model.cfg
+    s1 = cfg.image_size - cfg.kernel + 1
+    s2 = (s1 // 2) - cfg.kernel + 1
+    rows = [
+        ("conv2d (Conv2D)", (None, s1, s1, cfg.conv1), model.conv1),
+        ("max_pooling2d (MaxPooling2D)", (None, s1 // 2, s1 // 2, cfg.conv1), None),
+        ("conv2d_1 (Conv2D)", (None, s2, s2, cfg.conv2), model.conv2),
+        ("max_pooling2d_1 (MaxPooling2D)", (None, s2 // 2, s2 // 2, cfg.conv2), None),
+        ("flatten (Flatten)", (None, cfg.flat_size), None),
+        ("dropout (Dropout)", (None, cfg.flat_size), None),
+        ("dense (Dense)", (None, cfg.n_classes), model.fc),
+    ]
+    line = "─" * 72
+    out = [line, f"{'Layer (type)':34s}{'Output Shape':24s}{'Param #':>12s}", line]
+    for name, shape, layer in rows:
+        n = sum(p.numel() for p in layer.parameters()) if layer is not None else 0
+        out.append(f"{name:34s}{shape!s:24s}{n:>12,d}")
+    total = sum(p.numel() for p in model.parameters())
+    out += [line, f"Total params: {total:,d}", f"Trainable params: {total:,d}", line]
+    return "\n".join(out)
+
+
+def to_tensor(images, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, 28, 28) or float images in [0, 1] -> float tensor (N, 1, 28, 28) in [0, 1]."""
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3 or arr.shape[1:] != (28, 28):
+        raise ValueError(f"expected images of shape (N, 28, 28), got {arr.shape}")
+    if len(arr) == 0:
+        raise ValueError("no images to predict")
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device).float().div_(255.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise ValueError(
+                "float images must hold finite values in [0, 1] (pass uint8 for 0..255 pixels)"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)
+    else:
+        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {arr.dtype}")
+    return t[:, None]
+
+
+@torch.no_grad()
+def predict_proba(model: CourseCNN, images, batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 or [0, 1] float images."""
+    device = next(model.parameters()).device
+    x = to_tensor(images, device)
+    model.eval()
+    out = [torch.softmax(model(x[i : i + batch_size]), 1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).cpu().numpy()
+
+
+def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = None) -> Path:
+    """model.safetensors + config.json (+ metadata.json), each written atomically."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(folder / "model.safetensors", save(state, {"format": "pt"}))
+    atomic_write_json(folder / "config.json", {"model": "course_cnn", **asdict(model.cfg)})
+    if metadata is not None:
+        atomic_write_json(folder / "metadata.json", metadata)
+    return folder
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
+    """Rebuild the network from config.json and load its safetensors weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    for path in (cfg_path, weights):
+        if not path.is_file():
+            raise DataError(
+                f"{path} is missing: {folder} is not a saved digitlab CNN "
+                "(train one with `digitlab cnn train --out DIR`)"
+            )
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
+    if raw.pop("model", "course_cnn") != "course_cnn":
+        raise DataError(f"{cfg_path} describes another kind of model")
+    known = {f.name for f in fields(CNNConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
+    model = CourseCNN(CNNConfig(**raw))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval()

@@ -1,0 +1,312 @@
+"""Training the CNN: a plain loop with a history, per-epoch checkpoints and resume.
+
+The checkpoint is one safetensors file (weights and Adam's moments) whose metadata holds the
+epoch, the history and both configs as JSON; it is written atomically at the end of every
+epoch, so an interruption (Ctrl-C included) always leaves the last finished epoch on disk.
+Shuffling and dropout are seeded per epoch, so a resumed run continues exactly as an
+uninterrupted one would (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from digitlab.cnn import CNNConfig, CourseCNN
+from digitlab.data import stratified_split
+from digitlab.device import check_threads, resolve_device, threads
+from digitlab.errors import ConfigError, DataError
+from digitlab.files import atomic_write_bytes
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """The course's training settings; every one can be changed."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    train_size: int | None = 20000  # None: all 60,000
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None  # None: measured at start (1 vs all cores, the faster)
+    augment: bool = False  # random shifts (±2 px) and rotations (±10°)
+    channels_last: bool = True  # measured: 1.5-1.7x faster epochs on CPU here
+    bf16: bool = False  # bfloat16 autocast (pays off on CPUs with AVX512-BF16/AMX, or GPUs)
+
+    def validate(self, n_train: int) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+            raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.train_size is not None and not 0 < self.train_size <= n_train:
+            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+        resolve_device(self.device)
+        if self.threads is not None:
+            check_threads(self.threads)
+
+
+@dataclass
+class History:
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _to_float(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)[:, None]
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random small rotations and shifts of a batch (one affine warp)."""
+    n = len(x)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 / 14)  # ±2 px in [-1, 1] units
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    ).to(x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def _evaluate(model, x, y, batch: int = 1000) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = model(x[i : i + batch])
+            loss += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
+            correct += int((logits.argmax(1) == y[i : i + batch]).sum())
+    return loss / len(x), correct / len(x)
+
+
+_THREAD_CHOICE: dict[tuple, int] = {}
+
+
+def measured_threads(device: torch.device, batch_size: int) -> int | None:
+    """Time a few training steps at 1 thread and at all cores; return the faster count.
+
+    On a 2-vCPU machine that shares one core's worth of GEMM units, one thread ran the course
+    CNN 4x faster than two; elsewhere more threads win. Measuring costs about a second.
+    """
+    if device.type != "cpu":
+        return None
+    cores = torch.get_num_threads()
+    key = (cores, batch_size)
+    if key in _THREAD_CHOICE:
+        return _THREAD_CHOICE[key]
+    if cores == 1:
+        return 1
+    model = CourseCNN()
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.rand(batch_size, 1, 28, 28)
+    y = torch.randint(0, 10, (batch_size,))
+    timings = {}
+    for n in sorted({1, cores}):
+        with threads(n):
+            for step in range(4):
+                if step == 1:
+                    start = time.perf_counter()
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+            timings[n] = time.perf_counter() - start
+    _THREAD_CHOICE[key] = min(timings, key=timings.get)
+    return _THREAD_CHOICE[key]
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def save_checkpoint(
+    path: Path,
+    model,
+    opt,
+    epoch: int,
+    history: History,
+    train_cfg: TrainConfig,
+    model_cfg: CNNConfig,
+) -> None:
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    meta = {
+        "epoch": epoch,
+        "history": history.as_dict(),
+        "train_config": asdict(train_cfg),
+        "model_config": asdict(model_cfg),
+        "optimizer": opt_meta,
+    }
+    atomic_write_bytes(path, save(tensors, {"digitlab": json.dumps(meta)}))
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["digitlab"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"{path} is not a readable digitlab checkpoint ({exc}); delete it to start over"
+        ) from exc
+    return meta, tensors
+
+
+def _restore(model, opt, meta: dict, tensors: dict) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+
+
+def train_cnn(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    cfg: TrainConfig,
+    model_cfg: CNNConfig | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, History], None] | None = None,
+) -> tuple[CourseCNN, History, dict]:
+    """Train the course CNN on (x_train, y_train) (already subset); returns model, history, info.
+
+    10% (val_fraction) of the given images, stratified and seeded, is held out for validation.
+    With `checkpoint_dir`, a checkpoint is written after every epoch; `resume=True` continues
+    from it (and refuses a checkpoint from different settings).
+    """
+    model_cfg = model_cfg or CNNConfig()
+    device = resolve_device(cfg.device)
+    n_threads = cfg.threads if cfg.threads is not None else measured_threads(device, cfg.batch_size)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    torch.manual_seed(cfg.seed)
+    model = CourseCNN(model_cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
+    history, start_epoch = History(), 0
+    if ckpt is not None and ckpt.exists():
+        if not resume:
+            raise ConfigError(
+                f"{ckpt.parent} already holds a training checkpoint; pass --resume "
+                "to continue it, or choose another output folder"
+            )
+        meta, tensors = load_checkpoint(ckpt)
+        saved = dict(meta["train_config"])
+        mine = asdict(cfg)
+        for key in ("epochs", "device", "threads"):  # these may change on resume
+            saved.pop(key, None)
+            mine.pop(key, None)
+        if saved != mine or meta["model_config"] != asdict(model_cfg):
+            diff = sorted(k for k in mine if mine[k] != saved.get(k))
+            raise ConfigError(
+                f"the checkpoint in {ckpt.parent} was made with other settings "
+                f"({', '.join(diff) or 'model'}); resume with the same ones"
+            )
+        _restore(model, opt, meta, tensors)
+        history = History(**meta["history"])
+        start_epoch = meta["epoch"]
+
+    fit_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)
+    x_fit, y_fit = (
+        _to_float(x_train[fit_idx], device),
+        torch.from_numpy(y_train[fit_idx].astype(np.int64)).to(device),
+    )
+    x_val, y_val = (
+        _to_float(x_train[val_idx], device),
+        torch.from_numpy(y_train[val_idx].astype(np.int64)).to(device),
+    )
+    if cfg.channels_last:
+        x_fit = x_fit.contiguous(memory_format=torch.channels_last)
+        x_val = x_val.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    with threads(n_threads):
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            # Seeded per epoch: a resumed run sees the same batches and dropout masks.
+            order = torch.from_numpy(
+                np.random.default_rng([cfg.seed, epoch]).permutation(len(x_fit))
+            )
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
+            model.train()
+            seen, loss_sum, correct = 0, 0.0, 0
+            batches = range(0, len(order), cfg.batch_size)
+            bar = tqdm(
+                batches,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not progress,
+                leave=False,
+                unit="batch",
+            )
+            for start in bar:
+                idx = order[start : start + cfg.batch_size].to(device)
+                xb, yb = x_fit[idx], y_fit[idx]
+                if cfg.augment:
+                    xb = _augment(xb, aug_gen)
+                opt.zero_grad(set_to_none=True)
+                with autocast:
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits.float(), yb)
+                loss.backward()
+                opt.step()
+                seen += len(yb)
+                loss_sum += float(loss.detach()) * len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            bar.close()
+            with autocast:
+                val_loss, val_acc = _evaluate(model, x_val, y_val)
+            history.loss.append(loss_sum / seen)
+            history.accuracy.append(correct / seen)
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_acc)
+            history.epoch_seconds.append(time.perf_counter() - t0)
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, opt, epoch + 1, history, cfg, model_cfg)
+            if on_epoch is not None:
+                on_epoch(epoch, history)
+    model.eval()
+    info = {
+        "threads": n_threads if n_threads is not None else torch.get_num_threads(),
+        "device": str(device),
+        "n_fit": len(fit_idx),
+        "n_val": len(val_idx),
+        "resumed_from_epoch": start_epoch,
+    }
+    return model, history, info

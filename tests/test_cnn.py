@@ -1,0 +1,274 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_digits, write_fake_idx
+from digitlab.cli import main
+from digitlab.cnn import (
+    CNNConfig,
+    CourseCNN,
+    load_model,
+    predict_proba,
+    save_model,
+    summary,
+    to_tensor,
+)
+from digitlab.errors import ConfigError, DataError
+from digitlab.preprocess import to_mnist
+from digitlab.train import CHECKPOINT, TrainConfig, train_cnn
+
+
+def test_architecture_matches_the_course():
+    model = CourseCNN()
+    assert sum(p.numel() for p in model.parameters()) == 34_826
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 1600)
+    text = summary(model)
+    assert "Total params: 34,826" in text and "(None, 5, 5, 64)" in text and "18,496" in text
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((2, 32, 32), np.uint8), r"shape \(N, 28, 28\)"),
+        (np.full((1, 28, 28), 2.0), r"in \[0, 1\]"),
+        (np.full((1, 28, 28), np.nan), r"in \[0, 1\]"),
+        (np.zeros((0, 28, 28), np.uint8), "no images"),
+        (np.zeros((1, 28, 28), np.int64), "uint8 or float"),
+    ],
+)
+def test_predict_validates_input(images, message):
+    with pytest.raises(ValueError, match=message):
+        to_tensor(images)
+
+
+def test_uint8_and_float_inputs_agree():
+    model = CourseCNN().eval()
+    x, _ = make_digits(5)
+    np.testing.assert_allclose(predict_proba(model, x), predict_proba(model, x / 255.0), atol=1e-6)
+    assert predict_proba(model, x[0]).shape == (1, 10)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = CourseCNN().eval()
+    save_model(model, tmp_path / "m", {"accuracy": 0.5})
+    again = load_model(tmp_path / "m")
+    x, _ = make_digits(20)
+    np.testing.assert_array_equal(predict_proba(model, x), predict_proba(again, x))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["conv1"] == 32
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(DataError, match="is missing"):
+        load_model(tmp_path)
+    save_model(CourseCNN(CNNConfig(conv1=16)), tmp_path / "a")
+    save_model(CourseCNN(), tmp_path / "b")
+    # weights of a 16-filter network under a 32-filter config
+    (tmp_path / "b" / "model.safetensors").write_bytes(
+        (tmp_path / "a" / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(DataError, match="does not match"):
+        load_model(tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable safetensors"):
+        load_model(tmp_path / "b")
+    (tmp_path / "a" / "config.json").write_text('{"conv1": 16, "colour": 3}')
+    with pytest.raises(DataError, match="unknown keys"):
+        load_model(tmp_path / "a")
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return make_digits(600, seed=3)
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 64, "train_size": None, "threads": 1, **kw})
+
+
+def test_training_learns_and_is_reproducible(small_data):
+    x, y = small_data
+    m1, h1, info = train_cnn(x, y, _cfg(), progress=False)
+    m2, h2, _ = train_cnn(x, y, _cfg(), progress=False)
+    assert h1.as_dict() == {**h2.as_dict(), "epoch_seconds": h1.epoch_seconds}
+    assert h1.val_accuracy[-1] > 0.5 and len(h1.loss) == 2
+    assert info["n_val"] == 60 and info["n_fit"] == 540
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(small_data, tmp_path):
+    x, y = small_data
+    full, h_full, _ = train_cnn(x, y, _cfg(epochs=3), progress=False)
+
+    def stop_after_first(epoch, history):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cnn(
+            x, y, _cfg(epochs=3), checkpoint_dir=tmp_path, progress=False, on_epoch=stop_after_first
+        )
+    assert (tmp_path / CHECKPOINT).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    resumed, h, info = train_cnn(
+        x, y, _cfg(epochs=3), checkpoint_dir=tmp_path, resume=True, progress=False
+    )
+    assert info["resumed_from_epoch"] == 1
+    assert h.val_loss == h_full.val_loss
+    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_guards(small_data, tmp_path):
+    x, y = small_data
+    train_cnn(x, y, _cfg(epochs=1), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="already holds a training checkpoint"):
+        train_cnn(x, y, _cfg(epochs=1), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="other settings .*lr"):
+        train_cnn(
+            x, y, _cfg(epochs=2, lr=0.01), checkpoint_dir=tmp_path, resume=True, progress=False
+        )
+    (tmp_path / CHECKPOINT).write_bytes(b"broken")
+    with pytest.raises(DataError, match="not a readable digitlab checkpoint"):
+        train_cnn(x, y, _cfg(epochs=2), checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (TrainConfig(epochs=0), "epochs must be"),
+        (TrainConfig(lr=-1.0), "lr must be"),
+        (TrainConfig(val_fraction=1.5), "val_fraction"),
+        (TrainConfig(threads=0), "threads must be"),
+        (TrainConfig(device="tpu"), "unknown device"),
+    ],
+)
+def test_bad_train_config(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate(60000)
+
+
+def test_augmented_training_runs(small_data):
+    x, y = small_data
+    _, h, _ = train_cnn(x, y, _cfg(epochs=1, augment=True), progress=False)
+    assert 0 < h.loss[0] < 3
+
+
+# ----- turning real pictures into MNIST-style images ------------------------------------------
+
+
+def _as_photo(digit: np.ndarray, scale: int = 5, offset=(40, 70), canvas=(260, 220)) -> Image.Image:
+    """A digit drawn big, off-centre, dark ink on light paper, in RGB."""
+    big = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BILINEAR))
+    page = np.zeros(canvas, np.uint8)
+    page[offset[0] : offset[0] + big.shape[0], offset[1] : offset[1] + big.shape[1]] = big
+    return Image.fromarray(255 - page).convert("RGB")
+
+
+def _corr(a, b):
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+@pytest.mark.real_data
+def test_to_mnist_recovers_real_digits(mnist, tmp_path):
+    """Real test digits, redrawn big, off-centre, dark on light, come back as MNIST digits."""
+    from digitlab.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(3).fit(mnist.x_train[:20000], mnist.y_train[:20000])
+    got, corr = [], []
+    for i in range(40):
+        digit = mnist.x_test[i]
+        path = tmp_path / f"{i}.png"
+        _as_photo(digit, scale=3 + i % 5, offset=(3 * i % 90, 7 * i % 90), canvas=(300, 300)).save(
+            path
+        )
+        image = to_mnist(path)
+        assert image.dtype == np.uint8 and image.shape == (28, 28)
+        got.append(image)
+        corr.append(_corr(image, digit))
+    assert np.mean(corr) > 0.75
+    agree = np.mean(knn.predict(np.array(got)) == knn.predict(mnist.x_test[:40]))
+    assert agree >= 0.9
+
+
+def test_to_mnist_centres_by_mass_and_fits_20x20():
+    x, _ = make_digits(3)
+    got = to_mnist(np.asarray(_as_photo(x[0], scale=7, offset=(0, 0), canvas=(300, 400))))
+    ys, xs = np.nonzero(got > 25)
+    assert ys.max() - ys.min() <= 21 and xs.max() - xs.min() <= 21
+    yy, xx = np.mgrid[:28, :28]
+    assert abs((got * yy).sum() / got.sum() - 14) < 0.6
+    assert abs((got * xx).sum() / got.sum() - 14) < 0.6
+    # light ink on dark background is taken as it is
+    np.testing.assert_array_equal(
+        to_mnist(255 - np.asarray(_as_photo(x[0]).convert("L"))), to_mnist(_as_photo(x[0]))
+    )
+
+
+def test_to_mnist_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="blank"):
+        to_mnist(np.full((50, 50), 255, np.uint8))
+    bad = tmp_path / "x.png"
+    bad.write_text("not an image")
+    with pytest.raises(DataError, match="not a readable image"):
+        to_mnist(bad)
+
+
+# ----- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_train_eval_predict(tmp_path, capsys):
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=60)
+    out = tmp_path / "cnn"
+    argv = [
+        "cnn",
+        "train",
+        "--epochs",
+        "1",
+        "--train-size",
+        "300",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(data),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "f1_macro", "history"} <= set(metrics)
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "cnn_training_curves.png").is_file()
+    assert main(argv) == 1  # the checkpoint is there: refuse to overwrite without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["cnn", "eval", str(out), "--data-dir", str(data)]) == 0
+    assert "macro F1" in capsys.readouterr().out
+    x, _ = make_digits(1)
+    _as_photo(x[0]).save(tmp_path / "digit.png")
+    assert (
+        main(
+            [
+                "cnn",
+                "predict",
+                str(out),
+                str(tmp_path / "digit.png"),
+                "--out",
+                str(tmp_path / "seen"),
+            ]
+        )
+        == 0
+    )
+    line = capsys.readouterr().out
+    assert "digit.png:" in line and line.count("%") == 3
+    assert (tmp_path / "seen" / "digit_28x28.png").is_file()
+
+
+def test_cli_predict_errors(tmp_path, capsys):
+    assert main(["cnn", "predict", str(tmp_path), str(tmp_path / "x.png")]) == 1
+    assert "is missing" in capsys.readouterr().err
