@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_gallery)
 
-    from digitlab import cli_cluster, cli_cnn, cli_knn
+    from digitlab import cli_cluster, cli_cnn, cli_knn, cli_run
 
+    cli_run.register(sub)
     cli_knn.register(sub)
     cli_cnn.register(sub)
     cli_cluster.register(sub)

@@ -9,8 +9,14 @@ from digitlab.cli import add_common, add_data_options, load, say
 from digitlab.cli_knn import parse_size
 
 
-def train_and_save(ds, cfg, out: Path, resume: bool, quiet: bool) -> dict:
-    """Train, evaluate on the test set, save the model, metrics.json and figures in `out`."""
+def train_and_save(
+    ds, cfg, out: Path, resume: bool, quiet: bool, figures: Path | None = None
+) -> dict:
+    """Train, evaluate on the test set, save the model and metrics.json in `out`.
+
+    Figures go to `figures` (default: `out`).
+    """
+    figures = figures or out
     from digitlab import plots
     from digitlab.cnn import predict_proba, save_model, summary
     from digitlab.data import random_subset

@@ -270,7 +270,7 @@ def train_cnn(
             bar = tqdm(
                 batches,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not progress,
+                disable=None if progress else True,
                 leave=False,
                 unit="batch",
             )

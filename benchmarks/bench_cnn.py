@@ -1,0 +1,106 @@
+"""The course CNN: seconds per epoch for each CPU setting, and the course run's accuracy.
+
+    python benchmarks/bench_cnn.py [--data-dir DIR] [--epochs 10] [--bf16]
+
+Every setting trains on the same 18,000-image split (the seeded 20,000 subset less 10%
+validation), batch 128. Where TensorFlow is importable, the course's Keras model is trained on
+the same arrays in this process as the reference. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from _common import emit, parser
+from digitlab.cnn import predict_proba
+from digitlab.data import load_dataset, random_subset, stratified_split
+from digitlab.train import TrainConfig, train_cnn
+
+
+def keras_epoch_seconds(x, y, epochs: int = 2) -> tuple[float | None, float | None]:
+    try:
+        import keras
+    except ImportError:
+        return None, None
+    from keras import layers
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    xs = (x / 255.0).astype("float32")[..., None]
+    ys = keras.utils.to_categorical(y, 10)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(xs, ys, batch_size=128, epochs=1, verbose=0)
+        times.append(time.perf_counter() - start)
+    return min(times), None
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the accuracy run")
+    p.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
+    args = p.parse_args()
+    ds = load_dataset("mnist", args.data_dir)
+    x, y = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
+    cores = torch.get_num_threads()
+    settings = []
+    for n in sorted({1, cores}):
+        for cl in (False, True):
+            settings.append({"threads": n, "channels_last": cl})
+    if args.bf16:
+        settings.append({"threads": cores, "channels_last": True, "bf16": True})
+    rows = []
+    for s in settings:
+        # Two epochs; the second is the steady state (the first pays one-off set-up costs).
+        _, h, _ = train_cnn(x, y, TrainConfig(epochs=2, **s), progress=False)
+        rows.append({**s, "epoch_s": h.epoch_seconds[-1], "val_accuracy": h.val_accuracy[-1]})
+        print(
+            f"threads={s['threads']} channels_last={s['channels_last']} "
+            f"bf16={s.get('bf16', False)}: {h.epoch_seconds[-1]:.2f} s/epoch "
+            f"(val acc after 2 epochs {h.val_accuracy[-1]:.4f})",
+            flush=True,
+        )
+
+    start = time.perf_counter()
+    model, h, info = train_cnn(x, y, TrainConfig(epochs=args.epochs), progress=False)
+    run_s = time.perf_counter() - start
+    acc = float(np.mean(predict_proba(model, ds.x_test).argmax(1) == ds.y_test))
+    ours = float(np.median(h.epoch_seconds[1:] or h.epoch_seconds))
+    fit_idx, _ = stratified_split(y, 0.1, 0)
+    ref, _ = keras_epoch_seconds(x[fit_idx], y[fit_idx])
+    print(
+        f"default settings (threads {info['threads']}, measured; channels_last): {ours:.2f} "
+        f"s/epoch, {args.epochs} epochs in {run_s:.1f} s, test accuracy {acc:.4f}"
+    )
+    print(f"Keras reference: {ref:.2f} s/epoch" if ref else "Keras reference: not installed")
+    emit(
+        {
+            "benchmark": "cnn",
+            "ours_s": ours,
+            "reference_s": ref,
+            "ratio": ref / ours if ref else None,
+            "accuracy": acc,
+            "epochs": args.epochs,
+            "threads": info["threads"],
+            "settings": rows,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

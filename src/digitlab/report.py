@@ -1,0 +1,359 @@
+"""The self-contained HTML report of a run folder: every image embedded, no external URL.
+
+Presentation only: it reads `config.json`, `metrics.json` and `figures/` and writes
+`report.html`. `digitlab report RUN_DIR` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from digitlab.errors import DataError
+from digitlab.files import atomic_write_text
+
+CSS = """
+:root { --ink:#1d2433; --muted:#5b6478; --line:#e3e6ee; --accent:#2f6fdf; --bg:#fbfcfe; }
+* { box-sizing: border-box; }
+body { margin:0; font:16px/1.55 -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       color:var(--ink); background:var(--bg); }
+header { background:linear-gradient(135deg,#1d2b53,#2f6fdf); color:#fff; padding:2.2rem 1.2rem; }
+header h1 { margin:0 0 .3rem; font-size:2rem; }
+header p { margin:.2rem 0; opacity:.9; }
+main { max-width:1040px; margin:0 auto; padding:1rem 1.2rem 4rem; }
+nav { display:flex; flex-wrap:wrap; gap:.5rem; margin:1rem 0 1.5rem; }
+nav a { text-decoration:none; color:var(--accent); border:1px solid var(--line); background:#fff;
+        padding:.25rem .7rem; border-radius:999px; font-size:.9rem; }
+section { background:#fff; border:1px solid var(--line); border-radius:12px; padding:1.2rem 1.4rem;
+          margin:1.2rem 0; box-shadow:0 1px 2px rgba(0,0,0,.03); }
+h2 { margin-top:0; font-size:1.45rem; }
+h3 { font-size:1.05rem; margin:1.2rem 0 .4rem; }
+.lead { color:var(--muted); }
+.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:.7rem;
+         margin:1rem 0; }
+.card { border:1px solid var(--line); border-radius:10px; padding:.7rem .9rem;
+        background:#f7f9fd; }
+.card b { display:block; font-size:1.45rem; }
+.card span { color:var(--muted); font-size:.85rem; }
+figure { margin:1rem 0; }
+figure img { max-width:100%; height:auto; display:block; margin:0 auto; border-radius:6px; }
+figcaption { color:var(--muted); font-size:.9rem; text-align:center; margin-top:.3rem; }
+.scroll { overflow-x:auto; }
+table { border-collapse:collapse; width:100%; font-size:.92rem; margin:.6rem 0; }
+th, td { border-bottom:1px solid var(--line); padding:.35rem .55rem; text-align:right;
+         white-space:nowrap; }
+th:first-child, td:first-child { text-align:left; }
+th { background:#f3f5fa; }
+tr.chosen td { background:#eef5ff; font-weight:600; }
+footer { color:var(--muted); font-size:.85rem; text-align:center; }
+@media (max-width:600px) {
+  header h1 { font-size:1.5rem; } section { padding:1rem; } .card b { font-size:1.2rem; }
+}
+"""
+
+TITLES = {
+    "data": "1. The data",
+    "knn": "2. k-nearest neighbours",
+    "sweep": "3. Tuning k",
+    "cnn": "4. A convolutional network",
+    "cluster": "5. Clustering without labels",
+}
+
+
+def _img(folder: Path, name: str, caption: str) -> str:
+    path = folder / "figures" / name
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _cards(items: list[tuple[str, str]]) -> str:
+    return (
+        '<div class="cards">'
+        + "".join(
+            f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
+            for k, v in items
+        )
+        + "</div>"
+    )
+
+
+def _table(head: list[str], rows: list[list[str]], chosen: int | None = None) -> str:
+    out = [
+        "<div class='scroll'><table><tr>",
+        *(f"<th>{html.escape(h)}</th>" for h in head),
+        "</tr>",
+    ]
+    for i, row in enumerate(rows):
+        cls = " class='chosen'" if chosen is not None and i == chosen else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+    out.append("</table></div>")
+    return "".join(out)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _per_class_table(m: dict) -> str:
+    rows = [
+        [
+            r["class"],
+            f"{r['precision']:.4f}",
+            f"{r['recall']:.4f}",
+            f"{r['f1']:.4f}",
+            r["support"],
+            r["tp"],
+            r["fp"],
+            r["fn"],
+            r["tn"],
+        ]
+        for r in m["per_class"]
+    ]
+    return _table(["class", "precision", "recall", "F1", "support", "TP", "FP", "FN", "TN"], rows)
+
+
+def _size(n) -> str:
+    return "all 60,000" if n is None else f"{n:,d}"
+
+
+def section_data(folder: Path, m: dict) -> str:
+    s = m["summary"]
+    rows = [
+        [
+            split,
+            str(tuple(s[split]["images_shape"])),
+            s[split]["images_dtype"],
+            f"{s[split]['pixel_min']}..{s[split]['pixel_max']}",
+            s[split]["pixel_mean"],
+        ]
+        for split in ("train", "test")
+    ]
+    counts = [[split, *s[split]["class_counts"]] for split in ("train", "test")]
+    return (
+        "<p class='lead'>MNIST: 70,000 handwritten digits, 28×28 gray pixels (0 = white paper, "
+        "255 = full ink), split into 60,000 training and 10,000 test images. Every model below "
+        "learns from training images only and is judged on the test images.</p>"
+        + _table(["split", "images", "dtype", "pixels", "mean"], rows)
+        + "<h3>Images per class</h3>"
+        + _table(["split", *s["classes"]], counts)
+        + _img(folder, "data_digit.png", "One training image and its label")
+        + _img(folder, "data_three.png", "Three examples of one digit")
+        + _img(folder, "data_gallery.png", "Ten random training images of every class")
+    )
+
+
+def section_knn(folder: Path, m: dict) -> str:
+    c = m["config"]
+    extras = [
+        x
+        for x, on in (
+            ("deskewed", c["deskew"]),
+            (f"PCA-{c['pca']}", c["pca"]),
+            ("distance-weighted", c["weights"] == "distance"),
+        )
+        if on
+    ]
+    how = "".join(f", {x}" for x in extras)
+    return (
+        f"<p class='lead'>Each test digit gets the majority label of its k = {c['k']} nearest "
+        f"training images (euclidean distance on the 784 pixels{how}), "
+        f"fitted on a seeded random subset of {_size(c['train_size'])} training images. Our "
+        "search is exact: it returns the same neighbours and predictions as scikit-learn's "
+        "brute-force kNN, ties included.</p>"
+        + _cards(
+            [
+                ("test accuracy", _pct(m["accuracy"])),
+                ("macro F1", f"{m['f1_macro']:.4f}"),
+                ("errors", f"{m['n_errors']:,d} / {m['n_samples']:,d}"),
+                ("fit + predict", f"{m['timing']['fit_predict_s']:.1f} s"),
+            ]
+        )
+        + _img(
+            folder,
+            "knn_confusion_matrix.png",
+            "Confusion matrix: rows are true digits, columns predictions; errors in red",
+        )
+        + _img(folder, "knn_per_class.png", "Precision, recall and F1 per digit")
+        + "<h3>Per-class figures</h3>"
+        + _per_class_table(m)
+        + _img(folder, "knn_misclassified.png", "The first misclassified test digits")
+        + _img(
+            folder,
+            "knn_misclassified_confident.png",
+            "The most confidently wrong (share of neighbour votes for the wrong digit)",
+        )
+    )
+
+
+def section_sweep(folder: Path, m: dict) -> str:
+    ks = m["ks"]
+    rows = [
+        [k, f"{m['val_accuracy'][str(k)]:.4f}", f"{m['test_accuracy'][str(k)]:.4f}"] for k in ks
+    ]
+    return (
+        f"<p class='lead'>Which k is best? The course tried k = 1..7 and picked the best on the "
+        f"<em>test</em> set, which makes the test score an optimistic guess. Here k is chosen on "
+        f"a stratified validation split ({m['n_val']:,d} of the training images, never used to "
+        f"fit); the test accuracy of every k is shown only for reference. Neighbours are "
+        f"searched once at the largest k and every k is scored from that one search.</p>"
+        + _cards(
+            [
+                ("chosen k", str(m["chosen_k"])),
+                ("its test accuracy", _pct(m["test_accuracy_at_chosen_k"])),
+                (
+                    "search time",
+                    f"{m['timing']['validation_search_s'] + m['timing']['test_search_s']:.1f} s",
+                ),
+            ]
+        )
+        + _table(
+            ["k", "validation accuracy (chooses)", "test accuracy (reported)"],
+            rows,
+            chosen=ks.index(m["chosen_k"]),
+        )
+        + _img(folder, "knn_sweep.png", "Accuracy vs k on the validation split and the test set")
+    )
+
+
+def section_cnn(folder: Path, m: dict) -> str:
+    cfg = m["train_config"]
+    h = m["history"]
+    rows = [
+        [
+            i + 1,
+            f"{h['loss'][i]:.4f}",
+            f"{h['accuracy'][i]:.4f}",
+            f"{h['val_loss'][i]:.4f}",
+            f"{h['val_accuracy'][i]:.4f}",
+            f"{h['epoch_seconds'][i]:.1f}",
+        ]
+        for i in range(len(h["loss"]))
+    ]
+    return (
+        "<p class='lead'>The course's network: two 3×3 convolutions (32 and 64 filters) with "
+        "ReLU and 2×2 max pooling, dropout 0.5 and a 10-way dense layer (34,826 parameters), "
+        f"trained with Adam (learning rate {cfg['lr']}), batch {cfg['batch_size']}, "
+        f"{cfg['epochs']} epochs on {_size(cfg['train_size'])} training images with 10% held out "
+        "for validation. It is scored with its own predictions on the test set.</p>"
+        + _cards(
+            [
+                ("test accuracy", _pct(m["accuracy"])),
+                ("macro F1", f"{m['f1_macro']:.4f}"),
+                ("errors", f"{m['n_errors']:,d} / {m['n_samples']:,d}"),
+                ("seconds per epoch", f"{sum(h['epoch_seconds']) / len(h['epoch_seconds']):.1f}"),
+                ("CPU threads", str(m["training"]["threads"])),
+            ]
+        )
+        + f"<div class='scroll'><pre>{html.escape(m['summary'])}</pre></div>"
+        + _img(folder, "cnn_training_curves.png", "Training and validation loss and accuracy")
+        + _table(["epoch", "loss", "accuracy", "val loss", "val accuracy", "seconds"], rows)
+        + _img(folder, "cnn_confusion_matrix.png", "CNN confusion matrix")
+        + _img(folder, "cnn_per_class.png", "Precision, recall and F1 per digit")
+        + "<h3>Per-class figures</h3>"
+        + _per_class_table(m)
+        + _img(folder, "cnn_misclassified_confident.png", "The CNN's most confidently wrong")
+    )
+
+
+def section_cluster(folder: Path, m: dict) -> str:
+    c = m["config"]
+    names = [
+        ("consistency", "consistency (the course's score)"),
+        ("purity", "purity"),
+        ("accuracy", "accuracy after Hungarian matching"),
+        ("ari", "adjusted Rand index"),
+        ("nmi", "normalised mutual information"),
+        ("ami", "adjusted mutual information"),
+        ("homogeneity", "homogeneity"),
+        ("completeness", "completeness"),
+        ("v_measure", "V-measure"),
+        ("silhouette", "silhouette (2,000-image sample)"),
+    ]
+    rows = [
+        [label, f"{m[k]:.4f}", f"{m['train_scores'].get(k, float('nan')):.4f}"]
+        for k, label in names
+        if k in m
+    ]
+    return (
+        f"<p class='lead'>No labels this time: {c['method']} with {c['n_clusters']} clusters on "
+        f"{c['embedding']} features of {_size(c['train_size'])} training images, then every test "
+        "image goes to its nearest cluster. The course's <em>consistency</em> (for each digit, "
+        "the share in its largest cluster) rewards keeping digits together but not apart, so it "
+        "is shown beside the standard scores.</p>"
+        + _cards(
+            [
+                ("consistency", f"{m['consistency']:.3f}"),
+                ("purity", f"{m['purity']:.3f}"),
+                ("matched accuracy", f"{m['accuracy']:.3f}"),
+                ("ARI", f"{m['ari']:.3f}"),
+            ]
+        )
+        + _table(["score", "test images", "training images"], rows)
+        + _img(folder, "cluster_centres.png", "Each cluster's mean image and its most likely digit")
+        + _img(
+            folder,
+            "cluster_pca_scatter.png",
+            "Test images projected on the first two principal components",
+        )
+    )
+
+
+SECTIONS = {
+    "data": section_data,
+    "knn": section_knn,
+    "sweep": section_sweep,
+    "cnn": section_cnn,
+    "cluster": section_cluster,
+}
+
+
+def write_report(folder: str | Path) -> Path:
+    """Build report.html from a run folder."""
+    folder = Path(folder)
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"{folder} is not a digitlab run folder (no readable metrics.json and "
+            f"config.json): {exc}"
+        ) from exc
+    stages = [s for s in SECTIONS if s in metrics.get("stages", {})]
+    env = metrics.get("environment", {})
+    body = []
+    for s in stages:
+        m = metrics["stages"][s]
+        body.append(
+            f"<section id='{s}'><h2>{TITLES[s]}</h2>{SECTIONS[s](folder, m)}"
+            f"<p class='lead'>Stage time: {m.get('seconds', 0):.1f} s</p></section>"
+        )
+    timing = _table(
+        ["stage", "seconds"],
+        [[TITLES[s], f"{metrics['stages'][s].get('seconds', 0):.1f}"] for s in stages],
+    )
+    env_rows = [[k, v] for k, v in env.items()]
+    nav = "".join(f"<a href='#{s}'>{TITLES[s]}</a>" for s in stages)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>digitlab report: MNIST course ({html.escape(config.get("preset", ""))})</title>
+<style>{CSS}</style></head>
+<body><header><h1>Machine learning on MNIST</h1>
+<p>A digitlab run, preset <b>{html.escape(str(config.get("preset")))}</b>, seed
+{html.escape(str(config.get("data", {}).get("seed")))},
+on {html.escape(str(env.get("platform", "")))}</p>
+</header><main><nav>{nav}<a href="#timing">Timing</a></nav>
+{"".join(body)}
+<section id="timing"><h2>Timing and environment</h2>{timing}{_table(["", ""], env_rows)}
+<p class="lead">The full configuration is in config.toml beside this report; rerunning with it
+reproduces these numbers (on CPU).</p></section>
+<footer>Made by digitlab {html.escape(str(env.get("digitlab", "")))}</footer></main></body></html>
+"""
+    return atomic_write_text(folder / "report.html", page)
