@@ -49,9 +49,9 @@ def train_and_save(
             for k in ("accuracy", "f1_macro", "dataset", "train_config", "history", "n_train")
         },
     )
-    files = write_evaluation(out, "cnn", report, ds.x_test, ds.y_test, pred, ds.classes)
+    files = write_evaluation(figures, "cnn", report, ds.x_test, ds.y_test, pred, ds.classes)
     files["curves"] = plots.save(
-        plots.training_curves(history.as_dict()), out / "cnn_training_curves.png"
+        plots.training_curves(history.as_dict()), figures / "cnn_training_curves.png"
     )
     metrics["figures"] = {k: v.name for k, v in files.items()}
     save_metrics(out / "metrics.json", metrics)

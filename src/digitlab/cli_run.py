@@ -11,7 +11,13 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from digitlab.pipeline import choose_stages, config_toml, load_config, run_course
+    from digitlab.pipeline import (
+        choose_stages,
+        config_toml,
+        load_config,
+        run_course,
+        validate_config,
+    )
 
     overrides = list(args.overrides)
     if args.data_dir is not None:
@@ -24,6 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f'device="{args.device}"')
     cfg = load_config(args.preset, args.config, overrides)
     stages = choose_stages(_names(args.stages), _names(args.skip) or [])
+    validate_config(cfg)
     if args.print_config:
         print(config_toml(cfg), end="")
         return 0

@@ -227,32 +227,47 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
     from digitlab.experiments import KNNConfig, parse_k_range
     from digitlab.train import TrainConfig
 
-    get_spec(cfg.data.dataset)
-    resolve_device(cfg.device)
-    k = cfg.knn
-    KNNConfig(
-        k=k.k, train_size=k.train_size, weights=k.weights, deskew=k.deskew, pca=k.pca
-    ).validate(n_train)
-    ks = parse_k_range(cfg.sweep.ks)
-    KNNConfig(k=max(ks), train_size=cfg.sweep.train_size).validate(n_train)
-    if not 0 < cfg.sweep.val_fraction < 1:
-        raise ConfigError(f"sweep.val_fraction must be in (0, 1), got {cfg.sweep.val_fraction}")
-    c = cfg.cnn
-    TrainConfig(
-        epochs=c.epochs,
-        train_size=c.train_size,
-        batch_size=c.batch_size,
-        lr=c.lr,
-        threads=c.threads,
-    ).validate(n_train)
-    cl = cfg.cluster
-    ClusterConfig(
-        embedding=cl.embedding,
-        method=cl.method,
-        n_clusters=cl.n_clusters,
-        n_init=cl.n_init,
-        train_size=cl.train_size,
-    ).validate(n_train)
+    def check(section: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except ConfigError as exc:
+            raise ConfigError(f"[{section}] {exc}") from None
+
+    check("data", lambda: get_spec(cfg.data.dataset))
+    check("device", lambda: resolve_device(cfg.device))
+    k, sw, c, cl = cfg.knn, cfg.sweep, cfg.cnn, cfg.cluster
+    check(
+        "knn",
+        lambda: KNNConfig(
+            k=k.k, train_size=k.train_size, weights=k.weights, deskew=k.deskew, pca=k.pca
+        ).validate(n_train),
+    )
+    check(
+        "sweep",
+        lambda: KNNConfig(k=max(parse_k_range(sw.ks)), train_size=sw.train_size).validate(n_train),
+    )
+    if not 0 < sw.val_fraction < 1:
+        raise ConfigError(f"[sweep] val_fraction must be in (0, 1), got {sw.val_fraction}")
+    check(
+        "cnn",
+        lambda: TrainConfig(
+            epochs=c.epochs,
+            train_size=c.train_size,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            threads=c.threads,
+        ).validate(n_train),
+    )
+    check(
+        "cluster",
+        lambda: ClusterConfig(
+            embedding=cl.embedding,
+            method=cl.method,
+            n_clusters=cl.n_clusters,
+            n_init=cl.n_init,
+            train_size=cl.train_size,
+        ).validate(n_train),
+    )
 
 
 def choose_stages(only: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:

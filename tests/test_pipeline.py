@@ -1,0 +1,186 @@
+import json
+import re
+
+import pytest
+
+from conftest import write_fake_idx
+from digitlab.cli import main
+from digitlab.errors import ConfigError, DataError
+from digitlab.pipeline import STAGES, choose_stages, config_toml, load_config, run_course
+
+TINY = [
+    "knn.train_size=300",
+    "sweep.train_size=300",
+    "sweep.ks='1-3'",
+    "cnn.train_size=300",
+    "cnn.epochs=1",
+    "cnn.threads=1",
+    "cluster.train_size=300",
+    "cluster.n_init=2",
+]
+
+
+def test_presets_and_overrides(tmp_path):
+    assert load_config("course").knn.train_size == 20000
+    assert load_config("full").cnn.train_size is None
+    quick = load_config("quick", overrides=["knn.k=5", "cluster.embedding=pca", "device=cpu"])
+    assert quick.knn.k == 5 and quick.cluster.embedding == "pca" and quick.device == "cpu"
+    assert quick.knn.train_size == 5000
+    toml = tmp_path / "c.toml"
+    toml.write_text('device = "cpu"\n[knn]\nk = 7\nweights = "distance"\n')
+    cfg = load_config("course", toml, ["knn.k=1"])
+    assert cfg.knn.k == 1 and cfg.knn.weights == "distance"  # the command line wins
+    assert "[knn]\nk = 1" in config_toml(cfg)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "huge"}, "unknown preset 'huge'; choose one of: quick, course, full"),
+        ({"overrides": ["knn.kk=3"]}, "unknown setting 'knn.kk'; knn settings: k, train_size"),
+        ({"overrides": ["gan.digit=3"]}, "unknown section 'gan'"),
+        ({"overrides": ["knn.k=three"]}, "knn.k must be int"),
+        ({"overrides": ["knn.k"]}, "is not key=value"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(**kwargs)
+
+
+def test_stage_choice():
+    assert choose_stages(None) == list(STAGES)
+    assert choose_stages(["cnn", "knn"]) == ["knn", "cnn"]
+    assert choose_stages(None, ["cnn"]) == ["data", "knn", "sweep", "cluster"]
+    with pytest.raises(ConfigError, match="unknown stage 'gann'"):
+        choose_stages(["gann"])
+
+
+def test_whole_course_reuse_and_report(tmp_path):
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
+    out = tmp_path / "run"
+    metrics = run_course(cfg, out, quiet=True)
+    assert set(metrics["stages"]) == set(STAGES)
+    for name in ("config.json", "config.toml", "metrics.json", "run.log", "report.html"):
+        assert (out / name).is_file()
+    assert (out / "models" / "cnn" / "model" / "model.safetensors").is_file()
+    page = (out / "report.html").read_text()
+    for stage in STAGES:
+        assert f"id='{stage}'" in page
+    assert "<img" in page and "data:image/png;base64," in page
+    assert not re.search(r"(src|href)=[\"']https?://", page)  # self-contained
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {
+        "knn_confusion_matrix.png",
+        "knn_sweep.png",
+        "cnn_training_curves.png",
+        "cluster_pca_scatter.png",
+        "data_three.png",
+    } <= figures
+
+    # Unchanged settings: every stage is reused; a changed k reruns only what depends on it.
+    again = run_course(cfg, out, quiet=True)
+    assert again["stages"]["cnn"]["accuracy"] == metrics["stages"]["cnn"]["accuracy"]
+    assert (out / "run.log").read_text().count("reused") == len(STAGES)
+    cfg.knn.k = 1
+    run_course(cfg, out, quiet=True)
+    log = (out / "run.log").read_text().splitlines()
+    assert any("[knn] running" in line for line in log[-12:])
+    assert not any("[cnn] running" in line for line in log[-12:])
+
+
+def test_incompatible_run_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"run_format": 99}))
+    with pytest.raises(DataError, match="another digitlab version"):
+        run_course(load_config("quick"), tmp_path)
+
+
+def test_cli_run_print_config_and_errors(tmp_path, capsys):
+    assert main(["run", "--preset", "quick", "--print-config", "knn.k=4"]) == 0
+    assert "[knn]\nk = 4" in capsys.readouterr().out
+    assert main(["run", "--stages", "nope", "--out", str(tmp_path)]) == 1
+    assert "unknown stage 'nope'" in capsys.readouterr().err
+    assert main(["run", "knn.train_size=-5", "--out", str(tmp_path)]) == 1
+    assert "[knn] train_size must be" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 1
+    assert "not a digitlab run folder" in capsys.readouterr().err
+
+
+def test_cli_run_quick_subset(tmp_path, capsys):
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "quick",
+                *TINY,
+                "--stages",
+                "data,knn",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["stages"]) == {"data", "knn"}
+    assert main(["report", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_report_renders_in_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
+    out = tmp_path / "run"
+    run_course(cfg, out, stages=["data", "knn", "sweep"], quiet=True)
+    for size in ("1280,2400", "390,2400"):
+        shot = tmp_path / f"shot-{size.split(',')[0]}.png"
+        proc = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / ('profile' + size[:3])}",
+                f"--window-size={size}",
+                f"--screenshot={shot}",
+                (out / "report.html").as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0 and shot.stat().st_size > 20_000
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'pdom'}",
+            "--dump-dom",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "2. k-nearest neighbours" in dom.stdout and "3. Tuning k" in dom.stdout
