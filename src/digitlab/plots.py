@@ -1,4 +1,8 @@
-"""Every figure digitlab draws. Pure presentation: arrays in, matplotlib figures or files out."""
+"""Every figure digitlab draws. Pure presentation: arrays in, matplotlib figures or files out.
+
+Figures are plain `matplotlib.figure.Figure` objects, not pyplot's: no global state, no GUI
+backend needed, safe from several threads (the web app), and shown inline by notebooks.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -20,7 +21,6 @@ def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -36,9 +36,8 @@ def digits_grid(
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False
-    )
+    fig = Figure(figsize=(size * ncols, size * nrows + 0.3))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -53,7 +52,8 @@ def digits_grid(
 
 def digit(image: np.ndarray, title: str | None = None) -> Figure:
     """One digit, large, with its pixel grid visible."""
-    fig, ax = plt.subplots(figsize=(3.2, 3.4))
+    fig = Figure(figsize=(3.2, 3.4))
+    ax = fig.subplots()
     ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -67,7 +67,8 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = ""
     """Annotated heatmap; the diagonal (correct) and the errors use separate colour scales."""
     cm = np.asarray(cm)
     n = len(cm)
-    fig, ax = plt.subplots(figsize=(0.62 * n + 2.2, 0.62 * n + 1.6))
+    fig = Figure(figsize=(0.62 * n + 2.2, 0.62 * n + 1.6))
+    ax = fig.subplots()
     off = cm.astype(float).copy()
     np.fill_diagonal(off, np.nan)
     # Errors are what a reader looks for: colour them; the diagonal is drawn in a calm grey.
@@ -120,7 +121,8 @@ def misclassified(
             t += f" ({confidence[j]:.0%})"
         titles.append(t)
     if len(index) == 0:
-        fig, ax = plt.subplots(figsize=(4, 1))
+        fig = Figure(figsize=(4, 1))
+        ax = fig.subplots()
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
         return fig
@@ -131,7 +133,8 @@ def per_class_bars(report: dict, title: str = "Per-class precision, recall and F
     rows = report["per_class"]
     names = [r["class"][:10] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 3.4))
+    fig = Figure(figsize=(max(6, 0.7 * len(rows) + 2), 3.4))
+    ax = fig.subplots()
     for off, key, colour in (
         (-0.27, "precision", "#4C72B0"),
         (0, "recall", "#DD8452"),
@@ -150,7 +153,8 @@ def per_class_bars(report: dict, title: str = "Per-class precision, recall and F
 
 def k_sweep(ks: Sequence[int], val_acc: dict, test_acc: dict, chosen: int) -> Figure:
     """Accuracy vs k: validation (used to choose) and test (reported only)."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     ax.plot(ks, [val_acc[k] for k in ks], "o-", label="validation (chooses k)")
     ax.plot(ks, [test_acc[k] for k in ks], "s--", label="test (reported, not used)")
     ax.axvline(chosen, color="grey", ls=":", label=f"chosen k = {chosen}")
@@ -173,8 +177,9 @@ def cluster_scatter(
     class_names: Sequence[str],
 ) -> Figure:
     """Two PCA scatters side by side: coloured by cluster, and by true digit; centres marked."""
-    cmap = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharex=True, sharey=True)
+    cmap = matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(12, 5.4))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, colour_by, title, names in (
         (axes[0], clusters, "k-means clusters", None),
         (axes[1], labels, "true digits", class_names),
@@ -249,7 +254,8 @@ def cluster_centres(images: np.ndarray, majority: dict, class_names: Sequence[st
 def training_curves(history: dict) -> Figure:
     """Training vs validation loss, and accuracy, per epoch."""
     epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         ax.plot(epochs, history[key], "o-", label=f"training {label}")
         ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
