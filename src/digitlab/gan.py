@@ -1,0 +1,204 @@
+"""The conditional GAN of the course (keras.io's conditional_gan), in PyTorch.
+
+Generator: 128-d Gaussian noise + one-hot class (138 inputs) -> Dense 7*7*138 -> LeakyReLU ->
+(138, 7, 7) -> ConvTranspose 128 4x4/2 -> LeakyReLU -> ConvTranspose 128 4x4/2 -> LeakyReLU ->
+Conv 1 7x7 -> sigmoid: 1,491,215 parameters. Discriminator: the image stacked with 10 constant
+class maps (11 channels) -> Conv 64 3x3/2 -> LeakyReLU -> Conv 128 3x3/2 -> LeakyReLU -> global
+max pool -> Dense 1 (a logit): 80,385 parameters. Saved as safetensors + JSON config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitlab.errors import ConfigError, DataError
+from digitlab.files import atomic_write_bytes, atomic_write_json
+
+
+@dataclass
+class GANConfig:
+    latent_dim: int = 128
+    n_classes: int = 10
+    image_size: int = 28
+    g_channels: int = 128
+    d_channels: tuple[int, int] = (64, 128)
+    leak: float = 0.2
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GANConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GANConfig()
+        c_in = cfg.latent_dim + cfg.n_classes  # 138
+        self.side = cfg.image_size // 4  # 7
+        self.fc = nn.Linear(c_in, self.side * self.side * c_in)
+        self.up1 = nn.ConvTranspose2d(c_in, cfg.g_channels, 4, stride=2, padding=1)  # 7 -> 14
+        self.up2 = nn.ConvTranspose2d(cfg.g_channels, cfg.g_channels, 4, stride=2, padding=1)
+        self.out = nn.Conv2d(cfg.g_channels, 1, 7, padding=3)  # 28 -> 28
+        self.act = nn.LeakyReLU(cfg.leak)
+
+    def forward(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([z, onehot], 1)  # (N, 138)
+        x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
+        x = self.act(self.up1(x))  # (N, 128, 14, 14)
+        x = self.act(self.up2(x))  # (N, 128, 28, 28)
+        return torch.sigmoid(self.out(x))  # (N, 1, 28, 28) in [0, 1]
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: GANConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GANConfig()
+        c1, c2 = cfg.d_channels
+        self.conv1 = nn.Conv2d(1 + cfg.n_classes, c1, 3, stride=2, padding=1)  # 28 -> 14
+        self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)  # 14 -> 7
+        self.fc = nn.Linear(c2, 1)
+        self.act = nn.LeakyReLU(cfg.leak)
+
+    def forward(self, images: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = images.shape
+        maps = onehot[:, :, None, None].expand(n, onehot.shape[1], h, w)  # class maps
+        x = torch.cat([images, maps], 1)  # (N, 11, 28, 28)
+        x = self.act(self.conv2(self.act(self.conv1(x))))  # (N, 128, 7, 7)
+        return self.fc(torch.amax(x, dim=(2, 3)))  # global max pool -> logit (N, 1)
+
+
+def one_hot(labels, n_classes: int = 10, device=None) -> torch.Tensor:
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    return torch.nn.functional.one_hot(labels, n_classes).float()
+
+
+def check_digit(digit: int, n_classes: int = 10) -> int:
+    if (
+        isinstance(digit, bool)
+        or not isinstance(digit, (int, np.integer))
+        or not (0 <= digit < n_classes)
+    ):
+        raise ConfigError(f"digit must be a whole number in 0..{n_classes - 1}, got {digit!r}")
+    return int(digit)
+
+
+@torch.no_grad()
+def generate(generator: Generator, digit: int, n: int = 1, seed: int = 0) -> np.ndarray:
+    """`n` images (uint8, (n, 28, 28)) of `digit`, reproducible for a given seed."""
+    digit = check_digit(digit, generator.cfg.n_classes)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"count must be a whole number >= 1, got {n!r}")
+    device = next(generator.parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(int(n), generator.cfg.latent_dim, generator=gen).to(device)
+    generator.eval()
+    images = generator(z, one_hot([digit] * int(n), generator.cfg.n_classes, device))
+    return to_uint8(images)
+
+
+@torch.no_grad()
+def generate_grid(generator: Generator, per_class: int = 8, seed: int = 0) -> np.ndarray:
+    """(n_classes * per_class, 28, 28): row c holds `per_class` images of digit c."""
+    device = next(generator.parameters()).device
+    k = generator.cfg.n_classes
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(per_class, generator.cfg.latent_dim, generator=gen).repeat(k, 1).to(device)
+    labels = np.repeat(np.arange(k), per_class)
+    generator.eval()
+    return to_uint8(generator(z, one_hot(labels, k, device)))
+
+
+@torch.no_grad()
+def interpolate(
+    generator: Generator, start: int, end: int, steps: int = 9, seed: int = 0
+) -> np.ndarray:
+    """Frames from `start` to `end`: the noise held fixed, the one-hot labels blended."""
+    k = generator.cfg.n_classes
+    start, end = check_digit(start, k), check_digit(end, k)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
+        raise ConfigError(f"steps must be a whole number >= 2, got {steps!r}")
+    device = next(generator.parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(1, generator.cfg.latent_dim, generator=gen).repeat(steps, 1).to(device)
+    w = torch.linspace(0, 1, steps, device=device)[:, None]
+    labels = (1 - w) * one_hot([start], k, device) + w * one_hot([end], k, device)
+    generator.eval()
+    return to_uint8(generator(z, labels))
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def write_gif(
+    frames: np.ndarray, path: str | Path, size: int = 112, fps: float = 6, bounce: bool = True
+) -> Path:
+    """An animated GIF of uint8 frames, scaled to `size` pixels, atomically written."""
+    import io
+
+    from PIL import Image
+
+    if not 0 < fps <= 50:
+        raise ConfigError(f"fps must be in (0, 50], got {fps}")
+    if not 28 <= size <= 1024:
+        raise ConfigError(f"size must be in 28..1024 pixels, got {size}")
+    seq = list(frames) + (list(frames[-2:0:-1]) if bounce and len(frames) > 2 else [])
+    images = [Image.fromarray(255 - f).resize((size, size), Image.Resampling.NEAREST) for f in seq]
+    buf = io.BytesIO()
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        loop=0,
+    )
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_generator(generator: Generator, folder: str | Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    atomic_write_bytes(folder / "generator.safetensors", save(state, {"format": "pt"}))
+    cfg = asdict(generator.cfg)
+    cfg["d_channels"] = list(cfg["d_channels"])
+    atomic_write_json(folder / "config.json", {"model": "conditional_gan_generator", **cfg})
+    if metadata is not None:
+        atomic_write_json(folder / "metadata.json", metadata)
+    return folder
+
+
+def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
+    """Rebuild the generator from config.json and load its weights; mismatches are errors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / "generator.safetensors"
+    for path in (cfg_path, weights):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {folder} is not a saved digitlab generator")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
+    if raw.pop("model", None) != "conditional_gan_generator":
+        raise DataError(f"{cfg_path} does not describe a conditional GAN generator")
+    unknown = set(raw) - {f.name for f in fields(GANConfig)}
+    if unknown:
+        raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
+    if "d_channels" in raw:
+        raw["d_channels"] = tuple(raw["d_channels"])
+    generator = Generator(GANConfig(**raw))
+    try:
+        state = load_file(str(weights))
+        generator.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    except RuntimeError as exc:
+        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+    return generator.to(device).eval()

@@ -1,0 +1,97 @@
+"""The conditional GAN's networks, sampling, interpolation, GIF, save/load and resume."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_digits
+from digitlab.errors import ConfigError, DataError
+from digitlab.gan import (
+    Discriminator,
+    Generator,
+    generate,
+    generate_grid,
+    interpolate,
+    load_generator,
+    one_hot,
+    save_generator,
+    write_gif,
+)
+from digitlab.gan_train import CHECKPOINT, GANTrainConfig, train_gan
+
+
+def test_parameter_counts_match_keras():
+    assert sum(p.numel() for p in Generator().parameters()) == 1_491_215
+    assert sum(p.numel() for p in Discriminator().parameters()) == 80_385
+
+
+def test_shapes_and_range():
+    g, d = Generator(), Discriminator()
+    z, hot = torch.randn(5, 128), one_hot([0, 1, 2, 3, 4])
+    images = g(z, hot)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert d(images, hot).shape == (5, 1)
+
+
+def test_generate_is_seeded_and_validated():
+    torch.manual_seed(0)
+    g = Generator()
+    a, b = generate(g, 3, 4, seed=1), generate(g, 3, 4, seed=1)
+    assert a.dtype == np.uint8 and a.shape == (4, 28, 28)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, generate(g, 3, 4, seed=2))
+    assert generate_grid(g, per_class=2).shape == (20, 28, 28)
+    for digit in (-1, 10, 2.5, True):
+        with pytest.raises(ConfigError, match="digit must be"):
+            generate(g, digit)
+    with pytest.raises(ConfigError, match="count must be"):
+        generate(g, 3, -2)
+
+
+def test_interpolation_holds_noise_and_blends_labels(tmp_path):
+    torch.manual_seed(0)
+    g = Generator()
+    frames = interpolate(g, 2, 6, steps=9, seed=0)
+    assert frames.shape == (9, 28, 28)
+    np.testing.assert_array_equal(frames[0], generate(g, 2, 1, seed=0)[0])
+    np.testing.assert_array_equal(frames[-1], generate(g, 6, 1, seed=0)[0])
+    gif = write_gif(frames, tmp_path / "morph.gif", size=84, fps=5)
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.size == (84, 84) and im.n_frames == 16  # there and back
+    with pytest.raises(ConfigError, match="steps must be"):
+        interpolate(g, 2, 6, steps=1)
+    with pytest.raises(ConfigError, match="fps must be"):
+        write_gif(frames, tmp_path / "x.gif", fps=0)
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path):
+    torch.manual_seed(0)
+    g = Generator()
+    save_generator(g, tmp_path / "g", {"epochs": 0})
+    np.testing.assert_array_equal(generate(load_generator(tmp_path / "g"), 7, 3), generate(g, 7, 3))
+    (tmp_path / "g" / "config.json").write_text(
+        '{"model": "conditional_gan_generator", "latent_dim": 64}'
+    )
+    with pytest.raises(DataError, match="does not match"):
+        load_generator(tmp_path / "g")
+    with pytest.raises(DataError, match="is missing"):
+        load_generator(tmp_path / "nothing")
+
+
+def test_training_resumes_exactly(tmp_path):
+    x, y = make_digits(160, seed=2)
+    cfg = GANTrainConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=3)
+    full, h_full, info = train_gan(x, y, cfg, tmp_path / "a", progress=False)
+    assert info["steps"] == 20 and len(h_full.d_loss) == 2
+    assert (tmp_path / "a" / "samples" / "epoch_002.png").is_file()
+    # Stop mid-epoch (step 7), then resume to the end: the same weights as one run.
+    stopped = GANTrainConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=3, max_steps=7)
+    train_gan(x, y, stopped, tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        train_gan(x, y, cfg, tmp_path / "b", progress=False)
+    resumed, _, info = train_gan(x, y, cfg, tmp_path / "b", resume=True, progress=False)
+    assert info["steps"] == 20
+    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert (tmp_path / "b" / CHECKPOINT).is_file()
