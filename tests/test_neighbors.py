@@ -140,6 +140,8 @@ def test_bad_parameters_and_fit():
         KNeighborsClassifier(0).fit(x, y)
     with pytest.raises(ValueError, match="weights must be"):
         KNeighborsClassifier(weights="cubic").fit(x, y)
+    with pytest.raises(ValueError, match="algorithm must be"):
+        KNeighborsClassifier(algorithm="kd_tree").fit(x, y)
     with pytest.raises(ValueError, match="metric must be"):
         KNeighborsClassifier(metric="cosine").fit(x, y)
     with pytest.raises(ValueError, match="one label per row"):
@@ -165,3 +167,25 @@ def test_sklearn_tools_accept_it():
     assert clone(model).get_params()["n_neighbors"] == 3
     scores = cross_val_score(model, _flat(x), y, cv=3)
     assert scores.mean() > 0.9
+
+
+@pytest.mark.real_data
+def test_pruned_search_is_exact_on_mnist(small_mnist):
+    X, y, Q, _ = small_mnist
+    full = KNeighborsClassifier(7, algorithm="full").fit(X, y).kneighbors(Q)
+    pruned_model = KNeighborsClassifier(7, algorithm="pruned").fit(X, y)
+    pruned = pruned_model.kneighbors(Q)
+    np.testing.assert_array_equal(full[1], pruned[1])
+    np.testing.assert_array_equal(full[0], pruned[0])
+    ref = SKLearnKNN(3, algorithm="brute").fit(X, y).predict(Q)
+    np.testing.assert_array_equal(pruned_model.set_params(n_neighbors=3).predict(Q), ref)
+
+
+def test_pruned_search_ties_like_sklearn():
+    X, y, Q = _tied_data()
+    for k in (1, 4, 7):
+        ours = KNeighborsClassifier(k, algorithm="pruned").fit(X, y)
+        ref = SKLearnKNN(k, algorithm="brute").fit(X, y)
+        np.testing.assert_array_equal(ours.kneighbors(Q)[1], ref.kneighbors(Q)[1])
+        np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+    assert ours.last_fallback_rows_ > 0

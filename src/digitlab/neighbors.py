@@ -87,6 +87,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     kernel : product used on pixel data: "float32", "int8" (torch._int_mm, fast on CPUs with
         VNNI/AMX and on GPUs) or "auto" (whichever a small timed trial finds faster here).
         Both are exact.
+    algorithm : "full" (one product with every training image), "pruned" (PCA lower bounds
+        rule out most training images before any exact distance; same exact answer) or
+        "auto" (pruned for 4,096+ training images and k < 64 with the float32 kernel).
 
     On integer pixel data (0..255) predictions, probabilities and neighbours equal those of
     `sklearn.neighbors.KNeighborsClassifier(algorithm="brute")`, ties included.
@@ -102,6 +105,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         max_memory_mb: float = 512,
         threads: int | None = None,
         kernel: str = "auto",
+        algorithm: str = "auto",
     ):
         self.n_neighbors = n_neighbors
         self.weights = weights
@@ -110,6 +114,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.max_memory_mb = max_memory_mb
         self.threads = threads
         self.kernel = kernel
+        self.algorithm = algorithm
 
     def _check_params(self) -> None:
         k = self.n_neighbors
@@ -119,6 +124,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
         if self.metric != "euclidean":
             raise ValueError(f"metric must be 'euclidean', got {self.metric!r}")
+        if self.algorithm not in ("auto", "full", "pruned"):
+            raise ValueError(
+                f"algorithm must be 'auto', 'full' or 'pruned', got {self.algorithm!r}"
+            )
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if not self.max_memory_mb > 0:
@@ -217,6 +226,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         index, keep = self._pixel_index(Q, device)
         Q = np.ascontiguousarray(Q[:, keep])
         n_fit, kmax = self.n_samples_fit_, max(ks)
+        if self.algorithm == "pruned" or (
+            self.algorithm == "auto" and n_fit >= 4096 and kmax < 64 and index.t8 is None
+        ):
+            return self._search_pruned(index, Q, ks)
         m = min(n_fit, kmax + 1 + _MARGIN)
         out_d = np.empty((len(Q), m), np.float64)
         out_i = np.empty((len(Q), m), np.int64)
@@ -246,6 +259,31 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             fallback.append(start + np.flatnonzero(unsure.cpu().numpy()))
         del dot_buf, key_buf
         redo = np.concatenate(fallback)
+        result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
+        if len(redo):
+            self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
+        self.last_fallback_rows_ = len(redo)
+        return result
+
+    def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
+        """The same exact neighbours from PCA lower bounds and a few exact distances each."""
+        from digitlab._bounds import nearest
+
+        n_fit, kmax = self.n_samples_fit_, max(ks)
+        k1 = min(n_fit, kmax + 1)
+        bounds = index.bounds()
+        out_d = np.empty((len(Q), k1), np.float64)
+        out_i = np.empty((len(Q), k1), np.int64)
+        step = self._chunk_rows()
+        buf = torch.empty((min(step, len(Q)), n_fit), device=index.device)
+        for start in range(0, len(Q), step):
+            q = index.queries(Q[start : start + step])
+            qn = (q * q).sum(1).double()
+            d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf)
+            out_d[start : start + len(q)] = d
+            out_i[start : start + len(q)] = i
+        del buf
+        redo = np.flatnonzero((out_d[:, 1:] == out_d[:, :-1]).any(1))  # ties: rank as sklearn
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
@@ -365,6 +403,15 @@ class _PixelIndex:
         norms = (self.t * self.t).sum(1)  # integers below 2**24: exact in float32
         self.norms = norms.double()
         self.half_norms = norms / 2
+        self._bounds = None
+
+    def bounds(self):
+        """PCA lower bounds for the pruned search (built on first use)."""
+        if self._bounds is None:
+            from digitlab._bounds import BoundIndex
+
+            self._bounds = BoundIndex(self.t)
+        return self._bounds
 
     def queries(self, Q: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(Q).to(self.device, torch.float32).sub_(_SHIFT)
