@@ -95,3 +95,118 @@ def test_training_resumes_exactly(tmp_path):
     for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert (tmp_path / "b" / CHECKPOINT).is_file()
+
+
+def test_quality_metrics_on_a_known_case():
+    from digitlab.cnn import CourseCNN
+    from digitlab.gan_metrics import evaluate_generator, frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 5))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert frechet_distance(a, a + 3) == pytest.approx(45, rel=1e-6)  # 5 dims x 3^2
+    torch.manual_seed(0)
+    x, _ = make_digits(200)
+    r = evaluate_generator(Generator(), CourseCNN(), x, per_digit=20)
+    assert 0 <= r["conditional_accuracy"] <= 1 and len(r["per_digit"]) == 10
+    assert r["frechet"] > 0 and r["frechet_real_vs_real"] >= 0 and r["n_generated"] == 200
+
+
+def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
+    from conftest import write_fake_idx
+    from digitlab.cli import main
+    from digitlab.cnn import CourseCNN, save_model
+
+    data = write_fake_idx(tmp_path / "d", n_train=120, n_test=40)
+    out = tmp_path / "gan"
+    assert (
+        main(
+            [
+                "gan",
+                "train",
+                "--max-steps",
+                "3",
+                "--threads",
+                "1",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (out / "generator" / "generator.safetensors").is_file()
+    assert (
+        main(
+            [
+                "gan",
+                "generate",
+                "--model",
+                str(out),
+                "--digit",
+                "3",
+                "--count",
+                "4",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "gan",
+                "generate",
+                "--model",
+                str(out),
+                "--count",
+                "2",
+                "--out",
+                str(tmp_path / "grid.png"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "gan",
+                "interpolate",
+                "2",
+                "6",
+                "--model",
+                str(out),
+                "--steps",
+                "5",
+                "--out",
+                str(tmp_path / "m.gif"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "m.gif").is_file() and (tmp_path / "m.png").is_file()
+    save_model(CourseCNN(), tmp_path / "cnn")
+    assert (
+        main(
+            [
+                "gan",
+                "evaluate",
+                "--model",
+                str(out),
+                "--classifier",
+                str(tmp_path / "cnn"),
+                "--per-digit",
+                "5",
+                "--data-dir",
+                str(data),
+            ]
+        )
+        == 0
+    )
+    assert "conditional accuracy" in capsys.readouterr().out
+    assert main(["gan", "generate", "--model", str(out), "--digit", "12"]) == 1
+    assert "digit must be" in capsys.readouterr().err
+    assert main(["gan", "generate", "--model", str(tmp_path / "nothing")]) == 1

@@ -181,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_gallery)
 
-    from digitlab import cli_cluster, cli_cnn, cli_knn, cli_run
+    from digitlab import cli_cluster, cli_cnn, cli_gan, cli_knn, cli_run
 
     cli_run.register(sub)
     cli_knn.register(sub)
     cli_cnn.register(sub)
     cli_cluster.register(sub)
+    cli_gan.register(sub)
     return parser
 
 
