@@ -38,7 +38,7 @@ def test_presets_and_overrides(tmp_path):
     [
         ({"preset": "huge"}, "unknown preset 'huge'; choose one of: quick, course, full"),
         ({"overrides": ["knn.kk=3"]}, "unknown setting 'knn.kk'; knn settings: k, train_size"),
-        ({"overrides": ["gan.digit=3"]}, "unknown section 'gan'"),
+        ({"overrides": ["gann.digit=3"]}, "unknown section 'gann'"),
         ({"overrides": ["knn.k=three"]}, "knn.k must be int"),
         ({"overrides": ["knn.k"]}, "is not key=value"),
     ],
@@ -51,14 +51,19 @@ def test_bad_settings(kwargs, message):
 def test_stage_choice():
     assert choose_stages(None) == list(STAGES)
     assert choose_stages(["cnn", "knn"]) == ["knn", "cnn"]
-    assert choose_stages(None, ["cnn"]) == ["data", "knn", "sweep", "cluster"]
+    assert choose_stages(None, ["cnn"]) == ["data", "knn", "sweep", "cluster", "gan"]
     with pytest.raises(ConfigError, match="unknown stage 'gann'"):
         choose_stages(["gann"])
 
 
 def test_whole_course_reuse_and_report(tmp_path):
+    from digitlab.gan import Generator, save_generator
+
     data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
-    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
+    save_generator(Generator(), tmp_path / "gen", {"epochs": 0})
+    cfg = load_config(
+        "quick", overrides=[*TINY, f'data.data_dir="{data}"', f'gan.model="{tmp_path / "gen"}"']
+    )
     out = tmp_path / "run"
     metrics = run_course(cfg, out, quiet=True)
     assert set(metrics["stages"]) == set(STAGES)
@@ -184,3 +189,16 @@ def test_report_renders_in_chromium(tmp_path):
         timeout=120,
     )
     assert "2. k-nearest neighbours" in dom.stdout and "3. Tuning k" in dom.stdout
+
+
+def test_gan_stage_without_a_generator_is_skipped_not_fatal(tmp_path, monkeypatch):
+    from digitlab import cli_gan
+
+    monkeypatch.setattr(cli_gan, "SHIPPED", tmp_path / "none")
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
+    metrics = run_course(cfg, tmp_path / "run", stages=["data", "gan"], quiet=True)
+    assert "skipped" in metrics["stages"]["gan"]
+    assert "Skipped: no generator is shipped" in (tmp_path / "run" / "report.html").read_text()
+    with pytest.raises(ConfigError, match=r"\[gan\] digit must be"):
+        run_course(load_config("quick", overrides=["gan.digit=11"]), tmp_path / "run2")

@@ -27,7 +27,7 @@ from digitlab.evaluation import _jsonable, save_metrics
 from digitlab.files import atomic_write_json, atomic_write_text
 
 RUN_FORMAT = 1
-STAGES = ("data", "knn", "sweep", "cnn", "cluster")
+STAGES = ("data", "knn", "sweep", "cnn", "cluster", "gan")
 
 
 @dataclass
@@ -75,6 +75,15 @@ class ClusterSection:
 
 
 @dataclass
+class GANSection:
+    model: str | None = None  # a saved generator; None: the one shipped with digitlab
+    digit: int = 3
+    interpolate_from: int = 2
+    interpolate_to: int = 6
+    steps: int = 9
+
+
+@dataclass
 class RunConfig:
     preset: str = "course"
     device: str = "auto"
@@ -83,6 +92,7 @@ class RunConfig:
     sweep: SweepSection = field(default_factory=SweepSection)
     cnn: CNNSection = field(default_factory=CNNSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
+    gan: GANSection = field(default_factory=GANSection)
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -325,7 +335,7 @@ def _stage_key(cfg: RunConfig, stage: str) -> str:
     from digitlab import __version__
 
     parts = {"stage": stage, "data": asdict(cfg.data), "device": cfg.device, "version": __version__}
-    if stage in ("knn", "sweep", "cnn", "cluster"):
+    if stage in ("knn", "sweep", "cnn", "cluster", "gan"):
         parts[stage] = asdict(getattr(cfg, stage))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -538,10 +548,80 @@ def stage_cluster(run: Run, ds) -> dict:
     return out
 
 
+def stage_gan(run: Run, ds) -> dict:
+    from digitlab import plots
+    from digitlab.cli_gan import _generator
+    from digitlab.gan import check_digit, generate, generate_grid, interpolate, write_gif
+
+    c = run.cfg.gan
+    for digit in (c.digit, c.interpolate_from, c.interpolate_to):
+        check_digit(digit)
+    if c.model is None and not (_shipped_dir() / "config.json").is_file():
+        reason = (
+            "no generator is shipped with this digitlab; train one with `digitlab gan "
+            "train --out DIR` and run with gan.model=DIR/generator"
+        )
+        run.log(f"[gan] skipped: {reason}")
+        return {"skipped": reason}
+    g = _generator(Path(c.model) if c.model else None)
+    seed = run.cfg.data.seed
+    plots.save(
+        plots.digits_grid(
+            generate_grid(g, 10, seed),
+            None,
+            ncols=10,
+            size=0.9,
+            suptitle="Generated digits: row d was asked for digit d",
+        ),
+        run.figures / "gan_grid.png",
+    )
+    plots.save(
+        plots.digits_grid(
+            generate(g, c.digit, 10, seed),
+            None,
+            ncols=10,
+            size=1.2,
+            suptitle=f"Ten generated {c.digit}s",
+        ),
+        run.figures / "gan_digit.png",
+    )
+    frames = interpolate(g, c.interpolate_from, c.interpolate_to, c.steps, seed)
+    write_gif(frames, run.figures / "gan_interpolation.gif")
+    plots.save(
+        plots.digits_grid(
+            frames,
+            None,
+            ncols=len(frames),
+            size=1.1,
+            suptitle=f"From {c.interpolate_from} to {c.interpolate_to}",
+        ),
+        run.figures / "gan_interpolation.png",
+    )
+    meta_path = (Path(c.model) if c.model else _shipped_dir()) / "metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return {
+        "model": c.model or "shipped",
+        "generator_metadata": meta,
+        "figures": [
+            "gan_grid.png",
+            "gan_digit.png",
+            "gan_interpolation.gif",
+            "gan_interpolation.png",
+        ],
+    }
+
+
+def _shipped_dir() -> Path:
+    from digitlab.cli_gan import SHIPPED
+
+    return SHIPPED
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[Run, object], dict]] = {
     "data": stage_data,
     "knn": stage_knn,
     "sweep": stage_sweep,
     "cnn": stage_cnn,
     "cluster": stage_cluster,
+    "gan": stage_gan,
 }

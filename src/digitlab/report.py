@@ -59,6 +59,7 @@ TITLES = {
     "sweep": "3. Tuning k",
     "cnn": "4. A convolutional network",
     "cluster": "5. Clustering without labels",
+    "gan": "6. Generating digits",
 }
 
 
@@ -67,8 +68,9 @@ def _img(folder: Path, name: str, caption: str) -> str:
     if not path.is_file():
         return ""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
+    kind = "gif" if path.suffix == ".gif" else "png"
     return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/{kind};base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -305,12 +307,45 @@ def section_cluster(folder: Path, m: dict) -> str:
     )
 
 
+def section_gan(folder: Path, m: dict) -> str:
+    if "skipped" in m:
+        return f"<p class='lead'>Skipped: {html.escape(m['skipped'])}.</p>"
+    meta = m.get("generator_metadata", {})
+    quality = meta.get("quality", {})
+    cards = []
+    if "conditional_accuracy" in quality:
+        cards.append(("conditional accuracy", _pct(quality["conditional_accuracy"])))
+    if "frechet" in quality:
+        cards.append(("Fréchet distance (CNN features)", f"{quality['frechet']:.1f}"))
+        cards.append(("real-vs-real floor", f"{quality['frechet_real_vs_real']:.1f}"))
+    if "epochs" in meta:
+        cards.append(("training epochs", f"{meta['epochs']:.1f}"))
+    return (
+        "<p class='lead'>A conditional GAN: the generator turns 128 random numbers plus the "
+        "digit it is asked for into an image; the discriminator, shown images with their "
+        "digit, learns to tell real from generated, and the generator learns to fool it. "
+        "Conditional accuracy is the share of generated digits a trained CNN reads as the "
+        "digit that was asked for; the Fréchet distance compares CNN features of generated "
+        "and real images.</p>"
+        + (_cards(cards) if cards else "")
+        + _img(folder, "gan_grid.png", "Every digit, ten samples each (row d asks for digit d)")
+        + _img(folder, "gan_digit.png", "One chosen digit, ten times")
+        + _img(
+            folder,
+            "gan_interpolation.gif",
+            "Morphing one digit into another: the noise stays fixed while the label is blended",
+        )
+        + _img(folder, "gan_interpolation.png", "The same morph, frame by frame")
+    )
+
+
 SECTIONS = {
     "data": section_data,
     "knn": section_knn,
     "sweep": section_sweep,
     "cnn": section_cnn,
     "cluster": section_cluster,
+    "gan": section_gan,
 }
 
 
