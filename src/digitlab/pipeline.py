@@ -235,6 +235,7 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
     from digitlab.data import get_spec
     from digitlab.device import resolve_device
     from digitlab.experiments import KNNConfig, parse_k_range
+    from digitlab.gan import check_digit
     from digitlab.train import TrainConfig
 
     def check(section: str, fn: Callable[[], object]) -> None:
@@ -278,6 +279,11 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
             train_size=cl.train_size,
         ).validate(n_train),
     )
+    g = cfg.gan
+    for d in (g.digit, g.interpolate_from, g.interpolate_to):
+        check("gan", lambda d=d: check_digit(d))
+    if g.steps < 2:
+        raise ConfigError(f"[gan] steps must be at least 2, got {g.steps}")
 
 
 def choose_stages(only: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:
