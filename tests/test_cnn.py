@@ -272,3 +272,12 @@ def test_cli_train_eval_predict(tmp_path, capsys):
 def test_cli_predict_errors(tmp_path, capsys):
     assert main(["cnn", "predict", str(tmp_path), str(tmp_path / "x.png")]) == 1
     assert "is missing" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_shipped_cnn_loads_and_reads_mnist(mnist):
+    from digitlab.cli_gan import SHIPPED_CNN
+
+    model = load_model(SHIPPED_CNN)
+    acc = np.mean(predict_proba(model, mnist.x_test[:2000]).argmax(1) == mnist.y_test[:2000])
+    assert acc > 0.985

@@ -67,3 +67,12 @@ def test_write_is_atomic_on_error(tmp_path):
     with pytest.raises(ValueError):
         write_idx(tmp_path / "x.idx", np.array(["a"]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    path = write_idx(tmp_path / "x.idx", np.zeros(3, np.uint8))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
