@@ -122,6 +122,7 @@ def test_cli_run_quick_subset(tmp_path, capsys):
                 "--preset",
                 "quick",
                 *TINY,
+                "knn.compare_sklearn=true",
                 "--stages",
                 "data,knn",
                 "--data-dir",
@@ -135,6 +136,8 @@ def test_cli_run_quick_subset(tmp_path, capsys):
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["stages"]) == {"data", "knn"}
+    assert metrics["stages"]["knn"]["reference"]["identical_predictions"] is True
+    assert "scikit-learn brute force" in (out / "report.html").read_text()
     assert main(["report", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
 

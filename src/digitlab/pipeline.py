@@ -46,6 +46,9 @@ class KNNSection:
     weights: str = "uniform"
     deskew: bool = False
     pca: int | None = None
+    # Also time scikit-learn's brute-force kNN on the same arrays (raw pixels only) and show
+    # both in the report, with whether the predictions are identical.
+    compare_sklearn: bool = True
 
 
 @dataclass
@@ -477,9 +480,28 @@ def stage_knn(run: Run, ds) -> dict:
     result = run_knn(ds, cfg)
     pred = result.pop("predictions")
     result.pop("proba")
+    if k.compare_sklearn and not (k.deskew or k.pca):
+        result["reference"] = _sklearn_knn(ds, cfg, pred)
     files = write_evaluation(run.figures, "knn", result, ds.x_test, ds.y_test, pred, ds.classes)
     result["figures"] = [p.name for p in files.values()]
     return result
+
+
+def _sklearn_knn(ds, cfg, ours) -> dict:
+    """scikit-learn's brute-force kNN on the same subset: its time and agreement with ours."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from digitlab.data import random_subset
+
+    x, y = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
+    start = time.perf_counter()
+    model = KNeighborsClassifier(cfg.k, weights=cfg.weights, algorithm="brute")
+    pred = model.fit(x.reshape(len(x), -1), y).predict(ds.x_test.reshape(len(ds.x_test), -1))
+    return {
+        "library": "scikit-learn",
+        "fit_predict_s": time.perf_counter() - start,
+        "identical_predictions": bool(np.array_equal(pred, ours)),
+    }
 
 
 def stage_sweep(run: Run, ds) -> dict:

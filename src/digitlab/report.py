@@ -177,6 +177,7 @@ def section_knn(folder: Path, m: dict) -> str:
                 ("fit + predict", f"{m['timing']['fit_predict_s']:.1f} s"),
             ]
         )
+        + _reference(m)
         + _img(
             folder,
             "knn_confusion_matrix.png",
@@ -191,6 +192,28 @@ def section_knn(folder: Path, m: dict) -> str:
             "knn_misclassified_confident.png",
             "The most confidently wrong (share of neighbour votes for the wrong digit)",
         )
+    )
+
+
+def _reference(m: dict) -> str:
+    ref = m.get("reference")
+    if not ref:
+        return ""
+    ours = m["timing"]["fit_predict_s"]
+    same = "identical" if ref["identical_predictions"] else "NOT identical"
+    return (
+        _table(
+            ["same fit + predict", "seconds", "vs ours"],
+            [
+                ["digitlab (this run)", f"{ours:.2f}", "1.0x"],
+                [
+                    f"{ref['library']} brute force",
+                    f"{ref['fit_predict_s']:.2f}",
+                    f"{ref['fit_predict_s'] / ours:.1f}x slower",
+                ],
+            ],
+        )
+        + f"<p class='lead'>Predictions of the two: {same}.</p>"
     )
 
 
