@@ -17,21 +17,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
 from digitlab.device import resolve_device, threads
 from digitlab.errors import NotFittedError
-
-
-def _check_X(X, what: str = "X") -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim == 3:
-        X = X.reshape(len(X), -1)
-    if X.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (n_samples, n_features) or images, got {X.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{what} must be numeric, got dtype {X.dtype}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{what} is empty (shape {X.shape})")
-    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
-        raise ValueError(f"{what} contains NaN or infinity")
-    return X
+from digitlab.validation import feature_array, whole_number
 
 
 def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -156,9 +142,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _check_params(self, n: int) -> None:
         for name in ("n_clusters", "n_init", "max_iter"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            whole_number(name, getattr(self, name), error=ValueError)
         if self.n_clusters > n:
             raise ValueError(
                 f"n_samples={n} should be >= n_clusters={self.n_clusters}: cannot make "
@@ -170,7 +154,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
 
     def fit(self, X, y=None) -> KMeans:
-        X = _check_X(X)
+        X = feature_array(X)
         self._check_params(len(X))
         device = resolve_device(self.device)
         seed = self.random_state
@@ -268,7 +252,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return torch.cdist(x, c).numpy()
 
     def _check_query(self, X) -> np.ndarray:
-        X = _check_X(X)
+        X = feature_array(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but KMeans was fitted with {self.n_features_in_}"

@@ -15,6 +15,7 @@ from digitlab.data import Dataset, random_subset
 from digitlab.device import check_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.metrics import clustering_report
+from digitlab.validation import subset_size, whole_number
 
 EMBEDDINGS = ("raw", "pca", "umap")
 METHODS = ("kmeans", "gmm")
@@ -44,11 +45,8 @@ class ClusterConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("n_clusters", "n_init", "pca_components", "umap_components", "umap_neighbors"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
-        if self.train_size is not None and not 0 < self.train_size <= n_train:
-            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+            whole_number(name, getattr(self, name))
+        subset_size(self.train_size, n_train)
         n = self.train_size or n_train
         if self.n_clusters > n:
             raise ConfigError(f"n_clusters ({self.n_clusters}) is more than the {n} samples")

@@ -7,16 +7,14 @@ the config beside them as JSON; loading rebuilds the network from the config.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from digitlab.errors import DataError
-from digitlab.files import atomic_write_bytes, atomic_write_json
+from digitlab.checkpoint import load_weights, save_weights
 
 
 @dataclass
@@ -119,47 +117,17 @@ def predict_proba(model: CourseCNN, images, batch_size: int = 1000) -> np.ndarra
 
 def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = None) -> Path:
     """model.safetensors + config.json (+ metadata.json), each written atomically."""
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / "model.safetensors", save(state, {"format": "pt"}))
-    atomic_write_json(folder / "config.json", {"model": "course_cnn", **asdict(model.cfg)})
-    if metadata is not None:
-        atomic_write_json(folder / "metadata.json", metadata)
-    return folder
+    return save_weights(model, folder, "model", "course_cnn", model.cfg, metadata)
 
 
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
     """Rebuild the network from config.json and load its safetensors weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-    for path in (cfg_path, weights):
-        if not path.is_file():
-            raise DataError(
-                f"{path} is missing: {folder} is not a saved digitlab CNN "
-                "(train one with `digitlab cnn train --out DIR`)"
-            )
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
-    if raw.pop("model", "course_cnn") != "course_cnn":
-        raise DataError(f"{cfg_path} describes another kind of model")
-    known = {f.name for f in fields(CNNConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
-    model = CourseCNN(CNNConfig(**raw))
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise DataError(f"{weights} is not a readable safetensors file ({exc})") from exc
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+    model = load_weights(
+        folder,
+        "model",
+        "course_cnn",
+        CNNConfig,
+        CourseCNN,
+        "train one with `digitlab cnn train --out DIR`",
+    )
     return model.to(device).eval()

@@ -18,6 +18,7 @@ from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
+from digitlab.validation import subset_size, whole_number
 
 
 @dataclass
@@ -35,10 +36,8 @@ class KNNConfig:
     max_memory_mb: float = 512
 
     def validate(self, n_train: int) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ConfigError(f"k must be a whole number >= 1, got {self.k!r}")
-        if self.train_size is not None and not 0 < self.train_size <= n_train:
-            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+        whole_number("k", self.k)
+        subset_size(self.train_size, n_train)
         if self.weights not in ("uniform", "distance"):
             raise ConfigError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
         if self.pca is not None and not 0 < self.pca <= 784:

@@ -9,16 +9,17 @@ max pool -> Dense 1 (a logit): 80,385 parameters. Saved as safetensors + JSON co
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from digitlab.errors import ConfigError, DataError
-from digitlab.files import atomic_write_bytes, atomic_write_json
+from digitlab.checkpoint import load_weights, save_weights
+from digitlab.errors import ConfigError
+from digitlab.files import atomic_write_bytes
+from digitlab.validation import is_whole, whole_number
 
 
 @dataclass
@@ -75,11 +76,7 @@ def one_hot(labels, n_classes: int = 10, device=None) -> torch.Tensor:
 
 
 def check_digit(digit: int, n_classes: int = 10) -> int:
-    if (
-        isinstance(digit, bool)
-        or not isinstance(digit, (int, np.integer))
-        or not (0 <= digit < n_classes)
-    ):
+    if not is_whole(digit, 0) or digit >= n_classes:
         raise ConfigError(f"digit must be a whole number in 0..{n_classes - 1}, got {digit!r}")
     return int(digit)
 
@@ -88,8 +85,7 @@ def check_digit(digit: int, n_classes: int = 10) -> int:
 def generate(generator: Generator, digit: int, n: int = 1, seed: int = 0) -> np.ndarray:
     """`n` images (uint8, (n, 28, 28)) of `digit`, reproducible for a given seed."""
     digit = check_digit(digit, generator.cfg.n_classes)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"count must be a whole number >= 1, got {n!r}")
+    n = whole_number("count", n)
     device = next(generator.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(int(n), generator.cfg.latent_dim, generator=gen).to(device)
@@ -117,8 +113,7 @@ def interpolate(
     """Frames from `start` to `end`: the noise held fixed, the one-hot labels blended."""
     k = generator.cfg.n_classes
     start, end = check_digit(start, k), check_digit(end, k)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise ConfigError(f"steps must be a whole number >= 2, got {steps!r}")
+    steps = whole_number("steps", steps, minimum=2)
     device = next(generator.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(1, generator.cfg.latent_dim, generator=gen).repeat(steps, 1).to(device)
@@ -159,46 +154,21 @@ def write_gif(
 
 
 def save_generator(generator: Generator, folder: str | Path, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    atomic_write_bytes(folder / "generator.safetensors", save(state, {"format": "pt"}))
-    cfg = asdict(generator.cfg)
-    cfg["d_channels"] = list(cfg["d_channels"])
-    atomic_write_json(folder / "config.json", {"model": "conditional_gan_generator", **cfg})
-    if metadata is not None:
-        atomic_write_json(folder / "metadata.json", metadata)
-    return folder
+    """generator.safetensors + config.json (+ metadata.json), each written atomically."""
+    return save_weights(generator, folder, "generator", KIND, generator.cfg, metadata)
 
 
 def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
     """Rebuild the generator from config.json and load its weights; mismatches are errors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_path, weights = folder / "config.json", folder / "generator.safetensors"
-    for path in (cfg_path, weights):
-        if not path.is_file():
-            raise DataError(f"{path} is missing: {folder} is not a saved digitlab generator")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
-    if raw.pop("model", None) != "conditional_gan_generator":
-        raise DataError(f"{cfg_path} does not describe a conditional GAN generator")
-    unknown = set(raw) - {f.name for f in fields(GANConfig)}
-    if unknown:
-        raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
-    if "d_channels" in raw:
-        raw["d_channels"] = tuple(raw["d_channels"])
-    generator = Generator(GANConfig(**raw))
-    try:
-        state = load_file(str(weights))
-        generator.load_state_dict(state, strict=True)
-    except (SafetensorError, OSError) as exc:
-        raise DataError(f"{weights} is not a readable safetensors file ({exc})") from exc
-    except RuntimeError as exc:
-        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+    generator = load_weights(
+        folder,
+        "generator",
+        KIND,
+        GANConfig,
+        Generator,
+        "train one with `digitlab gan train --out DIR`",
+    )
     return generator.to(device).eval()
+
+
+KIND = "conditional_gan_generator"

@@ -10,7 +10,6 @@ end of every epoch, together with a fixed-noise grid of all ten digits for compa
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from digitlab.checkpoint import load_state, restore, save_state
 from digitlab.device import check_threads, resolve_device, threads
-from digitlab.errors import ConfigError, DataError
-from digitlab.files import atomic_write_bytes
+from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, generate_grid, one_hot
+from digitlab.validation import whole_number
 
 CHECKPOINT = "gan_checkpoint.safetensors"
 
@@ -43,9 +43,7 @@ class GANTrainConfig:
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            whole_number(name, getattr(self, name))
         if not 0 < self.lr < 1:
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         resolve_device(self.device)
@@ -59,49 +57,6 @@ class GANHistory:
     g_loss: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     steps_per_second: list[float] = field(default_factory=list)
-
-
-def _save(path: Path, g, d, g_opt, d_opt, state: dict) -> None:
-    from safetensors.torch import save
-
-    tensors = {}
-    for prefix, module in (("g", g), ("d", d)):
-        for k, v in module.state_dict().items():
-            tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
-    groups = {}
-    for prefix, opt in (("g_opt", g_opt), ("d_opt", d_opt)):
-        sd = opt.state_dict()
-        groups[prefix] = sd["param_groups"]
-        for idx, st in sd["state"].items():
-            for name, value in st.items():
-                tensors[f"{prefix}.{idx}.{name}"] = (
-                    torch.as_tensor(value).detach().cpu().contiguous()
-                )
-    meta = {**state, "param_groups": groups}
-    atomic_write_bytes(path, save(tensors, {"digitlab": json.dumps(meta)}))
-
-
-def _load(path: Path, g, d, g_opt, d_opt) -> dict:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["digitlab"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise DataError(
-            f"{path} is not a readable GAN checkpoint ({exc}); delete it to start over"
-        ) from exc
-    g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    d.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
-    for prefix, opt in (("g_opt", g_opt), ("d_opt", d_opt)):
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith(prefix + "."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = value
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][prefix]})
-    return meta
 
 
 def train_gan(
@@ -136,7 +91,8 @@ def train_gan(
                 f"{out} already holds a GAN checkpoint; pass --resume to continue "
                 "it, or choose another output folder"
             )
-        meta = _load(ckpt, g, d, g_opt, d_opt)
+        meta = load_state(ckpt)
+        restore(meta, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt})
         saved = {
             k: v
             for k, v in meta["train_config"].items()
@@ -161,7 +117,8 @@ def train_gan(
     zeros = torch.zeros(cfg.batch_size, 1, device=device)
 
     def checkpoint() -> None:
-        _save(ckpt, g, d, g_opt, d_opt, {**state, "step": step, "history": asdict(history)})
+        meta = {**state, "step": step, "history": asdict(history)}
+        save_state(ckpt, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt}, meta)
 
     with threads(n_threads):
         while step < stop_at:

@@ -27,28 +27,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from digitlab.device import resolve_device, threads
 from digitlab.errors import NotFittedError
+from digitlab.validation import feature_array, whole_number
 
 _SHIFT = 128.0
 _MARGIN = 8  # extra candidates per row; proven enough row by row, or the row falls back
 KERNELS = ("auto", "float32", "int8")
-
-
-def _as_2d(X, what: str = "X") -> np.ndarray:
-    """Validate a feature array: 2-D (images (N, 28, 28) are flattened), non-empty, finite."""
-    X = np.asarray(X)
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise ValueError(f"{what} must be numeric, got dtype {X.dtype}")
-    if X.ndim == 3:
-        X = X.reshape(len(X), -1)
-    if X.ndim != 2:
-        raise ValueError(
-            f"{what} must be 2-D (n_samples, n_features) or images (n, h, w), got shape {X.shape}"
-        )
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{what} is empty (shape {X.shape}); need at least one sample")
-    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
-        raise ValueError(f"{what} contains NaN or infinity")
-    return X
 
 
 def _as_pixels(X: np.ndarray) -> np.ndarray | None:
@@ -117,9 +100,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.algorithm = algorithm
 
     def _check_params(self) -> None:
-        k = self.n_neighbors
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"n_neighbors must be a whole number >= 1, got {k!r}")
+        whole_number("n_neighbors", self.n_neighbors, error=ValueError)
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
         if self.metric != "euclidean":
@@ -143,7 +124,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> KNeighborsClassifier:
         self._check_params()
-        X = _as_2d(X)
+        X = feature_array(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(
@@ -190,7 +171,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare_queries(self, X) -> np.ndarray:
         self._check_fitted()
-        X = _as_2d(X)
+        X = feature_array(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but this classifier was fitted "
@@ -333,9 +314,11 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         With X=None the training samples are queried and none is its own neighbour.
         """
         self._check_fitted()
-        k = self.n_neighbors if n_neighbors is None else n_neighbors
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"n_neighbors must be a whole number >= 1, got {k!r}")
+        k = whole_number(
+            "n_neighbors",
+            self.n_neighbors if n_neighbors is None else n_neighbors,
+            error=ValueError,
+        )
         if X is None:
             if k >= self.n_samples_fit_:
                 raise ValueError(

@@ -9,7 +9,6 @@ uninterrupted one would (on CPU).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -21,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from digitlab.checkpoint import load_state, restore, save_state
 from digitlab.cnn import CNNConfig, CourseCNN
 from digitlab.data import stratified_split
 from digitlab.device import check_threads, resolve_device, threads
-from digitlab.errors import ConfigError, DataError
-from digitlab.files import atomic_write_bytes
+from digitlab.errors import ConfigError
+from digitlab.validation import subset_size, whole_number
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -48,15 +48,12 @@ class TrainConfig:
 
     def validate(self, n_train: int) -> None:
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            whole_number(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.train_size is not None and not 0 < self.train_size <= n_train:
-            raise ConfigError(f"train_size must be in 1..{n_train} (or all), got {self.train_size}")
+        subset_size(self.train_size, n_train)
         resolve_device(self.device)
         if self.threads is not None:
             check_threads(self.threads)
@@ -137,15 +134,6 @@ def measured_threads(device: torch.device, batch_size: int) -> int | None:
     return _THREAD_CHOICE[key]
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for name, value in st.items():
-            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return tensors, {"param_groups": sd["param_groups"]}
-
-
 def save_checkpoint(
     path: Path,
     model,
@@ -155,43 +143,13 @@ def save_checkpoint(
     train_cfg: TrainConfig,
     model_cfg: CNNConfig,
 ) -> None:
-    from safetensors.torch import save
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors.update(opt_tensors)
     meta = {
         "epoch": epoch,
         "history": history.as_dict(),
         "train_config": asdict(train_cfg),
         "model_config": asdict(model_cfg),
-        "optimizer": opt_meta,
     }
-    atomic_write_bytes(path, save(tensors, {"digitlab": json.dumps(meta)}))
-
-
-def load_checkpoint(path: Path) -> tuple[dict, dict]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["digitlab"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise DataError(
-            f"{path} is not a readable digitlab checkpoint ({exc}); delete it to start over"
-        ) from exc
-    return meta, tensors
-
-
-def _restore(model, opt, meta: dict, tensors: dict) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    save_state(path, {"model": model}, {"optim": opt}, meta)
 
 
 def train_cnn(
@@ -226,7 +184,7 @@ def train_cnn(
                 f"{ckpt.parent} already holds a training checkpoint; pass --resume "
                 "to continue it, or choose another output folder"
             )
-        meta, tensors = load_checkpoint(ckpt)
+        meta = load_state(ckpt)
         saved = dict(meta["train_config"])
         mine = asdict(cfg)
         for key in ("epochs", "device", "threads"):  # these may change on resume
@@ -238,7 +196,7 @@ def train_cnn(
                 f"the checkpoint in {ckpt.parent} was made with other settings "
                 f"({', '.join(diff) or 'model'}); resume with the same ones"
             )
-        _restore(model, opt, meta, tensors)
+        restore(meta, {"model": model}, {"optim": opt})
         history = History(**meta["history"])
         start_epoch = meta["epoch"]
 

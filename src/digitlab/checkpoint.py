@@ -1,0 +1,133 @@
+"""Weights and training state on disk: safetensors (never pickles) with JSON beside or inside.
+
+- `save_weights`/`load_weights`: a trained network as `<name>.safetensors` plus `config.json`
+  (the dataclass it is rebuilt from) and optional `metadata.json`.
+- `save_state`/`load_state`: everything a resumed run needs (networks, Adam moments, progress)
+  in one safetensors file whose metadata holds the JSON, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digitlab.errors import DataError
+from digitlab.files import atomic_write_bytes, atomic_write_json
+
+
+def save_weights(
+    module: torch.nn.Module,
+    folder: str | Path,
+    name: str,
+    kind: str,
+    config,
+    metadata: dict | None = None,
+) -> Path:
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write_bytes(folder / f"{name}.safetensors", save(state, {"format": "pt"}))
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    atomic_write_json(folder / "config.json", {"model": kind, **cfg})
+    if metadata is not None:
+        atomic_write_json(folder / "metadata.json", metadata)
+    return folder
+
+
+def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hint: str):
+    """Rebuild a network from config.json (via `build(config)`) and load its weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, weights = folder / "config.json", folder / f"{name}.safetensors"
+    for path in (cfg_path, weights):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {folder} is not a saved {kind} ({hint})")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
+    if raw.pop("model", kind) != kind:
+        raise DataError(f"{cfg_path} describes another kind of model, not a {kind}")
+    known = {f.name: f for f in fields(config_cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    module = build(config_cls(**raw))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+    return module
+
+
+def save_state(
+    path: str | Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    meta: dict[str, Any],
+) -> None:
+    """Networks and optimizers under their names, `meta` as JSON; one atomic file."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        for k, v in module.state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+    groups = {}
+    for prefix, opt in optimizers.items():
+        sd = opt.state_dict()
+        groups[prefix] = sd["param_groups"]
+        for idx, st in sd["state"].items():
+            for name, value in st.items():
+                tensors[f"{prefix}.{idx}.{name}"] = (
+                    torch.as_tensor(value).detach().cpu().contiguous()
+                )
+    payload = {**meta, "param_groups": groups}
+    atomic_write_bytes(path, save(tensors, {"digitlab": json.dumps(payload)}))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read what `save_state` wrote: its `meta`, the tensors under "_tensors" (for `restore`).
+
+    A damaged file is a DataError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["digitlab"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise DataError(
+            f"{path} is not a readable digitlab checkpoint ({exc}); delete it to start over"
+        ) from exc
+    return meta | {"_tensors": tensors}
+
+
+def restore(
+    meta: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> None:
+    tensors = meta["_tensors"]
+    for prefix, module in modules.items():
+        n = len(prefix) + 1
+        module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    for prefix, opt in optimizers.items():
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix + "."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][prefix]})

@@ -1,0 +1,48 @@
+"""Checks every module makes on its inputs, written once, with messages that name the value."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.errors import ConfigError
+
+
+def is_whole(value, minimum: int = 1) -> bool:
+    """True for an int (numpy's too, never a bool) of at least `minimum`."""
+    return (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, np.integer))
+        and value >= minimum
+    )
+
+
+def whole_number(name: str, value, minimum: int = 1, error: type[Exception] = ConfigError):
+    """Raise `error` unless `value` is a whole number >= minimum; return it as an int."""
+    if not is_whole(value, minimum):
+        raise error(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def feature_array(X, what: str = "X") -> np.ndarray:
+    """A numeric, finite, non-empty 2-D array; images (n, h, w) are flattened to (n, h*w)."""
+    X = np.asarray(X)
+    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise ValueError(f"{what} must be numeric, got dtype {X.dtype}")
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D (n_samples, n_features) or images (n, h, w), got shape {X.shape}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} is empty (shape {X.shape}); need at least one sample")
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        raise ValueError(f"{what} contains NaN or infinity")
+    return X
+
+
+def subset_size(value, available: int, name: str = "train_size") -> int | None:
+    """None (all) or a whole number of samples in 1..available."""
+    if value is not None and not (is_whole(value) and value <= available):
+        raise ConfigError(f"{name} must be in 1..{available} (or all), got {value!r}")
+    return value
