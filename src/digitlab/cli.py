@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     from digitlab import cli_cluster, cli_cnn, cli_gan, cli_knn, cli_run
 
     cli_run.register(sub)
+    cli_run.register_app(sub)
     cli_knn.register(sub)
     cli_cnn.register(sub)
     cli_cluster.register(sub)

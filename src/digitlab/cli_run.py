@@ -123,3 +123,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("run_dir", type=Path, help="a folder written by `digitlab run`")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
     r.set_defaults(func=cmd_report)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from digitlab import app, app_handlers
+
+    models = app_handlers.load_models(args.data_dir, args.model, args.cnn, args.run)
+    for note in models.notes:
+        print(f"note: {note}")
+    print(f"digitlab app on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    app.serve(models, args.host, args.port)
+    return 0
+
+
+def register_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "app",
+        help="the web app: draw a digit, generate and morph digits",
+        description="Start the web app (needs digitlab[app]). It binds to "
+        "127.0.0.1 by default and makes no external calls.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST folder for kNN/browsing")
+    p.add_argument(
+        "--model", type=Path, default=None, help="a saved generator (default: the shipped one)"
+    )
+    p.add_argument("--cnn", type=Path, default=None, help="a saved CNN (default: the shipped one)")
+    p.add_argument("--run", type=Path, default=None, help="a run folder to show figures from")
+    p.set_defaults(func=cmd_app)

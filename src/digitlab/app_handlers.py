@@ -1,0 +1,224 @@
+"""What the web app does, as plain functions: arrays in, results out; no web framework here.
+
+Every handler turns bad input (an empty canvas, a huge or non-image upload, a digit out of
+range) into a message for the page instead of an exception, so a worker never dies on it.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAX_PIXELS = 4096 * 4096  # a bigger upload is refused before it is decoded
+MAX_BYTES = 20 * 2**20
+
+
+@dataclass
+class Models:
+    """The models the app answers with; any of them may be missing (then that part says so)."""
+
+    cnn: object | None = None
+    knn: object | None = None
+    knn_images: np.ndarray | None = None  # the kNN's training images, to show neighbours
+    knn_labels: np.ndarray | None = None
+    generator: object | None = None
+    dataset: object | None = None
+    run_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_models(
+    data_dir=None,
+    generator_dir=None,
+    cnn_dir=None,
+    run_dir=None,
+    knn_size: int = 20000,
+    seed: int = 0,
+) -> Models:
+    """The shipped CNN (or `cnn_dir`), a kNN on a seeded MNIST subset, the generator."""
+    from digitlab.cli_gan import SHIPPED, SHIPPED_CNN
+    from digitlab.cnn import load_model
+    from digitlab.errors import DigitlabError
+
+    m = Models(run_dir=Path(run_dir) if run_dir else None)
+    try:
+        m.cnn = load_model(cnn_dir or SHIPPED_CNN)
+    except DigitlabError as exc:
+        m.notes.append(f"CNN unavailable: {exc}")
+    try:
+        from digitlab.data import load_dataset, random_subset
+        from digitlab.neighbors import KNeighborsClassifier
+
+        m.dataset = load_dataset("mnist", data_dir)
+        x, y = random_subset(m.dataset.x_train, m.dataset.y_train, knn_size, seed)
+        m.knn = KNeighborsClassifier(3).fit(x.reshape(len(x), -1), y)
+        m.knn_images, m.knn_labels = x, y
+    except DigitlabError as exc:
+        m.notes.append(f"kNN and the dataset browser unavailable: {exc}")
+    gen_dir = Path(generator_dir) if generator_dir else SHIPPED
+    try:
+        from digitlab.gan import load_generator
+
+        if (gen_dir / "generator" / "config.json").is_file():
+            gen_dir = gen_dir / "generator"
+        m.generator = load_generator(gen_dir)
+    except DigitlabError as exc:
+        m.notes.append(f"generator unavailable: {exc}")
+    return m
+
+
+def _as_array(image) -> np.ndarray | None:
+    """A drawing or upload as a 2-D/3-D array; gradio's sketchpad dict, PIL, path or array."""
+    from PIL import Image
+
+    if image is None:
+        return None
+    if isinstance(image, dict):  # gradio ImageEditor / Sketchpad value
+        image = image.get("composite", image.get("image"))
+        if image is None:
+            return None
+    if isinstance(image, (str, Path, bytes)):
+        path_or_bytes = io.BytesIO(image) if isinstance(image, bytes) else image
+        size = len(image) if isinstance(image, bytes) else Path(image).stat().st_size
+        if size > MAX_BYTES:
+            raise ValueError(f"the file is too large ({size / 2**20:.0f} MB; at most 20 MB)")
+        with Image.open(path_or_bytes) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ValueError(f"the image is too large ({im.width}x{im.height} pixels)")
+            image = im.copy()
+    if isinstance(image, Image.Image):
+        if image.width * image.height > MAX_PIXELS:
+            raise ValueError(f"the image is too large ({image.width}x{image.height} pixels)")
+        if image.mode in ("RGBA", "LA"):
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA")).convert("L")
+        return np.asarray(image.convert("L"))
+    arr = np.asarray(image)
+    if arr.size > MAX_PIXELS * 4:
+        raise ValueError(f"the image is too large ({arr.shape})")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        # Canvas drawings are strokes on a transparent layer: composite onto white paper.
+        alpha = arr[..., 3:4].astype(np.float64) / 255.0
+        arr = (arr[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return arr
+
+
+def read_drawing(image) -> tuple[np.ndarray | None, str]:
+    """MNIST-style 28x28 of a drawing or upload, or None and the reason for the page."""
+    from PIL import UnidentifiedImageError
+
+    from digitlab.errors import DataError
+    from digitlab.preprocess import to_mnist
+
+    try:
+        arr = _as_array(image)
+        if arr is None:
+            return None, "Draw a digit (or upload a picture of one) first."
+        return to_mnist(arr), ""
+    except (UnidentifiedImageError, DataError, OSError) as exc:
+        return None, f"That file is not an image I can read ({exc})."
+    except ValueError as exc:
+        text = str(exc)
+        if "blank" in text:
+            return None, "The canvas is empty: draw a digit first."
+        return None, f"Cannot use this image: {text}."
+
+
+def classify(models: Models, image) -> dict:
+    """The 28x28 the models saw, the CNN's ten probabilities, the kNN's vote and neighbours."""
+    seen, message = read_drawing(image)
+    out: dict = {"seen": seen, "message": message, "cnn": None, "knn": None}
+    if seen is None:
+        return out
+    if models.cnn is not None:
+        from digitlab.cnn import predict_proba
+
+        with models.lock:  # one forward pass at a time keeps CPU threads from thrashing
+            p = predict_proba(models.cnn, seen)[0]
+        out["cnn"] = {str(d): float(p[d]) for d in range(len(p))}
+    if models.knn is not None:
+        with models.lock:
+            dist, idx = models.knn.kneighbors(seen.reshape(1, -1), 3)
+        labels = models.knn_labels[idx[0]]
+        votes = np.bincount(labels, minlength=10)
+        out["knn"] = {
+            "vote": int(np.argmax(votes)),
+            "votes": votes.tolist(),
+            "neighbours": [
+                (models.knn_images[i], int(lab), float(d))
+                for i, lab, d in zip(idx[0], labels, dist[0], strict=True)
+            ],
+        }
+    return out
+
+
+def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | None, str]:
+    from digitlab.errors import ConfigError
+    from digitlab.gan import generate
+
+    if models.generator is None:
+        return None, "No generator is loaded (start the app with --model DIR)."
+    try:
+        count = int(count)
+        if not 1 <= count <= 64:
+            raise ConfigError(f"count must be in 1..64, got {count}")
+        with models.lock:
+            return generate(models.generator, int(digit), count, seed=int(seed)), ""
+    except (ConfigError, TypeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def morph(models: Models, start, end, steps, out_dir: Path) -> tuple[Path | None, str]:
+    """The interpolation from `start` to `end` as a GIF file in `out_dir`."""
+    from digitlab.errors import ConfigError
+    from digitlab.gan import interpolate, write_gif
+
+    if models.generator is None:
+        return None, "No generator is loaded (start the app with --model DIR)."
+    try:
+        steps = int(steps)
+        if not 2 <= steps <= 60:
+            raise ConfigError(f"steps must be in 2..60, got {steps}")
+        with models.lock:
+            frames = interpolate(models.generator, int(start), int(end), steps=steps)
+        path = Path(out_dir) / f"morph-{int(start)}-{int(end)}-{steps}.gif"
+        return write_gif(frames, path, size=168, fps=8), ""
+    except (ConfigError, TypeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def browse(models: Models, digit, count: int = 24, seed: int = 0) -> tuple[np.ndarray | None, str]:
+    """Seeded random training images of one digit."""
+    if models.dataset is None:
+        return None, "No dataset is loaded (start the app with --data-dir DIR)."
+    try:
+        digit = int(digit)
+        if not 0 <= digit <= 9:
+            raise ValueError(f"digit must be in 0..9, got {digit}")
+    except (TypeError, ValueError) as exc:
+        return None, str(exc)
+    members = np.flatnonzero(models.dataset.y_train == digit)
+    pick = np.random.default_rng(seed).choice(members, size=min(count, len(members)), replace=False)
+    return models.dataset.x_train[np.sort(pick)], ""
+
+
+def run_figures(models: Models) -> list[tuple[Path, str]]:
+    """Confusion matrices and misclassified galleries from a run folder, if one was given."""
+    if models.run_dir is None:
+        return []
+    wanted = [
+        ("knn_confusion_matrix.png", "kNN confusion matrix"),
+        ("knn_misclassified.png", "kNN: misclassified test digits"),
+        ("cnn_confusion_matrix.png", "CNN confusion matrix"),
+        ("cnn_misclassified_confident.png", "CNN: most confidently wrong"),
+    ]
+    return [
+        (models.run_dir / "figures" / name, caption)
+        for name, caption in wanted
+        if (models.run_dir / "figures" / name).is_file()
+    ]
