@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from digitlab import app_handlers as h
 
 
@@ -48,7 +50,8 @@ def build(models: h.Models):
         ]
         top = max(r["cnn"], key=r["cnn"].get) if r["cnn"] else None
         status = f"The CNN reads a {top}." if top is not None else "CNN unavailable."
-        return r["seen"], r["cnn"], vote, gallery, status
+        big = np.kron(r["seen"], np.ones((6, 6), np.uint8))  # 168x168, pixels kept sharp
+        return big, r["cnn"], vote, gallery, status
 
     def on_generate(digit, count, seed):
         images, message = h.generate_digits(models, digit, count, seed)
@@ -68,11 +71,12 @@ def build(models: h.Models):
             with gr.Row():
                 with gr.Column():
                     pad = gr.Sketchpad(
-                        label="Draw one digit",
+                        label="Draw one digit (pick the pen on the left first)",
                         type="numpy",
                         image_mode="RGBA",
                         canvas_size=(280, 280),
                         elem_id="pad",
+                        brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                     )
                     upload = gr.Image(
                         label="…or upload a picture",

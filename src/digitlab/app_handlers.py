@@ -55,7 +55,8 @@ def load_models(
         from digitlab.neighbors import KNeighborsClassifier
 
         m.dataset = load_dataset("mnist", data_dir)
-        x, y = random_subset(m.dataset.x_train, m.dataset.y_train, knn_size, seed)
+        size = min(knn_size, len(m.dataset.x_train))
+        x, y = random_subset(m.dataset.x_train, m.dataset.y_train, size, seed)
         m.knn = KNeighborsClassifier(3).fit(x.reshape(len(x), -1), y)
         m.knn_images, m.knn_labels = x, y
     except DigitlabError as exc:
