@@ -112,5 +112,15 @@ def test_draw_and_generate_in_a_browser(app_url, tmp_path):
         page.wait_for_selector("#generated img", timeout=60_000)
         assert page.locator("#generated img").count() >= 1
         page.screenshot(path=str(shots / "generate.png"), full_page=True)
+
+        page.get_by_role("tab", name="Morph").click()
+        page.locator("#morph").click()
+        page.wait_for_selector("#anim img", timeout=60_000)
+        page.screenshot(path=str(shots / "morph.png"), full_page=True)
+
+        page.get_by_role("tab", name="Explore").click()
+        page.get_by_role("button", name="Show training images").click()
+        page.wait_for_selector("#browse img", timeout=60_000)
+        page.screenshot(path=str(shots / "explore.png"), full_page=True)
         browser.close()
     assert (shots / "draw.png").stat().st_size > 10_000

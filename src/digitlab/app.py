@@ -116,7 +116,7 @@ def build(models: h.Models):
         with gr.Tab("Explore"):
             bdigit = gr.Dropdown(list(range(10)), value=6, label="digit")
             bgo = gr.Button("Show training images")
-            bgrid = gr.Gallery(columns=8)
+            bgrid = gr.Gallery(columns=8, elem_id="browse")
             bmsg = gr.Markdown()
             bgo.click(on_browse, bdigit, [bgrid, bmsg])
             figures = h.run_figures(models)
