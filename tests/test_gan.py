@@ -97,6 +97,28 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "b" / CHECKPOINT).is_file()
 
 
+def test_both_training_steps_learn(tmp_path):
+    """keras.io's step (a second generator pass) and ours (one generated batch) both update
+    both networks; the second step would fail if the discriminator were left frozen."""
+    from digitlab.checkpoint import load_state, restore
+
+    x, y = make_digits(64, seed=3)
+    for reuse in (True, False):
+        cfg = GANTrainConfig(epochs=1, batch_size=16, threads=1, reuse_fakes=reuse, max_steps=2)
+        g, _, info = train_gan(x, y, cfg, tmp_path / str(reuse), progress=False)
+        assert info["steps"] == 2
+        torch.manual_seed(cfg.seed)  # the initial networks, as train_gan builds them
+        g0, d0 = Generator(), Discriminator()
+        d = Discriminator()
+        restore(load_state(tmp_path / str(reuse) / CHECKPOINT), {"g": Generator(), "d": d}, {})
+        for trained, initial in ((g, g0), (d, d0)):
+            changed = [
+                not torch.equal(a, b)
+                for a, b in zip(trained.parameters(), initial.parameters(), strict=True)
+            ]
+            assert all(changed)
+
+
 def test_quality_metrics_on_a_known_case():
     from digitlab.cnn import CourseCNN
     from digitlab.gan_metrics import evaluate_generator, frechet_distance

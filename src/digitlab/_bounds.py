@@ -18,14 +18,18 @@ import numpy as np
 import torch
 
 RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a bigger product
-_REL_SLACK = 1e-5  # rounding margin relative to |x - mu|^2 (bound on the float32 error: ~4e-6)
+# Rounding margin relative to |x - mu|^2, per side. The bound is a float32 dot product of 99
+# terms whose absolute values sum to at most 2 (|a|^2 + |b|^2), so its error is at most
+# 99 * 2**-24 * 2 (|a|^2 + |b|^2) < 1.2e-5 (|a|^2 + |b|^2), below the 2e-5 used.
+_REL_SLACK = 2e-5
 
 
 class BoundIndex:
     """The training side: basis, centre, augmented projections and their norms."""
 
-    def __init__(self, t: torch.Tensor, seed: int = 0, rank: int = RANK):
+    def __init__(self, t: torch.Tensor, seed: int = 0, rank: int | None = None):
         n, d = t.shape
+        rank = rank or RANK
         gen = torch.Generator().manual_seed(seed)
         # Any orthonormal basis gives a valid bound; a good one (PCA of a sample) a tight one.
         sample = t[torch.randperm(n, generator=gen)[: min(n, 4096)].to(t.device)]
@@ -33,7 +37,17 @@ class BoundIndex:
         centred = sample - self.mu.float()
         _, vecs = torch.linalg.eigh((centred.T @ centred).double())
         self.V = vecs[:, -min(rank, d) :].contiguous()  # (d, r), orthonormal to 1e-15
-        self.aug, self.aug_sq, self.slack = self.project(t)
+        aug, aug_sq, slack = self.project(t)
+        ones = torch.ones_like(aug_sq)[:, None]
+        # [P, R, 1, |.|^2 - margin]: with query_side's rows, one product gives the whole bound.
+        self.train_side = torch.cat([aug, ones, (aug_sq - slack)[:, None]], 1).contiguous()
+
+    def query_side(self, q: torch.Tensor) -> torch.Tensor:
+        """[-2 P, -2 R, |.|^2 - margin, 1] for query rows: its product with train_side is
+        |a - b|^2 - margins, a lower bound on every exact squared distance."""
+        aug, aug_sq, slack = self.project(q)
+        ones = torch.ones_like(aug_sq)[:, None]
+        return torch.cat([aug.mul_(-2), (aug_sq - slack)[:, None], ones], 1)
 
     def project(self, x: torch.Tensor):
         """[P, R] in float32, its squared norm, and the rounding margin, for rows of x."""
@@ -50,18 +64,13 @@ class BoundIndex:
         return torch.cat(parts), torch.cat(norms), torch.cat(slacks)
 
 
-def exact_pairs(q: torch.Tensor, t: torch.Tensor, qn, tn, rows, cols) -> torch.Tensor:
-    """Exact squared distances (float64) for (row, col) pairs.
+def _exact_rows(q, t, qn, tn, cols: torch.Tensor) -> torch.Tensor:
+    """Exact squared distances (float64) of each query row to its own training rows `cols`.
 
-    Small blocks keep the gathered rows in cache: 3x faster than large ones (measured).
+    cols: (b, m) indices; one batched product per call, so the query rows are never copied.
     """
-    out = torch.empty(len(rows), dtype=torch.float64, device=q.device)
-    block = 1024
-    for s in range(0, len(rows), block):
-        r, c = rows[s : s + block], cols[s : s + block]
-        dots = torch.einsum("ij,ij->i", q[r], t[c])  # exact: partial sums are integers < 2**24
-        out[s : s + block] = qn[r] + tn[c] - 2 * dots.double()
-    return out
+    dots = torch.bmm(t[cols], q[:, :, None])[..., 0]  # exact: partial sums are integers
+    return qn[:, None] + tn[cols] - 2 * dots.double()
 
 
 def nearest(
@@ -76,26 +85,32 @@ def nearest(
     """The exact k1 nearest (squared distance, index) of each query row, nearest first.
 
     q, t: shifted float32 pixels (exact); qn, tn: their exact squared norms (float64).
+    Ties in distance are ordered by training index.
     """
-    b = len(q)
-    aq, aq_sq, slack_q = bounds.project(q)
+    b, n = len(q), len(t)
     lb = buf[:b]
-    torch.mm(aq, bounds.aug.T, out=lb)
-    lb.mul_(-2).add_(bounds.aug_sq - bounds.slack).add_((aq_sq - slack_q)[:, None])
+    torch.mm(bounds.query_side(q), bounds.train_side.T, out=lb)  # the bounds, margin included
     # A first handful of candidates gives tau, an upper bound on the k1-th exact distance.
-    m0 = min(len(t), k1 + 4)
+    m0 = min(n, k1 + 4)
     c0 = torch.topk(lb, m0, dim=1, largest=False, sorted=False).indices
-    rows0 = torch.arange(b, device=q.device).repeat_interleave(m0)
-    d0 = exact_pairs(q, t, qn, tn, rows0, c0.reshape(-1)).view(b, m0)
-    tau = torch.kthvalue(d0, k1, dim=1).values.float()
+    tau = torch.kthvalue(_exact_rows(q, t, qn, tn, c0), k1, dim=1).values.float()
     tau = torch.nextafter(tau, torch.full_like(tau, float("inf")))  # never round tau down
-    rows, cols = torch.nonzero(lb <= tau[:, None], as_tuple=True)
-    d = exact_pairs(q, t, qn, tn, rows, cols)
-    # Sort by (row, distance): distances are integers below 2**27, so one int64 key does it.
+    rows, cols = torch.nonzero(lb <= tau[:, None], as_tuple=True)  # row-major order
+    counts = torch.bincount(rows, minlength=b)
+    # One gather and matrix-vector product per query row: measured faster than gathering
+    # both sides pair by pair, or padding rows to a common width (the copies leave the cache).
+    dots = torch.empty(len(rows), device=q.device)
+    start = 0
+    for i, count in enumerate(counts.tolist()):
+        end = start + count
+        torch.mv(t.index_select(0, cols[start:end]), q[i], out=dots[start:end])
+        start = end
+    d = qn[rows] + tn[cols] - 2 * dots.double()  # exact: the dots are integers below 2**24
+    # Sort by (row, distance): distances are integers below 2**27, so one int64 key does it;
+    # stable, so equal distances keep training-index order.
     key = rows.to(torch.int64) * (1 << 27) + d.to(torch.int64)
     order = torch.argsort(key, stable=True)
-    rows, cols, d = rows[order], cols[order], d[order]
-    counts = torch.bincount(rows, minlength=b)
+    cols, d = cols[order], d[order]
     starts = torch.cumsum(counts, 0) - counts
     pos = starts[:, None] + torch.arange(k1, device=q.device)[None, :]  # each row has >= k1
     return d[pos].cpu().numpy(), cols[pos].cpu().numpy()

@@ -39,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         channels_last=not args.no_channels_last,
+        reuse_fakes=not args.fresh_noise_for_generator,
         max_steps=args.max_steps,
     )
     cfg.validate()
@@ -166,6 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-channels-last",
         action="store_true",
         help="keep NCHW (channels-last measured 1.6x faster on CPU here)",
+    )
+    t.add_argument(
+        "--fresh-noise-for-generator",
+        action="store_true",
+        help="draw new noise for the generator step as keras.io does (a quarter more compute "
+        "per step) instead of reusing the discriminator step's generated batch",
     )
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

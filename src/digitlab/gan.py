@@ -43,6 +43,7 @@ class Generator(nn.Module):
         self.up2 = nn.ConvTranspose2d(cfg.g_channels, cfg.g_channels, 4, stride=2, padding=1)
         self.out = nn.Conv2d(cfg.g_channels, 1, 7, padding=3)  # 28 -> 28
         self.act = nn.LeakyReLU(cfg.leak)
+        keras_init(self)
 
     def forward(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         x = torch.cat([z, onehot], 1)  # (N, 138)
@@ -61,6 +62,7 @@ class Discriminator(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)  # 14 -> 7
         self.fc = nn.Linear(c2, 1)
         self.act = nn.LeakyReLU(cfg.leak)
+        keras_init(self)
 
     def forward(self, images: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         n, _, h, w = images.shape
@@ -68,6 +70,19 @@ class Discriminator(nn.Module):
         x = torch.cat([images, maps], 1)  # (N, 11, 28, 28)
         x = self.act(self.conv2(self.act(self.conv1(x))))  # (N, 128, 7, 7)
         return self.fc(torch.amax(x, dim=(2, 3)))  # global max pool -> logit (N, 1)
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras' initialisation (Glorot-uniform weights, zero biases), as keras.io trained it.
+
+    PyTorch's default gives the 138 -> 6,762 dense layer weights three times as large.
+    For transposed convolutions Glorot's fans are in_channels * k * k and out_channels * k * k
+    either way round, so xavier_uniform_ gives Keras' bound for them too.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 def one_hot(labels, n_classes: int = 10, device=None) -> torch.Tensor:

@@ -38,6 +38,10 @@ class GANTrainConfig:
     device: str = "auto"
     threads: int | None = None
     channels_last: bool = False
+    # One generated batch serves both updates (as pytorch/examples' DCGAN does) instead of
+    # keras.io's second draw for the generator step: a quarter less compute per step, and
+    # each step still shows the discriminator and the generator fresh noise.
+    reuse_fakes: bool = True
     checkpoint_every: int = 200  # steps; an epoch is 1,094 steps on all 70,000 digits
     max_steps: int | None = None  # stop early (dry runs, tests)
 
@@ -140,18 +144,26 @@ def train_gan(
                 gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
                 z = torch.randn(2, cfg.batch_size, gan_cfg.latent_dim, generator=gen, device=device)
                 # Discriminator: generated -> 1, real -> 0 (keras.io's convention).
-                with torch.no_grad():
+                if cfg.reuse_fakes:
                     fake = g(z[0], hot)
-                logits = d(torch.cat([fake, real]), torch.cat([hot, hot]))
+                else:
+                    with torch.no_grad():
+                        fake = g(z[0], hot)
+                logits = d(torch.cat([fake.detach(), real]), torch.cat([hot, hot]))
                 d_loss = F.binary_cross_entropy_with_logits(logits, torch.cat([ones, zeros]))
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
-                # Generator: make the discriminator call new generated images real (0).
-                g_loss = F.binary_cross_entropy_with_logits(d(g(z[1], hot), hot), zeros)
+                # Generator: make the (updated) discriminator call generated images real (0).
+                # Its own weights need no gradients here, which saves their backward pass.
+                d.requires_grad_(False)
+                if not cfg.reuse_fakes:
+                    fake = g(z[1], hot)
+                g_loss = F.binary_cross_entropy_with_logits(d(fake, hot), zeros)
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 g_opt.step()
+                d.requires_grad_(True)
                 step += 1
                 count += 1
                 d_sum += float(d_loss.detach())
