@@ -54,6 +54,24 @@ def test_kmeans_matches_sklearn_on_blobs():
     assert ours.score(X) == pytest.approx(-ours.inertia_, rel=1e-5)
 
 
+def test_constant_features_change_nothing():
+    """A feature equal in every sample is left out of the products: same clustering, and the
+    centres still carry its value (so transform and predict see every feature)."""
+    X, _ = make_blobs(600, n_features=6, centers=5, random_state=2)
+    padded = np.hstack([np.full((600, 1), 7.0), X, np.zeros((600, 2))])
+    a = KMeans(5, random_state=0, max_iter=30).fit(X)
+    b = KMeans(5, random_state=0, max_iter=30).fit(padded)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert b.cluster_centers_.shape == (5, 9)
+    np.testing.assert_array_equal(b.cluster_centers_[:, 0], 7.0)
+    np.testing.assert_allclose(b.cluster_centers_[:, 1:7], a.cluster_centers_, rtol=1e-6)
+    assert b.inertia_ == pytest.approx(a.inertia_, rel=1e-9)
+    moved = padded.copy()
+    moved[:, 0] = 100.0  # new data may differ there: the same shift for every centre
+    np.testing.assert_array_equal(b.predict(moved), b.labels_)
+    np.testing.assert_allclose(b.transform(padded), a.transform(X), rtol=1e-6)
+
+
 def test_kmeans_is_seeded():
     X, _ = make_blobs(500, n_features=5, centers=4, random_state=1)
     a = KMeans(4, random_state=7).fit(X)

@@ -232,3 +232,37 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
     assert main(["gan", "generate", "--model", str(out), "--digit", "12"]) == 1
     assert "digit must be" in capsys.readouterr().err
     assert main(["gan", "generate", "--model", str(tmp_path / "nothing")]) == 1
+
+
+def test_sigterm_stops_training_with_a_valid_checkpoint(tmp_path):
+    """`kill` (SIGTERM) stops `digitlab gan train` like Ctrl-C: exit 130, and --resume works."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_fake_idx
+    from digitlab.checkpoint import load_state
+
+    data = write_fake_idx(tmp_path / "d", n_train=100, n_test=28)  # 2 steps per epoch
+    out = tmp_path / "gan"
+    cmd = [sys.executable, "-m", "digitlab.cli", "gan", "train", "--threads", "1"]
+    cmd += ["--data-dir", str(data), "--out", str(out), "--quiet", "--epochs", "100000"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / CHECKPOINT).is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / CHECKPOINT).is_file(), "no checkpoint after 120 s"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err
+    step = load_state(out / CHECKPOINT)["step"]
+    assert step >= 2 and not list(out.glob(".*.part"))
+    resumed = subprocess.run(
+        [*cmd[:-1], str(step // 2 + 1), "--resume"], capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_state(out / CHECKPOINT)["step"] == (step // 2 + 1) * 2

@@ -19,6 +19,8 @@ from digitlab.device import resolve_device, threads
 from digitlab.errors import NotFittedError
 from digitlab.validation import feature_array, whole_number
 
+WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
+
 
 def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Squared distances (n, m) from rows of x to rows of c, clamped at zero."""
@@ -162,23 +164,36 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             seed = int(np.random.SeedSequence().entropy % 2**63)
         gen = torch.Generator(device=device).manual_seed(int(seed))
         with threads(self.threads):
-            x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+            # A feature equal in every sample (MNIST's blank border) adds the same to every
+            # distance and stays at that value in every centre: leave it out of the products.
+            varying = ~(X[:1] == X).all(0)
+            x = torch.from_numpy(np.ascontiguousarray(X[:, varying], dtype=np.float32))
+            x = x.to(device)
             x_sq = (x * x).sum(1)
-            tol = float(self.tol * x.double().var(0).mean())
+            # scikit-learn's tolerance: a fraction of the mean variance over *all* features.
+            tol = float(self.tol * x.double().var(0).sum() / X.shape[1])
             k, r = self.n_clusters, self.n_init
             centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
             if self.algorithm == "lloyd":
-                centres, n_iter = self._lloyd(x, x_sq, centres, tol)
+                centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter)
             else:
+                # The first steps move most samples, so bounds save nothing yet: take them in
+                # lockstep (one wide product for all restarts is several times faster than
+                # n_init narrow ones), then let Hamerly's bounds skip the settled samples.
+                warm = min(self.max_iter, WARM_STEPS)
+                centres, n_iter, active = self._lloyd(x, x_sq, centres, tol, warm)
                 x64 = x.double()
-                runs = [_hamerly(x, x_sq, x64, centres[j], tol, self.max_iter) for j in range(r)]
-                centres = torch.stack([c for c, _ in runs])
-                n_iter = np.array([i for _, i in runs])
+                unfinished = active.cpu().numpy() & (self.max_iter > warm)
+                for j in np.flatnonzero(unfinished):
+                    centres[j], more = _hamerly(x, x_sq, x64, centres[j], tol, self.max_iter - warm)
+                    n_iter[j] += more
             labels, dist = self._assign(x, x_sq, centres, with_dist=True)
             inertias = dist.double().sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
             inertia = self._inertia(x, centres[best], labels[:, best])  # float64, exact-ish
-        self.cluster_centers_ = centres[best].cpu().numpy().astype(np.float64)
+        full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
+        full[:, varying] = centres[best].cpu().numpy()
+        self.cluster_centers_ = full
         self.labels_ = labels[:, best].cpu().numpy()
         self.inertia_ = float(inertia)
         self.inertias_ = inertias.cpu().numpy()
@@ -186,22 +201,26 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _lloyd(self, x, x_sq, centres, tol):
-        """Plain Lloyd steps for all restarts at once (one product per step)."""
+    @staticmethod
+    def _lloyd(x, x_sq, centres, tol, max_iter):
+        """Plain Lloyd steps for all restarts at once (one product per step).
+
+        Returns the centres, each restart's step count and which restarts have not converged.
+        """
         r = len(centres)
         active = torch.ones(r, dtype=torch.bool, device=x.device)
         n_iter = np.zeros(r, dtype=int)
-        for it in range(self.max_iter):
+        for it in range(max_iter):
             idx = torch.nonzero(active).flatten()
-            labels = self._assign(x, x_sq, centres[idx])  # (n, active restarts)
-            new = self._centres(x, labels, centres[idx])
+            labels = KMeans._assign(x, x_sq, centres[idx])  # (n, active restarts)
+            new = KMeans._centres(x, labels, centres[idx])
             shift = ((new - centres[idx]) ** 2).sum((1, 2))
             centres[idx] = new
             n_iter[idx.cpu().numpy()] = it + 1
             active[idx[shift <= tol]] = False
             if not active.any():
                 break
-        return centres, n_iter
+        return centres, n_iter, active
 
     @staticmethod
     def _assign(x, x_sq, centres, with_dist: bool = False):
