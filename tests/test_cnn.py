@@ -144,6 +144,7 @@ def test_checkpoint_guards(small_data, tmp_path):
         (TrainConfig(epochs=0), "epochs must be"),
         (TrainConfig(lr=-1.0), "lr must be"),
         (TrainConfig(val_fraction=1.5), "val_fraction"),
+        (TrainConfig(lr_schedule="step"), "lr_schedule must be one of constant, cosine"),
         (TrainConfig(threads=0), "threads must be"),
         (TrainConfig(device="tpu"), "unknown device"),
     ],
@@ -157,6 +158,25 @@ def test_augmented_training_runs(small_data):
     x, y = small_data
     _, h, _ = train_cnn(x, y, _cfg(epochs=1, augment=True), progress=False)
     assert 0 < h.loss[0] < 3
+
+
+def test_cosine_schedule_resumes_on_the_same_curve(small_data, tmp_path):
+    x, y = small_data
+    cfg = _cfg(epochs=3, lr_schedule="cosine")
+    full, _, _ = train_cnn(x, y, cfg, progress=False)
+    constant, _, _ = train_cnn(x, y, _cfg(epochs=3), progress=False)
+    pairs = zip(full.parameters(), constant.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+
+    def stop_after_first(epoch, history):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cnn(x, y, cfg, checkpoint_dir=tmp_path, progress=False, on_epoch=stop_after_first)
+    resumed, _, _ = train_cnn(x, y, cfg, checkpoint_dir=tmp_path, resume=True, progress=False)
+    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 # ----- turning real pictures into MNIST-style images ------------------------------------------

@@ -72,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         augment=args.augment,
+        lr_schedule=args.lr_schedule,
         channels_last=not args.no_channels_last,
         bf16=args.bf16,
     )
@@ -173,6 +174,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CPU threads (default: measured at start, 1 or all cores)",
     )
     t.add_argument("--augment", action="store_true", help="random shifts and rotations")
+    t.add_argument(
+        "--lr-schedule",
+        default="constant",
+        help="constant (the course) or cosine (decay to 0 over the run)",
+    )
     t.add_argument(
         "--no-channels-last",
         action="store_true",

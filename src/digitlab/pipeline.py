@@ -65,6 +65,7 @@ class CNNSection:
     batch_size: int = 128
     lr: float = 1e-3
     augment: bool = False
+    lr_schedule: str = "constant"
     threads: int | None = None
 
 
@@ -269,6 +270,7 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
             train_size=c.train_size,
             batch_size=c.batch_size,
             lr=c.lr,
+            lr_schedule=c.lr_schedule,
             threads=c.threads,
         ).validate(n_train),
     )
@@ -540,6 +542,7 @@ def stage_cnn(run: Run, ds) -> dict:
         device=run.cfg.device,
         threads=c.threads,
         augment=c.augment,
+        lr_schedule=c.lr_schedule,
     )
     cfg.validate(len(ds.x_train))
     out = run.models / "cnn"

@@ -28,6 +28,7 @@ from digitlab.errors import ConfigError
 from digitlab.validation import subset_size, whole_number
 
 CHECKPOINT = "checkpoint.safetensors"
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None  # None: measured at start (1 vs all cores, the faster)
     augment: bool = False  # random shifts (±2 px) and rotations (±10°)
+    lr_schedule: str = "constant"  # the course; "cosine": decay to 0 over all the steps
     channels_last: bool = True  # measured: 1.5-1.7x faster epochs on CPU here
     bf16: bool = False  # bfloat16 autocast (pays off on CPUs with AVX512-BF16/AMX, or GPUs)
 
@@ -51,6 +53,10 @@ class TrainConfig:
             whole_number(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         subset_size(self.train_size, n_train)
@@ -225,6 +231,7 @@ def train_cnn(
             model.train()
             seen, loss_sum, correct = 0, 0.0, 0
             batches = range(0, len(order), cfg.batch_size)
+            total_steps = cfg.epochs * len(batches)
             bar = tqdm(
                 batches,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -232,7 +239,12 @@ def train_cnn(
                 leave=False,
                 unit="batch",
             )
-            for start in bar:
+            for b, start in enumerate(bar):
+                if cfg.lr_schedule == "cosine":
+                    # From the global step alone, so a resumed run continues the same curve.
+                    done = (epoch * len(batches) + b) / total_steps
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
                 idx = order[start : start + cfg.batch_size].to(device)
                 xb, yb = x_fit[idx], y_fit[idx]
                 if cfg.augment:
