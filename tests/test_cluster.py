@@ -127,6 +127,15 @@ def test_run_clustering_raw_and_pca(fake):
         assert r["centre_images"].shape == (10, 28, 28)
 
 
+def test_run_clustering_on_deskewed_digits(fake):
+    ds = load_dataset("mnist", fake)
+    plain = run_clustering(ds, ClusterConfig(train_size=300))
+    straight = run_clustering(ds, ClusterConfig(train_size=300, deskew=True))
+    assert straight["config"]["deskew"] and straight["accuracy"] > 0.8
+    # The clusters were made of other (straightened) pictures.
+    assert not np.allclose(plain["centre_images"], straight["centre_images"])
+
+
 @pytest.mark.parametrize(
     "cfg, message",
     [

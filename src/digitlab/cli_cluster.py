@@ -39,6 +39,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     cfg = ClusterConfig(
         embedding=args.embedding,
         method=args.method,
+        deskew=args.deskew,
         n_clusters=args.n_clusters,
         n_init=args.n_init,
         train_size=args.train_size,
@@ -57,6 +58,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     say(
         args,
         f"{cfg.method} with {cfg.n_clusters} clusters on {cfg.embedding} features of "
+        f"{'deskewed ' if cfg.deskew else ''}"
         f"{result['n_train']} training images; scores on {result['n_test']} test images "
         f"({result['timing']['total_s']:.1f} s)",
     )
@@ -102,6 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("kmeans", "gmm"),
         default="kmeans",
         help="k-means (the course) or a Gaussian mixture",
+    )
+    p.add_argument(
+        "--deskew",
+        action="store_true",
+        help="straighten every digit by its image moments before embedding (no labels used)",
     )
     p.add_argument("--n-clusters", type=int, default=10, help="number of clusters (default: 10)")
     p.add_argument("--n-init", type=int, default=10, help="restarts, best kept (default: 10)")

@@ -151,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = csub.add_parser(
         "train",
         help="train (checkpoint every epoch; --resume continues)",
-        description="Train the course CNN (Adam, batch 128, 10 epochs, 10%% "
+        description="Train the course CNN (Adam, batch 128, 10 epochs, 10% "
         "validation, seeded 20,000-image subset by default), then "
         "evaluate it on the test set. Writes model/ (safetensors + "
         "config), metrics.json, curves and evaluation figures.",

@@ -73,6 +73,7 @@ class CNNSection:
 class ClusterSection:
     embedding: str = "raw"
     method: str = "kmeans"
+    deskew: bool = False
     n_clusters: int = 10
     n_init: int = 10
     train_size: int | None = 20000
@@ -279,6 +280,7 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
         lambda: ClusterConfig(
             embedding=cl.embedding,
             method=cl.method,
+            deskew=cl.deskew,
             n_clusters=cl.n_clusters,
             n_init=cl.n_init,
             train_size=cl.train_size,
@@ -566,6 +568,7 @@ def stage_cluster(run: Run, ds) -> dict:
     cfg = ClusterConfig(
         embedding=c.embedding,
         method=c.method,
+        deskew=c.deskew,
         n_clusters=c.n_clusters,
         n_init=c.n_init,
         train_size=c.train_size,
