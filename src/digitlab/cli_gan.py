@@ -7,9 +7,10 @@ from pathlib import Path
 
 from digitlab.cli import add_data_options, load, say
 from digitlab.errors import DataError
+from digitlab.shipped import CNN as SHIPPED_CNN
+from digitlab.shipped import GENERATOR as SHIPPED
 
-SHIPPED = Path(__file__).parent / "models" / "generator"
-SHIPPED_CNN = Path(__file__).parent / "models" / "cnn"
+__all__ = ["SHIPPED", "SHIPPED_CNN"]
 
 
 def _generator(path: Path | None):
