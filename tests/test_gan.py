@@ -1,5 +1,7 @@
 """The conditional GAN's networks, sampling, interpolation, GIF, save/load and resume."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -155,11 +157,15 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
                 "--out",
                 str(out),
                 "--quiet",
+                "--log-quality",
             ]
         )
         == 0
     )
     assert (out / "generator" / "generator.safetensors").is_file()
+    meta = json.loads((out / "generator" / "metadata.json").read_text())
+    (logged,) = meta["quality_per_epoch"]  # 160 digits, batch 64: one epoch in 3 steps
+    assert logged["epoch"] == 1 and 0 <= logged["conditional_accuracy"] <= 1
     assert (
         main(
             [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from digitlab.cli import add_data_options, load, say
@@ -50,6 +51,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     labels = np.concatenate([ds.y_train, ds.y_test])
     out = args.out or Path("gan-out")
 
+    quality_log: list[dict] = []
+    classifier = None
+    if args.log_quality:
+        from digitlab.cnn import load_model
+
+        classifier = load_model(SHIPPED_CNN)
+        previous = out / "generator" / "metadata.json"
+        if args.resume and previous.is_file():
+            quality_log = json.loads(previous.read_text()).get("quality_per_epoch", [])
+
     def keep_latest(epoch, generator, history):
         # The generator of every finished epoch is usable at once, even if training stops.
         meta = {
@@ -58,6 +69,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             "dataset": ds.name,
             "seed": args.seed,
         }
+        if classifier is not None:
+            from digitlab.gan_metrics import evaluate_generator
+
+            q = evaluate_generator(generator, classifier, ds.x_test, per_digit=100)
+            quality_log.append({"epoch": epoch + 1, **q})
+            meta["quality_per_epoch"] = quality_log
+            say(
+                args,
+                f"epoch {epoch + 1}: conditional accuracy {q['conditional_accuracy']:.3f}, "
+                f"Fréchet distance {q['frechet']:.1f} (floor {q['frechet_real_vs_real']:.1f})",
+            )
         save_generator(generator, out / "generator", meta)
         generator.train()
 
@@ -79,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "history": history.__dict__,
             "dataset": ds.name,
             "seed": args.seed,
+            **({"quality_per_epoch": quality_log} if quality_log else {}),
         },
     )
     say(
@@ -174,6 +197,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="draw new noise for the generator step as keras.io does (a quarter more compute "
         "per step) instead of reusing the discriminator step's generated batch",
+    )
+    t.add_argument(
+        "--log-quality",
+        action="store_true",
+        help="after each epoch, read 1,000 generated digits with the shipped CNN and log the "
+        "conditional accuracy and Fréchet distance (kept in the generator's metadata)",
     )
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
