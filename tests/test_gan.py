@@ -230,10 +230,14 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
                 "5",
                 "--data-dir",
                 str(data),
+                "--json",
+                str(tmp_path / "quality.json"),
             ]
         )
         == 0
     )
+    quality = json.loads((tmp_path / "quality.json").read_text())
+    assert quality["n_generated"] == 50 and set(quality["per_digit"]) == set("0123456789")
     assert "conditional accuracy" in capsys.readouterr().out
     assert main(["gan", "generate", "--model", str(out), "--digit", "12"]) == 1
     assert "digit must be" in capsys.readouterr().err

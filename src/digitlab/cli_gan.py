@@ -164,6 +164,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"Fréchet distance {r['frechet']:.2f} (real vs real floor {r['frechet_real_vs_real']:.2f})"
     )
+    if args.json is not None:
+        from digitlab.evaluation import save_metrics
+
+        save_metrics(args.json, r)
     return 0
 
 
@@ -262,6 +266,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "test set)",
     )
     e.add_argument("--per-digit", type=int, default=500, help="images per digit (default: 500)")
+    e.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     add_data_options(e)
     model_option(e)
     e.set_defaults(func=cmd_evaluate)
