@@ -1,8 +1,9 @@
 """k-means (fast, seeded, scikit-learn's algorithm) and PCA for pictures of the clusters.
 
-`KMeans` runs its `n_init` restarts *together*: each Lloyd step is one matrix product of the
-data with all restarts' centres (n_init * k columns), which a CPU multiplies far more
-efficiently than n_init products of k columns each. Initialisation is scikit-learn's greedy
+`KMeans` runs the first Lloyd steps of its `n_init` restarts *together*: each is one matrix
+product of the data with all restarts' centres (n_init * k columns), which a CPU multiplies far
+more efficiently than n_init products of k columns each. Then each restart continues with
+Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation is scikit-learn's greedy
 k-means++; convergence uses its tolerance (a fraction of the mean feature variance); the best
 restart by inertia wins. Distances are float32 products, inertia is reported in float64.
 """
@@ -19,7 +20,6 @@ from digitlab.device import resolve_device, threads
 from digitlab.errors import NotFittedError
 from digitlab.validation import feature_array, whole_number
 
-TOGETHER = True
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 
 
@@ -113,84 +113,6 @@ def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int):
     return c, n_iter
 
 
-def _hamerly_together(x, x_sq, x64, c, tol: float, max_iter: int, active: torch.Tensor):
-    """Hamerly's bounds for all restarts at once; returns (centres, steps per restart).
-
-    Same arithmetic as `_hamerly` restart by restart, but each step gathers the samples that
-    are unsure in *any* restart once and measures them against every running restart's
-    centres in one wide product, instead of one narrow product per restart (measured: the
-    narrow products and gathers were most of the time).
-    """
-    r, k, _ = c.shape
-    n = len(x)
-    dev = x.device
-    c = c.clone()
-    n_iter = np.zeros(r, dtype=int)
-    active = active.clone()
-
-    def top2(rows, which):
-        """Nearest centre, its distance and the second distance: (len(rows), len(which))."""
-        flat = c[which].reshape(len(which) * k, -1)
-        xs = x if rows is None else x[rows]
-        xq = x_sq if rows is None else x_sq[rows]
-        d = torch.addmm((flat * flat).sum(1)[None, :], xs, flat.T, alpha=-2)
-        d = (d + xq[:, None]).clamp_(min=0).view(len(xs), len(which), k)
-        vals, idx = torch.topk(d, min(2, k), dim=2, largest=False)
-        second = vals[..., 1] if k > 1 else torch.full_like(vals[..., 0], float("inf"))
-        return idx[..., 0], vals[..., 0].sqrt(), second.sqrt()
-
-    a, u, lo = top2(None, torch.arange(r, device=dev))  # (n, r) each
-    sums = torch.zeros(r * k, x.shape[1], dtype=torch.float64, device=dev)
-    for j in range(r):
-        sums.index_add_(0, a[:, j] + j * k, x64)
-    counts = torch.bincount((a + torch.arange(r, device=dev) * k).reshape(-1), minlength=r * k)
-    counts = counts.double().view(r, k)
-    sums = sums.view(r, k, -1)
-    eps = 1e-4  # bounds come from float32 products: keep a small relative safety margin
-    for it in range(max_iter):
-        if not bool(active.any()):
-            break
-        run = torch.nonzero(active).flatten()
-        new = torch.where(
-            counts[run, :, None] > 0, sums[run] / counts[run, :, None].clamp(min=1), c[run].double()
-        ).float()
-        move = ((new - c[run]) ** 2).sum(2)  # (runs, k)
-        c[run] = new
-        n_iter[run.cpu().numpy()] = it + 1
-        done = move.sum(1) <= tol
-        active[run[done]] = False
-        run, move = run[~done], move[~done].sqrt()
-        if len(run) == 0:
-            break
-        u[:, run] += torch.gather(move, 1, a[:, run].T).T
-        lo[:, run] -= move.max(1).values[None, :]
-        cc = torch.cdist(c[run], c[run])  # (runs, k, k)
-        cc.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-        half = 0.5 * cc.min(2).values  # (runs, k)
-        bound = torch.maximum(torch.gather(half, 1, a[:, run].T).T, lo[:, run]) * (1 - eps)
-        unsure = u[:, run] > bound  # (n, runs)
-        rows = torch.nonzero(unsure.any(1)).flatten()
-        if len(rows) == 0:
-            continue
-        if len(rows) > n // 4:  # a gather would cost more than the product it saves
-            rows = torch.arange(n, device=dev)
-            na, nu, nl = top2(None, run)
-        else:
-            na, nu, nl = top2(rows, run)
-        old = a[rows][:, run]
-        for col, j in enumerate(run.tolist()):
-            moved = torch.nonzero(na[:, col] != old[:, col]).flatten()
-            if len(moved):
-                who, to, frm = rows[moved], na[moved, col], old[moved, col]
-                sums[j].index_add_(0, to, x64[who])
-                sums[j].index_add_(0, frm, -x64[who])
-                counts[j] += torch.bincount(to, minlength=k) - torch.bincount(frm, minlength=k)
-        # Exact distances are valid bounds for every measured (sample, restart) pair.
-        sub = (rows[:, None], run[None, :])
-        a[sub], u[sub], lo[sub] = na, nu * (1 + eps), nl
-    return c, n_iter
-
-
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means with scikit-learn's interface: `fit`, `predict`, `transform`, `inertia_`.
 
@@ -262,19 +184,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 warm = min(self.max_iter, WARM_STEPS)
                 centres, n_iter, active = self._lloyd(x, x_sq, centres, tol, warm)
                 x64 = x.double()
-                if TOGETHER:
-                    if self.max_iter > warm and bool(active.any()):
-                        centres, more = _hamerly_together(
-                            x, x_sq, x64, centres, tol, self.max_iter - warm, active
-                        )
-                        n_iter += more
-                else:
-                    unfinished = active.cpu().numpy() & (self.max_iter > warm)
-                    for j in np.flatnonzero(unfinished):
-                        centres[j], more = _hamerly(
-                            x, x_sq, x64, centres[j], tol, self.max_iter - warm
-                        )
-                        n_iter[j] += more
+                unfinished = active.cpu().numpy() & (self.max_iter > warm)
+                for j in np.flatnonzero(unfinished):
+                    centres[j], more = _hamerly(x, x_sq, x64, centres[j], tol, self.max_iter - warm)
+                    n_iter[j] += more
             labels, dist = self._assign(x, x_sq, centres, with_dist=True)
             inertias = dist.double().sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
