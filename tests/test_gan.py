@@ -149,7 +149,7 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
                 "gan",
                 "train",
                 "--max-steps",
-                "3",
+                "6",
                 "--threads",
                 "1",
                 "--data-dir",
@@ -157,15 +157,20 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
                 "--out",
                 str(out),
                 "--quiet",
-                "--log-quality",
+                "--keep-best",
             ]
         )
         == 0
     )
     assert (out / "generator" / "generator.safetensors").is_file()
     meta = json.loads((out / "generator" / "metadata.json").read_text())
-    (logged,) = meta["quality_per_epoch"]  # 160 digits, batch 64: one epoch in 3 steps
-    assert logged["epoch"] == 1 and 0 <= logged["conditional_accuracy"] <= 1
+    logged = meta["quality_per_epoch"]  # 160 digits, batch 64: an epoch is 2 steps
+    assert [q["epoch"] for q in logged] == [1, 2, 3]
+    assert all(0 <= q["conditional_accuracy"] <= 1 for q in logged)
+    best = json.loads((out / "generator-best" / "metadata.json").read_text())
+    first_best = max(logged, key=lambda q: q["conditional_accuracy"])  # ties: the earliest
+    assert best["epochs"] == first_best["epoch"]
+    assert best["quality"]["conditional_accuracy"] == first_best["conditional_accuracy"]
     assert (
         main(
             [

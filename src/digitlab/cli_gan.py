@@ -53,7 +53,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     quality_log: list[dict] = []
     classifier = None
-    if args.log_quality:
+    best_dir = out / "generator-best"
+    best = -1.0
+    if args.keep_best and args.resume and (best_dir / "metadata.json").is_file():
+        best = json.loads((best_dir / "metadata.json").read_text())["quality"][
+            "conditional_accuracy"
+        ]
+    if args.log_quality or args.keep_best:
         from digitlab.cnn import load_model
 
         classifier = load_model(SHIPPED_CNN)
@@ -62,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             quality_log = json.loads(previous.read_text()).get("quality_per_epoch", [])
 
     def keep_latest(epoch, generator, history):
+        nonlocal best
         # The generator of every finished epoch is usable at once, even if training stops.
         meta = {
             "epochs": epoch + 1,
@@ -80,6 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"epoch {epoch + 1}: conditional accuracy {q['conditional_accuracy']:.3f}, "
                 f"Fréchet distance {q['frechet']:.1f} (floor {q['frechet_real_vs_real']:.1f})",
             )
+            if args.keep_best and q["conditional_accuracy"] > best:
+                # GAN quality does not rise steadily; keep the best epoch as well as the last.
+                best = q["conditional_accuracy"]
+                save_generator(generator, best_dir, {**meta, "quality": q})
         save_generator(generator, out / "generator", meta)
         generator.train()
 
@@ -207,6 +218,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="after each epoch, read 1,000 generated digits with the shipped CNN and log the "
         "conditional accuracy and Fréchet distance (kept in the generator's metadata)",
+    )
+    t.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="also keep the epoch whose generator the shipped CNN reads best, in "
+        "OUT/generator-best (implies --log-quality)",
     )
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
