@@ -59,8 +59,9 @@ def test_cnn_trains_on_cuda_and_reloads_on_cpu(tmp_path):
     )
     # Resume on CUDA from the CPU-readable checkpoint.
     cfg.epochs = 3
-    _, history, _ = train_cnn(x, y, cfg, checkpoint_dir=tmp_path / "ck", resume=True,
-                              progress=False)
+    _, history, _ = train_cnn(
+        x, y, cfg, checkpoint_dir=tmp_path / "ck", resume=True, progress=False
+    )
     assert len(history.loss) == 3
 
 

@@ -3,9 +3,10 @@
 `KMeans` runs the first Lloyd steps of its `n_init` restarts *together*: each is one matrix
 product of the data with all restarts' centres (n_init * k columns), which a CPU multiplies far
 more efficiently than n_init products of k columns each. Then each restart continues with
-Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation is scikit-learn's greedy
-k-means++; convergence uses its tolerance (a fraction of the mean feature variance); the best
-restart by inertia wins. Distances are float32 products, inertia is reported in float64.
+Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation is
+scikit-learn's greedy k-means++; convergence uses its tolerance (a fraction of the mean feature
+variance); the best restart by inertia wins. Distances are float32 products, inertia is
+reported in float64.
 """
 
 from __future__ import annotations
