@@ -169,8 +169,19 @@ def test_sklearn_tools_accept_it():
     assert scores.mean() > 0.9
 
 
+@pytest.fixture(params=["numba", "torch"])
+def scan(request, monkeypatch):
+    """The pruned search's two per-row paths: the compiled scan and plain torch calls."""
+    from digitlab import _bounds
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setattr(_bounds, "USE_NUMBA", request.param == "numba")
+    return request.param
+
+
 @pytest.mark.real_data
-def test_pruned_search_is_exact_on_mnist(small_mnist):
+def test_pruned_search_is_exact_on_mnist(small_mnist, scan):
     X, y, Q, _ = small_mnist
     full = KNeighborsClassifier(7, algorithm="full").fit(X, y).kneighbors(Q)
     pruned_model = KNeighborsClassifier(7, algorithm="pruned").fit(X, y)
@@ -181,7 +192,7 @@ def test_pruned_search_is_exact_on_mnist(small_mnist):
     np.testing.assert_array_equal(pruned_model.set_params(n_neighbors=3).predict(Q), ref)
 
 
-def test_pruned_search_ties_like_sklearn():
+def test_pruned_search_ties_like_sklearn(scan):
     X, y, Q = _tied_data()
     for k in (1, 4, 7):
         ours = KNeighborsClassifier(k, algorithm="pruned").fit(X, y)
@@ -189,3 +200,26 @@ def test_pruned_search_ties_like_sklearn():
         np.testing.assert_array_equal(ours.kneighbors(Q)[1], ref.kneighbors(Q)[1])
         np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
     assert ours.last_fallback_rows_ > 0
+
+
+@pytest.mark.real_data
+def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkeypatch):
+    """Same (distance, index) lists, in the same order, ties included, from both paths."""
+    pytest.importorskip("numba")
+    import torch
+
+    from digitlab import _bounds
+
+    X, _, Q, _ = small_mnist
+    Q = np.concatenate([Q[:300], X[:50], X[:50]])  # exact duplicates: distance-0 ties
+    model = KNeighborsClassifier(7).fit(X, np.zeros(len(X)))
+    index, keep = model._pixel_index(Q, torch.device("cpu"))
+    q = index.queries(np.ascontiguousarray(Q[:, keep]))
+    qn = (q * q).sum(1).double()
+    buf = torch.empty(len(q), len(X))
+    results = {}
+    for numba_path in (True, False):
+        monkeypatch.setattr(_bounds, "USE_NUMBA", numba_path)
+        results[numba_path] = _bounds.nearest(q, index.t, qn, index.norms, index.bounds(), 8, buf)
+    np.testing.assert_array_equal(results[True][0], results[False][0])
+    np.testing.assert_array_equal(results[True][1], results[False][1])

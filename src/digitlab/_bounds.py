@@ -22,6 +22,9 @@ RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a b
 # terms whose absolute values sum to at most 2 (|a|^2 + |b|^2), so its error is at most
 # 99 * 2**-24 * 2 (|a|^2 + |b|^2) < 1.2e-5 (|a|^2 + |b|^2), below the 2e-5 used.
 _REL_SLACK = 2e-5
+# The CPU path scans each row's bounds in one compiled pass (digitlab._scan) when numba is
+# importable; False forces the all-torch path (GPUs always take it).
+USE_NUMBA = True
 
 
 class BoundIndex:
@@ -92,6 +95,24 @@ def nearest(
     torch.mm(bounds.query_side(q), bounds.train_side.T, out=lb)  # the bounds, margin included
     # A first handful of candidates gives tau, an upper bound on the k1-th exact distance.
     m0 = min(n, k1 + 4)
+    scan = _compiled_scan() if q.device.type == "cpu" else None
+    if scan is not None:
+        out_d, out_i = np.empty((b, k1)), np.empty((b, k1), np.int64)
+        checked = np.empty(b, np.int64)
+        with _numba_threads():
+            scan(
+                lb.numpy(),
+                q.numpy(),
+                t.numpy(),
+                qn.numpy(),
+                tn.numpy(),
+                k1,
+                m0,
+                out_d,
+                out_i,
+                checked,
+            )
+        return out_d, out_i
     c0 = torch.topk(lb, m0, dim=1, largest=False, sorted=False).indices
     tau = torch.kthvalue(_exact_rows(q, t, qn, tn, c0), k1, dim=1).values.float()
     tau = torch.nextafter(tau, torch.full_like(tau, float("inf")))  # never round tau down
@@ -114,3 +135,28 @@ def nearest(
     starts = torch.cumsum(counts, 0) - counts
     pos = starts[:, None] + torch.arange(k1, device=q.device)[None, :]  # each row has >= k1
     return d[pos].cpu().numpy(), cols[pos].cpu().numpy()
+
+
+def _compiled_scan():
+    if not USE_NUMBA:
+        return None
+    try:
+        from digitlab._scan import nearest_rows
+    except ImportError:  # numba missing or too old for this Python: the torch path is exact too
+        return None
+    return nearest_rows
+
+
+class _numba_threads:
+    """Run numba's parallel loop on as many threads as torch is set to use."""
+
+    def __enter__(self):
+        import numba
+
+        self.previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.previous)

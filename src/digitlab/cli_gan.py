@@ -41,6 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         channels_last=not args.no_channels_last,
+        bf16=args.bf16,
         reuse_fakes=not args.fresh_noise_for_generator,
         max_steps=args.max_steps,
     )
@@ -218,6 +219,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="after each epoch, read 1,000 generated digits with the shipped CNN and log the "
         "conditional accuracy and Fréchet distance (kept in the generator's metadata)",
+    )
+    t.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast (faster on CPUs with AVX512-BF16 or AMX, and on GPUs)",
     )
     t.add_argument(
         "--keep-best",

@@ -44,6 +44,9 @@ class GANTrainConfig:
     reuse_fakes: bool = True
     checkpoint_every: int = 200  # steps; an epoch is 1,094 steps on all 70,000 digits
     max_steps: int | None = None  # stop early (dry runs, tests)
+    # bfloat16 autocast of both networks' forward passes: pays off on CPUs with AVX512-BF16 or
+    # AMX, and GPUs; Adam's state and the losses stay float32.
+    bf16: bool = False
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every"):
@@ -100,7 +103,7 @@ def train_gan(
         saved = {
             k: v
             for k, v in meta["train_config"].items()
-            if k not in ("epochs", "device", "threads", "max_steps", "checkpoint_every")
+            if k not in ("epochs", "device", "threads", "max_steps", "checkpoint_every", "bf16")
         }
         mine = {k: v for k, v in asdict(cfg).items() if k in saved}
         if saved != mine:
@@ -119,6 +122,8 @@ def train_gan(
     stop_at = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * per_epoch
     ones = torch.ones(cfg.batch_size, 1, device=device)
     zeros = torch.zeros(cfg.batch_size, 1, device=device)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     def checkpoint() -> None:
         meta = {**state, "step": step, "history": asdict(history)}
@@ -144,12 +149,13 @@ def train_gan(
                 gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
                 z = torch.randn(2, cfg.batch_size, gan_cfg.latent_dim, generator=gen, device=device)
                 # Discriminator: generated -> 1, real -> 0 (keras.io's convention).
-                if cfg.reuse_fakes:
-                    fake = g(z[0], hot)
-                else:
-                    with torch.no_grad():
+                with autocast:
+                    if cfg.reuse_fakes:
                         fake = g(z[0], hot)
-                logits = d(torch.cat([fake.detach(), real]), torch.cat([hot, hot]))
+                    else:
+                        with torch.no_grad():
+                            fake = g(z[0], hot)
+                    logits = d(torch.cat([fake.detach(), real]), torch.cat([hot, hot])).float()
                 d_loss = F.binary_cross_entropy_with_logits(logits, torch.cat([ones, zeros]))
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
@@ -157,9 +163,11 @@ def train_gan(
                 # Generator: make the (updated) discriminator call generated images real (0).
                 # Its own weights need no gradients here, which saves their backward pass.
                 d.requires_grad_(False)
-                if not cfg.reuse_fakes:
-                    fake = g(z[1], hot)
-                g_loss = F.binary_cross_entropy_with_logits(d(fake, hot), zeros)
+                with autocast:
+                    if not cfg.reuse_fakes:
+                        fake = g(z[1], hot)
+                    g_logits = d(fake, hot).float()
+                g_loss = F.binary_cross_entropy_with_logits(g_logits, zeros)
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 g_opt.step()

@@ -218,17 +218,30 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         step = self._chunk_rows()
         # Reused buffers: fresh 100 MB allocations per chunk cost more in page faults than the
         # subtraction itself.
-        dot_buf = torch.empty((min(step, len(Q)), n_fit), device=device)
-        key_buf = torch.empty_like(dot_buf)
+        rows = min(step, len(Q))
+        if index.t8 is not None:  # integer keys 2 q.t - |t|^2: exact, no float conversion
+            key_buf = torch.empty((rows, n_fit), dtype=torch.int32, device=device)
+        else:
+            dot_buf = torch.empty((rows, n_fit), device=device)
+            key_buf = torch.empty_like(dot_buf)
         for start in range(0, len(Q), step):
             q = index.queries(Q[start : start + step])
-            dot, key = dot_buf[: len(q)], key_buf[: len(q)]
-            index.dot(q, out=dot)  # exact integer dot products (|dot| < 2**24)
-            torch.sub(dot, index.half_norms, out=key)  # rounded once: monotone in the exact key
-            top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
-            # Exact squared distances of the candidates, from their exact dot products.
             qn = (q * q).sum(1, keepdim=True).double()  # exact in float32 too (< 2**24)
-            d = qn + index.norms[cand] - 2 * torch.gather(dot, 1, cand).double()
+            key = key_buf[: len(q)]
+            if index.t8 is not None:
+                # |q - t|^2 = |q|^2 - (2 q.t - |t|^2), all int32 (|2 q.t| < 2**25): ranking by
+                # the key is ranking by distance, and the distances come back exact.
+                torch._int_mm(q.to(torch.int8), index.t8.T, out=key)
+                key.mul_(2).sub_(index.norms_i32)
+                top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
+                d = qn - top_key.double()
+            else:
+                dot = dot_buf[: len(q)]
+                index.dot(q, out=dot)  # exact integer dot products (|dot| < 2**24)
+                torch.sub(dot, index.half_norms, out=key)  # rounded once: monotone in the key
+                top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
+                # Exact squared distances of the candidates, from their exact dot products.
+                d = qn + index.norms[cand] - 2 * torch.gather(dot, 1, cand).double()
             d, order = torch.sort(d, dim=1, stable=True)
             cand = torch.gather(cand, 1, order)
             head = d[:, : min(kmax + 1, m)]
@@ -238,7 +251,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             out_d[start : start + len(q)] = d.cpu().numpy()
             out_i[start : start + len(q)] = cand.cpu().numpy()
             fallback.append(start + np.flatnonzero(unsure.cpu().numpy()))
-        del dot_buf, key_buf
+        del key_buf
         redo = np.concatenate(fallback)
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
@@ -386,6 +399,7 @@ class _PixelIndex:
         norms = (self.t * self.t).sum(1)  # integers below 2**24: exact in float32
         self.norms = norms.double()
         self.half_norms = norms / 2
+        self.norms_i32 = norms.to(torch.int32)
         self._bounds = None
 
     def bounds(self):
