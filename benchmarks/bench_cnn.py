@@ -63,7 +63,8 @@ def main() -> None:
         for cl in (False, True):
             settings.append({"threads": n, "channels_last": cl})
     if args.bf16:
-        settings.append({"threads": cores, "channels_last": True, "bf16": True})
+        for n in sorted({1, cores}):
+            settings.append({"threads": n, "channels_last": True, "bf16": True})
     rows = []
     for s in settings:
         # Two epochs; the second is the steady state (the first pays one-off set-up costs).
