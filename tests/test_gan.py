@@ -134,6 +134,11 @@ def test_quality_metrics_on_a_known_case():
     r = evaluate_generator(Generator(), CourseCNN(), x, per_digit=20)
     assert 0 <= r["conditional_accuracy"] <= 1 and len(r["per_digit"]) == 10
     assert r["frechet"] > 0 and r["frechet_real_vs_real"] >= 0 and r["n_generated"] == 200
+    confusion = np.array(r["confusion"])
+    assert confusion.shape == (10, 10) and (confusion.sum(1) == 20).all()
+    per_digit = np.diag(confusion) / 20
+    np.testing.assert_allclose(per_digit, [r["per_digit"][str(d)] for d in range(10)])
+    assert np.trace(confusion) / 200 == pytest.approx(r["conditional_accuracy"])
 
 
 def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):

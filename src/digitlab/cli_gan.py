@@ -176,6 +176,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"Fréchet distance {r['frechet']:.2f} (real vs real floor {r['frechet_real_vs_real']:.2f})"
     )
+    for d, row in enumerate(r["confusion"]):
+        wrong = max((c for c in range(len(row)) if c != d), key=lambda c: row[c])
+        if row[wrong] > 0.1 * sum(row):  # say what a weak digit is mistaken for
+            print(f"digit {d} is read as {wrong} in {row[wrong] / sum(row):.0%} of images")
     if args.json is not None:
         from digitlab.evaluation import save_metrics
 

@@ -64,6 +64,8 @@ def evaluate_generator(
     wanted = np.repeat(np.arange(k), per_digit)
     read = predict_proba(classifier, images).argmax(1)
     per = {str(d): float(np.mean(read[wanted == d] == d)) for d in range(k)}
+    confusion = np.zeros((k, k), np.int64)  # row: the digit asked for, column: what was read
+    np.add.at(confusion, (wanted, read), 1)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(real_images))
     half = len(order) // 2
@@ -73,6 +75,7 @@ def evaluate_generator(
     return {
         "conditional_accuracy": float(np.mean(read == wanted)),
         "per_digit": per,
+        "confusion": confusion.tolist(),
         "frechet": frechet_distance(fake, real_a),
         "frechet_real_vs_real": frechet_distance(real_b, real_a),
         "n_generated": len(images),
