@@ -54,6 +54,22 @@ def test_kmeans_matches_sklearn_on_blobs():
     assert ours.score(X) == pytest.approx(-ours.inertia_, rel=1e-5)
 
 
+def test_projected_restarts_match_full_space_restarts_and_sklearn():
+    """On wide data the restarts run on 50 principal components, then refine in full space:
+    the same clustering quality as restarts in full space (and scikit-learn)."""
+    X, y = make_blobs(3000, n_features=120, centers=10, cluster_std=4.0, random_state=4)
+    projected = KMeans(10, n_init=10, random_state=0).fit(X)
+    full = KMeans(10, n_init=10, random_state=0, projection=None).fit(X)
+    ref = SKLearnKMeans(10, n_init=10, random_state=0).fit(X)
+    assert projected.inertia_ <= ref.inertia_ * (1 + 1e-4)
+    assert projected.inertia_ <= full.inertia_ * (1 + 1e-4)
+    assert matched_accuracy(y, projected.labels_)[0] == 1.0
+    diff = X - projected.cluster_centers_[projected.labels_]
+    assert projected.inertia_ == pytest.approx(float((diff * diff).sum()), rel=1e-9)
+    with pytest.raises(ValueError, match="projection must be"):
+        KMeans(3, projection=0).fit(X)
+
+
 def test_constant_features_change_nothing():
     """A feature equal in every sample is left out of the products: same clustering, and the
     centres still carry its value (so transform and predict see every feature)."""

@@ -1,12 +1,13 @@
 """k-means (fast, seeded, scikit-learn's algorithm) and PCA for pictures of the clusters.
 
-`KMeans` runs the first Lloyd steps of its `n_init` restarts *together*: each is one matrix
-product of the data with all restarts' centres (n_init * k columns), which a CPU multiplies far
-more efficiently than n_init products of k columns each. Then each restart continues with
-Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation is
-scikit-learn's greedy k-means++; convergence uses its tolerance (a fraction of the mean feature
-variance); the best restart by inertia wins. Distances are float32 products, inertia is
-reported in float64.
+`KMeans` runs its `n_init` restarts *together*: each Lloyd step is one matrix product of the
+data with all restarts' centres (n_init * k columns), which a CPU multiplies far more
+efficiently than n_init products of k columns each. On wide data (MNIST's 784 pixels) the
+restarts run on the top 50 principal components, and only the best two continue in full
+space, with Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation
+is scikit-learn's greedy k-means++; convergence uses its tolerance (a fraction of the mean
+feature variance); the best restart by full-space inertia wins. Distances are float32
+products, inertia is reported in float64.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from digitlab.errors import NotFittedError
 from digitlab.validation import feature_array, whole_number
 
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
+REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
 
 
 def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -120,7 +122,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Parameters: n_clusters, n_init (restarts, best inertia kept), max_iter, tol (relative to
     the mean feature variance, as scikit-learn), random_state, algorithm ("hamerly": Lloyd's
     iterations, skipping the samples whose distance bounds prove their centre unchanged;
-    "lloyd": every distance every step, all restarts in one product), device, threads.
+    "lloyd": every distance every step, all restarts in one product), projection (run the
+    restarts on this many principal components, then refine the best in full space; None:
+    restarts in full space), device, threads.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tol: float = 1e-4,
         random_state: int | None = 0,
         algorithm: str = "hamerly",
+        projection: int | None = 50,
         device: str = "auto",
         threads: int | None = None,
     ):
@@ -141,6 +146,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
         self.algorithm = algorithm
+        self.projection = projection
         self.device = device
         self.threads = threads
 
@@ -156,6 +162,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"algorithm must be 'hamerly' or 'lloyd', got {self.algorithm!r}")
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        if self.projection is not None:
+            whole_number("projection", self.projection, error=ValueError)
 
     def fit(self, X, y=None) -> KMeans:
         X = feature_array(X)
@@ -172,19 +180,26 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             x = torch.from_numpy(np.ascontiguousarray(X[:, varying], dtype=np.float32))
             x = x.to(device)
             x_sq = (x * x).sum(1)
-            # scikit-learn's tolerance: a fraction of the mean variance over *all* features.
-            tol = float(self.tol * x.double().var(0).sum() / X.shape[1])
+            x64 = x.double()  # cluster sums and the inertia, without drift
+            total_sq = float(torch.dot(x64.flatten(), x64.flatten()))
+            mean = x64.mean(0)
+            # scikit-learn's tolerance: a fraction of the mean variance (np.var) over *all*
+            # features; the constant ones have none.
+            variance = total_sq / len(x) - float(mean @ mean)
+            tol = float(self.tol * variance / X.shape[1])
             k, r = self.n_clusters, self.n_init
-            centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
-            if self.algorithm == "lloyd":
+            if self.projection is not None and min(len(x), x.shape[1]) > self.projection:
+                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen)
+            elif self.algorithm == "lloyd":
+                centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
                 centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter)
             else:
+                centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
                 # The first steps move most samples, so bounds save nothing yet: take them in
                 # lockstep (one wide product for all restarts is several times faster than
                 # n_init narrow ones), then let Hamerly's bounds skip the settled samples.
                 warm = min(self.max_iter, WARM_STEPS)
                 centres, n_iter, active = self._lloyd(x, x_sq, centres, tol, warm)
-                x64 = x.double()
                 unfinished = active.cpu().numpy() & (self.max_iter > warm)
                 for j in np.flatnonzero(unfinished):
                     centres[j], more = _hamerly(x, x_sq, x64, centres[j], tol, self.max_iter - warm)
@@ -192,7 +207,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             labels, dist = self._assign(x, x_sq, centres, with_dist=True)
             inertias = dist.double().sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
-            inertia = self._inertia(x, centres[best], labels[:, best])  # float64, exact-ish
+            inertia = self._inertia(x64, total_sq, centres[best], labels[:, best])
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
         full[:, varying] = centres[best].cpu().numpy()
         self.cluster_centers_ = full
@@ -202,6 +217,31 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_iter_ = int(n_iter[best])
         self.n_features_in_ = X.shape[1]
         return self
+
+    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator):
+        """Restarts on the top principal components, the best refined in full space.
+
+        k-means++ and Lloyd's steps for all restarts run on a `projection`-dimensional PCA of
+        the data (MNIST: 50 of 717 varying pixels, 14x fewer flops per step, same basins). Each
+        restart's clusters then give full-space means, ranked by their full-space inertia, and
+        the best REFINE continue in full space with Hamerly's bounds until they converge there.
+        """
+        k, r = self.n_clusters, self.n_init
+        sample = x[torch.randperm(len(x), generator=gen, device=x.device)[:4096]]
+        mu = sample.mean(0)
+        centred = sample - mu
+        _, vecs = torch.linalg.eigh(centred.T @ centred)
+        p = (x - mu) @ vecs[:, -self.projection :]
+        p_sq = (p * p).sum(1)
+        centres = _kmeans_plusplus(p, p_sq, k, r, gen)
+        centres, n_iter, _ = self._lloyd(p, p_sq, centres, tol, self.max_iter)
+        labels = self._assign(p, p_sq, centres)  # (n, r)
+        full = self._centres(x, labels, mu.expand(r, k, -1))  # an empty cluster: the mean
+        _, dist = self._assign(x, x_sq, full, with_dist=True)
+        for j in torch.argsort(dist.double().sum(0))[:REFINE].tolist():
+            full[j], more = _hamerly(x, x_sq, x64, full[j].clone(), tol, self.max_iter)
+            n_iter[j] += more
+        return full, n_iter
 
     @staticmethod
     def _lloyd(x, x_sq, centres, tol, max_iter):
@@ -233,11 +273,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         r, k, d = centres.shape
         flat = centres.reshape(r * k, d)
-        score = torch.addmm((flat * flat).sum(1)[None, :], x, flat.T, alpha=-2)
-        best, labels = score.reshape(len(x), r, k).min(2)
+        # Centres by samples, so the minimum runs over k slices of n contiguous values (a
+        # minimum over an innermost axis of 10 measured several times slower).
+        score = torch.addmm((flat * flat).sum(1)[:, None], flat, x.T, alpha=-2)
+        best, labels = score.view(r, k, len(x)).min(1)  # (r, n)
         if with_dist:
-            return labels, (best + x_sq[:, None]).clamp_(min=0)
-        return labels
+            return labels.T, (best + x_sq[None, :]).clamp_(min=0).T
+        return labels.T
 
     @staticmethod
     def _centres(x, labels, old) -> torch.Tensor:
@@ -256,9 +298,17 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return means.reshape(r, k, d)
 
     @staticmethod
-    def _inertia(x, centres, labels) -> torch.Tensor:
-        diff = x.double() - centres.double()[labels]
-        return (diff * diff).sum()
+    def _inertia(x64, total_sq: float, centres, labels) -> float:
+        """sum |x - c|^2 = sum |x|^2 - 2 sum_j c_j . S_j + sum_j n_j |c_j|^2, in float64.
+
+        S_j (the sum of cluster j's samples) is one pass over the data; no n-by-d temporaries.
+        """
+        k = len(centres)
+        c = centres.double()
+        sums = torch.zeros(k, x64.shape[1], dtype=torch.float64, device=x64.device)
+        sums.index_add_(0, labels, x64)
+        counts = torch.bincount(labels, minlength=k).double()
+        return total_sq - 2 * float((c * sums).sum()) + float((counts * (c * c).sum(1)).sum())
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
