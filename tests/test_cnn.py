@@ -299,5 +299,7 @@ def test_shipped_cnn_loads_and_reads_mnist(mnist):
     from digitlab.cli_gan import SHIPPED_CNN
 
     model = load_model(SHIPPED_CNN)
-    acc = np.mean(predict_proba(model, mnist.x_test[:2000]).argmax(1) == mnist.y_test[:2000])
-    assert acc > 0.985
+    acc = np.mean(predict_proba(model, mnist.x_test).argmax(1) == mnist.y_test)
+    recorded = json.loads((SHIPPED_CNN / "metadata.json").read_text())
+    # The figure the README quotes is the one the shipped weights give (to a digit or two).
+    assert acc >= 0.995 and abs(acc - recorded["accuracy"]) <= 2e-4
