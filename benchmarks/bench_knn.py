@@ -47,6 +47,14 @@ def main() -> None:
     with timer(t, "floor"):
         a @ b.T
     del a, b
+    if _choose_kernel(torch.device("cpu")) == "int8":  # VNNI/AMX: the integer product's floor
+        a8 = torch.randint(-128, 128, (10000, 784), dtype=torch.int8)
+        b8 = torch.randint(-128, 128, (20000, 784), dtype=torch.int8)
+        torch._int_mm(a8[:1024], b8.T)
+        with timer(t, "int8_floor"):
+            for s in range(0, 10000, 1024):  # in our chunks, as the search runs it
+                torch._int_mm(a8[s : s + 1024], b8.T)
+        del a8, b8
 
     reset_peak_rss()
     base = peak_rss_mb()
@@ -119,7 +127,13 @@ def main() -> None:
     print(
         f"float32 GEMM floor for this shape: {t['floor']:.2f} s "
         f"(ours = {t['ours'] / t['floor']:.2f}x the floor); "
-        f"peak extra RSS ours {ours_peak:.0f} MB"
+        + (
+            f"int8 product floor {t['int8_floor']:.2f} s (ours = "
+            f"{t['ours'] / t['int8_floor']:.2f}x); "
+            if "int8_floor" in t
+            else ""
+        )
+        + f"peak extra RSS ours {ours_peak:.0f} MB"
         + (f", sklearn {ref_peak:.0f} MB" if ref is not None else "")
     )
     emit(
@@ -137,6 +151,7 @@ def main() -> None:
             else None,
             "sweep_identical": sweep_ok,
             "floor_s": t["floor"],
+            "int8_floor_s": t.get("int8_floor"),
             "peak_mb_ours": ours_peak,
             "peak_mb_reference": ref_peak if ref is not None else None,
             "pca50_s": t["pca"],
