@@ -303,3 +303,27 @@ def test_shipped_cnn_loads_and_reads_mnist(mnist):
     recorded = json.loads((SHIPPED_CNN / "metadata.json").read_text())
     # The figure the README quotes is the one the shipped weights give (to a digit or two).
     assert acc >= 0.995 and abs(acc - recorded["accuracy"]) <= 2e-4
+
+
+@pytest.mark.real_data
+def test_centre_by_mass_moves_shifted_digits_back(mnist):
+    from digitlab.preprocess import centre_by_mass
+
+    x = mnist.x_test[:300]
+    yy, xx = np.mgrid[:28, :28]
+    w = x.astype(float)
+    cy = (w * yy).sum((1, 2)) / w.sum((1, 2))
+    cx = (w * xx).sum((1, 2)) / w.sum((1, 2))
+    centred = (np.abs(cy - 14) < 0.5) & (np.abs(cx - 14) < 0.5)
+    assert centred.mean() > 0.8  # MNIST's digits already sit there, to a whole pixel
+    np.testing.assert_array_equal(centre_by_mass(x[centred]), x[centred])
+    for dy, dx in ((3, 4), (-2, 3), (0, -4)):
+        moved = np.zeros_like(x)
+        src = x[:, max(0, -dy) : 28 - max(0, dy), max(0, -dx) : 28 - max(0, dx)]
+        moved[:, max(0, dy) : max(0, dy) + src.shape[1], max(0, dx) : max(0, dx) + src.shape[2]] = (
+            src
+        )
+        kept = centred & (moved.sum((1, 2)) == x.sum((1, 2)))  # no ink pushed out of the frame
+        np.testing.assert_array_equal(centre_by_mass(moved[kept]), x[kept])
+    blank = np.zeros((2, 28, 28), np.uint8)
+    np.testing.assert_array_equal(centre_by_mass(blank), blank)

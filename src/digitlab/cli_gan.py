@@ -131,12 +131,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     g = _generator(args.model)
     if args.digit is None:
-        images = generate_grid(g, per_class=args.count, seed=args.seed)
+        images = generate_grid(g, per_class=args.count, seed=args.seed, centre=not args.no_centre)
         titles = None
         out = args.out or Path("generated-grid.png")
         ncols = args.count
     else:
-        images = generate(g, args.digit, args.count, seed=args.seed)
+        images = generate(g, args.digit, args.count, seed=args.seed, centre=not args.no_centre)
         titles = [str(args.digit)] * len(images)
         out = args.out or Path(f"generated-{args.digit}.png")
         ncols = min(10, args.count)
@@ -150,7 +150,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from digitlab.gan import interpolate, write_gif
 
     g = _generator(args.model)
-    frames = interpolate(g, args.start, args.end, steps=args.steps, seed=args.seed)
+    frames = interpolate(
+        g, args.start, args.end, steps=args.steps, seed=args.seed, centre=not args.no_centre
+    )
     out = args.out or Path(f"morph-{args.start}-{args.end}.gif")
     write_gif(frames, out, size=args.size, fps=args.fps)
     strip = out.with_suffix(".png")
@@ -168,18 +170,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     classifier = load_model(_model_dir(args.classifier) if args.classifier else SHIPPED_CNN)
     ds = load(args)
     r = evaluate_generator(g, classifier, ds.x_test, args.per_digit, args.seed)
-    print(
-        f"conditional accuracy {r['conditional_accuracy']:.4f} ("
-        + ", ".join(f"{d}: {p:.2f}" for d, p in r["per_digit"].items())
-        + ")"
-    )
-    print(
-        f"Fréchet distance {r['frechet']:.2f} (real vs real floor {r['frechet_real_vs_real']:.2f})"
-    )
-    for d, row in enumerate(r["confusion"]):
-        wrong = max((c for c in range(len(row)) if c != d), key=lambda c: row[c])
-        if row[wrong] > 0.1 * sum(row):  # say what a weak digit is mistaken for
-            print(f"digit {d} is read as {wrong} in {row[wrong] / sum(row):.0%} of images")
+    for name, q in (("as generated (centred by mass)", r), ("raw network output", r["raw"])):
+        print(
+            f"{name}: conditional accuracy {q['conditional_accuracy']:.4f} ("
+            + ", ".join(f"{d}: {p:.2f}" for d, p in q["per_digit"].items())
+            + f"), Fréchet distance {q['frechet']:.2f}"
+        )
+        for d, row in enumerate(q["confusion"]):
+            wrong = max((c for c in range(len(row)) if c != d), key=lambda c: row[c])
+            if row[wrong] > 0.1 * sum(row):  # say what a weak digit is mistaken for
+                print(f"  digit {d} is read as {wrong} in {row[wrong] / sum(row):.0%} of images")
+    print(f"real vs real Fréchet distance (the floor): {r['frechet_real_vs_real']:.2f}")
     if args.json is not None:
         from digitlab.evaluation import save_metrics
 
@@ -242,6 +243,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_options(t)
     t.set_defaults(func=cmd_train)
 
+    def no_centre_option(q):
+        q.add_argument(
+            "--no-centre",
+            action="store_true",
+            help="keep the network's raw output (default: centre each digit by mass, as MNIST)",
+        )
+
     def model_option(q):
         q.add_argument(
             "--model",
@@ -261,6 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--digit", type=int, default=None, help="0-9 (default: a grid of all)")
     g.add_argument("--count", type=int, default=6, help="images (per digit for a grid)")
     g.add_argument("--out", type=Path, default=None, help="PNG file to write")
+    no_centre_option(g)
     model_option(g)
     g.set_defaults(func=cmd_generate)
 
@@ -275,6 +284,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--fps", type=float, default=6, help="GIF frame rate (default: 6)")
     i.add_argument("--size", type=int, default=112, help="GIF size in pixels (default: 112)")
     i.add_argument("--out", type=Path, default=None, help="GIF file to write")
+    no_centre_option(i)
     model_option(i)
     i.set_defaults(func=cmd_interpolate)
 

@@ -121,3 +121,24 @@ def to_mnist(image, *, threshold: float = 0.1) -> np.ndarray:
 
     out = ndimage.shift(out, (14.0 - cy, 14.0 - cx), order=1, mode="constant")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def centre_by_mass(images: np.ndarray) -> np.ndarray:
+    """Shift each uint8 image (N, 28, 28) by whole pixels so its centre of mass sits at
+    (14, 14), where every MNIST digit has it (to within rounding: spread 0.29 px, that of a
+    whole-pixel shift). Pixels pushed past the border are dropped; blank images stay blank."""
+    images = np.asarray(images)
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    yy, xx = np.mgrid[:h, :w]
+    weight = images.astype(np.float64)
+    total = weight.sum((1, 2))
+    for i in range(len(images)):
+        if total[i] == 0:
+            continue
+        dy = round(float(14.0 - (weight[i] * yy).sum() / total[i]))
+        dx = round(float(14.0 - (weight[i] * xx).sum() / total[i]))
+        src = images[i, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+        top, left = max(0, dy), max(0, dx)
+        out[i, top : top + src.shape[0], left : left + src.shape[1]] = src
+    return out
