@@ -289,16 +289,22 @@ def test_sigterm_stops_training_with_a_valid_checkpoint(tmp_path):
 
 
 def test_shipped_generator_draws_the_digits_it_is_asked_for():
-    """The generator in the package loads, and the shipped CNN reads most of its digits as the
-    digit asked for (a guard against shipping broken or mismatched weights; README has the
-    full figures)."""
+    """The generator in the package loads, and the shipped CNN reads its digits as the digit
+    asked for, as often as the metadata (and the README) says: centred by mass as `generate`
+    returns them, and raw (a guard against shipping broken or mismatched weights)."""
     from digitlab import shipped
     from digitlab.cnn import load_model, predict_proba
 
     g = load_generator(shipped.GENERATOR)
-    meta = json.loads((shipped.GENERATOR / "metadata.json").read_text())
-    images = np.concatenate([generate(g, d, 50, seed=100 + d) for d in range(10)])
-    read = predict_proba(load_model(shipped.CNN), images).argmax(1)
-    accuracy = float(np.mean(read == np.repeat(np.arange(10), 50)))
-    assert accuracy >= 0.75  # measured 0.84 with 5,000 digits
-    assert abs(accuracy - meta["quality"]["conditional_accuracy"]) < 0.1
+    quality = json.loads((shipped.GENERATOR / "metadata.json").read_text())["quality"]
+    cnn = load_model(shipped.CNN)
+    wanted = np.repeat(np.arange(10), 60)
+    for centre, recorded, floor in (
+        (True, quality["conditional_accuracy"], 0.96),  # 0.977 measured on 5,000 digits
+        (False, quality["raw"]["conditional_accuracy"], 0.90),  # 0.939
+    ):
+        images = np.concatenate(
+            [generate(g, d, 60, seed=100 + d, centre=centre) for d in range(10)]
+        )
+        accuracy = float(np.mean(predict_proba(cnn, images).argmax(1) == wanted))
+        assert accuracy >= floor and abs(accuracy - recorded) < 0.03
