@@ -18,7 +18,7 @@ from digitlab.cnn import (
 )
 from digitlab.errors import ConfigError, DataError
 from digitlab.preprocess import to_mnist
-from digitlab.train import CHECKPOINT, TrainConfig, train_cnn
+from digitlab.train import CHECKPOINT, TrainConfig, train_cnn, weight_average
 
 
 def test_architecture_matches_the_course():
@@ -147,11 +147,75 @@ def test_checkpoint_guards(small_data, tmp_path):
         (TrainConfig(lr_schedule="step"), "lr_schedule must be one of constant, cosine"),
         (TrainConfig(threads=0), "threads must be"),
         (TrainConfig(device="tpu"), "unknown device"),
+        (TrainConfig(ema=1.0), "ema must be in"),
+        (TrainConfig(ema=0), "ema must be in"),
     ],
 )
 def test_bad_train_config(cfg, message):
     with pytest.raises(ConfigError, match=message):
         cfg.validate(60000)
+
+
+def test_weight_average_follows_the_recurrence():
+    """The average after each update equals the obvious loop over the same weights."""
+    net = torch.nn.Linear(3, 2)
+    averaged = weight_average(net, decay=0.9)
+    rng = np.random.default_rng(0)
+    expected = None
+    for n in range(40):
+        w = rng.normal(size=(2, 3))
+        with torch.no_grad():
+            net.weight.copy_(torch.from_numpy(w))
+        averaged.update_parameters(net)
+        if expected is None:
+            expected = w.copy()
+        else:
+            d = min(0.9, (1 + n) / (10 + n))  # warm-up: early weights are forgotten fast
+            expected = d * expected + (1 - d) * w
+        np.testing.assert_allclose(
+            averaged.module.weight.detach().numpy(), expected, rtol=1e-5, atol=1e-6
+        )
+
+
+def test_saved_weights_are_the_average_and_resume_keeps_it(small_data, tmp_path):
+    """ema=None hands back the last step's weights; with averaging, the checkpoint holds both."""
+    from safetensors.torch import load_file
+
+    x, y = small_data
+    plain, _, _ = train_cnn(x, y, _cfg(ema=None), checkpoint_dir=tmp_path / "p", progress=False)
+    avg, h, info = train_cnn(x, y, _cfg(), checkpoint_dir=tmp_path / "a", progress=False)
+    assert info["ema"] == 0.95
+    raw = load_file(tmp_path / "a" / CHECKPOINT)
+    assert not any(k.startswith("ema.") for k in load_file(tmp_path / "p" / CHECKPOINT))
+    for name, p in plain.state_dict().items():
+        # The same Adam steps either way: the raw weights match the run without averaging.
+        assert torch.equal(raw[f"model.{name}"], p)
+        assert torch.equal(raw[f"ema.module.{name}"], avg.state_dict()[name])
+        assert not torch.equal(avg.state_dict()[name], p)
+    # The validation figures are the averaged model's.
+    from digitlab.data import stratified_split
+
+    _, val = stratified_split(y, 0.1, 0)
+    correct = int((predict_proba(avg, x[val]).argmax(1) == y[val]).sum())
+    assert correct / len(val) == pytest.approx(h.val_accuracy[-1], abs=1e-12)
+
+
+def test_checkpoint_from_before_averaging_asks_for_no_ema(small_data, tmp_path):
+    from digitlab.checkpoint import load_state, save_state
+
+    x, y = small_data
+    train_cnn(x, y, _cfg(epochs=1, ema=None), checkpoint_dir=tmp_path, progress=False)
+    meta = load_state(tmp_path / CHECKPOINT)
+    meta.pop("_tensors"), meta.pop("param_groups")
+    del meta["train_config"]["ema"]  # as written before the option existed
+    model, opt = CourseCNN(), torch.optim.Adam(CourseCNN().parameters())
+    save_state(tmp_path / CHECKPOINT, {"model": model}, {"optim": opt}, meta)
+    with pytest.raises(ConfigError, match=r"other settings \(ema\)"):
+        train_cnn(x, y, _cfg(epochs=2), checkpoint_dir=tmp_path, resume=True, progress=False)
+    _, h, info = train_cnn(
+        x, y, _cfg(epochs=2, ema=None), checkpoint_dir=tmp_path, resume=True, progress=False
+    )
+    assert info["resumed_from_epoch"] == 1 and len(h.loss) == 2
 
 
 def test_augmented_training_runs(small_data):

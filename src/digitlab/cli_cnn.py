@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule,
         channels_last=not args.no_channels_last,
         bf16=args.bf16,
+        ema=None if args.no_ema else args.ema,
     )
     ds = load(args)
     cfg.validate(len(ds.x_train))
@@ -188,6 +189,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bf16",
         action="store_true",
         help="bfloat16 autocast (faster only on CPUs with AVX512-BF16/AMX or GPUs)",
+    )
+    t.add_argument(
+        "--ema",
+        type=float,
+        default=0.95,
+        metavar="DECAY",
+        help="save a moving average of the weights with this per-step decay (default: 0.95)",
+    )
+    t.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="save the last step's weights, as Keras does (no averaging)",
     )
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     add_common(t, "output folder (default: cnn-out)")

@@ -66,6 +66,7 @@ class CNNSection:
     lr: float = 1e-3
     augment: bool = False
     lr_schedule: str = "constant"
+    ema: float | None = 0.95  # decay of the saved weight average; none: the last weights
     threads: int | None = None
 
 
@@ -272,6 +273,7 @@ def validate_config(cfg: RunConfig, n_train: int = 60000) -> None:
             batch_size=c.batch_size,
             lr=c.lr,
             lr_schedule=c.lr_schedule,
+            ema=c.ema,
             threads=c.threads,
         ).validate(n_train),
     )
@@ -545,6 +547,7 @@ def stage_cnn(run: Run, ds) -> dict:
         threads=c.threads,
         augment=c.augment,
         lr_schedule=c.lr_schedule,
+        ema=c.ema,
     )
     cfg.validate(len(ds.x_train))
     out = run.models / "cnn"

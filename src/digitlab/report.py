@@ -266,7 +266,14 @@ def section_cnn(folder: Path, m: dict) -> str:
         "ReLU and 2×2 max pooling, dropout 0.5 and a 10-way dense layer (34,826 parameters), "
         f"trained with Adam (learning rate {cfg['lr']}), batch {cfg['batch_size']}, "
         f"{cfg['epochs']} epochs on {_size(cfg['train_size'])} training images with 10% held out "
-        "for validation. It is scored with its own predictions on the test set.</p>"
+        "for validation. "
+        + (
+            f"The weights it keeps are a moving average over the training steps (decay "
+            f"{cfg['ema']}; the validation figures are theirs), not the last step's. "
+            if cfg.get("ema")
+            else ""
+        )
+        + "It is scored with its own predictions on the test set.</p>"
         + _cards(
             [
                 ("test accuracy", _pct(m["accuracy"])),

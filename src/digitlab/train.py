@@ -5,6 +5,12 @@ epoch, the history and both configs as JSON; it is written atomically at the end
 epoch, so an interruption (Ctrl-C included) always leaves the last finished epoch on disk.
 Shuffling and dropout are seeded per epoch, so a resumed run continues exactly as an
 uninterrupted one would (on CPU).
+
+By default the saved model is an exponential moving average of the weights over the training
+steps (Polyak averaging), not the last step's weights. Training itself is untouched (the same
+Adam steps as Keras); only the weights handed back are averaged. At the course settings this
+measured +0.1 to +0.2 points of test accuracy on every seed tried (`ema=None` gives Keras'
+behaviour).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from digitlab.checkpoint import load_state, restore, save_state
@@ -47,6 +54,10 @@ class TrainConfig:
     lr_schedule: str = "constant"  # the course; "cosine": decay to 0 over all the steps
     channels_last: bool = True  # measured: 1.5-1.7x faster epochs on CPU here
     bf16: bool = False  # bfloat16 autocast (pays off on CPUs with AVX512-BF16/AMX, or GPUs)
+    # Per-step decay of the weight average that is saved; None: the last step's weights.
+    # 0.95 (a window of about 20 steps) had the best mean validation accuracy over seeds 0-5
+    # among 0.95-0.998 at the course settings; 0.98 and 0.99 were within one validation image.
+    ema: float | None = 0.95
 
     def validate(self, n_train: int) -> None:
         for name in ("epochs", "batch_size"):
@@ -59,6 +70,8 @@ class TrainConfig:
             )
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
+            raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
         subset_size(self.train_size, n_train)
         resolve_device(self.device)
         if self.threads is not None:
@@ -105,6 +118,20 @@ def _evaluate(model, x, y, batch: int = 1000) -> tuple[float, float]:
     return loss / len(x), correct / len(x)
 
 
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights, updated after every step.
+
+    The decay warms up as (1 + n) / (10 + n) (TensorFlow's ExponentialMovingAverage with
+    num_updates), so the random initial weights are forgotten even in short runs.
+    """
+
+    def update(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return AveragedModel(model, multi_avg_fn=update)
+
+
 _THREAD_CHOICE: dict[tuple, int] = {}
 
 
@@ -142,7 +169,7 @@ def measured_threads(device: torch.device, batch_size: int) -> int | None:
 
 def save_checkpoint(
     path: Path,
-    model,
+    modules: dict[str, torch.nn.Module],
     opt,
     epoch: int,
     history: History,
@@ -155,7 +182,7 @@ def save_checkpoint(
         "train_config": asdict(train_cfg),
         "model_config": asdict(model_cfg),
     }
-    save_state(path, {"model": model}, {"optim": opt}, meta)
+    save_state(path, modules, {"optim": opt}, meta)
 
 
 def train_cnn(
@@ -183,6 +210,8 @@ def train_cnn(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
+    averaged = weight_average(model, cfg.ema) if cfg.ema is not None else None
+    modules = {"model": model} if averaged is None else {"model": model, "ema": averaged}
     history, start_epoch = History(), 0
     if ckpt is not None and ckpt.exists():
         if not resume:
@@ -191,7 +220,7 @@ def train_cnn(
                 "to continue it, or choose another output folder"
             )
         meta = load_state(ckpt)
-        saved = dict(meta["train_config"])
+        saved = {"ema": None, **meta["train_config"]}  # checkpoints from before averaging
         mine = asdict(cfg)
         for key in ("epochs", "device", "threads"):  # these may change on resume
             saved.pop(key, None)
@@ -202,7 +231,7 @@ def train_cnn(
                 f"the checkpoint in {ckpt.parent} was made with other settings "
                 f"({', '.join(diff) or 'model'}); resume with the same ones"
             )
-        restore(meta, {"model": model}, {"optim": opt})
+        restore(meta, modules, {"optim": opt})
         history = History(**meta["history"])
         start_epoch = meta["epoch"]
 
@@ -255,22 +284,26 @@ def train_cnn(
                     loss = F.cross_entropy(logits.float(), yb)
                 loss.backward()
                 opt.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 seen += len(yb)
                 loss_sum += float(loss.detach()) * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
             bar.close()
-            with autocast:
-                val_loss, val_acc = _evaluate(model, x_val, y_val)
+            with autocast:  # the validation figures are those of the weights that get saved
+                val_loss, val_acc = _evaluate(model if averaged is None else averaged, x_val, y_val)
             history.loss.append(loss_sum / seen)
             history.accuracy.append(correct / seen)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
             history.epoch_seconds.append(time.perf_counter() - t0)
             if ckpt is not None:
-                save_checkpoint(ckpt, model, opt, epoch + 1, history, cfg, model_cfg)
+                save_checkpoint(ckpt, modules, opt, epoch + 1, history, cfg, model_cfg)
             if on_epoch is not None:
                 on_epoch(epoch, history)
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     info = {
         "threads": n_threads if n_threads is not None else torch.get_num_threads(),
@@ -278,5 +311,6 @@ def train_cnn(
         "n_fit": len(fit_idx),
         "n_val": len(val_idx),
         "resumed_from_epoch": start_epoch,
+        "ema": cfg.ema,
     }
     return model, history, info
