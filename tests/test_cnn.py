@@ -30,6 +30,52 @@ def test_architecture_matches_the_course():
     assert "Total params: 34,826" in text and "(None, 5, 5, 64)" in text and "18,496" in text
 
 
+def test_pool_then_relu_is_the_course_order_bit_for_bit():
+    """Features and weight gradients equal conv -> ReLU -> pool, blank images (ties) included."""
+    torch.manual_seed(1)
+    model = CourseCNN()
+    with torch.no_grad():  # biases of both signs, so blank patches give ties above and below 0
+        model.conv1.bias.uniform_(-0.1, 0.1)
+        model.conv2.bias.uniform_(-0.1, 0.1)
+    course = torch.nn.Sequential(
+        model.conv1, torch.nn.ReLU(), model.pool, model.conv2, torch.nn.ReLU(), model.pool
+    )
+    x, _ = make_digits(16)
+    x = torch.from_numpy(np.concatenate([x, np.zeros((2, 28, 28), np.uint8)]) / 255.0)
+    x = x.float()[:, None]
+    weight = torch.randn(len(x), 1600)
+    grads = []
+    for f in (model.features, lambda t: torch.flatten(course(t), 1)):
+        model.zero_grad()
+        out = f(x)
+        (out * weight).sum().backward()
+        grads.append(
+            (out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        )
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_dropout_keeps_the_right_share_and_scales():
+    from digitlab.cnn import Dropout
+
+    x = torch.ones(400, 1000, requires_grad=True)
+    drop = Dropout(0.5).train()
+    torch.manual_seed(0)
+    out = drop(x)
+    kept = out != 0
+    # 400,000 draws: the kept share is within 5 standard deviations (0.004) of 1/2.
+    assert abs(kept.float().mean().item() - 0.5) < 0.004
+    assert torch.all(out[kept] == 2.0)
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())
+    assert abs((Dropout(0.2).train()(x) != 0).float().mean().item() - 0.8) < 0.004
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert not Dropout(1.0).train()(x).any()
+
+
 @pytest.mark.parametrize(
     "images, message",
     [
