@@ -2,9 +2,10 @@
 
     python benchmarks/bench_cnn.py [--data-dir DIR] [--epochs 10] [--bf16]
 
-Every setting trains on the same 18,000-image split (the seeded 20,000 subset less 10%
-validation), batch 128. Where TensorFlow is importable, the course's Keras model is trained on
-the same arrays in this process as the reference. Last line: one JSON object.
+Every setting trains on the same 18,000 images (the seeded 20,000 subset less 10% validation),
+batch 128, and validates on the other 2,000 after each epoch. Where TensorFlow is importable,
+the course's Keras code (`fit(..., validation_split=0.1)`) runs on the same 20,000 images in
+this process as the reference. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ import torch
 
 from _common import emit, parser
 from digitlab.cnn import predict_proba
-from digitlab.data import load_dataset, random_subset, stratified_split
+from digitlab.data import load_dataset, random_subset
 from digitlab.train import TrainConfig, train_cnn
 
 
-def keras_epoch_seconds(x, y, epochs: int = 2) -> tuple[float | None, float | None]:
+def keras_epoch_seconds(x, y, epochs: int = 3) -> tuple[float | None, float | None]:
+    """The course's Keras code on the 20,000 images: 90% trained on, 10% validated per epoch.
+
+    Ours also validates after every epoch, so both epochs do the same work. The fastest epoch
+    counts (the first pays for tracing the graph).
+    """
     try:
         import keras
     except ImportError:
@@ -45,7 +51,7 @@ def keras_epoch_seconds(x, y, epochs: int = 2) -> tuple[float | None, float | No
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
-        model.fit(xs, ys, batch_size=128, epochs=1, verbose=0)
+        model.fit(xs, ys, batch_size=128, epochs=1, verbose=0, validation_split=0.1)
         times.append(time.perf_counter() - start)
     return min(times), None
 
@@ -88,8 +94,7 @@ def main() -> None:
     )
     acc_last = float(np.mean(predict_proba(last, ds.x_test).argmax(1) == ds.y_test))
     ours_last = float(np.median(h_last.epoch_seconds[1:] or h_last.epoch_seconds))
-    fit_idx, _ = stratified_split(y, 0.1, 0)
-    ref, _ = keras_epoch_seconds(x[fit_idx], y[fit_idx])
+    ref, _ = keras_epoch_seconds(x, y)
     print(
         f"default settings (threads {info['threads']}, measured; channels_last): {ours:.2f} "
         f"s/epoch, {args.epochs} epochs in {run_s:.1f} s, test accuracy {acc:.4f} "

@@ -18,7 +18,7 @@ from digitlab.cnn import (
 )
 from digitlab.errors import ConfigError, DataError
 from digitlab.preprocess import to_mnist
-from digitlab.train import CHECKPOINT, TrainConfig, train_cnn, weight_average
+from digitlab.train import CHECKPOINT, TrainConfig, WeightAverage, train_cnn
 
 
 def test_architecture_matches_the_course():
@@ -205,7 +205,7 @@ def test_bad_train_config(cfg, message):
 def test_weight_average_follows_the_recurrence():
     """The average after each update equals the obvious loop over the same weights."""
     net = torch.nn.Linear(3, 2)
-    averaged = weight_average(net, decay=0.9)
+    averaged = WeightAverage(net, decay=0.9)
     rng = np.random.default_rng(0)
     expected = None
     for n in range(40):

@@ -6,7 +6,14 @@ import pytest
 from conftest import write_fake_idx
 from digitlab.cli import main
 from digitlab.errors import ConfigError, DataError
-from digitlab.pipeline import STAGES, choose_stages, config_toml, load_config, run_course
+from digitlab.pipeline import (
+    STAGES,
+    choose_stages,
+    config_toml,
+    load_config,
+    run_course,
+    validate_config,
+)
 
 TINY = [
     "knn.train_size=300",
@@ -31,6 +38,9 @@ def test_presets_and_overrides(tmp_path):
     cfg = load_config("course", toml, ["knn.k=1"])
     assert cfg.knn.k == 1 and cfg.knn.weights == "distance"  # the command line wins
     assert "[knn]\nk = 1" in config_toml(cfg)
+    assert load_config().cnn.ema == 0.95 and load_config(overrides=["cnn.ema=none"]).cnn.ema is None
+    with pytest.raises(ConfigError, match=re.escape("[cnn] ema must be in (0, 1)")):
+        validate_config(load_config(overrides=["cnn.ema=2"]))
 
 
 @pytest.mark.parametrize(

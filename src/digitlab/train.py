@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from digitlab.checkpoint import load_state, restore, save_state
-from digitlab.cnn import CNNConfig, CourseCNN
+from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import stratified_split
 from digitlab.device import check_threads, resolve_device, threads
 from digitlab.errors import ConfigError
@@ -107,8 +107,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-def _evaluate(model, x, y, batch: int = 1000) -> tuple[float, float]:
+def _evaluate(model, x, y) -> tuple[float, float]:
     model.eval()
+    batch = inference_batch(x.device)
     loss, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
@@ -118,18 +119,27 @@ def _evaluate(model, x, y, batch: int = 1000) -> tuple[float, float]:
     return loss / len(x), correct / len(x)
 
 
-def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of `model`'s weights, updated after every step.
+class WeightAverage(AveragedModel):
+    """An exponential moving average of a model's weights, updated after every step.
 
     The decay warms up as (1 + n) / (10 + n) (TensorFlow's ExponentialMovingAverage with
-    num_updates), so the random initial weights are forgotten even in short runs.
+    num_updates), so the random initial weights are forgotten even in short runs. The update is
+    one fused call: AveragedModel's generic one took 4x longer per step here.
     """
 
-    def update(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
-        n = float(n_averaged)
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+    def __init__(self, model: torch.nn.Module, decay: float):
+        super().__init__(model)
+        self.decay = decay
 
-    return AveragedModel(model, multi_avg_fn=update)
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        mine = [p.detach() for p in self.module.parameters()]
+        theirs = [p.detach() for p in model.parameters()]
+        n = int(self.n_averaged)
+        if n == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            torch._foreach_lerp_(mine, theirs, 1 - min(self.decay, (1 + n) / (10 + n)))
+        self.n_averaged += 1
 
 
 _THREAD_CHOICE: dict[tuple, int] = {}
@@ -210,7 +220,7 @@ def train_cnn(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
-    averaged = weight_average(model, cfg.ema) if cfg.ema is not None else None
+    averaged = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     modules = {"model": model} if averaged is None else {"model": model, "ema": averaged}
     history, start_epoch = History(), 0
     if ckpt is not None and ckpt.exists():
