@@ -223,3 +223,21 @@ def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkey
         results[numba_path] = _bounds.nearest(q, index.t, qn, index.norms, index.bounds(), 8, buf)
     np.testing.assert_array_equal(results[True][0], results[False][0])
     np.testing.assert_array_equal(results[True][1], results[False][1])
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("kernel", ["float32", "int8"])
+@pytest.mark.parametrize("algorithm", ["auto", "full", "pruned"])
+def test_one_query_row_alone_equals_the_batch(small_mnist, kernel, algorithm):
+    """A lone drawing (the web app's case) gets sklearn's neighbours, as in a batch."""
+    x, y, q, _ = small_mnist
+    ours = KNeighborsClassifier(3, kernel=kernel, algorithm=algorithm).fit(x, y)
+    ref_d, ref_i = SKLearnKNN(3, algorithm="brute").fit(x, y).kneighbors(q[:12])
+    for j in range(12):
+        d, i = ours.kneighbors(q[j : j + 1])
+        np.testing.assert_array_equal(i[0], ref_i[j])
+        np.testing.assert_allclose(d[0], ref_d[j])
+    # One training image: the index itself is a single row.
+    one = KNeighborsClassifier(1, kernel=kernel).fit(x[:1], y[:1])
+    expected = np.linalg.norm(q[0].astype(float) - x[0].astype(float))
+    np.testing.assert_allclose(one.kneighbors(q[:1])[0], [[expected]])

@@ -231,7 +231,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             if index.t8 is not None:
                 # |q - t|^2 = |q|^2 - (2 q.t - |t|^2), all int32 (|2 q.t| < 2**25): ranking by
                 # the key is ranking by distance, and the distances come back exact.
-                torch._int_mm(q.to(torch.int8), index.t8.T, out=key)
+                torch._int_mm(_int8_rows(q), index.t8.T, out=key)
                 key.mul_(2).sub_(index.norms_i32)
                 top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
                 d = qn - top_key.double()
@@ -393,7 +393,7 @@ class _PixelIndex:
         self.device = device
         self.kernel = _choose_kernel(device) if kernel == "auto" else kernel
         t8 = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).to(torch.int16) - 128
-        t8 = t8.to(torch.int8)
+        t8 = _int8_rows(t8)
         self.t = t8.float()
         self.t8 = t8 if self.kernel == "int8" else None
         norms = (self.t * self.t).sum(1)  # integers below 2**24: exact in float32
@@ -416,7 +416,7 @@ class _PixelIndex:
     def dot(self, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.t8 is None:
             return torch.mm(q, self.t.T, out=out)
-        return out.copy_(torch._int_mm(q.to(torch.int8), self.t8.T))
+        return out.copy_(torch._int_mm(_int8_rows(q), self.t8.T))
 
     def full_rows(self, Q: np.ndarray) -> np.ndarray:
         """Exact squared distances of some query rows to every training row (float64)."""
@@ -424,6 +424,17 @@ class _PixelIndex:
         dots = torch.mm(q, self.t.T).double()
         qn = (q * q).sum(1, keepdim=True).double()
         return (qn + self.norms - 2 * dots).cpu().numpy()
+
+
+def _int8_rows(x: torch.Tensor) -> torch.Tensor:
+    """`x` as int8 with plain row-major strides.
+
+    A one-row tensor made by `.to(torch.int8)` can carry strides (1, 1); oneDNN's `_int_mm`
+    then reads every row as zeros (seen with torch 2.13: a lone query got distance 0 to
+    arbitrary images). A fresh `empty` always has strides (d, 1).
+    """
+    out = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+    return out.copy_(x)
 
 
 _KERNEL_CHOICE: dict[str, str] = {}
