@@ -133,7 +133,8 @@ def test_training_subset_missing_a_class(fake):
     assert cm.shape == (10, 10) and cm[:, 5].sum() == 0 and cm[5].sum() > 0
     assert result["per_class"][5]["recall"] == 0.0
     # Columns are labels: a wrong prediction's confidence is that label's probability.
-    for i, p in zip(result["misclassified_confident"], result["misclassified_confident_p"]):
+    pairs = zip(result["misclassified_confident"], result["misclassified_confident_p"], strict=True)
+    for i, p in pairs:
         assert p == result["proba"][i, result["predictions"][i]] > 0
 
 

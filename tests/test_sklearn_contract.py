@@ -31,9 +31,7 @@ def _expected_failures(estimator) -> dict[str, str]:
     return EXPECTED_FAILED_CHECKS[type(estimator).__name__]
 
 
-@parametrize_with_checks(
-    ESTIMATORS, expected_failed_checks=_expected_failures, xfail_strict=True
-)
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures, xfail_strict=True)
 def test_sklearn_check_estimator(estimator, check):
     check(estimator)
 

@@ -448,7 +448,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return float(super().score(X, y, sample_weight=sample_weight))
 
     def predict_many_k(self, X, ks: Iterable[int]) -> dict[int, np.ndarray]:
-        """Predictions (n_queries,) for several k from a single neighbour search at the largest k."""
+        """Predictions (n_queries,) for several k from one neighbour search at the largest k."""
         ks = sorted(set(whole_number("k", k, error=ValueError) for k in ks))
         if not ks:
             raise ValueError("k values must be whole numbers >= 1, got none")
