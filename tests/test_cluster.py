@@ -112,8 +112,9 @@ def test_kmeans_on_mnist_close_to_sklearn(mnist):
     [
         (np.zeros((5, 3)), {"n_clusters": 10}, "n_samples=5 should be >= n_clusters=10"),
         (np.full((20, 3), np.nan), {}, "NaN"),
-        (np.zeros(20), {}, "2-D"),
-        (np.zeros((0, 3)), {}, "empty"),
+        (np.zeros(20), {}, "Expected 2D array"),
+        (np.zeros((0, 3)), {}, "0 sample"),
+        (np.zeros((4, 3), complex), {}, "Complex data not supported"),
         (np.zeros((20, 3)), {"n_init": 0}, "n_init must be"),
     ],
 )
@@ -123,11 +124,29 @@ def test_kmeans_bad_input(X, kwargs, message):
 
 
 def test_kmeans_predict_errors():
-    with pytest.raises(NotFittedError):
-        KMeans(2).predict(np.zeros((2, 2)))
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    for method in ("predict", "transform", "score"):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            getattr(KMeans(2), method)(np.zeros((2, 2)))
+    assert issubclass(NotFittedError, SklearnNotFittedError)
     model = KMeans(2).fit(np.random.default_rng(0).random((20, 3)))
-    with pytest.raises(ValueError, match="fitted with 3"):
+    with pytest.raises(ValueError, match="KMeans is expecting 3 features"):
         model.predict(np.zeros((2, 4)))
+
+
+def test_kmeans_score_with_sample_weight():
+    X = np.random.default_rng(0).random((30, 3))
+    w = np.linspace(0, 2, 30)
+    model = KMeans(3, random_state=0).fit(X)
+    d2 = ((X - model.cluster_centers_[model.predict(X)]) ** 2).sum(1)
+    assert model.score(X) == pytest.approx(-d2.sum())
+    assert model.score(X, sample_weight=w) == pytest.approx(-(w * d2).sum())
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.score(X, sample_weight=w[:-1])
+    before = dict(vars(model))
+    model.predict(X), model.transform(X), model.score(X)
+    assert vars(model).keys() == before.keys()
 
 
 @pytest.fixture

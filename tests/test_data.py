@@ -150,3 +150,55 @@ def test_stratified_split_keeps_class_shares():
         stratified_split(y, 1.5)
     with pytest.raises(ConfigError, match="at least one sample per class"):
         stratified_split(np.arange(10), 0.1)
+
+
+@pytest.mark.real_data
+def test_raw_idx_bytes_under_gz_names_are_accepted(mnist, mnist_dir, tmp_path):
+    """A browser that decompresses in transit keeps the .gz name: the raw md5 is published."""
+    import gzip
+
+    for f in mnist_dir.glob("*.gz"):
+        (tmp_path / f.name).write_bytes(gzip.decompress(f.read_bytes()))
+    ds = load_dataset("mnist", tmp_path)
+    np.testing.assert_array_equal(ds.x_train, mnist.x_train)
+    np.testing.assert_array_equal(ds.y_test, mnist.y_test)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(bad.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # still a valid IDX file, no longer the original
+    bad.write_bytes(bytes(data))
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte\.gz: holds uncompressed IDX bytes under a \.gz name.*"
+        r"published md5 of the uncompressed MNIST file is 27ae3e4e09519cfbb04c329615203637",
+    ):
+        load_dataset("mnist", tmp_path)
+
+
+def test_raw_bytes_under_gz_name_without_published_raw_md5(tmp_path):
+    """KMNIST publishes only the .gz md5: say exactly that the raw file cannot be verified."""
+    folder = write_fake_idx(tmp_path / "k")
+    for f in list(folder.iterdir()):
+        f.rename(f.with_name(f.name + ".gz"))
+    with pytest.raises(DataError, match="no md5 of the uncompressed Kuzushiji-MNIST file"):
+        load_dataset("kmnist", folder)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("unpack", [False, True])
+@pytest.mark.parametrize("asked", ["fashion-mnist", "kmnist"])
+def test_files_of_another_dataset_are_named(mnist_dir, tmp_path, capsys, asked, unpack):
+    """MNIST files read as another dataset: say they are MNIST and which flag reads them."""
+    import gzip
+
+    from digitlab.cli import main
+
+    for f in mnist_dir.glob("*.gz"):
+        if unpack:
+            (tmp_path / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        else:
+            shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(DataError, match=r"these are MNIST files; add --dataset mnist"):
+        load_dataset(asked, tmp_path)
+    assert main(["data", "info", "--data-dir", str(tmp_path), "--dataset", asked]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dataset mnist" in err and "Traceback" not in err

@@ -118,3 +118,34 @@ def test_cli_bad_train_size_word(capsys):
     with pytest.raises(SystemExit):
         main(["knn", "--train-size", "lots"])
     assert "expected a number or 'all'" in capsys.readouterr().err
+
+
+def test_training_subset_missing_a_class(fake):
+    """A subset with no 5s: probabilities are spread to all 10 classes, 5 gets recall 0."""
+    ds = load_dataset("mnist", fake)
+    keep = ds.y_train != 5
+    ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
+    result = run_knn(ds, KNNConfig(train_size=None, k=1))
+    assert result["proba"].shape == (len(ds.x_test), 10)
+    assert (result["proba"][:, 5] == 0).all()
+    np.testing.assert_allclose(result["proba"].sum(1), 1)
+    cm = np.array(result["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm[:, 5].sum() == 0 and cm[5].sum() > 0
+    assert result["per_class"][5]["recall"] == 0.0
+    # Columns are labels: a wrong prediction's confidence is that label's probability.
+    pairs = zip(result["misclassified_confident"], result["misclassified_confident_p"], strict=True)
+    for i, p in pairs:
+        assert p == result["proba"][i, result["predictions"][i]] > 0
+
+
+@pytest.mark.real_data
+def test_cli_knn_with_a_class_missing_from_the_subset(mnist_dir, tmp_path):
+    """`knn --k 1 --train-size 30 --seed 0` draws no 5: a 10x10 matrix, recall 0 for 5."""
+    out = tmp_path / "knn"
+    args = ["knn", "--k", "1", "--train-size", "30", "--seed", "0"]
+    assert main([*args, "--data-dir", str(mnist_dir), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm[:, 5].sum() == 0 and cm[5].sum() == 892
+    assert metrics["per_class"][5]["recall"] == 0.0
+    assert list(out.rglob("*misclassified*.png"))

@@ -17,10 +17,12 @@ import math
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from digitlab import errors
 from digitlab.device import resolve_device, threads
-from digitlab.errors import NotFittedError
-from digitlab.validation import feature_array, whole_number
+from digitlab.validation import images_as_rows, whole_number
 
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
@@ -125,6 +127,14 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     "lloyd": every distance every step, all restarts in one product), projection (run the
     restarts on this many principal components, then refine the best in full space; None:
     restarts in full space), device, threads.
+
+    Input: X is (n_samples, n_features) numeric, any dtype (uint8 pixels are converted to
+    float32 once, inside `fit`), or images (n, h, w), flattened to h*w features. Dense only:
+    a scipy sparse X raises scikit-learn's TypeError ("Sparse data was passed ..."). Errors:
+    ValueError for bad parameters or data, and `digitlab.errors.NotFittedError`, a subclass of
+    `sklearn.exceptions.NotFittedError`, when used before `fit`. It passes scikit-learn's
+    `check_estimator` (tests/test_sklearn_contract.py). Unlike scikit-learn's, `fit` takes no
+    sample_weight.
     """
 
     def __init__(
@@ -165,8 +175,19 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.projection is not None:
             whole_number("projection", self.projection, error=ValueError)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # MNIST pixels are dense; sparse X is refused in fit
+        return tags
+
     def fit(self, X, y=None) -> KMeans:
-        X = feature_array(X)
+        """Cluster X (n_samples, n_features); y is ignored. Returns self.
+
+        Learns cluster_centers_ (n_clusters, n_features) float64, labels_ (n_samples,) int64,
+        inertia_ (float, the sum of squared distances to the nearest centre), inertias_
+        (n_init,), n_iter_ and n_features_in_.
+        """
+        X = validate_data(self, images_as_rows(X), dtype="numeric")
         self._check_params(len(X))
         device = resolve_device(self.device)
         seed = self.random_state
@@ -215,7 +236,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.inertia_ = float(inertia)
         self.inertias_ = inertias.cpu().numpy()
         self.n_iter_ = int(n_iter[best])
-        self.n_features_in_ = X.shape[1]
         return self
 
     def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator):
@@ -310,28 +330,23 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         counts = torch.bincount(labels, minlength=k).double()
         return total_sq - 2 * float((c * sums).sum()) + float((counts * (c * c).sum(1)).sum())
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "cluster_centers_"):
-            raise NotFittedError("This KMeans instance is not fitted yet; call fit(X) first")
+    def _check_query(self, X) -> np.ndarray:
+        """X checked as scikit-learn checks it (fitted, dense, finite, same features)."""
+        try:
+            check_is_fitted(self)
+        except SklearnNotFittedError as exc:
+            raise errors.NotFittedError(str(exc)) from None
+        return validate_data(self, images_as_rows(X), dtype="numeric", reset=False)
 
     def transform(self, X) -> np.ndarray:
-        """Euclidean distances to every centre."""
-        self._check_fitted()
+        """Euclidean distances (n_samples, n_clusters) float64 to every centre."""
         X = self._check_query(X)
         x = torch.from_numpy(np.asarray(X, np.float64))
         c = torch.from_numpy(self.cluster_centers_)
         return torch.cdist(x, c).numpy()
 
-    def _check_query(self, X) -> np.ndarray:
-        X = feature_array(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but KMeans was fitted with {self.n_features_in_}"
-            )
-        return X
-
     def predict(self, X) -> np.ndarray:
-        self._check_fitted()
+        """Index of the nearest centre (n_samples,) int64."""
         X = self._check_query(X)
         device = resolve_device(self.device)
         with threads(self.threads):
@@ -339,9 +354,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             c = torch.from_numpy(self.cluster_centers_.astype(np.float32)).to(device)
             return self._assign(x, (x * x).sum(1), c[None])[:, 0].cpu().numpy()
 
-    def score(self, X, y=None) -> float:
-        """Minus the inertia of X under the fitted centres (scikit-learn's convention)."""
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Minus the inertia of X under the fitted centres (scikit-learn's convention).
+
+        sample_weight (n_samples,) weights each sample's squared distance (default: all 1).
+        """
         X = self._check_query(X)
+        weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         labels = self.predict(X)
         diff = np.asarray(X, np.float64) - self.cluster_centers_[labels]
-        return -float((diff * diff).sum())
+        return -float(weight @ (diff * diff).sum(1))

@@ -46,6 +46,10 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mirrors: tuple[str, ...]  # base URLs serving the four gzip'd IDX files
     md5: dict[str, str]  # part -> md5 of its .gz file, as published
+    # part -> md5 of the uncompressed IDX file, where published (MNIST: LeCun's files;
+    # Fashion-MNIST: the values TensorFlow Datasets and others check). Lets raw bytes kept
+    # under a .gz name (decompressed in transit by a browser) be recognised and verified.
+    raw_md5: dict[str, str] = field(default_factory=dict)
     npz_url: str | None = None  # a Keras-style npz holding all four arrays, tried last
     npz_sha256: str | None = None
     counts: tuple[int, int] = (60000, 10000)
@@ -70,6 +74,12 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train_labels": "d53e105ee54ea40749a09fcbcd1e9432",
                 "test_images": "9fb629c4189551a2d022fa330f9573f3",
                 "test_labels": "ec29112dd5afa0611ce80d1b7f02629c",
+            },
+            raw_md5={
+                "train_images": "6bbc9ace898e44ae57da46a324031adb",
+                "train_labels": "a25bea736e30d166cdddb491f175f624",
+                "test_images": "2646ac647ad5339dbf082846283269ea",
+                "test_labels": "27ae3e4e09519cfbb04c329615203637",
             },
             npz_url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
             npz_sha256="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
@@ -98,6 +108,12 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train_labels": "25c81989df183df01b3e8a0aad5dffbe",
                 "test_images": "bef4ecab320f06d8554ea6380940ec79",
                 "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
+            },
+            raw_md5={
+                "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+                "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+                "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
             },
         ),
         DatasetSpec(
@@ -204,6 +220,63 @@ def _find_idx(folder: Path, part: str) -> Path | None:
     return None
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _published_as(digest: str, part: str) -> tuple[DatasetSpec, str] | None:
+    """The dataset and form ("gzip'd" or "uncompressed") whose published md5 for `part` this is."""
+    for other in DATASETS.values():
+        if other.md5[part] == digest:
+            return other, "gzip'd"
+        if other.raw_md5.get(part) == digest:
+            return other, "uncompressed"
+    return None
+
+
+def _verify(path: Path, spec: DatasetSpec, part: str) -> None:
+    """Check a file against the published checksums; say what it is when it is something else.
+
+    A file with the published .gz name must have the published md5 of the .gz file or, when
+    it holds raw IDX bytes (browsers and download tools may decompress in transit and keep the
+    name), the published md5 of the uncompressed file. A file of another known dataset, under
+    any name, is refused with the --dataset flag that reads it. Other unpacked files carry no
+    checksum to compare: only their structure is checked (by the reader).
+    """
+    gz_name = path.name == spec.filename(part)
+    digest = file_digest(path, "md5")
+    raw = not _is_gzip(path)
+    if digest == spec.md5[part] or (raw and digest == spec.raw_md5.get(part)):
+        return
+    known = _published_as(digest, part)
+    if known is not None and known[0].name != spec.name:
+        other, form = known
+        raise DataError(
+            f"{path}: md5 {digest} is the published md5 of the {form} {other.title} file "
+            f"{_STEMS[part]}, not of {spec.title}: these are {other.title} files; add "
+            f"--dataset {other.name} (dataset={other.name!r} in Python)"
+        )
+    if not gz_name:
+        return  # an unpacked file of unknown origin: checked for structure when read
+    if raw:
+        published = spec.raw_md5.get(part)
+        expected = (
+            f"the published md5 of the uncompressed {spec.title} file is {published}"
+            if published
+            else f"no md5 of the uncompressed {spec.title} file is published to compare it with"
+        )
+        raise DataError(
+            f"{path}: holds uncompressed IDX bytes under a .gz name (decompressed in transit?), "
+            f"md5 {digest}; {expected}, so it is corrupt or not the original: download it again "
+            f"(or, for your own data, drop .gz from its name)"
+        )
+    raise DataError(
+        f"{path}: md5 {digest} does not match the published {spec.md5[part]} and is not the "
+        "md5 of any dataset digitlab knows; the file is corrupt or not the original, replace it"
+    )
+
+
 def _candidate_folders(folder: Path, spec: DatasetSpec) -> list[Path]:
     # The folder itself, a per-dataset subfolder, and torchvision's <Title>/raw layout.
     return [folder, folder / spec.name, folder / spec.title / "raw", folder / spec.title]
@@ -241,13 +314,8 @@ def read_folder(
         if all(found.values()):
             arrays = {}
             for part, path in found.items():
-                if verify and path.name == spec.filename(part):
-                    digest = file_digest(path, "md5")
-                    if digest != spec.md5[part]:
-                        raise DataError(
-                            f"{path}: md5 {digest} does not match the published {spec.md5[part]}; "
-                            "the file is corrupt or not the original, replace it"
-                        )
+                if verify:
+                    _verify(path, spec, part)
                 arrays[part] = read_idx(path)
             _validate(arrays, str(candidate), len(spec.classes))
             return arrays

@@ -19,5 +19,26 @@ class ConfigError(DigitlabError, ValueError):
     """An option or configuration value is unknown or out of range."""
 
 
-class NotFittedError(DigitlabError, ValueError, AttributeError):
-    """An estimator was used before `fit` (same bases as scikit-learn's NotFittedError)."""
+def _not_fitted_error() -> type:
+    # Built on first use: subclassing scikit-learn's class needs `import sklearn` (about half a
+    # second), which commands that never touch an estimator should not pay at start-up.
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(DigitlabError, SklearnNotFittedError):
+        """An estimator was used before `fit`.
+
+        A subclass of `sklearn.exceptions.NotFittedError` (and so of ValueError and
+        AttributeError): code that catches scikit-learn's error catches ours.
+        """
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        cls = _not_fitted_error()
+        globals()["NotFittedError"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

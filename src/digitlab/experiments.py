@@ -94,8 +94,12 @@ def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
     f_test = features.transform(ds.x_test)
     t1 = time.perf_counter()
     model = _model(cfg, cfg.k).fit(f_train, y_train)
-    proba = model.predict_proba(f_test)
-    pred = model.classes_[np.argmax(proba, axis=1)]
+    # predict_proba has one column per class *in the training subset* (model.classes_); a
+    # small subset can lack a class. Spread the columns over all of the dataset's classes,
+    # so that column j is label j wherever the probabilities are used (a missing class: 0).
+    proba = np.zeros((len(f_test), len(ds.classes)))
+    proba[:, model.classes_] = model.predict_proba(f_test)
+    pred = np.argmax(proba, axis=1).astype(ds.y_test.dtype)  # ties: first class, as predict
     t2 = time.perf_counter()
     report = evaluate(ds.y_test, pred, ds.classes, proba)
     return {

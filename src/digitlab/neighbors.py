@@ -14,6 +14,12 @@ How it stays exact and fast on pixels (integers 0..255):
   matrix is never built.
 Float features (after PCA, say) are shortlisted with a float32 product and ranked by float64
 distances; there, as in any floating-point kNN, exact ties are not promised.
+
+Which of two tied neighbours scikit-learn keeps depends on the input dtype: for uint8 (and any
+non-float) data it ranks with `np.argpartition`; when the training and query arrays are both
+float32 or both float64 it uses its `ArgKmin` heaps, which keep the lower training index. Rows
+with tied distances are re-ranked the way scikit-learn would rank that dtype (see
+`_rank_ties_like_sklearn`), so whole-number pixels match it whatever their dtype.
 """
 
 from __future__ import annotations
@@ -24,14 +30,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    _num_samples,
+    check_is_fitted,
+    validate_data,
+)
 
+from digitlab import errors
 from digitlab.device import resolve_device, threads
-from digitlab.errors import NotFittedError
-from digitlab.validation import feature_array, whole_number
+from digitlab.validation import images_as_rows, whole_number
 
 _SHIFT = 128.0
 _MARGIN = 8  # extra candidates per row; proven enough row by row, or the row falls back
 KERNELS = ("auto", "float32", "int8")
+# "brute" is scikit-learn's name for the exact search over every training sample: our "full".
+ALGORITHMS = ("auto", "brute", "full", "pruned")
+METRICS = ("euclidean", "minkowski")  # minkowski only with p=2, which is the euclidean metric
 
 
 def _as_pixels(X: np.ndarray) -> np.ndarray | None:
@@ -54,28 +71,45 @@ class _Neighbors:
 
     sq_dist: np.ndarray
     ind: np.ndarray
+    fallback: np.ndarray | None = None  # query rows re-ranked from full distance rows (ties)
 
 
 class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     """k-nearest-neighbour classifier with scikit-learn's interface and its exact answers.
 
+    A drop-in for `sklearn.neighbors.KNeighborsClassifier` on the parameters it shares with it
+    (it passes scikit-learn's `check_estimator`; tests/test_sklearn_contract.py).
+
     Parameters
     ----------
     n_neighbors : number of neighbours that vote (scikit-learn's default, 5).
     weights : "uniform" (each neighbour one vote) or "distance" (votes weighted 1/distance).
-    metric : only "euclidean".
+    algorithm : "full" (one product with every training image), "brute" (scikit-learn's name
+        for the same exact search; an alias of "full"), "pruned" (PCA lower bounds rule out
+        most training images before any exact distance; same exact answer) or "auto" (pruned
+        for 4,096+ training images and k < 64 with the float32 kernel). All are exact.
+    metric : "euclidean", or "minkowski" with p=2 (scikit-learn's defaults: the same metric).
+    p : Minkowski power; only 2 is supported.
     device : "auto", "cpu" or "cuda".
     max_memory_mb : bound on the distance block held at once (queries are chunked to fit).
     threads : PyTorch CPU threads for the search (None: PyTorch's current setting).
     kernel : product used on pixel data: "float32", "int8" (torch._int_mm, fast on CPUs with
         VNNI/AMX and on GPUs) or "auto" (whichever a small timed trial finds faster here).
         Both are exact.
-    algorithm : "full" (one product with every training image), "pruned" (PCA lower bounds
-        rule out most training images before any exact distance; same exact answer) or
-        "auto" (pruned for 4,096+ training images and k < 64 with the float32 kernel).
 
-    On integer pixel data (0..255) predictions, probabilities and neighbours equal those of
-    `sklearn.neighbors.KNeighborsClassifier(algorithm="brute")`, ties included.
+    Input: X is (n_samples, n_features) numeric (any dtype; uint8 pixels are not copied) or
+    images (n, h, w), flattened to h*w features. Dense only: a scipy sparse X raises
+    scikit-learn's TypeError ("Sparse data was passed ..., but dense data is required").
+    y is (n_samples,) class labels of any kind (a column (n, 1) is raveled with a warning).
+    Errors: ValueError for bad parameters or data (raised in `fit`), and
+    `digitlab.errors.NotFittedError`, a subclass of `sklearn.exceptions.NotFittedError`, when
+    used before `fit`.
+
+    On whole-number pixel data (0..255, any dtype) predictions, probabilities and neighbours
+    equal those of `sklearn.neighbors.KNeighborsClassifier(algorithm="brute")` given the same
+    arrays, ties included. On other float features the distances are float64 but rounded
+    differently from scikit-learn's, so at distances equal to within rounding the two may keep
+    different neighbours; exact equality is not promised there.
     """
 
     def __init__(
@@ -83,57 +117,69 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         n_neighbors: int = 5,
         *,
         weights: str = "uniform",
+        algorithm: str = "auto",
         metric: str = "euclidean",
+        p: float = 2,
         device: str = "auto",
         max_memory_mb: float = 512,
         threads: int | None = None,
         kernel: str = "auto",
-        algorithm: str = "auto",
     ):
         self.n_neighbors = n_neighbors
         self.weights = weights
+        self.algorithm = algorithm
         self.metric = metric
+        self.p = p
         self.device = device
         self.max_memory_mb = max_memory_mb
         self.threads = threads
         self.kernel = kernel
-        self.algorithm = algorithm
 
     def _check_params(self) -> None:
         whole_number("n_neighbors", self.n_neighbors, error=ValueError)
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
-        if self.metric != "euclidean":
-            raise ValueError(f"metric must be 'euclidean', got {self.metric!r}")
-        if self.algorithm not in ("auto", "full", "pruned"):
+        if self.metric not in METRICS:
             raise ValueError(
-                f"algorithm must be 'auto', 'full' or 'pruned', got {self.algorithm!r}"
+                f"metric must be 'euclidean' or 'minkowski' (with p=2), got {self.metric!r}; "
+                "no other metric is supported"
             )
+        if isinstance(self.p, (bool, np.bool_)) or self.p != 2:
+            raise ValueError(f"p must be 2 (the euclidean metric), got {self.p!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if not self.max_memory_mb > 0:
             raise ValueError(f"max_memory_mb must be positive, got {self.max_memory_mb!r}")
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError(
-                "This KNeighborsClassifier instance is not fitted yet; call fit(X, y) first"
-            )
+        try:
+            check_is_fitted(self)
+        except SklearnNotFittedError as exc:
+            raise errors.NotFittedError(str(exc)) from None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # MNIST pixels are dense; sparse X is refused in fit
+        return tags
 
     # ----- fit ------------------------------------------------------------------------------
 
     def fit(self, X, y) -> KNeighborsClassifier:
+        """Store the training set.
+
+        X: (n_samples, n_features) or images (n, h, w), any numeric dtype; kept as given, not
+        copied (uint8 pixels stay uint8). y: (n_samples,) labels. Returns self.
+        Raises ValueError for bad parameters, empty, non-finite or mismatched data, or a
+        continuous y ("Unknown label type"); TypeError for sparse X.
+        """
         self._check_params()
-        X = feature_array(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(
-                f"y must be 1-D with one label per row of X: X has {len(X)} rows, "
-                f"y has shape {y.shape}"
-            )
+        X, y = validate_data(self, images_as_rows(X), y, dtype="numeric")
+        check_classification_targets(y)
         self.classes_, self._y = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
         self.n_samples_fit_ = len(X)
+        self.effective_metric_ = "euclidean"
         self._pixels = _as_pixels(X)
         self._fit_X = X
         if self._pixels is not None:
@@ -162,22 +208,22 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         keep = ~self._const_cols
         keep[const[(Q[:, const] != self._const_vals).any(0)]] = True
         cache_key = ("pixels", device, keep.tobytes())
-        if cache_key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != "pixels"}
-            self._cache[cache_key] = _PixelIndex(self._pixels[:, keep], device, self.kernel)
-        return self._cache[cache_key], keep
+        index = self._cache.get(cache_key)
+        if index is None:
+            # Emptied in place: predict leaves the estimator's attributes (its __dict__) as
+            # they were, as scikit-learn's contract asks; only this private cache changes.
+            for stale in [k for k in self._cache if k[0] == "pixels"]:
+                del self._cache[stale]
+            index = _PixelIndex(self._pixels[:, keep], device, self.kernel)
+            self._cache[cache_key] = index
+        return index, keep
 
     # ----- search ---------------------------------------------------------------------------
 
     def _prepare_queries(self, X) -> np.ndarray:
+        """Queries checked as scikit-learn checks them (fitted, dense, finite, same features)."""
         self._check_fitted()
-        X = feature_array(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but this classifier was fitted "
-                f"with {self.n_features_in_}"
-            )
-        return X
+        return validate_data(self, images_as_rows(X), dtype="numeric", reset=False)
 
     def _chunk_rows(self) -> int:
         """Query rows per chunk: each holds 8 bytes per training sample (two float32 rows).
@@ -199,9 +245,13 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         queries = _as_pixels(X) if self._pixels is not None else None
         with threads(self.threads), _exact_float32_matmul():
-            if queries is not None:
-                return self._search_pixels(queries, ks, device)
-            return self._search_float(X, ks, device)
+            if queries is None:
+                return self._search_float(X, ks, device)
+            result = self._search_pixels(queries, ks, device)
+        # After the thread setting is restored: scikit-learn's tie order depends on its own
+        # OpenMP thread count, which must be the caller's.
+        _rank_ties_like_sklearn(result, X, self._fit_X)
+        return result
 
     def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
         index, keep = self._pixel_index(Q, device)
@@ -256,8 +306,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        self.last_fallback_rows_ = len(redo)
-        return result
+        return _note_fallback(result, redo)
 
     def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
         """The same exact neighbours from PCA lower bounds and a few exact distances each."""
@@ -281,8 +330,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        self.last_fallback_rows_ = len(redo)
-        return result
+        return _note_fallback(result, redo)
 
     def _rerank_like_sklearn(self, index: _PixelIndex, Q, rows, ks, result) -> None:
         step = max(1, self._chunk_rows() // 2)
@@ -316,15 +364,16 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             d, order = torch.sort((diff * diff).sum(2), dim=1, stable=True)
             out_d[start : start + len(q)] = d[:, :kmax].cpu().numpy()
             out_i[start : start + len(q)] = torch.gather(cand, 1, order)[:, :kmax].cpu().numpy()
-        self.last_fallback_rows_ = 0
         return {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
 
     # ----- public API -----------------------------------------------------------------------
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
-        """Distances (euclidean) and indices of the nearest training samples, nearest first.
+        """Distances (euclidean, float64) and indices (int64) of the nearest training samples.
 
-        With X=None the training samples are queried and none is its own neighbour.
+        Both arrays are (n_queries, n_neighbors), nearest first. With X=None the training
+        samples are queried and none is its own neighbour (scikit-learn's convention).
+        Raises NotFittedError before `fit`, ValueError for a bad X or n_neighbors.
         """
         self._check_fitted()
         k = whole_number(
@@ -348,7 +397,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         return np.sqrt(np.maximum(dist, 0)), ind
 
     def _votes(self, nb: _Neighbors) -> np.ndarray:
-        """(n, n_classes) vote totals exactly as scikit-learn sums them for `predict`."""
+        """(n, n_classes) vote totals exactly as scikit-learn sums them for `predict`.
+
+        Column j belongs to `classes_[j]`; `_y` holds each training label's column.
+        """
         labels = self._y[nb.ind]
         n_classes = len(self.classes_)
         if self.weights == "uniform":
@@ -357,13 +409,22 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         # Same template-and-sum as sklearn.utils.extmath.weighted_mode, so sums round alike.
         return np.stack([np.where(labels == c, w, 0.0).sum(1) for c in range(n_classes)], axis=1)
 
+    def _neighbors(self, X) -> _Neighbors:
+        return self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
+
     def predict(self, X) -> np.ndarray:
-        nb = self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
-        return self.classes_[np.argmax(self._votes(nb), axis=1)]
+        """Class labels (n_queries,), of `classes_`' dtype: the (weighted) majority vote.
+
+        A tied vote goes to the class that comes first in `classes_`, as in scikit-learn.
+        Raises NotFittedError before `fit`; ValueError for a bad X (wrong number of features,
+        non-finite, empty, not 2-D); TypeError for sparse X.
+        """
+        votes = self._votes(self._neighbors(X))  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(votes, axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
-        nb = self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
-        return self._proba(nb)
+        """Class probabilities (n_queries, n_classes) float64; column j is `classes_[j]`."""
+        return self._proba(self._neighbors(X))
 
     def _proba(self, nb: _Neighbors) -> np.ndarray:
         labels = self._y[nb.ind]
@@ -374,14 +435,23 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             proba[rows, labels[:, i]] += w[:, i]
         return proba / proba.sum(1, keepdims=True)
 
-    def score(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of `predict(X)` against y, weighted by `sample_weight` (n_queries,).
+
+        scikit-learn's `ClassifierMixin.score` (`accuracy_score`); the weights are checked
+        with `_check_sample_weight` (one finite, non-negative weight per row).
+        """
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, np.empty((_num_samples(X), 0)), ensure_non_negative=True
+            )
+        return float(super().score(X, y, sample_weight=sample_weight))
 
     def predict_many_k(self, X, ks: Iterable[int]) -> dict[int, np.ndarray]:
-        """Predictions for several k from a single neighbour search at the largest k."""
-        ks = sorted(set(int(k) for k in ks))
-        if not ks or ks[0] < 1:
-            raise ValueError(f"k values must be whole numbers >= 1, got {ks}")
+        """Predictions (n_queries,) for several k from one neighbour search at the largest k."""
+        ks = sorted(set(whole_number("k", k, error=ValueError) for k in ks))
+        if not ks:
+            raise ValueError("k values must be whole numbers >= 1, got none")
         found = self._search(self._prepare_queries(X), ks)
         return {k: self.classes_[np.argmax(self._votes(found[k]), axis=1)] for k in ks}
 
@@ -473,6 +543,50 @@ def _choose_kernel(device: torch.device) -> str:
             timings[name] = float("inf")
     _KERNEL_CHOICE[device.type] = min(timings, key=timings.get)
     return _KERNEL_CHOICE[device.type]
+
+
+def _note_fallback(result: dict[int, _Neighbors], rows: np.ndarray) -> dict[int, _Neighbors]:
+    """Record which query rows were re-ranked from full distance rows (ties), for every k."""
+    for nb in result.values():
+        nb.fallback = rows
+    return result
+
+
+def _rank_ties_like_sklearn(result: dict[int, _Neighbors], X: np.ndarray, fit_X: np.ndarray):
+    """Re-rank the tied rows as scikit-learn's brute-force search ranks them for these dtypes.
+
+    The search's fallback ranks tied rows with `np.argpartition`/`np.argsort`, which is what
+    scikit-learn does unless the query and training arrays are both float32 or both float64.
+    For those it uses its `ArgKmin` heaps instead (`sklearn.neighbors._base.kneighbors`), which
+    keep a different member of a tie (the lower training index) and order the tied members
+    their own way. On whole-number pixels the distances are exact in both libraries, so
+    running that same reduction on just the tied rows gives scikit-learn's answer exactly.
+    Its strategy is chosen as scikit-learn chooses it for the whole query (the tie order
+    depends on it); each row's result does not depend on the other rows.
+    """
+    rows = next(iter(result.values())).fallback
+    usable = X.dtype == fit_X.dtype and X.dtype in (np.float32, np.float64)
+    if rows is None or not len(rows) or not usable:
+        return
+    from sklearn import get_config
+    from sklearn.metrics._pairwise_distances_reduction import ArgKmin
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    chunk = get_config().get("pairwise_dist_chunk_size", 256)
+    wide = len(fit_X) < len(X) or 4 * chunk * _openmp_effective_n_threads() < len(X)
+    Q = np.ascontiguousarray(X[rows])
+    Y = np.ascontiguousarray(fit_X)
+    for k, nb in result.items():
+        dist, ind = ArgKmin.compute(
+            X=Q,
+            Y=Y,
+            k=k,
+            metric="euclidean",
+            strategy="parallel_on_X" if wide else "parallel_on_Y",
+            return_distance=True,
+        )
+        nb.ind[rows] = ind
+        nb.sq_dist[rows] = dist * dist  # callers take the root again: sqrt(d*d) is d here
 
 
 def _distance_weights(sq_dist: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from digitlab.errors import ConfigError
@@ -38,6 +40,20 @@ def feature_array(X, what: str = "X") -> np.ndarray:
         raise ValueError(f"{what} is empty (shape {X.shape}); need at least one sample")
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         raise ValueError(f"{what} contains NaN or infinity")
+    return X
+
+
+def images_as_rows(X):
+    """Images (n, h, w) as rows (n, h*w), a view, not a copy; anything else unchanged.
+
+    For estimators that take MNIST images as they are stored; scikit-learn's `validate_data`
+    then checks the result like any X.
+    """
+    # A sparse X can only exist once scipy.sparse is imported: no import cost otherwise.
+    sparse = sys.modules.get("scipy.sparse")
+    if getattr(X, "ndim", None) == 3 and not (sparse and sparse.issparse(X)):
+        X = np.asarray(X)
+        return X.reshape(len(X), -1)
     return X
 
 
