@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from _common import emit, parser
+from _common import cpu_line, emit, parser
 from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
 from digitlab.train import TrainConfig, train_cnn
@@ -61,6 +61,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs of the accuracy run")
     p.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(cpu_line(), flush=True)
     ds = load_dataset("mnist", args.data_dir)
     x, y = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
     cores = torch.get_num_threads()
