@@ -73,7 +73,7 @@ def bench_knn(ds, reference: bool) -> dict:
 def bench_cnn(ds) -> dict:
     from digitlab.train import TrainConfig, train_cnn
 
-    cfg = TrainConfig(epochs=4, device="cuda")
+    cfg = TrainConfig(epochs=4, device="cuda", train_size=None)
     _, h, info = train_cnn(ds.x_train, ds.y_train, cfg, progress=False)
     steady = h.epoch_seconds[1:]  # the first pays cuDNN's autotuning and allocator warm-up
     return {
