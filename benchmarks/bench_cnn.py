@@ -18,6 +18,7 @@ import torch
 from _common import cpu_line, emit, parser
 from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
+from digitlab.device import bf16_is_fast
 from digitlab.train import TrainConfig, train_cnn
 
 
@@ -71,7 +72,9 @@ def main() -> None:
     for n in sorted({1, cores}):
         for cl in (False, True):
             settings.append({"threads": n, "channels_last": cl})
-    if args.bf16:
+    if args.bf16 and not bf16_is_fast():
+        print("bf16: skipped (no AVX512-BF16/AMX here: bfloat16 would be emulated, and slow)")
+    elif args.bf16:
         for n in sorted({1, cores}):
             settings.append({"threads": n, "channels_last": True, "bf16": True})
     rows = []
