@@ -24,6 +24,24 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def cpu_line() -> str:
+    """The CPU capability line every benchmark prints first: model, ISA, threads, torch."""
+    import platform
+
+    import torch
+
+    from digitlab.device import cpu_summary
+
+    info = cpu_summary()
+    return (
+        f"# CPU: {info['model']} ({info['cores']} cores visible; flags: {info['flags']}); "
+        f"torch {torch.__version__} capability {info['capability']}, "
+        f"{torch.get_num_threads()} threads; bf16 fast: {info['bf16']}; "
+        f"python {platform.python_version()}"
+        + (f"; emulated limits: {info['limits']}" if info["limits"] else "")
+    )
+
+
 def reset_peak_rss() -> None:
     """Linux: make VmHWM start again from the current resident size."""
     with suppress(OSError):

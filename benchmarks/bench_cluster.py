@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from _common import emit, parser
+from _common import cpu_line, emit, parser
 from digitlab.cluster import KMeans
 from digitlab.data import load_dataset, random_subset
 from digitlab.metrics import clustering_report
@@ -26,6 +26,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(cpu_line(), flush=True)
     ds = load_dataset("mnist", args.data_dir)
     xtr, _ = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
     X, Q = xtr.reshape(len(xtr), -1), ds.x_test.reshape(len(ds.x_test), -1)

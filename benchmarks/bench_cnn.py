@@ -15,9 +15,10 @@ import time
 import numpy as np
 import torch
 
-from _common import emit, parser
+from _common import cpu_line, emit, parser
 from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
+from digitlab.device import bf16_is_fast
 from digitlab.train import TrainConfig, train_cnn
 
 
@@ -61,6 +62,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs of the accuracy run")
     p.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(cpu_line(), flush=True)
     ds = load_dataset("mnist", args.data_dir)
     x, y = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
     cores = torch.get_num_threads()
@@ -68,7 +72,9 @@ def main() -> None:
     for n in sorted({1, cores}):
         for cl in (False, True):
             settings.append({"threads": n, "channels_last": cl})
-    if args.bf16:
+    if args.bf16 and not bf16_is_fast():
+        print("bf16: skipped (no AVX512-BF16/AMX here: bfloat16 would be emulated, and slow)")
+    elif args.bf16:
         for n in sorted({1, cores}):
             settings.append({"threads": n, "channels_last": True, "bf16": True})
     rows = []

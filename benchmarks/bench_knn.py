@@ -8,14 +8,14 @@ Prints a table, then one JSON line: ours_s / reference_s are fit+predict at k=3 
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
 
-from _common import emit, parser, peak_rss_mb, reset_peak_rss, timer
+from _common import cpu_line, emit, parser, peak_rss_mb, reset_peak_rss, timer
+from digitlab import neighbors
 from digitlab.data import load_dataset, random_subset
 from digitlab.neighbors import KNeighborsClassifier, _choose_kernel
 
@@ -27,19 +27,22 @@ def flat(x):
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--full", action="store_true", help="also all 60,000 training images, k=1,3,5")
+    p.add_argument(
+        "--algorithm",
+        default="auto",
+        choices=("auto", "full", "pruned"),
+        help="force the search (pruned: the path CPUs without VNNI take)",
+    )
     p.add_argument("--no-sweep", action="store_true", help="skip the seven-refit reference loop")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(cpu_line(), flush=True)
     ds = load_dataset("mnist", args.data_dir)
     xtr, ytr = random_subset(ds.x_train, ds.y_train, 20000, seed=0)
     X, Q, yte = flat(xtr), flat(ds.x_test), ds.y_test
     t: dict = {}
-    print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__} "
-        f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
-        f"kernel {_choose_kernel(torch.device('cpu'))}"
-    )
+    print(f"# kNN kernel chosen here: {_choose_kernel(torch.device('cpu'))}")
 
     # The floor: one float32 product of the same shape, nothing else.
     a, b = torch.randn(10000, 784), torch.randn(20000, 784)
@@ -59,8 +62,9 @@ def main() -> None:
     reset_peak_rss()
     base = peak_rss_mb()
     with timer(t, "ours"):
-        model = KNeighborsClassifier(3).fit(X, ytr)
+        model = KNeighborsClassifier(3, algorithm=args.algorithm).fit(X, ytr)
         ours = model.predict(Q)
+    ours_threads = neighbors.LAST_SEARCH["threads"]
     ours_peak = (peak_rss_mb() or 0) - (base or 0)
 
     try:
@@ -82,7 +86,11 @@ def main() -> None:
     sweep_ok = None
     if not args.no_sweep:
         with timer(t, "sweep_ours"):
-            many = KNeighborsClassifier(7).fit(X, ytr).predict_many_k(Q, range(1, 8))
+            many = (
+                KNeighborsClassifier(7, algorithm=args.algorithm)
+                .fit(X, ytr)
+                .predict_many_k(Q, range(1, 8))
+            )
         if Reference is not None:
             refs = {}
             with timer(t, "sweep_reference"):
@@ -158,6 +166,11 @@ def main() -> None:
             "pca50_accuracy": pacc,
             "full": full,
             "threads": torch.get_num_threads(),
+            "threads_chosen": ours_threads,
+            "algorithm": "pruned"
+            if hasattr(model, "_cache")
+            and any(getattr(v, "_bounds", None) is not None for v in model._cache.values())
+            else "full",
             "python": sys.version.split()[0],
         }
     )

@@ -356,3 +356,36 @@ def test_one_query_row_alone_equals_the_batch(small_mnist, kernel, algorithm):
     one = KNeighborsClassifier(1, kernel=kernel).fit(x[:1], y[:1])
     expected = np.linalg.norm(q[0].astype(float) - x[0].astype(float))
     np.testing.assert_allclose(one.kneighbors(q[:1])[0], [[expected]])
+
+
+@pytest.mark.real_data
+def test_tensor_path_rows_past_the_candidate_width_take_the_scan(small_mnist, monkeypatch):
+    """With only 2 * k1 candidates per row most rows cannot be proven from the first pass;
+    they go through the threshold scan and the answer stays exact."""
+    from digitlab import _bounds
+
+    monkeypatch.setattr(_bounds, "USE_NUMBA", False)
+    monkeypatch.setattr(_bounds, "WIDTH", 1)
+    X, y, Q, _ = small_mnist
+    X, y, Q = X[:3000], y[:3000], Q[:300]
+    full = KNeighborsClassifier(5, algorithm="full", kernel="float32").fit(X, y).kneighbors(Q)
+    pruned = KNeighborsClassifier(5, algorithm="pruned").fit(X, y).kneighbors(Q)
+    np.testing.assert_array_equal(full[1], pruned[1])
+    np.testing.assert_array_equal(full[0], pruned[0])
+
+
+def test_thread_picker_keeps_the_faster_count():
+    from digitlab.device import ThreadPicker
+
+    picker = ThreadPicker(2)
+    first = picker.next()
+    picker.record(first, 2.0, 1024)  # all threads: slow (a busy machine)
+    second = picker.next()
+    picker.record(second, 1.0, 1024)
+    assert (first, second) == (2, 1)
+    assert picker.chosen == 1 and picker.next() == 1
+    quiet = ThreadPicker(2)
+    quiet.record(quiet.next(), 1.0, 1024)
+    quiet.record(quiet.next(), 1.9, 1024)
+    assert quiet.chosen == 2
+    assert ThreadPicker(1).next() == 1  # nothing to choose

@@ -89,14 +89,22 @@ def nearest(
 
     q, t: shifted float32 pixels (exact); qn, tn: their exact squared norms (float64).
     Ties in distance are ordered by training index.
+
+    Three passes, all plain tensor calls (no compiled helper, no per-row Python loop for the
+    usual row): the bounds product; the `WIDTH` smallest bounds of each row (one topk) and
+    their exact distances (batched products); a row is finished when its WIDTH-th smallest
+    bound exceeds its k1-th smallest exact distance found, since every other training row is
+    then provably farther. The few rows that are not (about 1 in 10 on MNIST) take the
+    threshold scan.
     """
     b, n = len(q), len(t)
     lb = buf[:b]
     torch.mm(bounds.query_side(q), bounds.train_side.T, out=lb)  # the bounds, margin included
-    # A first handful of candidates gives tau, an upper bound on the k1-th exact distance.
-    m0 = min(n, k1 + 4)
     scan = _compiled_scan() if q.device.type == "cpu" else None
     if scan is not None:
+        # One compiled pass per row over its bounds (digitlab._scan): no temporaries the size
+        # of the bound matrix. Measured 3.3-3.6x faster than the tensor path below on a
+        # loaded machine, whose compare/nonzero/topk temporaries page-fault.
         out_d, out_i = np.empty((b, k1)), np.empty((b, k1), np.int64)
         checked = np.empty(b, np.int64)
         with _numba_threads():
@@ -107,15 +115,54 @@ def nearest(
                 qn.numpy(),
                 tn.numpy(),
                 k1,
-                m0,
+                min(n, k1 + 4),
                 out_d,
                 out_i,
                 checked,
             )
         return out_d, out_i
-    c0 = torch.topk(lb, m0, dim=1, largest=False, sorted=False).indices
-    tau = torch.kthvalue(_exact_rows(q, t, qn, tn, c0), k1, dim=1).values.float()
-    tau = torch.nextafter(tau, torch.full_like(tau, float("inf")))  # never round tau down
+    width = min(n, max(WIDTH, 2 * k1))
+    lb_top, cand = torch.topk(lb, width, dim=1, largest=False, sorted=True)
+    d = _exact_rows_blocked(q, t, qn, tn, cand)  # (b, width) exact float64
+    key = _order_key(d, cand)
+    kth = torch.kthvalue(key, k1, dim=1).values
+    done = (lb_top[:, -1].double() > (kth >> _IDX_BITS).double()) | (width == n)
+    best = torch.topk(key, k1, dim=1, largest=False, sorted=True).values
+    out_d = (best >> _IDX_BITS).double()
+    out_i = best & ((1 << _IDX_BITS) - 1)
+    rest = torch.nonzero(~done).flatten()
+    if len(rest):
+        tau = (kth[rest] >> _IDX_BITS).float()
+        tau = torch.nextafter(tau, torch.full_like(tau, float("inf")))  # never round tau down
+        d2, i2 = _scan(q[rest], t, qn[rest], tn, lb[rest], tau, k1)
+        out_d[rest], out_i[rest] = d2, i2
+    return out_d.cpu().numpy(), out_i.cpu().numpy()
+
+
+# Candidates per row taken from the smallest bounds: on MNIST (rank 96, k1 = 4) the exact
+# 4 nearest are proven among the first 32 for ~90% of rows; wider costs more exact products.
+WIDTH = 32
+_IDX_BITS = 31  # order keys: distance (an integer below 2**27) * 2**31 + training index
+
+
+def _order_key(d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One int64 per (distance, index) pair: sorting keys sorts by distance, then index."""
+    return (d.to(torch.int64) << _IDX_BITS) | idx
+
+
+def _exact_rows_blocked(q, t, qn, tn, cols: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """_exact_rows in blocks of query rows, so each gathered block stays in cache."""
+    out = torch.empty(cols.shape, dtype=torch.float64, device=q.device)
+    for s in range(0, len(q), rows):
+        out[s : s + rows] = _exact_rows(
+            q[s : s + rows], t, qn[s : s + rows], tn, cols[s : s + rows]
+        )
+    return out
+
+
+def _scan(q, t, qn, tn, lb, tau, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k1 nearest for rows whose candidates are every training row with bound <= tau."""
+    b = len(q)
     rows, cols = torch.nonzero(lb <= tau[:, None], as_tuple=True)  # row-major order
     counts = torch.bincount(rows, minlength=b)
     # One gather and matrix-vector product per query row: measured faster than gathering
@@ -127,14 +174,12 @@ def nearest(
         torch.mv(t.index_select(0, cols[start:end]), q[i], out=dots[start:end])
         start = end
     d = qn[rows] + tn[cols] - 2 * dots.double()  # exact: the dots are integers below 2**24
-    # Sort by (row, distance): distances are integers below 2**27, so one int64 key does it;
-    # stable, so equal distances keep training-index order.
     key = rows.to(torch.int64) * (1 << 27) + d.to(torch.int64)
-    order = torch.argsort(key, stable=True)
+    order = torch.argsort(key, stable=True)  # by (row, distance), then training index
     cols, d = cols[order], d[order]
     starts = torch.cumsum(counts, 0) - counts
     pos = starts[:, None] + torch.arange(k1, device=q.device)[None, :]  # each row has >= k1
-    return d[pos].cpu().numpy(), cols[pos].cpu().numpy()
+    return d[pos], cols[pos]
 
 
 def _compiled_scan():
@@ -145,6 +190,28 @@ def _compiled_scan():
     except ImportError:  # numba missing or too old for this Python: the torch path is exact too
         return None
     return nearest_rows
+
+
+def warm_scan() -> None:
+    """Load the compiled scan (from numba's on-disk cache after the first run) on tiny input."""
+    scan = _compiled_scan()
+    if scan is None:
+        return
+    lb = np.zeros((1, 2), np.float32)
+    t = np.zeros((2, 1), np.float32)
+    with _numba_threads():
+        scan(
+            lb,
+            t[:1],
+            t,
+            np.zeros(1),
+            np.zeros(2),
+            1,
+            2,
+            np.empty((1, 1)),
+            np.empty((1, 1), np.int64),
+            np.empty(1, np.int64),
+        )
 
 
 class _numba_threads:

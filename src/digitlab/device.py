@@ -65,3 +65,113 @@ def threads(n: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+class ThreadPicker:
+    """Choose the thread count while a chunked job runs: the first chunk with all `n` threads,
+    the second with one, the rest with whichever ran its chunk faster (per row).
+
+    Why: on a quiet machine two threads win, but with one competing CPU-bound process a
+    two-thread OpenMP product waits at every barrier for the thread that lost its core
+    (measured here: a 1,024 x 20,000 x 99 product 2.6x slower on 2 threads than on 1 under
+    load). Timing real chunks costs nothing extra, unlike a separate trial.
+    OMP_WAIT_POLICY=passive would be another fix, but it is read only when the OpenMP runtime
+    starts, i.e. before torch is imported, which a library cannot guarantee.
+    """
+
+    def __init__(self, n: int | None = None):
+        self.n = n if n is not None else torch.get_num_threads()
+        self._times: dict[int, float] = {}
+        self.chosen: int | None = None if self.n > 1 else self.n
+
+    def next(self) -> int:
+        """The thread count for the next chunk."""
+        if self.chosen is not None:
+            return self.chosen
+        return self.n if self.n not in self._times else 1
+
+    def record(self, n: int, seconds: float, rows: int) -> None:
+        if self.chosen is not None:
+            return
+        self._times[n] = seconds / max(rows, 1)
+        if len(self._times) == 2:
+            self.chosen = min(self._times, key=self._times.get)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags as the kernel reports them (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_is_fast() -> bool:
+    """True where bfloat16 compute has instructions of its own (AVX512-BF16 or AMX) and
+    PyTorch may use them (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA not capped below AVX512).
+
+    Elsewhere bfloat16 autocast is emulated in float32 and runs slower than float32 itself
+    (the AVX2 machine's bench_gan bf16 rows ran for minutes).
+    """
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and not (
+        isa.startswith("AVX512_CORE_BF16")
+        or isa.startswith("AVX512_CORE_AMX")
+        or isa in ("ALL", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16")
+    ):
+        return False
+    try:
+        return bool(
+            torch._C._cpu._is_avx512_bf16_supported() or torch._C._cpu._is_amx_tile_supported()
+        )
+    except AttributeError:  # older PyTorch: read the flags
+        flags = cpu_flags()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_summary() -> dict:
+    """Model name, ISA summary, PyTorch's capability and whether bf16 is fast (for benchmarks
+    and run records)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    wanted = (
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "amx_bf16",
+        "amx_int8",
+    )
+    limits = {
+        k: os.environ[k]
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        if os.environ.get(k)
+    }
+    return {
+        "model": model,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "flags": " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/vnni/bf16/amx",
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16": bf16_is_fast(),
+        "limits": ", ".join(f"{k}={v}" for k, v in limits.items()),
+    }

@@ -24,6 +24,7 @@ with tied distances are re-ranked the way scikit-learn would rank that dtype (se
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from digitlab import errors
-from digitlab.device import resolve_device, threads
+from digitlab.device import ThreadPicker, resolve_device, threads
 from digitlab.validation import images_as_rows, whole_number
 
 _SHIFT = 128.0
@@ -271,46 +272,66 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         rows = min(step, len(Q))
         if index.t8 is not None:  # integer keys 2 q.t - |t|^2: exact, no float conversion
             key_buf = torch.empty((rows, n_fit), dtype=torch.int32, device=device)
+            dot_buf = None
         else:
             dot_buf = torch.empty((rows, n_fit), device=device)
             key_buf = torch.empty_like(dot_buf)
+        picker = ThreadPicker() if device.type == "cpu" else None
         for start in range(0, len(Q), step):
-            q = index.queries(Q[start : start + step])
-            qn = (q * q).sum(1, keepdim=True).double()  # exact in float32 too (< 2**24)
-            key = key_buf[: len(q)]
-            if index.t8 is not None:
-                # |q - t|^2 = |q|^2 - (2 q.t - |t|^2), all int32 (|2 q.t| < 2**25): ranking by
-                # the key is ranking by distance, and the distances come back exact.
-                torch._int_mm(_int8_rows(q), index.t8.T, out=key)
-                key.mul_(2).sub_(index.norms_i32)
-                top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
-                d = qn - top_key.double()
-            else:
-                dot = dot_buf[: len(q)]
-                index.dot(q, out=dot)  # exact integer dot products (|dot| < 2**24)
-                torch.sub(dot, index.half_norms, out=key)  # rounded once: monotone in the key
-                top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
-                # Exact squared distances of the candidates, from their exact dot products.
-                d = qn + index.norms[cand] - 2 * torch.gather(dot, 1, cand).double()
-            d, order = torch.sort(d, dim=1, stable=True)
-            cand = torch.gather(cand, 1, order)
-            head = d[:, : min(kmax + 1, m)]
-            unsure = (head[:, 1:] == head[:, :-1]).any(1)  # tied distances: rank as sklearn
-            if m < n_fit:  # the margin must be proven: rounded keys may not tie across it
-                unsure |= top_key[:, m - 1] >= top_key[:, kmax]
-            out_d[start : start + len(q)] = d.cpu().numpy()
-            out_i[start : start + len(q)] = cand.cpu().numpy()
-            fallback.append(start + np.flatnonzero(unsure.cpu().numpy()))
+            n_threads = picker.next() if picker else None
+            with threads(n_threads):
+                tick = time.perf_counter()
+                d, cand, unsure = self._full_chunk(
+                    index,
+                    Q[start : start + step],
+                    key_buf,
+                    dot_buf,
+                    m,
+                    kmax,
+                    n_fit,
+                )
+                if picker:
+                    picker.record(n_threads, time.perf_counter() - tick, len(d))
+            out_d[start : start + len(d)] = d
+            out_i[start : start + len(d)] = cand
+            fallback.append(start + np.flatnonzero(unsure))
         del key_buf
         redo = np.concatenate(fallback)
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        return _note_fallback(result, redo)
+        return _note_fallback(result, redo, picker.chosen if picker else None)
+
+    def _full_chunk(self, index, Qc, key_buf, dot_buf, m: int, kmax: int, n_fit: int):
+        """One chunk of the full product: candidates' exact distances, indices, unsure rows."""
+        q = index.queries(Qc)
+        qn = (q * q).sum(1, keepdim=True).double()  # exact in float32 too (< 2**24)
+        key = key_buf[: len(q)]
+        if index.t8 is not None:
+            # |q - t|^2 = |q|^2 - (2 q.t - |t|^2), all int32 (|2 q.t| < 2**25): ranking by
+            # the key is ranking by distance, and the distances come back exact.
+            torch._int_mm(_int8_rows(q), index.t8.T, out=key)
+            key.mul_(2).sub_(index.norms_i32)
+            top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
+            d = qn - top_key.double()
+        else:
+            dot = dot_buf[: len(q)]
+            index.dot(q, out=dot)  # exact integer dot products (|dot| < 2**24)
+            torch.sub(dot, index.half_norms, out=key)  # rounded once: monotone in the key
+            top_key, cand = torch.topk(key, m, dim=1, largest=True, sorted=True)
+            # Exact squared distances of the candidates, from their exact dot products.
+            d = qn + index.norms[cand] - 2 * torch.gather(dot, 1, cand).double()
+        d, order = torch.sort(d, dim=1, stable=True)
+        cand = torch.gather(cand, 1, order)
+        head = d[:, : min(kmax + 1, m)]
+        unsure = (head[:, 1:] == head[:, :-1]).any(1)  # tied distances: rank as sklearn
+        if m < n_fit:  # the margin must be proven: rounded keys may not tie across it
+            unsure |= top_key[:, m - 1] >= top_key[:, kmax]
+        return d.cpu().numpy(), cand.cpu().numpy(), unsure.cpu().numpy()
 
     def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
         """The same exact neighbours from PCA lower bounds and a few exact distances each."""
-        from digitlab._bounds import nearest
+        from digitlab._bounds import nearest, warm_scan
 
         n_fit, kmax = self.n_samples_fit_, max(ks)
         k1 = min(n_fit, kmax + 1)
@@ -319,10 +340,18 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         out_i = np.empty((len(Q), k1), np.int64)
         step = self._chunk_rows()
         buf = torch.empty((min(step, len(Q)), n_fit), device=index.device)
+        picker = ThreadPicker() if index.device.type == "cpu" else None
+        if picker:
+            warm_scan()  # loads (or compiles) the compiled pass before any chunk is timed
         for start in range(0, len(Q), step):
-            q = index.queries(Q[start : start + step])
-            qn = (q * q).sum(1).double()
-            d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf)
+            n_threads = picker.next() if picker else None
+            with threads(n_threads):
+                tick = time.perf_counter()
+                q = index.queries(Q[start : start + step])
+                qn = (q * q).sum(1).double()
+                d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf)
+                if picker:
+                    picker.record(n_threads, time.perf_counter() - tick, len(q))
             out_d[start : start + len(q)] = d
             out_i[start : start + len(q)] = i
         del buf
@@ -330,7 +359,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        return _note_fallback(result, redo)
+        return _note_fallback(result, redo, picker.chosen if picker else None)
 
     def _rerank_like_sklearn(self, index: _PixelIndex, Q, rows, ks, result) -> None:
         step = max(1, self._chunk_rows() // 2)
@@ -545,10 +574,19 @@ def _choose_kernel(device: torch.device) -> str:
     return _KERNEL_CHOICE[device.type]
 
 
-def _note_fallback(result: dict[int, _Neighbors], rows: np.ndarray) -> dict[int, _Neighbors]:
+#: Diagnostics of the latest search in this process (benchmarks read them): how many query
+#: rows were re-ranked from full distance rows, and the CPU thread count the search kept.
+#: Kept here, not on the estimator: `predict` must leave the estimator's state alone.
+LAST_SEARCH: dict[str, int | None] = {"fallback_rows": None, "threads": None}
+
+
+def _note_fallback(
+    result: dict[int, _Neighbors], rows: np.ndarray, n_threads: int | None = None
+) -> dict[int, _Neighbors]:
     """Record which query rows were re-ranked from full distance rows (ties), for every k."""
     for nb in result.values():
         nb.fallback = rows
+    LAST_SEARCH.update(fallback_rows=len(rows), threads=n_threads)
     return result
 
 

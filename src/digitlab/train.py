@@ -110,13 +110,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def _evaluate(model, x, y) -> tuple[float, float]:
     model.eval()
     batch = inference_batch(x.device)
-    loss, correct = 0.0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)  # summed on the device
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), batch):
             logits = model(x[i : i + batch])
-            loss += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
-            correct += int((logits.argmax(1) == y[i : i + batch]).sum())
-    return loss / len(x), correct / len(x)
+            loss += F.cross_entropy(logits.float(), y[i : i + batch], reduction="sum")
+            correct += (logits.argmax(1) == y[i : i + batch]).sum()
+    return float(loss) / len(x), int(correct) / len(x)
 
 
 class WeightAverage(AveragedModel):
@@ -264,11 +265,14 @@ def train_cnn(
             # Seeded per epoch: a resumed run sees the same batches and dropout masks.
             order = torch.from_numpy(
                 np.random.default_rng([cfg.seed, epoch]).permutation(len(x_fit))
-            )
+            ).to(device)  # once per epoch: batches are indexed on the device, no host copies
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
             model.train()
-            seen, loss_sum, correct = 0, 0.0, 0
+            seen = 0
+            # Totals stay on the device: no host sync per batch (it stalls a GPU's queue).
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
             batches = range(0, len(order), cfg.batch_size)
             total_steps = cfg.epochs * len(batches)
             bar = tqdm(
@@ -284,7 +288,7 @@ def train_cnn(
                     done = (epoch * len(batches) + b) / total_steps
                     for group in opt.param_groups:
                         group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
-                idx = order[start : start + cfg.batch_size].to(device)
+                idx = order[start : start + cfg.batch_size]
                 xb, yb = x_fit[idx], y_fit[idx]
                 if cfg.augment:
                     xb = _augment(xb, aug_gen)
@@ -297,10 +301,14 @@ def train_cnn(
                 if averaged is not None:
                     averaged.update_parameters(model)
                 seen += len(yb)
-                loss_sum += float(loss.detach()) * len(yb)
-                correct += int((logits.argmax(1) == yb).sum())
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+                if not bar.disable and b % 25 == 0:  # a host sync only for the display
+                    bar.set_postfix(
+                        loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}"
+                    )
             bar.close()
+            loss_sum, correct = float(loss_sum), int(correct)
             with autocast:  # the validation figures are those of the weights that get saved
                 val_loss, val_acc = _evaluate(model if averaged is None else averaged, x_val, y_val)
             history.loss.append(loss_sum / seen)
