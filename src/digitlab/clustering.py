@@ -14,7 +14,7 @@ from sklearn.mixture import GaussianMixture
 
 from digitlab.cluster import KMeans
 from digitlab.data import Dataset, random_subset
-from digitlab.device import check_threads, requested_threads, resolve_device
+from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.metrics import clustering_report
 from digitlab.preprocess import deskew
@@ -62,8 +62,7 @@ class ClusterConfig:
                     f"got {getattr(self, name)}"
                 )
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 def _embedder(cfg: ClusterConfig):

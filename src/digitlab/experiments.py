@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from digitlab.data import Dataset, random_subset, stratified_split
-from digitlab.device import check_threads, requested_threads, resolve_device
+from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate
 from digitlab.neighbors import KNeighborsClassifier
@@ -60,8 +60,7 @@ class KNNConfig:
             raise ConfigError(f"pca must be a number of components in 1..784, got {self.pca}")
         positive_number("max_memory_mb", self.max_memory_mb)
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from digitlab.device import check_threads, requested_threads, resolve_device, threads
+from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, progress_bar
@@ -64,8 +64,7 @@ class GANTrainConfig:
         if not 0 < self.lr < 1:
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 @dataclass

@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import stratified_split
-from digitlab.device import check_threads, requested_threads, resolve_device, threads
+from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, progress_bar
 from digitlab.validation import subset_size, whole_number
@@ -79,8 +79,7 @@ class TrainConfig:
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
         subset_size(self.train_size, n_train)
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 @dataclass
