@@ -102,6 +102,7 @@ class Features:
         self._pca = None
 
     def fit_transform(self, images: np.ndarray) -> np.ndarray:
+        """Fit on uint8 images (n, 28, 28) and return their features, float (n, d)."""
         x = self._pixels(images)
         if self.pca:
             self._pca = PCA(self.pca, svd_solver="randomized", random_state=self.seed)
@@ -109,6 +110,7 @@ class Features:
         return x
 
     def transform(self, images: np.ndarray) -> np.ndarray:
+        """Features of more images with the fitted map, float (n, d)."""
         x = self._pixels(images)
         if self._pca is not None:
             return self._pca.transform(x.astype(np.float32)).astype(np.float64)

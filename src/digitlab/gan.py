@@ -50,6 +50,7 @@ class Generator(nn.Module):
         keras_init(self)
 
     def forward(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, 28, 28) in [0, 1] for noise z (N, latent_dim) and one-hot classes."""
         x = torch.cat([z, onehot], 1)  # (N, 138)
         x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
         x = self.act(self.up1(x))  # (N, 128, 14, 14)
@@ -72,6 +73,7 @@ class Discriminator(nn.Module):
         keras_init(self)
 
     def forward(self, images: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 1) for images (N, 1, 28, 28) and their one-hot classes (N, n_classes)."""
         n, _, h, w = images.shape
         maps = onehot[:, :, None, None].expand(n, onehot.shape[1], h, w)  # class maps
         x = torch.cat([images, maps], 1)  # (N, 11, 28, 28)

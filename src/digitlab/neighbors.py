@@ -18,6 +18,7 @@ distances; there, as in any floating-point kNN, exact ties are not promised.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from digitlab._bounds import BoundIndex, nearest
 from digitlab.device import resolve_device, threads
 from digitlab.errors import NotFittedError
 from digitlab.validation import feature_array, whole_number
@@ -261,8 +263,6 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
         """The same exact neighbours from PCA lower bounds and a few exact distances each."""
-        from digitlab._bounds import nearest
-
         n_fit, kmax = self.n_samples_fit_, max(ks)
         k1 = min(n_fit, kmax + 1)
         bounds = index.bounds()
@@ -405,8 +405,6 @@ class _PixelIndex:
     def bounds(self):
         """PCA lower bounds for the pruned search (built on first use)."""
         if self._bounds is None:
-            from digitlab._bounds import BoundIndex
-
             self._bounds = BoundIndex(self.t)
         return self._bounds
 
@@ -438,8 +436,6 @@ def _choose_kernel(device: torch.device) -> str:
         # than float32, so the trial (over a second there) is not worth running.
         _KERNEL_CHOICE[device.type] = "float32"
         return "float32"
-    import time
-
     a = torch.randint(-128, 128, (128, 784), dtype=torch.int8, device=device)
     b = torch.randint(-128, 128, (2048, 784), dtype=torch.int8, device=device)
     af, bf = a.float(), b.float()

@@ -127,6 +127,7 @@ def _size(n) -> str:
 
 
 def section_data(folder: Path, m: dict) -> str:
+    """The HTML of the dataset's section, from its metrics and figures."""
     s = m["summary"]
     rows = [
         [
@@ -153,6 +154,7 @@ def section_data(folder: Path, m: dict) -> str:
 
 
 def section_knn(folder: Path, m: dict) -> str:
+    """The HTML of kNN's section, from its metrics and figures."""
     c = m["config"]
     extras = [
         x
@@ -219,6 +221,7 @@ def _reference(m: dict) -> str:
 
 
 def section_sweep(folder: Path, m: dict) -> str:
+    """The HTML of the k sweep's section, from its metrics and figures."""
     ks = m["ks"]
     rows = [
         [k, f"{m['val_accuracy'][str(k)]:.4f}", f"{m['test_accuracy'][str(k)]:.4f}"] for k in ks
@@ -251,6 +254,7 @@ def section_sweep(folder: Path, m: dict) -> str:
 
 
 def section_cnn(folder: Path, m: dict) -> str:
+    """The HTML of the CNN's section, from its metrics and figures."""
     cfg = m["train_config"]
     h = m["history"]
     rows = [
@@ -298,6 +302,7 @@ def section_cnn(folder: Path, m: dict) -> str:
 
 
 def section_cluster(folder: Path, m: dict) -> str:
+    """The HTML of clustering's section, from its metrics and figures."""
     c = m["config"]
     names = [
         ("consistency", "consistency (the course's score)"),
@@ -345,6 +350,7 @@ def section_cluster(folder: Path, m: dict) -> str:
 
 
 def section_gan(folder: Path, m: dict) -> str:
+    """The HTML of the GAN's section, from its metrics and figures."""
     if "skipped" in m:
         return f"<p class='lead'>Skipped: {html.escape(m['skipped'])}.</p>"
     meta = m.get("generator_metadata", {})

@@ -242,6 +242,7 @@ class _QualityLog:
             self.log = json.loads(previous.read_text()).get("quality_per_epoch", [])
 
     def record(self, epoch: int, generator: Generator, real: np.ndarray, meta: dict, say) -> list:
+        """Score `generator` after `epoch`, log it, keep it if best; returns the log so far."""
         q = evaluate_generator(generator, self.classifier, real, per_digit=100)
         self.log.append({"epoch": epoch + 1, **q})
         say(
