@@ -65,7 +65,8 @@ def test_odd_paths_on_every_command(odd, tmp_path, capsys):
          "--data-dir", data, "--json", out / "q.json"], capsys)  # fmt: skip
     run = out / "run"
     _ok(["run", "--preset", "quick", "--stages", "data,knn", "--data-dir", data, "--out", run,
-         "knn.train_size=200", "knn.compare_sklearn=false", "--quiet"], capsys)  # fmt: skip
+         "knn.train_size=200", "knn.compare_sklearn=false", "sweep.train_size=200",
+         "cnn.train_size=200", "cluster.train_size=200", "--quiet"], capsys)  # fmt: skip
     assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(data)
     assert (run / "report.html").is_file()
 

@@ -11,6 +11,7 @@ from digitlab.cli.common import (
     add_data_options,
     add_quiet,
     add_train_size,
+    check_range,
     config,
     help_for,
     out_dir,
@@ -62,6 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file."""
+    check_range("--top", args.top, 1, 10)
     model = load_cnn(args.model_dir)
     for path in args.images:
         top = cnn_task.read_image(model, path, args.top, args.out)
