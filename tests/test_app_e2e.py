@@ -40,7 +40,7 @@ def app_url(tmp_path):
         [
             sys.executable,
             "-m",
-            "digitlab.cli",
+            "digitlab",
             "app",
             "--port",
             str(port),
