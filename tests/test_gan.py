@@ -271,7 +271,7 @@ def test_sigterm_stops_training_with_a_valid_checkpoint(tmp_path):
 
     data = write_fake_idx(tmp_path / "d", n_train=100, n_test=28)  # 2 steps per epoch
     out = tmp_path / "gan"
-    cmd = [sys.executable, "-m", "digitlab.cli", "gan", "train", "--threads", "1"]
+    cmd = [sys.executable, "-m", "digitlab", "gan", "train", "--threads", "1"]
     cmd += ["--data-dir", str(data), "--out", str(out), "--quiet", "--epochs", "100000"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
