@@ -29,7 +29,8 @@ def app_url(tmp_path):
     pytest.importorskip("gradio")
     import torch
 
-    from digitlab.gan import Generator, save_generator
+    from digitlab.gan import Generator
+    from digitlab.loaders import save_generator
 
     data = write_fake_idx(tmp_path / "d", n_train=300, n_test=50)
     torch.manual_seed(0)
@@ -39,7 +40,7 @@ def app_url(tmp_path):
         [
             sys.executable,
             "-m",
-            "digitlab.cli",
+            "digitlab",
             "app",
             "--port",
             str(port),

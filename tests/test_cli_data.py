@@ -117,7 +117,7 @@ def test_console_script_runs(fake_dir):
         [
             sys.executable,
             "-m",
-            "digitlab.cli",
+            "digitlab",
             "data",
             "info",
             "--data-dir",

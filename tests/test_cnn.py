@@ -10,13 +10,12 @@ from digitlab.cli import main
 from digitlab.cnn import (
     CNNConfig,
     CourseCNN,
-    load_model,
     predict_proba,
-    save_model,
     summary,
     to_tensor,
 )
 from digitlab.errors import ConfigError, DataError
+from digitlab.loaders import load_model, save_model
 from digitlab.preprocess import to_mnist
 from digitlab.train import CHECKPOINT, TrainConfig, WeightAverage, train_cnn
 
@@ -406,7 +405,7 @@ def test_cli_predict_errors(tmp_path, capsys):
 
 @pytest.mark.real_data
 def test_shipped_cnn_loads_and_reads_mnist(mnist):
-    from digitlab.cli_gan import SHIPPED_CNN
+    from digitlab.shipped import CNN as SHIPPED_CNN
 
     model = load_model(SHIPPED_CNN)
     acc = np.mean(predict_proba(model, mnist.x_test).argmax(1) == mnist.y_test)

@@ -44,7 +44,8 @@ def test_kmeans_on_cuda_matches_cpu_inertia(mnist):
 
 
 def test_cnn_trains_on_cuda_and_reloads_on_cpu(tmp_path):
-    from digitlab.cnn import load_model, predict_proba, save_model
+    from digitlab.cnn import predict_proba
+    from digitlab.loaders import load_model, save_model
     from digitlab.train import TrainConfig, train_cnn
 
     x, y = make_digits(600)
@@ -66,8 +67,9 @@ def test_cnn_trains_on_cuda_and_reloads_on_cpu(tmp_path):
 
 
 def test_gan_trains_on_cuda_and_generates_on_cpu(tmp_path):
-    from digitlab.gan import generate, load_generator, save_generator
+    from digitlab.gan import generate
     from digitlab.gan_train import GANTrainConfig, train_gan
+    from digitlab.loaders import load_generator, save_generator
 
     x, y = make_digits(640)
     cfg = GANTrainConfig(epochs=1, device="cuda", max_steps=6, checkpoint_every=3)

@@ -15,12 +15,12 @@ from digitlab.gan import (
     generate,
     generate_grid,
     interpolate,
-    load_generator,
     one_hot,
-    save_generator,
-    write_gif,
 )
 from digitlab.gan_train import CHECKPOINT, GANTrainConfig, train_gan
+from digitlab.loaders import load_generator, save_generator
+from digitlab.plots import save_gif as write_gif
+from digitlab.tasks.gan import write_epoch_samples
 
 
 def test_parameter_counts_match_keras():
@@ -84,7 +84,11 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
 def test_training_resumes_exactly(tmp_path):
     x, y = make_digits(160, seed=2)
     cfg = GANTrainConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=3)
-    full, h_full, info = train_gan(x, y, cfg, tmp_path / "a", progress=False)
+    # Sample grids are the caller's (the task layer's): handed over through on_epoch.
+    draw = write_epoch_samples(tmp_path / "a")
+    full, h_full, info = train_gan(
+        x, y, cfg, tmp_path / "a", progress=False, on_epoch=lambda e, g, h: draw(e, g)
+    )
     assert info["steps"] == 20 and len(h_full.d_loss) == 2
     assert (tmp_path / "a" / "samples" / "epoch_002.png").is_file()
     # Stop mid-epoch (step 7), then resume to the end: the same weights as one run.
@@ -144,7 +148,8 @@ def test_quality_metrics_on_a_known_case():
 def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
     from conftest import write_fake_idx
     from digitlab.cli import main
-    from digitlab.cnn import CourseCNN, save_model
+    from digitlab.cnn import CourseCNN
+    from digitlab.loaders import save_model
 
     data = write_fake_idx(tmp_path / "d", n_train=120, n_test=40)
     out = tmp_path / "gan"
@@ -266,7 +271,7 @@ def test_sigterm_stops_training_with_a_valid_checkpoint(tmp_path):
 
     data = write_fake_idx(tmp_path / "d", n_train=100, n_test=28)  # 2 steps per epoch
     out = tmp_path / "gan"
-    cmd = [sys.executable, "-m", "digitlab.cli", "gan", "train", "--threads", "1"]
+    cmd = [sys.executable, "-m", "digitlab", "gan", "train", "--threads", "1"]
     cmd += ["--data-dir", str(data), "--out", str(out), "--quiet", "--epochs", "100000"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
@@ -293,7 +298,8 @@ def test_shipped_generator_draws_the_digits_it_is_asked_for():
     asked for, as often as the metadata (and the README) says: centred by mass as `generate`
     returns them, and raw (a guard against shipping broken or mismatched weights)."""
     from digitlab import shipped
-    from digitlab.cnn import load_model, predict_proba
+    from digitlab.cnn import predict_proba
+    from digitlab.loaders import load_model
 
     g = load_generator(shipped.GENERATOR)
     quality = json.loads((shipped.GENERATOR / "metadata.json").read_text())["quality"]

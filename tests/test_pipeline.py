@@ -6,12 +6,12 @@ import pytest
 from conftest import write_fake_idx
 from digitlab.cli import main
 from digitlab.errors import ConfigError, DataError
-from digitlab.pipeline import (
+from digitlab.pipeline import run_course
+from digitlab.run_config import (
     STAGES,
     choose_stages,
     config_toml,
     load_config,
-    run_course,
     validate_config,
 )
 
@@ -31,7 +31,8 @@ def test_presets_and_overrides(tmp_path):
     assert load_config("course").knn.train_size == 20000
     assert load_config("full").cnn.train_size is None
     quick = load_config("quick", overrides=["knn.k=5", "cluster.embedding=pca", "device=cpu"])
-    assert quick.knn.k == 5 and quick.cluster.embedding == "pca" and quick.device == "cpu"
+    assert quick.knn.k == 5 and quick.cluster.embedding == "pca"
+    assert {getattr(quick, s).device for s in ("knn", "sweep", "cnn", "cluster", "gan")} == {"cpu"}
     assert quick.knn.train_size == 5000
     toml = tmp_path / "c.toml"
     toml.write_text('device = "cpu"\n[knn]\nk = 7\nweights = "distance"\n')
@@ -67,7 +68,8 @@ def test_stage_choice():
 
 
 def test_whole_course_reuse_and_report(tmp_path):
-    from digitlab.gan import Generator, save_generator
+    from digitlab.gan import Generator
+    from digitlab.loaders import save_generator
 
     data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
     save_generator(Generator(), tmp_path / "gen", {"epochs": 0})
@@ -205,9 +207,9 @@ def test_report_renders_in_chromium(tmp_path):
 
 
 def test_gan_stage_without_a_generator_is_skipped_not_fatal(tmp_path, monkeypatch):
-    from digitlab import cli_gan
+    from digitlab import shipped
 
-    monkeypatch.setattr(cli_gan, "SHIPPED", tmp_path / "none")
+    monkeypatch.setattr(shipped, "GENERATOR", tmp_path / "none")
     data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
     cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
     metrics = run_course(cfg, tmp_path / "run", stages=["data", "gan"], quiet=True)

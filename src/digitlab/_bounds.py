@@ -186,7 +186,7 @@ def _compiled_scan():
     if not USE_NUMBA:
         return None
     try:
-        from digitlab._scan import nearest_rows
+        from digitlab._scan import nearest_rows  # numba (a core dependency): only where it runs
     except ImportError:  # numba missing or too old for this Python: the torch path is exact too
         return None
     return nearest_rows
@@ -218,12 +218,12 @@ class _numba_threads:
     """Run numba's parallel loop on as many threads as torch is set to use."""
 
     def __enter__(self):
-        import numba
+        import numba  # loaded only with the compiled scan (slow to import)
 
         self.previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
     def __exit__(self, *exc):
-        import numba
+        import numba  # loaded only with the compiled scan (slow to import)
 
         numba.set_num_threads(self.previous)

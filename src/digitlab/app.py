@@ -18,7 +18,7 @@ from digitlab import app_handlers as h
 def _gradio():
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
-        import gradio as gr
+        import gradio as gr  # the optional extra `app`, imported only to serve
     except ImportError:
         raise ImportError(
             "the web app needs the optional extra: pip install 'digitlab[app]'"
@@ -134,6 +134,7 @@ def build(models: h.Models):
 
 
 def serve(models: h.Models, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Serve the app for `models` on host:port until interrupted (needs digitlab[app])."""
     demo = build(models)
     demo.launch(
         server_name=host,

@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from digitlab import figures
+from digitlab.cnn import predict_proba
+from digitlab.data import load_dataset, random_subset
+from digitlab.errors import ConfigError, DataError, DigitlabError
+from digitlab.gan import generate
+from digitlab.loaders import load_cnn, load_gan_generator
+from digitlab.neighbors import KNeighborsClassifier
+from digitlab.preprocess import to_mnist
+from digitlab.tasks.gan import morph as write_morph
 
 MAX_PIXELS = 4096 * 4096  # a bigger upload is refused before it is decoded
 MAX_BYTES = 20 * 2**20
@@ -40,20 +51,14 @@ def load_models(
     knn_size: int = 20000,
     seed: int = 0,
 ) -> Models:
-    """The shipped CNN (or `cnn_dir`), a kNN on a seeded MNIST subset, the generator."""
-    from digitlab.cli_gan import SHIPPED, SHIPPED_CNN
-    from digitlab.cnn import load_model
-    from digitlab.errors import DigitlabError
-
+    """The shipped CNN (or `cnn_dir`), a kNN on a seeded MNIST subset, the generator (the
+    shipped one, or `generator_dir`: a `gan train` folder or its generator/)."""
     m = Models(run_dir=Path(run_dir) if run_dir else None)
     try:
-        m.cnn = load_model(cnn_dir or SHIPPED_CNN)
+        m.cnn = load_cnn(cnn_dir)
     except DigitlabError as exc:
         m.notes.append(f"CNN unavailable: {exc}")
     try:
-        from digitlab.data import load_dataset, random_subset
-        from digitlab.neighbors import KNeighborsClassifier
-
         m.dataset = load_dataset("mnist", data_dir)
         size = min(knn_size, len(m.dataset.x_train))
         x, y = random_subset(m.dataset.x_train, m.dataset.y_train, size, seed)
@@ -61,13 +66,8 @@ def load_models(
         m.knn_images, m.knn_labels = x, y
     except DigitlabError as exc:
         m.notes.append(f"kNN and the dataset browser unavailable: {exc}")
-    gen_dir = Path(generator_dir) if generator_dir else SHIPPED
     try:
-        from digitlab.gan import load_generator
-
-        if (gen_dir / "generator" / "config.json").is_file():
-            gen_dir = gen_dir / "generator"
-        m.generator = load_generator(gen_dir)
+        m.generator = load_gan_generator(generator_dir)
     except DigitlabError as exc:
         m.notes.append(f"generator unavailable: {exc}")
     return m
@@ -75,8 +75,6 @@ def load_models(
 
 def _as_array(image) -> np.ndarray | None:
     """A drawing or upload as a 2-D/3-D array; gradio's sketchpad dict, PIL, path or array."""
-    from PIL import Image
-
     if image is None:
         return None
     if isinstance(image, dict):  # gradio ImageEditor / Sketchpad value
@@ -111,11 +109,6 @@ def _as_array(image) -> np.ndarray | None:
 
 def read_drawing(image) -> tuple[np.ndarray | None, str]:
     """MNIST-style 28x28 of a drawing or upload, or None and the reason for the page."""
-    from PIL import UnidentifiedImageError
-
-    from digitlab.errors import DataError
-    from digitlab.preprocess import to_mnist
-
     try:
         arr = _as_array(image)
         if arr is None:
@@ -137,8 +130,6 @@ def classify(models: Models, image) -> dict:
     if seen is None:
         return out
     if models.cnn is not None:
-        from digitlab.cnn import predict_proba
-
         with models.lock:  # one forward pass at a time keeps CPU threads from thrashing
             p = predict_proba(models.cnn, seen)[0]
         out["cnn"] = {str(d): float(p[d]) for d in range(len(p))}
@@ -159,9 +150,7 @@ def classify(models: Models, image) -> dict:
 
 
 def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | None, str]:
-    from digitlab.errors import ConfigError
-    from digitlab.gan import generate
-
+    """`count` (1..64) generated images of `digit`, uint8 (count, 28, 28), or None and why."""
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
@@ -176,19 +165,16 @@ def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | No
 
 def morph(models: Models, start, end, steps, out_dir: Path) -> tuple[Path | None, str]:
     """The interpolation from `start` to `end` as a GIF file in `out_dir`."""
-    from digitlab.errors import ConfigError
-    from digitlab.gan import interpolate, write_gif
-
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
         steps = int(steps)
         if not 2 <= steps <= 60:
             raise ConfigError(f"steps must be in 2..60, got {steps}")
-        with models.lock:
-            frames = interpolate(models.generator, int(start), int(end), steps=steps)
         path = Path(out_dir) / f"morph-{int(start)}-{int(end)}-{steps}.gif"
-        return write_gif(frames, path, size=168, fps=8), ""
+        with models.lock:
+            write_morph(models.generator, int(start), int(end), steps, path, size=168, fps=8)
+        return path, ""
     except (ConfigError, TypeError, ValueError) as exc:
         return None, str(exc)
 
@@ -213,10 +199,10 @@ def run_figures(models: Models) -> list[tuple[Path, str]]:
     if models.run_dir is None:
         return []
     wanted = [
-        ("knn_confusion_matrix.png", "kNN confusion matrix"),
-        ("knn_misclassified.png", "kNN: misclassified test digits"),
-        ("cnn_confusion_matrix.png", "CNN confusion matrix"),
-        ("cnn_misclassified_confident.png", "CNN: most confidently wrong"),
+        (figures.KNN["confusion_matrix"], "kNN confusion matrix"),
+        (figures.KNN["misclassified"], "kNN: misclassified test digits"),
+        (figures.CNN["confusion_matrix"], "CNN confusion matrix"),
+        (figures.CNN["misclassified_confident"], "CNN: most confidently wrong"),
     ]
     return [
         (models.run_dir / "figures" / name, caption)

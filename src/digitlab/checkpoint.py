@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_bytes, atomic_write_json
@@ -27,8 +29,8 @@ def save_weights(
     config,
     metadata: dict | None = None,
 ) -> Path:
-    from safetensors.torch import save
-
+    """`<name>.safetensors` + config.json (the dataclass `config`, tagged `kind`) + optional
+    metadata.json in `folder`, each written atomically; returns the folder."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     atomic_write_bytes(folder / f"{name}.safetensors", save(state, {"format": "pt"}))
@@ -41,9 +43,6 @@ def save_weights(
 
 def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hint: str):
     """Rebuild a network from config.json (via `build(config)`) and load its weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / f"{name}.safetensors"
     for path in (cfg_path, weights):
@@ -79,8 +78,6 @@ def save_state(
     meta: dict[str, Any],
 ) -> None:
     """Networks and optimizers under their names, `meta` as JSON; one atomic file."""
-    from safetensors.torch import save
-
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in modules.items():
         for k, v in module.state_dict().items():
@@ -102,8 +99,6 @@ def load_state(path: str | Path) -> dict[str, Any]:
     """Read what `save_state` wrote: its `meta`, the tensors under "_tensors" (for `restore`).
 
     A damaged file is a DataError."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["digitlab"])
@@ -120,6 +115,7 @@ def restore(
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> None:
+    """Load what `load_state` read into `modules` and `optimizers`, by their names."""
     tensors = meta["_tensors"]
     for prefix, module in modules.items():
         n = len(prefix) + 1

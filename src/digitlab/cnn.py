@@ -1,24 +1,23 @@
 """The course's convolutional network, its config, a Keras-style summary, save and load.
 
 Conv 32 3x3 + ReLU -> MaxPool 2 -> Conv 64 3x3 + ReLU -> MaxPool 2 -> Flatten -> Dropout 0.5
--> Dense 10: 34,826 parameters, as Keras counts them. Weights are stored as safetensors with
-the config beside them as JSON; loading rebuilds the network from the config.
+-> Dense 10: 34,826 parameters, as Keras counts them. Pure network code: saving and loading
+(safetensors + the config as JSON) are in `loaders`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from digitlab.checkpoint import load_weights, save_weights
-
 
 @dataclass
 class CNNConfig:
+    """The network's shape (the course's); saved beside the weights, rebuilt from on load."""
+
     conv1: int = 32
     conv2: int = 64
     kernel: int = 3
@@ -28,6 +27,7 @@ class CNNConfig:
 
     @property
     def flat_size(self) -> int:
+        """Features entering the dense layer (1,600 for the course)."""
         side = ((self.image_size - self.kernel + 1) // 2 - self.kernel + 1) // 2
         return self.conv2 * side * side
 
@@ -40,6 +40,7 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with a fraction `p` of its entries zeroed and the rest scaled by 1/(1-p)."""
         if not self.training or self.p == 0:
             return x
         if self.p == 1:
@@ -49,6 +50,8 @@ class Dropout(nn.Dropout):
 
 
 class CourseCNN(nn.Module):
+    """The course's CNN: images (N, 1, 28, 28) float in [0, 1] -> logits (N, n_classes)."""
+
     def __init__(self, cfg: CNNConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or CNNConfig()
@@ -73,6 +76,7 @@ class CourseCNN(nn.Module):
         return torch.flatten(x, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_classes) of images (N, 1, 28, 28)."""
         return self.fc(self.dropout(self.features(x)))  # logits (N, 10)
 
 
@@ -142,21 +146,3 @@ def predict_proba(model: CourseCNN, images, batch_size: int | None = None) -> np
     batch_size = batch_size or inference_batch(device)
     out = [torch.softmax(model(x[i : i + batch_size]), 1) for i in range(0, len(x), batch_size)]
     return torch.cat(out).cpu().numpy()
-
-
-def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = None) -> Path:
-    """model.safetensors + config.json (+ metadata.json), each written atomically."""
-    return save_weights(model, folder, "model", "course_cnn", model.cfg, metadata)
-
-
-def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
-    """Rebuild the network from config.json and load its safetensors weights."""
-    model = load_weights(
-        folder,
-        "model",
-        "course_cnn",
-        CNNConfig,
-        CourseCNN,
-        "train one with `digitlab cnn train --out DIR`",
-    )
-    return model.to(device).eval()

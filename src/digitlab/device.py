@@ -2,7 +2,7 @@
 
 `auto` picks CUDA when PyTorch sees a GPU. Thread counts are settings, never hard-coded: each
 task passes its own measured default (see the benchmarks), and the user can override it with an
-option or the DIGITLAB_THREADS environment variable.
+option or the DIGITLAB_THREADS environment variable (`requested_threads`).
 """
 
 from __future__ import annotations
@@ -36,22 +36,28 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
 
 
-def default_threads(preferred: int | None = None) -> int:
-    """DIGITLAB_THREADS if set, else `preferred` (a task's measured default), else all cores."""
-    env = os.environ.get("DIGITLAB_THREADS")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            raise ConfigError(f"DIGITLAB_THREADS must be a whole number, got {env!r}") from None
-        return check_threads(value)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(preferred or cores or 1, cores or 1))
+def requested_threads(n: int | None = None) -> int | None:
+    """The thread count asked for: `n` if given, else DIGITLAB_THREADS if set, else None.
+
+    None leaves the choice to the task (the CNN measures 1 against all cores; the others use
+    PyTorch's default). Raises ConfigError for a count below 1 or a non-number in the variable.
+    """
+    if n is not None:
+        return check_threads(n)
+    env = os.environ.get("DIGITLAB_THREADS", "").strip()
+    if not env:
+        return None
+    try:
+        value = int(env)
+    except ValueError:
+        raise ConfigError(f"DIGITLAB_THREADS must be a whole number, got {env!r}") from None
+    return check_threads(value, "DIGITLAB_THREADS")
 
 
-def check_threads(n: int) -> int:
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"threads must be a whole number of at least 1, got {n!r}")
+def check_threads(n: int, name: str = "threads") -> int:
+    """`n` if it is a whole number of at least 1; ConfigError otherwise."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {n!r}")
     return n
 
 

@@ -1,17 +1,14 @@
-"""Evaluation shared by every classifier: metrics, the digits it got wrong, the figures.
+"""Evaluation shared by every classifier: metrics and the digits it got wrong.
 
-`evaluate` returns numbers; `write_evaluation` turns them into files (metrics.json and PNGs).
+Numbers in, numbers out: the figures are drawn by `plots` and written by the tasks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from digitlab import plots
-from digitlab.files import atomic_write_json
 from digitlab.metrics import classification_report
 
 
@@ -38,75 +35,3 @@ def evaluate(y_true, y_pred, class_names: Sequence[str], proba=None, n_examples:
         report["misclassified_confident"] = ex["confident"].tolist()
         report["misclassified_confident_p"] = [float(p) for p in ex["confident_p"]]
     return report
-
-
-def write_evaluation(
-    out_dir: str | Path,
-    name: str,
-    report: dict,
-    images: np.ndarray,
-    y_true,
-    y_pred,
-    class_names: Sequence[str],
-) -> dict[str, Path]:
-    """Write the confusion matrix, per-class bars and misclassified galleries as PNGs."""
-    out_dir = Path(out_dir)
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    files = {
-        "confusion_matrix": plots.save(
-            plots.confusion_matrix(
-                np.array(report["confusion_matrix"]),
-                class_names,
-                f"{name}: confusion matrix (accuracy {report['accuracy']:.2%})",
-            ),
-            out_dir / f"{name}_confusion_matrix.png",
-        ),
-        "per_class": plots.save(
-            plots.per_class_bars(report, f"{name}: per-class precision, recall, F1"),
-            out_dir / f"{name}_per_class.png",
-        ),
-        "misclassified": plots.save(
-            plots.misclassified(
-                images,
-                y_true,
-                y_pred,
-                class_names,
-                np.array(report["misclassified_first"], dtype=int),
-                f"{name}: first misclassified test digits (true → predicted)",
-            ),
-            out_dir / f"{name}_misclassified.png",
-        ),
-    }
-    if "misclassified_confident" in report:
-        files["misclassified_confident"] = plots.save(
-            plots.misclassified(
-                images,
-                y_true,
-                y_pred,
-                class_names,
-                np.array(report["misclassified_confident"], dtype=int),
-                f"{name}: most confidently wrong (true → predicted, confidence)",
-                confidence=np.array(report["misclassified_confident_p"]),
-            ),
-            out_dir / f"{name}_misclassified_confident.png",
-        )
-    return files
-
-
-def save_metrics(path: str | Path, metrics: dict) -> Path:
-    """metrics.json, atomically; numpy values become plain JSON numbers and lists."""
-    return atomic_write_json(path, _jsonable(metrics))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from digitlab.data import Dataset, random_subset, stratified_split
-from digitlab.device import check_threads, resolve_device
+from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
-from digitlab.validation import subset_size, whole_number
+from digitlab.validation import is_whole, positive_number, subset_size, whole_number
 
 
 @dataclass
@@ -34,17 +36,62 @@ class KNNConfig:
     device: str = "auto"
     threads: int | None = None
     max_memory_mb: float = 512
+    # Also time scikit-learn's brute-force kNN on the same arrays (raw pixels only) and report
+    # both, with whether the predictions are identical.
+    compare_sklearn: bool = False
 
     def validate(self, n_train: int) -> None:
+        """Raise ConfigError for any setting out of range for `n_train` training images.
+
+        Cheap and data-free (the dataset's size is known before it loads), so every face calls
+        it before any work starts.
+        """
         whole_number("k", self.k)
         subset_size(self.train_size, n_train)
+        n = self.train_size or n_train
+        if self.k > n:
+            raise ConfigError(f"k ({self.k}) is more than the {n} training images")
+        self._validate_common()
+
+    def _validate_common(self) -> None:
         if self.weights not in ("uniform", "distance"):
             raise ConfigError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
-        if self.pca is not None and not 0 < self.pca <= 784:
+        if self.pca is not None and not (is_whole(self.pca) and self.pca <= 784):
             raise ConfigError(f"pca must be a number of components in 1..784, got {self.pca}")
+        positive_number("max_memory_mb", self.max_memory_mb)
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
+
+
+@dataclass
+class SweepConfig(KNNConfig):
+    """Settings of the k sweep: the kNN settings and the k values to choose from.
+
+    `k` is not a setting here (every k of `ks` is tried), nor is the scikit-learn comparison.
+    """
+
+    hidden: ClassVar[tuple[str, ...]] = ("k", "compare_sklearn")
+    ks: str = "1-7"
+    val_fraction: float = 0.1
+
+    def k_values(self) -> list[int]:
+        """The k values of `ks`, sorted (ConfigError if unreadable)."""
+        return parse_k_range(self.ks)
+
+    def validate(self, n_train: int) -> None:
+        """Raise ConfigError for any setting out of range for `n_train` training images."""
+        ks = self.k_values()
+        subset_size(self.train_size, n_train)
+        if not (isinstance(self.val_fraction, float | int) and 0 < self.val_fraction < 1):
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        n = self.train_size or n_train
+        n_fit = n - round(n * self.val_fraction)  # as stratified_split leaves for fitting
+        if max(ks) > n_fit:
+            raise ConfigError(
+                f"largest k ({max(ks)}) exceeds the {n_fit} fitting samples "
+                f"({n} training images less the validation share)"
+            )
+        self._validate_common()
 
 
 class Features:
@@ -55,15 +102,15 @@ class Features:
         self._pca = None
 
     def fit_transform(self, images: np.ndarray) -> np.ndarray:
+        """Fit on uint8 images (n, 28, 28) and return their features, float (n, d)."""
         x = self._pixels(images)
         if self.pca:
-            from sklearn.decomposition import PCA
-
             self._pca = PCA(self.pca, svd_solver="randomized", random_state=self.seed)
             return self._pca.fit_transform(x.astype(np.float32)).astype(np.float64)
         return x
 
     def transform(self, images: np.ndarray) -> np.ndarray:
+        """Features of more images with the fitted map, float (n, d)."""
         x = self._pixels(images)
         if self._pca is not None:
             return self._pca.transform(x.astype(np.float32)).astype(np.float64)
@@ -79,13 +126,18 @@ def _model(cfg: KNNConfig, k: int) -> KNeighborsClassifier:
         k,
         weights=cfg.weights,
         device=cfg.device,
-        threads=cfg.threads,
+        threads=requested_threads(cfg.threads),
         max_memory_mb=cfg.max_memory_mb,
     )
 
 
 def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
-    """Fit kNN on the seeded training subset, predict the test set, evaluate in depth."""
+    """Fit kNN on the seeded training subset, predict the test set, evaluate in depth.
+
+    Returns the evaluation report (see `evaluation.evaluate`) plus "config", "predictions"
+    (int64 (n_test,)), "proba" (float (n_test, n_classes)), "timing" (seconds), "n_train",
+    "n_test". Raises ConfigError for settings out of range.
+    """
     cfg.validate(len(ds.x_train))
     x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
     t0 = time.perf_counter()
@@ -132,16 +184,26 @@ def parse_k_range(text: str) -> list[int]:
 
 
 def run_knn_sweep(
-    ds: Dataset, cfg: KNNConfig, ks: Sequence[int], val_fraction: float = 0.1
+    ds: Dataset,
+    cfg: KNNConfig,
+    ks: Sequence[int] | None = None,
+    val_fraction: float | None = None,
 ) -> dict:
     """Choose k on a stratified validation split of the training subset, never on the test set.
 
-    Neighbours are searched once at the largest k and every k is scored from that one search.
-    The test accuracy of every k is reported too (clearly labelled), from the model refit on
-    the whole training subset; it plays no part in the choice.
+    `ks` and `val_fraction` default to those of a SweepConfig. Neighbours are searched once at
+    the largest k and every k is scored from that one search. The test accuracy of every k is
+    reported too (clearly labelled), from the model refit on the whole training subset; it
+    plays no part in the choice. Accuracies are fractions in [0, 1], keyed by k.
     """
+    if not isinstance(cfg, SweepConfig):  # kNN settings and the k values beside them
+        cfg = SweepConfig(**{k: v for k, v in asdict(cfg).items() if k != "k"})
+    if ks is not None:
+        cfg = replace(cfg, ks=",".join(str(int(k)) for k in ks))
+    if val_fraction is not None:
+        cfg = replace(cfg, val_fraction=val_fraction)
     cfg.validate(len(ds.x_train))
-    ks = sorted(set(int(k) for k in ks))
+    ks, val_fraction = cfg.k_values(), cfg.val_fraction
     x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
     fit_idx, val_idx = stratified_split(y_train, val_fraction, cfg.seed)
     if max(ks) > len(fit_idx):

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 
 def _file_mode() -> int:
     umask = os.umask(0)
@@ -40,16 +42,39 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
     return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON to `path` atomically; returns the path."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_metrics(path: str | Path, metrics: dict) -> Path:
+    """metrics.json, atomically; numpy values become plain JSON numbers and lists."""
+    return atomic_write_json(path, jsonable(metrics))
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` with numpy arrays/scalars and paths turned into plain JSON values (keys as str)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -4,27 +4,27 @@ Generator: 128-d Gaussian noise + one-hot class (138 inputs) -> Dense 7*7*138 ->
 (138, 7, 7) -> ConvTranspose 128 4x4/2 -> LeakyReLU -> ConvTranspose 128 4x4/2 -> LeakyReLU ->
 Conv 1 7x7 -> sigmoid: 1,491,215 parameters. Discriminator: the image stacked with 10 constant
 class maps (11 channels) -> Conv 64 3x3/2 -> LeakyReLU -> Conv 128 3x3/2 -> LeakyReLU -> global
-max pool -> Dense 1 (a logit): 80,385 parameters. Saved as safetensors + JSON config.
+max pool -> Dense 1 (a logit): 80,385 parameters. Pure networks and sampling: saving and
+loading are in `loaders`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from digitlab.checkpoint import load_weights, save_weights
 from digitlab.errors import ConfigError
-from digitlab.files import atomic_write_bytes
 from digitlab.preprocess import centre_by_mass
 from digitlab.validation import is_whole, whole_number
 
 
 @dataclass
 class GANConfig:
+    """The networks' shape (keras.io's conditional GAN); saved beside the generator's weights."""
+
     latent_dim: int = 128
     n_classes: int = 10
     image_size: int = 28
@@ -34,6 +34,9 @@ class GANConfig:
 
 
 class Generator(nn.Module):
+    """Noise (N, latent_dim) float + one-hot class (N, n_classes) -> images (N, 1, 28, 28) in
+    [0, 1]. keras.io's conditional GAN generator."""
+
     def __init__(self, cfg: GANConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or GANConfig()
@@ -47,6 +50,7 @@ class Generator(nn.Module):
         keras_init(self)
 
     def forward(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, 28, 28) in [0, 1] for noise z (N, latent_dim) and one-hot classes."""
         x = torch.cat([z, onehot], 1)  # (N, 138)
         x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
         x = self.act(self.up1(x))  # (N, 128, 14, 14)
@@ -55,6 +59,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """Images (N, 1, 28, 28) in [0, 1] + one-hot class (N, n_classes) -> a logit (N, 1), high
+    for images it takes for generated ones (keras.io's convention)."""
+
     def __init__(self, cfg: GANConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or GANConfig()
@@ -66,6 +73,7 @@ class Discriminator(nn.Module):
         keras_init(self)
 
     def forward(self, images: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 1) for images (N, 1, 28, 28) and their one-hot classes (N, n_classes)."""
         n, _, h, w = images.shape
         maps = onehot[:, :, None, None].expand(n, onehot.shape[1], h, w)  # class maps
         x = torch.cat([images, maps], 1)  # (N, 11, 28, 28)
@@ -87,11 +95,13 @@ def keras_init(module: nn.Module) -> None:
 
 
 def one_hot(labels, n_classes: int = 10, device=None) -> torch.Tensor:
+    """Integer labels (N,) -> float32 one-hot rows (N, n_classes)."""
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     return torch.nn.functional.one_hot(labels, n_classes).float()
 
 
 def check_digit(digit: int, n_classes: int = 10) -> int:
+    """`digit` as an int if it is a class in 0..n_classes-1; ConfigError otherwise."""
     if not is_whole(digit, 0) or digit >= n_classes:
         raise ConfigError(f"digit must be a whole number in 0..{n_classes - 1}, got {digit!r}")
     return int(digit)
@@ -108,97 +118,78 @@ def generate(
     digits (1s) drift off-centre; MNIST's own pipeline centred every digit this way.
     """
     digit = check_digit(digit, generator.cfg.n_classes)
-    n = whole_number("count", n)
-    device = next(generator.parameters()).device
+    n = check_count("count", n, MAX_GENERATE)
     gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(int(n), generator.cfg.latent_dim, generator=gen).to(device)
-    generator.eval()
-    images = generator(z, one_hot([digit] * int(n), generator.cfg.n_classes, device))
-    return _finish(images, centre)
+    z = torch.randn(n, generator.cfg.latent_dim, generator=gen)
+    return _run(generator, z, np.full(n, digit), centre)
 
 
 @torch.no_grad()
 def generate_grid(
     generator: Generator, per_class: int = 8, seed: int = 0, centre: bool = True
 ) -> np.ndarray:
-    """(n_classes * per_class, 28, 28): row c holds `per_class` images of digit c."""
-    device = next(generator.parameters()).device
+    """uint8 (n_classes * per_class, 28, 28): row c holds `per_class` images of digit c.
+
+    Every row uses the same `per_class` noise vectors, so the rows differ only by the class.
+    """
     k = generator.cfg.n_classes
+    per_class = check_count("per_class", per_class, MAX_GENERATE // k)
     gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(per_class, generator.cfg.latent_dim, generator=gen).repeat(k, 1).to(device)
-    labels = np.repeat(np.arange(k), per_class)
-    generator.eval()
-    return _finish(generator(z, one_hot(labels, k, device)), centre)
+    z = torch.randn(per_class, generator.cfg.latent_dim, generator=gen).repeat(k, 1)
+    return _run(generator, z, np.repeat(np.arange(k), per_class), centre)
 
 
 @torch.no_grad()
 def interpolate(
     generator: Generator, start: int, end: int, steps: int = 9, seed: int = 0, centre: bool = True
 ) -> np.ndarray:
-    """Frames from `start` to `end`: the noise held fixed, the one-hot labels blended."""
+    """uint8 frames (steps, 28, 28) from `start` to `end`: the noise held fixed, the one-hot
+    labels blended (keras.io's interpolation)."""
     k = generator.cfg.n_classes
     start, end = check_digit(start, k), check_digit(end, k)
     steps = whole_number("steps", steps, minimum=2)
+    if steps > MAX_STEPS:
+        raise ConfigError(f"steps must be at most {MAX_STEPS}, got {steps}")
     device = next(generator.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(1, generator.cfg.latent_dim, generator=gen).repeat(steps, 1).to(device)
     w = torch.linspace(0, 1, steps, device=device)[:, None]
     labels = (1 - w) * one_hot([start], k, device) + w * one_hot([end], k, device)
     generator.eval()
-    return _finish(generator(z, labels), centre)
+    return _finish(to_uint8(generator(z, labels)), centre)
 
 
-def _finish(images: torch.Tensor, centre: bool) -> np.ndarray:
-    out = to_uint8(images)
-    return centre_by_mass(out) if centre else out
+MAX_GENERATE = 10_000  # images per call: bounds the memory a request can take
+MAX_STEPS = 200  # frames of one interpolation
+_BATCH = 256  # images per forward pass: memory stays flat however many are asked for
+
+
+def check_count(name: str, n, limit: int) -> int:
+    """`n` as an int if it is a whole number in 1..limit; ConfigError otherwise."""
+    n = whole_number(name, n)
+    if n > limit:
+        raise ConfigError(f"{name} must be at most {limit:,d}, got {n:,d}")
+    return n
+
+
+def _run(generator: Generator, z: torch.Tensor, labels: np.ndarray, centre: bool) -> np.ndarray:
+    """The generator's images for noise z (N, latent_dim) and class labels (N,), batch by batch."""
+    device = next(generator.parameters()).device
+    generator.eval()
+    k = generator.cfg.n_classes
+    parts = [
+        to_uint8(
+            generator(z[i : i + _BATCH].to(device), one_hot(labels[i : i + _BATCH], k, device))
+        )
+        for i in range(0, len(z), _BATCH)
+    ]
+    return _finish(np.concatenate(parts), centre)
+
+
+def _finish(images: np.ndarray, centre: bool) -> np.ndarray:
+    return centre_by_mass(images) if centre else images
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output (N, 1, 28, 28) in [0, 1] -> uint8 (N, 28, 28), 0..255."""
     return (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def write_gif(
-    frames: np.ndarray, path: str | Path, size: int = 112, fps: float = 6, bounce: bool = True
-) -> Path:
-    """An animated GIF of uint8 frames, scaled to `size` pixels, atomically written."""
-    import io
-
-    from PIL import Image
-
-    if not 0 < fps <= 50:
-        raise ConfigError(f"fps must be in (0, 50], got {fps}")
-    if not 28 <= size <= 1024:
-        raise ConfigError(f"size must be in 28..1024 pixels, got {size}")
-    seq = list(frames) + (list(frames[-2:0:-1]) if bounce and len(frames) > 2 else [])
-    images = [Image.fromarray(255 - f).resize((size, size), Image.Resampling.NEAREST) for f in seq]
-    buf = io.BytesIO()
-    images[0].save(
-        buf,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=round(1000 / fps),
-        loop=0,
-    )
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def save_generator(generator: Generator, folder: str | Path, metadata: dict | None = None) -> Path:
-    """generator.safetensors + config.json (+ metadata.json), each written atomically."""
-    return save_weights(generator, folder, "generator", KIND, generator.cfg, metadata)
-
-
-def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
-    """Rebuild the generator from config.json and load its weights; mismatches are errors."""
-    generator = load_weights(
-        folder,
-        "generator",
-        KIND,
-        GANConfig,
-        Generator,
-        "train one with `digitlab gan train --out DIR`",
-    )
-    return generator.to(device).eval()
-
-
-KIND = "conditional_gan_generator"

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from scipy import linalg
 
 from digitlab.cnn import CourseCNN, predict_proba, to_tensor
 from digitlab.gan import Generator, generate
@@ -21,6 +22,7 @@ from digitlab.preprocess import centre_by_mass
 
 @torch.no_grad()
 def cnn_features(model: CourseCNN, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """The CNN's penultimate activations (float64 (n, 1600)) of uint8 images (n, 28, 28)."""
     device = next(model.parameters()).device
     x = to_tensor(images, device)
     model.eval()
@@ -34,8 +36,6 @@ def cnn_features(model: CourseCNN, images: np.ndarray, batch: int = 1000) -> np.
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """|mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) between two feature sets."""
-    from scipy import linalg
-
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     with warnings.catch_warnings():

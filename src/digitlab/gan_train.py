@@ -5,7 +5,8 @@ Per step (batch 64): the discriminator learns to call generated images 1 and rea
 new generated images. Adam 3e-4 for both. Noise and shuffling are seeded by step and epoch, so
 a resumed run continues exactly where it stopped. A checkpoint (both networks and both Adam
 states, one safetensors file) is written atomically every `checkpoint_every` steps and at the
-end of every epoch, together with a fixed-noise grid of all ten digits for comparing epochs.
+end of every epoch; `on_epoch` hands the generator of every finished epoch to the caller (the
+task layer draws its fixed-noise grid and saves it). No figures and no files but the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from digitlab.checkpoint import load_state, restore, save_state
-from digitlab.device import check_threads, resolve_device, threads
+from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
-from digitlab.gan import Discriminator, GANConfig, Generator, generate_grid, one_hot
+from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
+from digitlab.loop import Checkpoint, progress_bar
 from digitlab.validation import whole_number
 
 CHECKPOINT = "gan_checkpoint.safetensors"
@@ -32,6 +32,8 @@ CHECKPOINT = "gan_checkpoint.safetensors"
 
 @dataclass
 class GANTrainConfig:
+    """Training settings of the conditional GAN (keras.io's: Adam 3e-4, batch 64)."""
+
     epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-4
@@ -52,18 +54,27 @@ class GANTrainConfig:
     # AMX, and GPUs; Adam's state and the losses stay float32.
     bf16: bool = False
 
-    def validate(self) -> None:
+    def validate(self, n_images: int | None = None) -> None:
+        """Raise ConfigError for any setting out of range (for `n_images` when known)."""
         for name in ("epochs", "batch_size", "checkpoint_every"):
             whole_number(name, getattr(self, name))
+        if self.max_steps is not None:
+            whole_number("max_steps", self.max_steps)
+        if n_images is not None and self.batch_size > n_images:
+            raise ConfigError(
+                f"batch_size must be at most the {n_images} images, got {self.batch_size}"
+            )
         if not 0 < self.lr < 1:
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 @dataclass
 class GANHistory:
+    """Per finished epoch: mean discriminator and generator losses (binary cross-entropy on
+    logits), seconds, and training steps per second."""
+
     d_loss: list[float] = field(default_factory=list)
     g_loss: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
@@ -142,41 +153,33 @@ def train_gan(
     progress: bool = True,
     on_epoch: Callable[[int, Generator, GANHistory], None] | None = None,
 ) -> tuple[Generator, GANHistory, dict]:
-    """Train on uint8 images (N, 28, 28) with labels; checkpoints and sample grids in out_dir."""
-    from digitlab import plots
+    """Train on uint8 images (N, 28, 28) with int labels (N,); the checkpoint goes in out_dir.
 
-    cfg.validate()
+    `on_epoch(epoch, generator, history)` runs after every finished epoch (0-based epoch).
+    Returns the generator (eval mode), the history and an info dict (steps, steps_per_epoch,
+    device). Raises ConfigError for bad settings, or a checkpoint without `resume` or made
+    with other settings.
+    """
+    cfg.validate(len(images))
     gan_cfg = gan_cfg or GANConfig()
     device = resolve_device(cfg.device)
-    out = Path(out_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT
     torch.manual_seed(cfg.seed)
     g, d = Generator(gan_cfg).to(device), Discriminator(gan_cfg).to(device)
     if cfg.channels_last:
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
     g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, eps=1e-7)
     d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr, eps=1e-7)
-    history, step = GANHistory(), 0
-    if ckpt.exists():
-        if not resume:
-            raise ConfigError(
-                f"{out} already holds a GAN checkpoint; pass --resume to continue "
-                "it, or choose another output folder"
-            )
-        meta = load_state(ckpt)
-        restore(meta, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt})
-        saved = {
-            k: v
-            for k, v in meta["train_config"].items()
-            if k not in ("epochs", "device", "threads", "max_steps", "checkpoint_every", "bf16")
-        }
-        mine = {k: v for k, v in asdict(cfg).items() if k in saved}
-        if saved != mine:
-            raise ConfigError(
-                f"the checkpoint in {out} was made with other settings; resume with the same ones"
-            )
-        history, step = GANHistory(**meta["history"]), meta["step"]
+    ckpt = Checkpoint(
+        Path(out_dir) / CHECKPOINT, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt}
+    )
+    state = {"train_config": asdict(cfg), "gan_config": asdict(gan_cfg)}
+    meta = ckpt.resume_or_refuse(
+        resume,
+        {"train_config": state["train_config"]},
+        may_change=("epochs", "device", "threads", "max_steps", "checkpoint_every", "bf16"),
+    )
+    history = GANHistory(**meta["history"]) if meta else GANHistory()
+    step = meta["step"] if meta else 0
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)[:, None]
     if cfg.channels_last:
@@ -184,78 +187,101 @@ def train_gan(
     # The whole dataset (and its one-hot labels) lives on the device: each batch is indexed
     # there, with no per-step host copies (70,000 digits are 220 MB as float32).
     hot_all = one_hot(torch.from_numpy(np.asarray(labels, np.int64)), gan_cfg.n_classes).to(device)
-    n = len(x)
-    per_epoch = n // cfg.batch_size  # full batches only, as a fixed-size pipeline would
-    n_threads = cfg.threads
-    fixed_seed = cfg.seed + 12345
-    state = {"train_config": asdict(cfg), "gan_config": asdict(gan_cfg)}
+    per_epoch = len(x) // cfg.batch_size  # full batches only, as a fixed-size pipeline would
     stop_at = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * per_epoch
-    noise_gen = torch.Generator(device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    nets = _Nets(g, d, g_opt, d_opt, gan_cfg, cfg, device)
 
-    def checkpoint() -> None:
-        meta = {**state, "step": step, "history": asdict(history)}
-        save_state(ckpt, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt}, meta)
+    def save() -> None:
+        ckpt.save({**state, "step": step, "history": asdict(history)})
 
-    with threads(n_threads):
+    with threads(requested_threads(cfg.threads)):
         while step < stop_at:
-            epoch, within = divmod(step, per_epoch)
-            order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n))
-            order = order.to(device)
+            epoch = step // per_epoch
             t0, start_step = time.perf_counter(), step
-            sums = torch.zeros(2, device=device)  # d and g loss totals, summed on the device
-            count = 0
-            bar = tqdm(
-                range(within, per_epoch),
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=None if progress else True,
-                leave=False,
-                unit="step",
+            step, d_mean, g_mean = _train_epoch(
+                nets, x, hot_all, step, stop_at, per_epoch, progress, save
             )
-            for b in bar:
-                if step >= stop_at:
-                    break
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                noise_gen.manual_seed(cfg.seed * 1_000_003 + step)  # by step: resumes exactly
-                z = torch.randn(
-                    2, cfg.batch_size, gan_cfg.latent_dim, generator=noise_gen, device=device
-                )
-                d_loss, g_loss = train_step(
-                    g, d, g_opt, d_opt, x[idx], hot_all[idx], z, cfg.reuse_fakes, autocast
-                )
-                sums[0] += d_loss
-                sums[1] += g_loss
-                step += 1
-                count += 1
-                if not bar.disable and count % 25 == 0:  # a host sync only for the display
-                    d_mean, g_mean = (sums / count).tolist()
-                    bar.set_postfix(d_loss=f"{d_mean:.3f}", g_loss=f"{g_mean:.3f}")
-                if step % cfg.checkpoint_every == 0:
-                    checkpoint()
-            d_sum, g_sum = sums.tolist()
-            bar.close()
-            seconds = time.perf_counter() - t0
             if step - start_step and step % per_epoch == 0:  # a finished epoch
-                history.d_loss.append(d_sum / max(count, 1))
-                history.g_loss.append(g_sum / max(count, 1))
+                seconds = time.perf_counter() - t0
+                history.d_loss.append(d_mean)
+                history.g_loss.append(g_mean)
                 history.epoch_seconds.append(seconds)
                 history.steps_per_second.append((step - start_step) / seconds)
-                grid = generate_grid(g, per_class=10, seed=fixed_seed)
-                plots.save(
-                    plots.digits_grid(
-                        grid,
-                        None,
-                        ncols=10,
-                        size=0.8,
-                        suptitle=f"epoch {epoch + 1}: rows are digits 0-9",
-                    ),
-                    out / "samples" / f"epoch_{epoch + 1:03d}.png",
-                )
-                g.train()
-                checkpoint()
+                save()
                 if on_epoch is not None:
                     on_epoch(epoch, g, history)
+                    g.train()
             elif step - start_step:  # stopped mid-epoch (max_steps): keep what was done
-                checkpoint()
+                save()
     g.eval()
     return g, history, {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
+
+
+@dataclass
+class _Nets:
+    """Both networks, their optimizers and settings: what a training step works on."""
+
+    g: Generator
+    d: Discriminator
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    gan_cfg: GANConfig
+    cfg: GANTrainConfig
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
+        )
+        self.noise = torch.Generator(device=self.device)  # reseeded each step: exact resumes
+
+
+def _train_epoch(
+    nets: _Nets,
+    x: torch.Tensor,
+    hot: torch.Tensor,
+    step: int,
+    stop_at: int,
+    per_epoch: int,
+    progress: bool,
+    save: Callable[[], None],
+) -> tuple[int, float, float]:
+    """The rest of the epoch that `step` lies in (or up to `stop_at`); checkpoints on the way.
+
+    x: (N, 1, 28, 28) float32 images and hot: (N, n_classes) one-hot labels, both on the
+    training device. Returns the step reached and the mean discriminator and generator losses
+    of this pass.
+    """
+    cfg, device = nets.cfg, nets.device
+    epoch, within = divmod(step, per_epoch)
+    order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(x)))
+    order = order.to(device)  # once per epoch: batches are indexed on the device
+    sums = torch.zeros(2, device=device)  # d and g loss totals, summed on the device
+    count = 0
+    bar = progress_bar(
+        range(within, per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress, "step"
+    )
+    for b in bar:
+        if step >= stop_at:
+            break
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        nets.noise.manual_seed(cfg.seed * 1_000_003 + step)  # by step: resumes exactly
+        z = torch.randn(
+            2, cfg.batch_size, nets.gan_cfg.latent_dim, generator=nets.noise, device=device
+        )
+        d_loss, g_loss = train_step(
+            nets.g, nets.d, nets.g_opt, nets.d_opt, x[idx], hot[idx], z, cfg.reuse_fakes,
+            nets.autocast,
+        )  # fmt: skip
+        sums[0] += d_loss
+        sums[1] += g_loss
+        step += 1
+        count += 1
+        if not bar.disable and count % 25 == 0:  # a host sync only for the display
+            d_mean, g_mean = (sums / count).tolist()
+            bar.set_postfix(d_loss=f"{d_mean:.3f}", g_loss=f"{g_mean:.3f}")
+        if step % cfg.checkpoint_every == 0:
+            save()
+    bar.close()
+    d_sum, g_sum = sums.tolist()
+    return step, d_sum / max(count, 1), g_sum / max(count, 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.files import atomic_write_bytes
 
 # IDX type code -> numpy dtype (multi-byte types are big-endian in the file).
 _DTYPES: dict[int, np.dtype] = {
@@ -96,8 +97,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None) -> Path:
     """Write an array as an IDX file, gzip'd when `compress` (default: path ends in .gz)."""
-    from digitlab.files import atomic_write_bytes
-
     path = Path(path)
     data = idx_bytes(array)
     if compress if compress is not None else path.suffix == ".gz":

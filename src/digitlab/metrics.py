@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn import metrics as skm
 
 
 def _labels(y_true, y_pred, n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -138,8 +140,6 @@ def cluster_to_label(y_true, clusters) -> dict[int, int]:
 
 def matched_accuracy(y_true, clusters) -> tuple[float, dict[int, int]]:
     """Accuracy after the best one-to-one matching of clusters to digits (Hungarian)."""
-    from scipy.optimize import linear_sum_assignment
-
     table = contingency(y_true, clusters)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / table.sum()), {
@@ -151,8 +151,6 @@ def clustering_report(
     y_true, clusters, X=None, silhouette_sample: int = 2000, seed: int = 0
 ) -> dict:
     """The course's consistency next to the standard clustering scores."""
-    from sklearn import metrics as skm
-
     y = np.asarray(y_true).ravel()
     c = np.asarray(clusters).ravel()
     acc, mapping = matched_accuracy(y, c)

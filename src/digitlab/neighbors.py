@@ -41,6 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from digitlab import errors
+from digitlab._bounds import BoundIndex, nearest, warm_scan
 from digitlab.device import ThreadPicker, resolve_device, threads
 from digitlab.validation import images_as_rows, whole_number
 
@@ -338,8 +339,6 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
         """The same exact neighbours from PCA lower bounds and a few exact distances each."""
-        from digitlab._bounds import nearest, warm_scan
-
         n_fit, kmax = self.n_samples_fit_, max(ks)
         k1 = min(n_fit, kmax + 1)
         bounds = index.bounds()
@@ -511,8 +510,6 @@ class _PixelIndex:
     def bounds(self):
         """PCA lower bounds for the pruned search (built on first use)."""
         if self._bounds is None:
-            from digitlab._bounds import BoundIndex
-
             self._bounds = BoundIndex(self.t)
         return self._bounds
 
@@ -561,8 +558,6 @@ def _choose_kernel(device: torch.device) -> str:
         # than float32, so the trial (over a second there) is not worth running.
         _KERNEL_CHOICE[device.type] = "float32"
         return "float32"
-    import time
-
     a = torch.randint(-128, 128, (128, 784), dtype=torch.int8, device=device)
     b = torch.randint(-128, 128, (2048, 784), dtype=torch.int8, device=device)
     af, bf = a.float(), b.float()

@@ -6,14 +6,17 @@ backend needed, safe from several threads (the web app), and shown inline by not
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
-from digitlab.files import atomic_open
+from digitlab.errors import ConfigError
+from digitlab.files import atomic_open, atomic_write_bytes
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -22,6 +25,37 @@ def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
     return path
+
+
+def save_gif(
+    frames: np.ndarray, path: str | Path, size: int = 112, fps: float = 6, bounce: bool = True
+) -> Path:
+    """An animated GIF of uint8 frames (n, 28, 28), scaled to `size` pixels, written atomically.
+
+    Ink is drawn dark on white, as in the other figures; `bounce` plays the frames back again.
+    Raises ConfigError for fps outside (0, 50] or size outside 28..1024 pixels.
+    """
+    check_gif(size, fps)
+    seq = list(frames) + (list(frames[-2:0:-1]) if bounce and len(frames) > 2 else [])
+    images = [Image.fromarray(255 - f).resize((size, size), Image.Resampling.NEAREST) for f in seq]
+    buf = io.BytesIO()
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        loop=0,
+    )
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def check_gif(size: int, fps: float) -> None:
+    """ConfigError unless fps is in (0, 50] and size in 28..1024 pixels (what save_gif takes)."""
+    if not 0 < fps <= 50:
+        raise ConfigError(f"fps must be in (0, 50], got {fps}")
+    if not 28 <= size <= 1024:
+        raise ConfigError(f"size must be in 28..1024 pixels, got {size}")
 
 
 def digits_grid(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from digitlab.errors import DataError
 
 
 def deskew(images: np.ndarray, batch: int = 2048) -> np.ndarray:
@@ -61,16 +65,12 @@ def to_mnist(image, *, threshold: float = 0.1) -> np.ndarray:
     ink; scaled to fit 20x20 keeping the aspect ratio; placed in 28x28 with its centre of mass
     at the centre. Accepts a path, a PIL image or an array (H, W) / (H, W, 3|4).
     """
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         try:
             with Image.open(image) as im:
                 im.load()
                 image = im.copy()
         except (UnidentifiedImageError, OSError) as exc:
-            from digitlab.errors import DataError
-
             raise DataError(f"{image}: not a readable image ({exc})") from exc
     if isinstance(image, Image.Image):
         if image.mode in ("RGBA", "LA") or "transparency" in image.info:
@@ -117,8 +117,6 @@ def to_mnist(image, *, threshold: float = 0.1) -> np.ndarray:
     total = out.sum()
     yy, xx = np.mgrid[:28, :28]
     cy, cx = (out * yy).sum() / total, (out * xx).sum() / total
-    from scipy import ndimage
-
     out = ndimage.shift(out, (14.0 - cy, 14.0 - cx), order=1, mode="constant")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

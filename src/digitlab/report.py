@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from digitlab import figures
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_text
 
@@ -126,6 +127,7 @@ def _size(n) -> str:
 
 
 def section_data(folder: Path, m: dict) -> str:
+    """The HTML of the dataset's section, from its metrics and figures."""
     s = m["summary"]
     rows = [
         [
@@ -145,13 +147,14 @@ def section_data(folder: Path, m: dict) -> str:
         + _table(["split", "images", "dtype", "pixels", "mean"], rows)
         + "<h3>Images per class</h3>"
         + _table(["split", *s["classes"]], counts)
-        + _img(folder, "data_digit.png", "One training image and its label")
-        + _img(folder, "data_three.png", "Three examples of one digit")
-        + _img(folder, "data_gallery.png", "Ten random training images of every class")
+        + _img(folder, figures.DATA["digit"], "One training image and its label")
+        + _img(folder, figures.DATA["three"], "Three examples of one digit")
+        + _img(folder, figures.DATA["gallery"], "Ten random training images of every class")
     )
 
 
 def section_knn(folder: Path, m: dict) -> str:
+    """The HTML of kNN's section, from its metrics and figures."""
     c = m["config"]
     extras = [
         x
@@ -180,16 +183,16 @@ def section_knn(folder: Path, m: dict) -> str:
         + _reference(m)
         + _img(
             folder,
-            "knn_confusion_matrix.png",
+            figures.KNN["confusion_matrix"],
             "Confusion matrix: rows are true digits, columns predictions; errors in red",
         )
-        + _img(folder, "knn_per_class.png", "Precision, recall and F1 per digit")
+        + _img(folder, figures.KNN["per_class"], "Precision, recall and F1 per digit")
         + "<h3>Per-class figures</h3>"
         + _per_class_table(m)
-        + _img(folder, "knn_misclassified.png", "The first misclassified test digits")
+        + _img(folder, figures.KNN["misclassified"], "The first misclassified test digits")
         + _img(
             folder,
-            "knn_misclassified_confident.png",
+            figures.KNN["misclassified_confident"],
             "The most confidently wrong (share of neighbour votes for the wrong digit)",
         )
     )
@@ -218,6 +221,7 @@ def _reference(m: dict) -> str:
 
 
 def section_sweep(folder: Path, m: dict) -> str:
+    """The HTML of the k sweep's section, from its metrics and figures."""
     ks = m["ks"]
     rows = [
         [k, f"{m['val_accuracy'][str(k)]:.4f}", f"{m['test_accuracy'][str(k)]:.4f}"] for k in ks
@@ -243,11 +247,14 @@ def section_sweep(folder: Path, m: dict) -> str:
             rows,
             chosen=ks.index(m["chosen_k"]),
         )
-        + _img(folder, "knn_sweep.png", "Accuracy vs k on the validation split and the test set")
+        + _img(
+            folder, figures.SWEEP["sweep"], "Accuracy vs k on the validation split and the test set"
+        )
     )
 
 
 def section_cnn(folder: Path, m: dict) -> str:
+    """The HTML of the CNN's section, from its metrics and figures."""
     cfg = m["train_config"]
     h = m["history"]
     rows = [
@@ -284,17 +291,18 @@ def section_cnn(folder: Path, m: dict) -> str:
             ]
         )
         + f"<div class='scroll'><pre>{html.escape(m['summary'])}</pre></div>"
-        + _img(folder, "cnn_training_curves.png", "Training and validation loss and accuracy")
+        + _img(folder, figures.CNN["curves"], "Training and validation loss and accuracy")
         + _table(["epoch", "loss", "accuracy", "val loss", "val accuracy", "seconds"], rows)
-        + _img(folder, "cnn_confusion_matrix.png", "CNN confusion matrix")
-        + _img(folder, "cnn_per_class.png", "Precision, recall and F1 per digit")
+        + _img(folder, figures.CNN["confusion_matrix"], "CNN confusion matrix")
+        + _img(folder, figures.CNN["per_class"], "Precision, recall and F1 per digit")
         + "<h3>Per-class figures</h3>"
         + _per_class_table(m)
-        + _img(folder, "cnn_misclassified_confident.png", "The CNN's most confidently wrong")
+        + _img(folder, figures.CNN["misclassified_confident"], "The CNN's most confidently wrong")
     )
 
 
 def section_cluster(folder: Path, m: dict) -> str:
+    """The HTML of clustering's section, from its metrics and figures."""
     c = m["config"]
     names = [
         ("consistency", "consistency (the course's score)"),
@@ -328,16 +336,21 @@ def section_cluster(folder: Path, m: dict) -> str:
             ]
         )
         + _table(["score", "test images", "training images"], rows)
-        + _img(folder, "cluster_centres.png", "Each cluster's mean image and its most likely digit")
         + _img(
             folder,
-            "cluster_pca_scatter.png",
+            figures.CLUSTER["centres"],
+            "Each cluster's mean image and its most likely digit",
+        )
+        + _img(
+            folder,
+            figures.CLUSTER["scatter"],
             "Test images projected on the first two principal components",
         )
     )
 
 
 def section_gan(folder: Path, m: dict) -> str:
+    """The HTML of the GAN's section, from its metrics and figures."""
     if "skipped" in m:
         return f"<p class='lead'>Skipped: {html.escape(m['skipped'])}.</p>"
     meta = m.get("generator_metadata", {})
@@ -358,14 +371,16 @@ def section_gan(folder: Path, m: dict) -> str:
         "digit that was asked for; the Fréchet distance compares CNN features of generated "
         "and real images.</p>"
         + (_cards(cards) if cards else "")
-        + _img(folder, "gan_grid.png", "Every digit, ten samples each (row d asks for digit d)")
-        + _img(folder, "gan_digit.png", "One chosen digit, ten times")
+        + _img(
+            folder, figures.GAN["grid"], "Every digit, ten samples each (row d asks for digit d)"
+        )
+        + _img(folder, figures.GAN["digit"], "One chosen digit, ten times")
         + _img(
             folder,
-            "gan_interpolation.gif",
+            figures.GAN["morph"],
             "Morphing one digit into another: the noise stays fixed while the label is blended",
         )
-        + _img(folder, "gan_interpolation.png", "The same morph, frame by frame")
+        + _img(folder, figures.GAN["morph_strip"], "The same morph, frame by frame")
     )
 
 
@@ -412,7 +427,7 @@ def write_report(folder: str | Path) -> Path:
 <style>{CSS}</style></head>
 <body><header><h1>Machine learning on MNIST</h1>
 <p>A digitlab run, preset <b>{html.escape(str(config.get("preset")))}</b>, seed
-{html.escape(str(config.get("data", {}).get("seed")))},
+{html.escape(str(config.get("seed", config.get("data", {}).get("seed"))))},
 on {html.escape(str(env.get("platform", "")))}</p>
 </header><main><nav>{nav}<a href="#timing">Timing</a></nav>
 {"".join(body)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,13 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
 
-from digitlab.checkpoint import load_state, restore, save_state
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import stratified_split
-from digitlab.device import check_threads, resolve_device, threads
+from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
+from digitlab.loop import Checkpoint, progress_bar
 from digitlab.validation import subset_size, whole_number
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -60,8 +60,13 @@ class TrainConfig:
     ema: float | None = 0.95
 
     def validate(self, n_train: int) -> None:
+        """Raise ConfigError for any setting out of range for `n_train` training images."""
         for name in ("epochs", "batch_size"):
             whole_number(name, getattr(self, name))
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size must be at most the {n_train} training images, got {self.batch_size}"
+            )
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -74,12 +79,14 @@ class TrainConfig:
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
         subset_size(self.train_size, n_train)
         resolve_device(self.device)
-        if self.threads is not None:
-            check_threads(self.threads)
+        requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
 
 @dataclass
 class History:
+    """Per-epoch figures of a training run: losses (mean cross-entropy), accuracies (fractions
+    in [0, 1]) on the training batches and the validation split, and seconds per epoch."""
+
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -87,6 +94,7 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The history as plain lists, for JSON."""
         return asdict(self)
 
 
@@ -133,6 +141,7 @@ class WeightAverage(AveragedModel):
         self.decay = decay
 
     def update_parameters(self, model: torch.nn.Module) -> None:
+        """Move the average towards `model`'s current weights (one step)."""
         mine = [p.detach() for p in self.module.parameters()]
         theirs = [p.detach() for p in model.parameters()]
         n = int(self.n_averaged)
@@ -178,24 +187,6 @@ def measured_threads(device: torch.device, batch_size: int) -> int | None:
     return _THREAD_CHOICE[key]
 
 
-def save_checkpoint(
-    path: Path,
-    modules: dict[str, torch.nn.Module],
-    opt,
-    epoch: int,
-    history: History,
-    train_cfg: TrainConfig,
-    model_cfg: CNNConfig,
-) -> None:
-    meta = {
-        "epoch": epoch,
-        "history": history.as_dict(),
-        "train_config": asdict(train_cfg),
-        "model_config": asdict(model_cfg),
-    }
-    save_state(path, modules, {"optim": opt}, meta)
-
-
 def train_cnn(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -206,118 +197,53 @@ def train_cnn(
     progress: bool = True,
     on_epoch: Callable[[int, History], None] | None = None,
 ) -> tuple[CourseCNN, History, dict]:
-    """Train the course CNN on (x_train, y_train) (already subset); returns model, history, info.
+    """Train the course CNN on uint8 images (N, 28, 28) and int labels (N,), already subset.
 
     10% (val_fraction) of the given images, stratified and seeded, is held out for validation.
     With `checkpoint_dir`, a checkpoint is written after every epoch; `resume=True` continues
-    from it (and refuses a checkpoint from different settings).
+    from it. Returns the model (eval mode; the weight average unless ema is None), its History
+    and an info dict (threads, device, split sizes, epoch resumed from). Raises ConfigError
+    when a checkpoint is there without `resume`, or was made with other settings.
     """
     model_cfg = model_cfg or CNNConfig()
     device = resolve_device(cfg.device)
-    n_threads = cfg.threads if cfg.threads is not None else measured_threads(device, cfg.batch_size)
-    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    torch.manual_seed(cfg.seed)
-    model = CourseCNN(model_cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
-    averaged = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
+    n_threads = requested_threads(cfg.threads)
+    if n_threads is None:
+        n_threads = measured_threads(device, cfg.batch_size)
+    model, opt, averaged = _build(cfg, model_cfg, device)
     modules = {"model": model} if averaged is None else {"model": model, "ema": averaged}
-    history, start_epoch = History(), 0
-    if ckpt is not None and ckpt.exists():
-        if not resume:
-            raise ConfigError(
-                f"{ckpt.parent} already holds a training checkpoint; pass --resume "
-                "to continue it, or choose another output folder"
-            )
-        meta = load_state(ckpt)
-        saved = {"ema": None, **meta["train_config"]}  # checkpoints from before averaging
-        mine = asdict(cfg)
-        for key in ("epochs", "device", "threads"):  # these may change on resume
-            saved.pop(key, None)
-            mine.pop(key, None)
-        if saved != mine or meta["model_config"] != asdict(model_cfg):
-            diff = sorted(k for k in mine if mine[k] != saved.get(k))
-            raise ConfigError(
-                f"the checkpoint in {ckpt.parent} was made with other settings "
-                f"({', '.join(diff) or 'model'}); resume with the same ones"
-            )
-        restore(meta, modules, {"optim": opt})
-        history = History(**meta["history"])
-        start_epoch = meta["epoch"]
+    ckpt = Checkpoint(
+        Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None,
+        modules,
+        {"optim": opt},
+    )
+    meta = ckpt.resume_or_refuse(
+        resume,
+        {"train_config": asdict(cfg), "model_config": asdict(model_cfg)},
+        may_change=("epochs", "device", "threads"),
+        legacy={"train_config": {"ema": None}},  # checkpoints from before averaging
+    )
+    history = History(**meta["history"]) if meta else History()
+    start_epoch = meta["epoch"] if meta else 0
 
     fit_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)
-    x_fit, y_fit = (
-        _to_float(x_train[fit_idx], device),
-        torch.from_numpy(y_train[fit_idx].astype(np.int64)).to(device),
-    )
-    x_val, y_val = (
-        _to_float(x_train[val_idx], device),
-        torch.from_numpy(y_train[val_idx].astype(np.int64)).to(device),
-    )
-    if cfg.channels_last:
-        x_fit = x_fit.contiguous(memory_format=torch.channels_last)
-        x_val = x_val.contiguous(memory_format=torch.channels_last)
+    x_fit, y_fit = _tensors(x_train[fit_idx], y_train[fit_idx], device, cfg.channels_last)
+    x_val, y_val = _tensors(x_train[val_idx], y_train[val_idx], device, cfg.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     with threads(n_threads):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            # Seeded per epoch: a resumed run sees the same batches and dropout masks.
-            order = torch.from_numpy(
-                np.random.default_rng([cfg.seed, epoch]).permutation(len(x_fit))
-            ).to(device)  # once per epoch: batches are indexed on the device, no host copies
-            torch.manual_seed(cfg.seed * 100_003 + epoch)
-            aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
-            model.train()
-            seen = 0
-            # Totals stay on the device: no host sync per batch (it stalls a GPU's queue).
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            batches = range(0, len(order), cfg.batch_size)
-            total_steps = cfg.epochs * len(batches)
-            bar = tqdm(
-                batches,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=None if progress else True,
-                leave=False,
-                unit="batch",
+            loss, acc = _train_epoch(
+                model, opt, averaged, x_fit, y_fit, cfg, epoch, autocast, progress
             )
-            for b, start in enumerate(bar):
-                if cfg.lr_schedule == "cosine":
-                    # From the global step alone, so a resumed run continues the same curve.
-                    done = (epoch * len(batches) + b) / total_steps
-                    for group in opt.param_groups:
-                        group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
-                idx = order[start : start + cfg.batch_size]
-                xb, yb = x_fit[idx], y_fit[idx]
-                if cfg.augment:
-                    xb = _augment(xb, aug_gen)
-                opt.zero_grad(set_to_none=True)
-                with autocast:
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb)
-                loss.backward()
-                opt.step()
-                if averaged is not None:
-                    averaged.update_parameters(model)
-                seen += len(yb)
-                loss_sum += loss.detach() * len(yb)
-                correct += (logits.argmax(1) == yb).sum()
-                if not bar.disable and b % 25 == 0:  # a host sync only for the display
-                    bar.set_postfix(
-                        loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}"
-                    )
-            bar.close()
-            loss_sum, correct = float(loss_sum), int(correct)
             with autocast:  # the validation figures are those of the weights that get saved
                 val_loss, val_acc = _evaluate(model if averaged is None else averaged, x_val, y_val)
-            history.loss.append(loss_sum / seen)
-            history.accuracy.append(correct / seen)
+            history.loss.append(loss)
+            history.accuracy.append(acc)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
             history.epoch_seconds.append(time.perf_counter() - t0)
-            if ckpt is not None:
-                save_checkpoint(ckpt, modules, opt, epoch + 1, history, cfg, model_cfg)
+            ckpt.save(_checkpoint_meta(epoch + 1, history, cfg, model_cfg))
             if on_epoch is not None:
                 on_epoch(epoch, history)
     if averaged is not None:
@@ -332,3 +258,88 @@ def train_cnn(
         "ema": cfg.ema,
     }
     return model, history, info
+
+
+def _build(cfg: TrainConfig, model_cfg: CNNConfig, device: torch.device):
+    """The seeded network, its Adam optimizer and the weight average (None without ema)."""
+    torch.manual_seed(cfg.seed)
+    model = CourseCNN(model_cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
+    averaged = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
+    return model, opt, averaged
+
+
+def _tensors(x: np.ndarray, y: np.ndarray, device, channels_last: bool):
+    """uint8 images (N, 28, 28) and labels -> float (N, 1, 28, 28) in [0, 1] and int64 (N,)."""
+    images = _to_float(x, device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, torch.from_numpy(y.astype(np.int64)).to(device)
+
+
+def _checkpoint_meta(epoch: int, history: History, cfg: TrainConfig, model_cfg: CNNConfig) -> dict:
+    return {
+        "epoch": epoch,
+        "history": history.as_dict(),
+        "train_config": asdict(cfg),
+        "model_config": asdict(model_cfg),
+    }
+
+
+def _train_epoch(
+    model: CourseCNN,
+    opt: torch.optim.Optimizer,
+    averaged: WeightAverage | None,
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    cfg: TrainConfig,
+    epoch: int,
+    autocast: AbstractContextManager,
+    progress: bool,
+) -> tuple[float, float]:
+    """One pass over the fitting images; returns the mean loss and the accuracy of its batches."""
+    device = x_fit.device
+    # Seeded per epoch: a resumed run sees the same batches and dropout masks. The order moves
+    # to the device once per epoch, so batches are indexed there with no host copies.
+    order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(x_fit))).to(
+        device
+    )
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)
+    model.train()
+    seen = 0
+    # Totals stay on the device: a host sync per batch stalls a GPU's queue.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = range(0, len(order), cfg.batch_size)
+    bar = progress_bar(batches, f"epoch {epoch + 1}/{cfg.epochs}", progress, "batch")
+    for b, start in enumerate(bar):
+        if cfg.lr_schedule == "cosine":
+            _cosine_lr(opt, cfg, (epoch * len(batches) + b) / (cfg.epochs * len(batches)))
+        idx = order[start : start + cfg.batch_size]
+        xb, yb = x_fit[idx], y_fit[idx]
+        if cfg.augment:
+            xb = _augment(xb, aug_gen)
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+        loss.backward()
+        opt.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
+        seen += len(yb)
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+        if not bar.disable and b % 25 == 0:  # a host sync only for the display
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
+    bar.close()
+    return float(loss_sum) / seen, int(correct) / seen
+
+
+def _cosine_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, done: float) -> None:
+    # From the global step alone (`done` in [0, 1)), so a resumed run continues the same curve.
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * done))

@@ -62,3 +62,15 @@ def subset_size(value, available: int, name: str = "train_size") -> int | None:
     if value is not None and not (is_whole(value) and value <= available):
         raise ConfigError(f"{name} must be in 1..{available} (or all), got {value!r}")
     return value
+
+
+def positive_number(name: str, value, error: type[Exception] = ConfigError) -> float:
+    """Raise `error` unless `value` is a finite number > 0; return it as a float."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise error(f"{name} must be a number > 0, got {value!r}")
+    return float(value)

@@ -1,0 +1,73 @@
+"""The `digitlab` command line: one module per command group, a thin layer over the tasks.
+
+`main(argv)` is callable from tests. Our own errors become one line on stderr and exit code 1;
+usage errors exit 2 (argparse's convention). Nothing imports this package but `__main__` and
+the console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from digitlab import __version__
+from digitlab.cli import cluster, cnn, data, gan, knn, run
+from digitlab.errors import DigitlabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="digitlab",
+        description="The MNIST machine-learning course as software: data, kNN, CNN, "
+        "clustering, GAN.",
+    )
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data.register(sub)
+    run.register(sub)
+    knn.register(sub)
+    cnn.register(sub)
+    cluster.register(sub)
+    gan.register(sub)
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; `run` takes its key=value overrides anywhere on the line."""
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "run":
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if a not in overrides]
+        args.overrides = [*args.overrides, *overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _terminated(signum, frame):
+    # `kill`, a scheduler or a container stop sends SIGTERM: stop as Ctrl-C does, through the
+    # same clean-up (checkpoints are written atomically, so the last one stays valid).
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 our error, 2 usage, 130 interrupted)."""
+    args = parse(build_parser(), argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return int(args.func(args) or 0)
+    except DigitlabError as exc:
+        print(f"digitlab: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("digitlab: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

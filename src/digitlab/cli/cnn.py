@@ -1,0 +1,138 @@
+"""`digitlab cnn train | eval | predict`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from digitlab.cli.common import (
+    add_common,
+    add_compute,
+    add_data_options,
+    add_quiet,
+    add_train_size,
+    check_range,
+    config,
+    help_for,
+    out_dir,
+    prepare,
+    say,
+)
+from digitlab.loaders import load_cnn
+from digitlab.metrics import format_report
+from digitlab.tasks import cnn as cnn_task
+from digitlab.train import TrainConfig
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train, evaluate and save the CNN; print its summary, epochs and test report."""
+    cfg = config(
+        TrainConfig,
+        args,
+        channels_last=not args.no_channels_last,
+        ema=None if args.no_ema else args.ema,
+    )
+    ds = prepare(args, cfg)
+    out = out_dir(args, "cnn-out")
+    metrics = cnn_task.train_and_save(ds, cfg, out, args.resume, args.quiet)
+    h = metrics["history"]
+    say(args, metrics["summary"])
+    say(args, f"{'epoch':>5s} {'loss':>8s} {'acc':>8s} {'val_loss':>9s} {'val_acc':>8s} {'s':>6s}")
+    for i in range(len(h["loss"])):
+        say(
+            args,
+            f"{i + 1:5d} {h['loss'][i]:8.4f} {h['accuracy'][i]:8.4f} "
+            f"{h['val_loss'][i]:9.4f} {h['val_accuracy'][i]:8.4f} "
+            f"{h['epoch_seconds'][i]:6.1f}",
+        )
+    say(args, format_report(metrics))
+    say(args, f"wrote the model to {out / 'model'}, metrics.json and figures to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a saved CNN on the test set (and write its figures with --out)."""
+    model = load_cnn(args.model_dir)
+    ds = prepare(args)
+    report = cnn_task.evaluate_saved(model, ds, args.out)
+    say(args, format_report(report))
+    if args.out:
+        say(args, f"wrote metrics.json and figures to {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Print the CNN's top classes for each image file."""
+    check_range("--top", args.top, 1, 10)
+    model = load_cnn(args.model_dir)
+    for path in args.images:
+        top = cnn_task.read_image(model, path, args.top, args.out)
+        print(f"{path}: " + ", ".join(f"{c} ({p:.1%})" for c, p in top))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `cnn` and its actions."""
+    p = sub.add_parser(
+        "cnn",
+        help="the course's CNN: train, evaluate, predict",
+        description="Train the course's CNN, evaluate a saved one, or read "
+        "digits from image files.",
+    )
+    csub = p.add_subparsers(dest="cnn_command", required=True, metavar="ACTION")
+
+    t = csub.add_parser(
+        "train",
+        help="train (checkpoint every epoch; --resume continues)",
+        description="Train the course CNN (Adam, batch 128, 10 epochs, 10% "
+        "validation, seeded 20,000-image subset by default), then "
+        "evaluate it on the test set. Writes model/ (safetensors + "
+        "config), metrics.json, curves and evaluation figures.",
+    )
+    T = TrainConfig
+    t.add_argument("--epochs", type=int, default=10, help=help_for(T, "epochs"))
+    t.add_argument("--batch-size", type=int, default=128, help=help_for(T, "batch_size"))
+    t.add_argument("--lr", type=float, default=1e-3, help=help_for(T, "lr"))
+    t.add_argument("--val-fraction", type=float, default=0.1, help=help_for(T, "val_fraction"))
+    add_train_size(t, T)
+    add_compute(t, T, "CPU threads (default: $DIGITLAB_THREADS, else measured at start)")
+    t.add_argument("--augment", action="store_true", help=help_for(T, "augment", None))
+    t.add_argument("--lr-schedule", default="constant", help=help_for(T, "lr_schedule"))
+    t.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="keep the NCHW memory layout (channels-last is faster on CPU here)",
+    )
+    t.add_argument("--bf16", action="store_true", help=help_for(T, "bf16", None))
+    t.add_argument("--ema", type=float, default=0.95, metavar="DECAY", help=help_for(T, "ema"))
+    t.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="save the last step's weights, as Keras does (no averaging)",
+    )
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    add_common(t, "output folder (default: cnn-out)")
+    t.set_defaults(func=cmd_train)
+
+    e = csub.add_parser(
+        "eval",
+        help="evaluate a saved model on the test set",
+        description="Load a saved CNN and print its test metrics.",
+    )
+    e.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
+    add_data_options(e)
+    e.add_argument("--out", type=Path, default=None, help="also write metrics and figures here")
+    add_quiet(e)
+    e.set_defaults(func=cmd_eval)
+
+    r = csub.add_parser(
+        "predict",
+        help="read digits from image files (top classes)",
+        description="Turn each image into an MNIST-style 28x28 (crop, fit 20x20, "
+        "centre by mass) and print the CNN's top classes.",
+    )
+    r.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
+    r.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files, any size")
+    r.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
+    r.add_argument("--out", type=Path, default=None, help="save each 28x28 the model saw here")
+    r.set_defaults(func=cmd_predict)

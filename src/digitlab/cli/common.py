@@ -1,0 +1,133 @@
+"""What every command shares: the common options, their help, the checks before data loads.
+
+The options are spelled the same everywhere (`--data-dir --dataset --seed --device --threads
+--train-size --out --quiet`), their help comes from `settings.HELP`, and every command checks
+all of its settings against the dataset's size (known before it loads) through `prepare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from digitlab.data import Dataset
+from digitlab.errors import ConfigError
+from digitlab.settings import HELP, describe, set_fields, settable_fields
+from digitlab.tasks.data import DataConfig
+from digitlab.tasks.data import load as load_data
+
+
+def parse_size(text: str) -> int | None:
+    """A --train-size value: a whole number, or 'all' for every training image (None)."""
+    if text.lower() in ("all", "full"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+
+
+def help_for(cls: type, name: str, default: Any = argparse.SUPPRESS) -> str:
+    """`--help` text of field `name` of config `cls`: its meaning and its default."""
+    if default is argparse.SUPPRESS:
+        default = getattr(cls(), name)
+    shown = "all" if (name == "train_size" and default is None) else default
+    text = describe(cls, name)
+    return f"{text} (default: {shown})" if shown is not None else text
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--dataset and --data-dir."""
+    p.add_argument("--dataset", default="mnist", help=f"{HELP['dataset']} (default: mnist)")
+    p.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
+
+
+def add_common(p: argparse.ArgumentParser, out_help: str, seed: bool = True) -> None:
+    """--dataset, --data-dir, --seed (unless `seed` is False), --out and --quiet."""
+    add_data_options(p)
+    if seed:
+        add_seed(p)
+    add_out(p, out_help)
+
+
+def add_seed(p: argparse.ArgumentParser, text: str = "random seed") -> None:
+    """--seed (default 0)."""
+    p.add_argument("--seed", type=int, default=0, help=f"{text} (default: 0)")
+
+
+def add_out(p: argparse.ArgumentParser, out_help: str) -> None:
+    """--out and --quiet."""
+    p.add_argument("--out", type=Path, default=None, help=out_help)
+    add_quiet(p)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """--quiet."""
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def add_compute(p: argparse.ArgumentParser, cls: type, threads_help: str | None = None) -> None:
+    """--device and --threads of config `cls`."""
+    p.add_argument("--device", default="auto", help=help_for(cls, "device"))
+    p.add_argument(
+        "--threads", type=int, default=None, help=threads_help or help_for(cls, "threads")
+    )
+
+
+def add_train_size(p: argparse.ArgumentParser, cls: type) -> None:
+    """--train-size ('all' or a number) of config `cls`."""
+    p.add_argument("--train-size", type=parse_size, default=20000, help=help_for(cls, "train_size"))
+
+
+def config(cls: type, args: argparse.Namespace, **values: Any) -> Any:
+    """Config `cls` from the parsed options named like its fields, plus `values`; each value is
+    typed against its field (settings.set_fields), so every face fills configs the same way."""
+    fields = {
+        name: getattr(args, name)
+        for name in settable_fields(cls)
+        if hasattr(args, name) and name not in values
+    }
+    return set_fields(cls(), {**fields, **values})
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The --dataset/--data-dir of a command, checked (ConfigError for an unknown dataset)."""
+    cfg = DataConfig(dataset=args.dataset, data_dir=str(args.data_dir) if args.data_dir else None)
+    cfg.validate()
+    return cfg
+
+
+def prepare(args: argparse.Namespace, *configs: Any) -> Dataset:
+    """Check every config against the dataset's size before loading it, then load it.
+
+    The one place a command's numeric settings are checked: against the datasets table first
+    (nothing is read or written when one is out of range), then against the data as loaded
+    (a local folder may hold fewer images). Raises ConfigError or DataError.
+    """
+    data = data_config(args)
+    n_train = data.validate()
+    for cfg in configs:
+        cfg.validate(n_train)
+    ds = load_data(data, quiet=getattr(args, "quiet", False))
+    for cfg in configs:
+        cfg.validate(len(ds.x_train))
+    return ds
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Print `text` unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def out_dir(args: argparse.Namespace, default: str) -> Path:
+    """--out, or `default` in the current folder."""
+    return args.out if args.out is not None else Path(default)
+
+
+def check_range(name: str, value: int, low: int, high: int) -> int:
+    """ConfigError unless low <= value <= high (an option's range)."""
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be in {low}..{high}, got {value}")
+    return value

@@ -1,0 +1,159 @@
+"""`digitlab run` (the whole course), `digitlab report RUN_DIR` and `digitlab app`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from digitlab import app_handlers
+from digitlab.cli.common import add_quiet
+from digitlab.pipeline import run_course
+from digitlab.report import write_report
+from digitlab.run_config import (
+    PRESETS,
+    STAGES,
+    choose_stages,
+    config_toml,
+    load_config,
+    parse_overrides,
+    validate_config,
+)
+from digitlab.settings import HELP
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Resolve the settings, check them all, run the stages, print the headline figures."""
+    overrides: dict[str, object] = parse_overrides(args.overrides)
+    # The command's own flags are typed values, set as they are (a path keeps every character).
+    for key, value in (
+        ("data.data_dir", args.data_dir),
+        ("data.dataset", args.dataset),
+        ("seed", args.seed),
+        ("device", args.device),
+    ):
+        if value is not None:
+            overrides[key] = value
+    cfg = load_config(args.preset, args.config, overrides)
+    stages = choose_stages(_names(args.stages), _names(args.skip) or [])
+    validate_config(cfg)
+    if args.print_config:
+        print(config_toml(cfg), end="")
+        return 0
+    out = args.out or Path("runs") / cfg.preset
+    metrics = run_course(cfg, out, stages, quiet=args.quiet, force=args.force)
+    if not args.quiet:
+        print("\n".join(_headlines(metrics["stages"])))
+        print(f"open {out / 'report.html'}")
+    return 0
+
+
+def _headlines(st: dict) -> list[str]:
+    lines = []
+    if "knn" in st:
+        lines.append(f"kNN k={st['knn']['config']['k']}: test accuracy {st['knn']['accuracy']:.4f}")
+    if "sweep" in st:
+        lines.append(
+            f"k chosen on validation: {st['sweep']['chosen_k']} (test accuracy "
+            f"{st['sweep']['test_accuracy_at_chosen_k']:.4f})"
+        )
+    if "cnn" in st:
+        lines.append(f"CNN: test accuracy {st['cnn']['accuracy']:.4f}")
+    if "cluster" in st:
+        lines.append(
+            f"k-means: consistency {st['cluster']['consistency']:.4f}, matched "
+            f"accuracy {st['cluster']['accuracy']:.4f}"
+        )
+    return lines
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild report.html of a run folder."""
+    path = write_report(args.run_dir)
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Start the web app (needs digitlab[app])."""
+    # The app module imports Gradio (an optional extra, slow to import): only when asked for.
+    from digitlab import app
+
+    models = app_handlers.load_models(args.data_dir, args.model, args.cnn, args.run)
+    for note in models.notes:
+        print(f"note: {note}")
+    print(f"digitlab app on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    app.serve(models, args.host, args.port)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `run`, `report` and `app`."""
+    p = sub.add_parser(
+        "run",
+        help="the whole course, end to end, into a run folder with report.html",
+        description="Run the course: data overview, kNN with full evaluation, the k sweep on a "
+        "validation split, the CNN, k-means with PCA views. Writes config, "
+        "metrics.json, figures/, models/, run.log and a self-contained report.html. "
+        "Finished stages with unchanged settings are reused; an interrupted run "
+        "resumes. Settings: a preset, then --config FILE (TOML), then key=value "
+        "overrides (anywhere on the line) such as knn.k=5 cnn.epochs=3; "
+        "--print-config lists every setting with what it means.",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings to change, e.g. knn.k=5 cnn.epochs=3 cluster.embedding=pca "
+        "knn.threads=1 cnn.device=cpu",
+    )
+    p.add_argument(
+        "--preset",
+        default="course",
+        choices=tuple(PRESETS),
+        help="quick (about two minutes), course (the course's settings, default), "
+        "full (all 60,000 training images)",
+    )
+    p.add_argument("--config", type=Path, default=None, help="a TOML file of settings")
+    p.add_argument("--stages", default=None, help=f"only these stages ({','.join(STAGES)})")
+    p.add_argument("--skip", default=None, help="skip these stages")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved settings as TOML and exit"
+    )
+    p.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
+    p.add_argument("--dataset", default=None, help=HELP["dataset"])
+    p.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
+    p.add_argument("--seed", type=int, default=None, help=f"{HELP['seed']} (default: 0)")
+    p.add_argument("--device", default=None, help=f"every stage's device: {HELP['device']}")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/PRESET)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_run)
+
+    r = sub.add_parser(
+        "report",
+        help="rebuild report.html from a run folder",
+        description="Rebuild the self-contained report.html of a run folder.",
+    )
+    r.add_argument("run_dir", type=Path, help="a folder written by `digitlab run`")
+    add_quiet(r)
+    r.set_defaults(func=cmd_report)
+
+    a = sub.add_parser(
+        "app",
+        help="the web app: draw a digit, generate and morph digits",
+        description="Start the web app (needs digitlab[app]). It binds to "
+        "127.0.0.1 by default and makes no external calls.",
+    )
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    a.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    a.add_argument("--data-dir", type=Path, default=None, help="MNIST folder for kNN/browsing")
+    a.add_argument(
+        "--model", type=Path, default=None, help="a saved generator (default: the shipped one)"
+    )
+    a.add_argument("--cnn", type=Path, default=None, help="a saved CNN (default: the shipped one)")
+    a.add_argument("--run", type=Path, default=None, help="a run folder to show figures from")
+    a.set_defaults(func=cmd_app)

@@ -1,0 +1,112 @@
+"""Saved models: saving, finding and loading them, in one place.
+
+Weights are safetensors with the network's config beside them as JSON (`checkpoint`); a model
+is rebuilt from its config, never unpickled.
+
+A model may be named by the folder its training wrote (`cnn train --out DIR` puts the model in
+DIR/model, `gan train --out DIR` in DIR/generator), by that subfolder itself, or not at all:
+then the model shipped inside the package is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from digitlab import shipped
+from digitlab.checkpoint import load_weights, save_weights
+from digitlab.cnn import CNNConfig, CourseCNN
+from digitlab.errors import DataError
+from digitlab.gan import GANConfig, Generator
+
+CNN_KIND = "course_cnn"
+GENERATOR_KIND = "conditional_gan_generator"
+
+
+def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = None) -> Path:
+    """model.safetensors + config.json (+ metadata.json) in `folder`, each written atomically."""
+    return save_weights(model, folder, "model", CNN_KIND, model.cfg, metadata)
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
+    """Rebuild the CNN saved in `folder` from its config.json and load its weights (eval mode).
+
+    Raises DataError naming the missing or mismatched file."""
+    model = load_weights(
+        folder,
+        "model",
+        CNN_KIND,
+        CNNConfig,
+        CourseCNN,
+        "train one with `digitlab cnn train --out DIR`",
+    )
+    return model.to(device).eval()
+
+
+def save_generator(generator: Generator, folder: str | Path, metadata: dict | None = None) -> Path:
+    """generator.safetensors + config.json (+ metadata.json), each written atomically."""
+    return save_weights(generator, folder, "generator", GENERATOR_KIND, generator.cfg, metadata)
+
+
+def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
+    """Rebuild the generator saved in `folder` and load its weights (eval mode).
+
+    Raises DataError naming the missing or mismatched file."""
+    generator = load_weights(
+        folder,
+        "generator",
+        GENERATOR_KIND,
+        GANConfig,
+        Generator,
+        "train one with `digitlab gan train --out DIR`",
+    )
+    return generator.to(device).eval()
+
+
+def model_folder(path: str | Path | None, subfolder: str, shipped_dir: Path) -> Path:
+    """The folder holding a model's config.json: `path`, its `subfolder`, or `shipped_dir`.
+
+    `path=None` means the shipped model; a training output folder is accepted for its
+    `subfolder` (the model it saved). Nothing is checked beyond that: the loader says what is
+    missing.
+    """
+    if path is None:
+        return shipped_dir
+    path = Path(path)
+    if (path / subfolder / "config.json").is_file():
+        return path / subfolder
+    return path
+
+
+def cnn_folder(path: str | Path | None = None) -> Path:
+    """Where the CNN named by `path` lives (a `cnn train` folder, its model/, or shipped)."""
+    return model_folder(path, "model", shipped.CNN)
+
+
+def generator_folder(path: str | Path | None = None) -> Path:
+    """Where the generator named by `path` lives (a `gan train` folder, its generator/, or
+    shipped). Raises DataError when no path is given and no generator is shipped."""
+    if path is None and not has_shipped_generator():
+        raise DataError(
+            "this version of digitlab ships no trained generator yet; train one "
+            "with `digitlab gan train --out DIR` and pass --model DIR"
+        )
+    return model_folder(path, "generator", shipped.GENERATOR)
+
+
+def has_shipped_generator() -> bool:
+    """True when the package carries a trained generator."""
+    return (shipped.GENERATOR / "config.json").is_file()
+
+
+def load_cnn(path: str | Path | None = None, device: torch.device | str = "cpu") -> CourseCNN:
+    """The CNN named by `path` (see `cnn_folder`), in eval mode. Raises DataError if absent."""
+    return load_model(cnn_folder(path), device)
+
+
+def load_gan_generator(
+    path: str | Path | None = None, device: torch.device | str = "cpu"
+) -> Generator:
+    """The generator named by `path` (see `generator_folder`), in eval mode; DataError if absent."""
+    return load_generator(generator_folder(path), device)

@@ -1,0 +1,96 @@
+"""What the two training loops (CNN and GAN) share: resume-or-refuse, checkpoints, the bar.
+
+A checkpoint is one safetensors file (networks, optimizer moments, and JSON metadata holding
+progress, history and settings), written atomically through `checkpoint.save_state`, so an
+interruption always leaves the last one whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from digitlab.checkpoint import load_state, restore, save_state
+from digitlab.errors import ConfigError
+
+
+@dataclass
+class Checkpoint:
+    """The resumable state of one training run: its file and the objects saved into it.
+
+    path: the checkpoint file (None: training keeps nothing on disk);
+    modules/optimizers: name -> object, saved and restored under those names.
+    """
+
+    path: Path | None
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def resume_or_refuse(
+        self,
+        resume: bool,
+        settings: dict[str, Any],
+        may_change: Iterable[str] = (),
+        legacy: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any] | None:
+        """Restore the saved state when asked to resume; None when there is nothing to resume.
+
+        settings: what identifies the run (name -> JSON value, a dict per config); each saved
+        config must equal it but for `may_change` keys, and keys newer than the checkpoint
+        (`legacy`: per config, old checkpoints' values of keys added since). Raises ConfigError when
+        a checkpoint exists and `resume` is False (never overwrite training silently), or when
+        its settings differ, naming them.
+        """
+        if self.path is None or not self.path.exists():
+            return None
+        if not resume:
+            raise ConfigError(
+                f"{self.path.parent} already holds a training checkpoint ({self.path.name}); "
+                "pass --resume to continue it, or choose another output folder"
+            )
+        meta = load_state(self.path)
+        changed = changed_settings(meta, settings, set(may_change), legacy or {})
+        if changed:
+            raise ConfigError(
+                f"the checkpoint in {self.path.parent} was made with other settings "
+                f"({', '.join(changed)}); resume with the same ones"
+            )
+        restore(meta, self.modules, self.optimizers)
+        return meta
+
+    def save(self, meta: dict[str, Any]) -> None:
+        """Write the modules, the optimizers and `meta` (JSON-able) atomically, if kept."""
+        if self.path is not None:
+            save_state(self.path, self.modules, self.optimizers, meta)
+
+
+def changed_settings(
+    saved: dict[str, Any],
+    mine: dict[str, Any],
+    may_change: set[str],
+    legacy: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Names of settings in which the checkpoint's metadata `saved` differs from `mine`."""
+    changed = []
+    for group, values in mine.items():
+        old = saved.get(group, {})
+        if not isinstance(values, dict):
+            if old != values:
+                changed.append(group)
+            continue
+        old = {**legacy.get(group, {}), **old}
+        changed += [
+            k for k in sorted(old) if k not in may_change and k in values and old[k] != values[k]
+        ]
+        changed += [k for k in sorted(set(old) - set(values)) if k not in may_change]
+    return changed
+
+
+def progress_bar(steps: Iterable, desc: str, progress: bool, unit: str) -> tqdm:
+    """A transient tqdm bar over `steps` (hidden when `progress` is False or not a terminal)."""
+    return tqdm(steps, desc=desc, disable=None if progress else True, leave=False, unit=unit)

@@ -1,0 +1,201 @@
+"""The settings of `digitlab run`: the task configs themselves, one per stage, and one seed.
+
+Resolved in order, later winning: a preset, a TOML file, then `key=value` overrides and the
+command's own flags. Each value is typed once against its dataclass field (`settings`); none
+is pasted into TOML text and parsed back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from digitlab.clustering import ClusterConfig
+from digitlab.errors import ConfigError
+from digitlab.experiments import KNNConfig, SweepConfig
+from digitlab.settings import coerce, describe_hint, set_fields, settable_fields, toml_table
+from digitlab.tasks.data import DataConfig
+from digitlab.tasks.gan import SamplesConfig
+from digitlab.train import TrainConfig
+
+STAGES = ("data", "knn", "sweep", "cnn", "cluster", "gan")
+# Set once for the whole run, not per stage: every stage draws its subsets from the same seed.
+RUN_WIDE = ("seed",)
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run: the seed, and each stage's own task config."""
+
+    preset: str = "course"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    knn: KNNConfig = field(default_factory=lambda: KNNConfig(compare_sklearn=True))
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    cnn: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    gan: SamplesConfig = field(default_factory=SamplesConfig)
+
+    def stage(self, name: str) -> Any:
+        """The task config of stage `name`, with the run's seed in it."""
+        section = getattr(self, name)
+        if "seed" in {f.name for f in dataclasses.fields(section)}:
+            section = dataclasses.replace(section, seed=self.seed)
+        return section
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain values (what config.json records; no per-stage seeds)."""
+        out: dict[str, Any] = {"preset": self.preset, "seed": self.seed}
+        for name in STAGES:
+            section = getattr(self, name)
+            out[name] = {k: getattr(section, k) for k in settable_fields(type(section), RUN_WIDE)}
+        return out
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # Small subsets: the whole course in about two minutes on a 2-core machine.
+    "quick": {
+        "knn.train_size": 5000,
+        "sweep.train_size": 5000,
+        "cnn.train_size": 6000,
+        "cnn.epochs": 2,
+        "cluster.train_size": 5000,
+        "cluster.n_init": 3,
+    },
+    # The course's own settings.
+    "course": {},
+    # Every training image.
+    "full": {
+        "knn.train_size": None,
+        "sweep.train_size": None,
+        "cnn.train_size": None,
+        "cluster.train_size": None,
+    },
+}
+
+
+def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Set dotted keys (`knn.k`), `seed`, or `device` (every stage's device) on `cfg`.
+
+    Values may be typed or text (from a command line); unknown keys name what is allowed.
+    """
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if (section, name) == ("data", "seed"):  # where configs before 0.2 kept the run's seed
+            section, name = "seed", ""
+        if not name:
+            _set_top(cfg, section, value)
+            continue
+        if section not in STAGES:
+            raise ConfigError(
+                f"unknown section {section!r} in {key!r}; sections: {', '.join(STAGES)}"
+            )
+        if name in RUN_WIDE:
+            raise ConfigError(f"{key}: the seed is the run's, not a stage's; set seed=N")
+        set_fields(getattr(cfg, section), {name: value}, f"{section}.", RUN_WIDE)
+    return cfg
+
+
+def _set_top(cfg: RunConfig, key: str, value: Any) -> None:
+    if key == "seed":
+        cfg.seed = coerce("seed", value, int)
+    elif key == "device":  # a shortcut: the same device for every stage that has one
+        for name in STAGES:
+            section = getattr(cfg, name)
+            if "device" in settable_fields(type(section)):
+                set_fields(section, {"device": value}, f"{name}.")
+    else:
+        raise ConfigError(
+            f"unknown setting {key!r}; top-level settings: seed, device; "
+            f"sections: {', '.join(STAGES)}"
+        )
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`key=value` strings -> {key: value text}; the text is typed later, against its field."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. knn.k=5)")
+        parsed[key.strip()] = value
+    return parsed
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML settings file flattened to dotted keys; ConfigError if unreadable."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    if "preset" in flat:
+        raise ConfigError("choose the preset with --preset, not in the config file")
+    return flat
+
+
+def load_config(
+    preset: str = "course",
+    file: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> RunConfig:
+    """Preset, then a TOML file, then overrides (`key=value` strings or a typed mapping)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = RunConfig(preset=preset)
+    apply_overrides(cfg, PRESETS[preset])
+    if file is not None:
+        apply_overrides(cfg, read_toml(file))
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def config_toml(cfg: RunConfig) -> str:
+    """The resolved configuration as TOML, each setting with what it means (--print-config)."""
+    lines = [
+        f"# digitlab run configuration (preset {cfg.preset})",
+        f"seed = {cfg.seed}  # {describe_hint('seed').strip(' ()')}",
+    ]
+    for name in STAGES:
+        lines.append(f"\n[{name}]")
+        lines += toml_table(getattr(cfg, name), RUN_WIDE)
+    return "\n".join(lines) + "\n"
+
+
+def validate_config(cfg: RunConfig, n_train: int | None = None) -> None:
+    """Check every stage's settings now, so a bad value fails before any data loads, not after
+    an hour of training. `n_train`: the dataset's training images (default: its table size)."""
+
+    def check(section: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except ConfigError as exc:
+            raise ConfigError(f"[{section}] {exc}") from None
+
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {cfg.seed!r}")
+    size = cfg.data.validate()
+    n = n_train if n_train is not None else size
+    for name in ("knn", "sweep", "cnn", "cluster"):
+        check(name, lambda name=name: cfg.stage(name).validate(n))
+    check("gan", cfg.gan.validate)
+
+
+def choose_stages(only: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:
+    """The stages to run, in course order: `only` (default: all) less `skip`."""
+    for name in [*(only or []), *skip]:
+        if name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    chosen = list(only) if only else list(STAGES)
+    return [s for s in STAGES if s in chosen and s not in skip]

@@ -1,0 +1,187 @@
+"""Every command: odd paths keep every character; numeric settings are checked before any data
+loads, the same way everywhere; `run` takes overrides anywhere and sets any task setting."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_digits, write_fake_idx
+from digitlab.cli import main
+from digitlab.device import requested_threads
+from digitlab.errors import ConfigError
+from digitlab.gan import Generator
+from digitlab.loaders import save_generator
+from digitlab.run_config import load_config
+
+# A Windows-style path with a quote and backslashes (a plain folder name on POSIX), spaces,
+# and non-ASCII letters: the kinds that broke when paths went through TOML text.
+ODD = ['C:\\data\\mnist "v2"', "with spaces", "données ü 数据"]
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paths")
+    data = write_fake_idx(root / ODD[0] / ODD[2], n_train=300, n_test=60)
+    gen = root / ODD[1] / 'gen \\ "g"'
+    save_generator(Generator(), gen / "generator", {"epochs": 0})
+    return root, data, gen
+
+
+def _ok(argv, capsys):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 0, err
+
+
+def test_odd_paths_on_every_command(odd, tmp_path, capsys):
+    _, data, gen = odd
+    out = tmp_path / ODD[0] / ODD[1] / ODD[2]
+    _ok(["data", "info", "--data-dir", data], capsys)
+    _ok(["data", "show", "--index", 3, "--data-dir", data, "--out", out / "one.png"], capsys)
+    _ok(["data", "gallery", "--count", 2, "--data-dir", data, "--out", out / "g.png"], capsys)
+    _ok(["knn", "--train-size", 200, "--data-dir", data, "--out", out / "knn"], capsys)
+    assert json.loads((out / "knn" / "metrics.json").read_text())["n_train"] == 200
+    _ok(["knn", "sweep", "--k", "1-2", "--train-size", 200, "--data-dir", data,
+         "--out", out / "sweep"], capsys)  # fmt: skip
+    _ok(["cluster", "--train-size", 200, "--n-init", 1, "--data-dir", data,
+         "--out", out / "cl"], capsys)  # fmt: skip
+    assert (out / "cl" / "cluster_centres.png").is_file()
+    cnn = out / "cnn"
+    _ok(["cnn", "train", "--epochs", 1, "--train-size", 200, "--threads", 1, "--data-dir", data,
+         "--out", cnn, "--quiet"], capsys)  # fmt: skip
+    _ok(["cnn", "eval", cnn, "--data-dir", data, "--out", out / "eval"], capsys)
+    x, _ = make_digits(1)
+    image = out / 'é "7".png'
+    Image.fromarray(255 - x[0]).resize((84, 84)).save(image)
+    _ok(["cnn", "predict", cnn, image, "--out", out / "seen"], capsys)
+    assert (out / "seen" / 'é "7"_28x28.png').is_file()
+    _ok(["gan", "generate", "--model", gen, "--digit", 3, "--count", 2,
+         "--out", out / "gen.png"], capsys)  # fmt: skip
+    _ok(["gan", "interpolate", 2, 6, "--steps", 3, "--model", gen, "--out", out / "m.gif"], capsys)
+    assert (out / "m.gif").is_file() and (out / "m.png").is_file()
+    _ok(["gan", "evaluate", "--model", gen, "--classifier", cnn, "--per-digit", 5,
+         "--data-dir", data, "--json", out / "q.json"], capsys)  # fmt: skip
+    run = out / "run"
+    _ok(["run", "--preset", "quick", "--stages", "data,knn", "--data-dir", data, "--out", run,
+         "knn.train_size=200", "knn.compare_sklearn=false", "sweep.train_size=200",
+         "cnn.train_size=200", "cluster.train_size=200", "--quiet"], capsys)  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(data)
+    assert (run / "report.html").is_file()
+
+
+@pytest.mark.parametrize("quote", ["", '"', "'"])
+def test_run_override_keeps_a_windows_path(odd, quote):
+    _, data, _ = odd
+    cfg = load_config("quick", overrides=[f"data.data_dir={quote}{data}{quote}"])
+    assert cfg.data.data_dir == str(data)
+    # --print-config writes it back as TOML that reads back to the same path.
+    from digitlab.run_config import config_toml, read_toml
+
+    text = config_toml(cfg)
+    toml = odd[0] / "c.toml"
+    toml.write_text(text, encoding="utf-8")
+    assert read_toml(toml)["data.data_dir"] == str(data)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["knn", "--k", "1001", "--train-size", "1000"], "k (1001) is more than the 1000"),
+        (["knn", "--max-memory-mb", "0"], "max_memory_mb must be a number > 0"),
+        (["knn", "--threads", "0"], "threads must be a whole number of at least 1"),
+        (["knn", "sweep", "--threads", "0"], "threads must be"),
+        (["knn", "sweep", "--k", "1-20000", "--train-size", "1000"], "largest k (20000)"),
+        (["cnn", "train", "--threads", "0"], "threads must be"),
+        (["cnn", "train", "--batch-size", "70000", "--train-size", "all"], "batch_size must be"),
+        (["cluster", "--threads", "0"], "threads must be"),
+        (["cluster", "--pca-components", "5000", "--embedding", "pca"], "pca_components must be"),
+        (["gan", "train", "--threads", "0"], "threads must be"),
+        (["gan", "train", "--epochs", "0"], "epochs must be"),
+        (["gan", "generate", "--count", "0"], "count must be"),
+        (["gan", "generate", "--count", "-5"], "count must be"),
+        (["gan", "generate", "--digit", "3", "--count", "100000"], "count must be at most"),
+        (["gan", "generate", "--count", "5000"], "count must be at most"),
+        (["gan", "interpolate", "2", "6", "--steps", "100000"], "steps must be"),
+        (["gan", "evaluate", "--per-digit", "10000000"], "--per-digit must be at most"),
+        (["data", "gallery", "--count", "100000"], "--count must be at most"),
+    ],
+)
+def test_bad_numbers_fail_in_one_line_before_data_loads(tmp_path, capsys, argv, message):
+    # The data folder does not exist: a command that looked at the data first would say so.
+    out = tmp_path / "out"
+    code = main([*argv, "--data-dir", str(tmp_path / "no data")] if argv[0] != "gan" or
+                argv[1] in ("train", "evaluate") else argv)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.count("\n") == 1, err
+    assert "does not exist" not in err and not out.exists()
+
+
+def test_run_checks_every_setting_before_making_the_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "knn.k=20001", "--out", str(out), "--data-dir", str(tmp_path)]) == 1
+    assert "[knn] k (20001) is more than the 20000" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["run", "sweep.ks=1-19000", "--out", str(out)]) == 1
+    assert "[sweep] largest k" in capsys.readouterr().err and not out.exists()
+    assert main(["run", "knn.seed=3", "--out", str(out)]) == 1
+    assert "the seed is the run's" in capsys.readouterr().err
+
+
+def test_threads_env_is_read_and_checked_everywhere(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DIGITLAB_THREADS", "1")
+    assert requested_threads() == 1 and requested_threads(2) == 2
+    monkeypatch.setenv("DIGITLAB_THREADS", "0")
+    with pytest.raises(ConfigError, match="DIGITLAB_THREADS must be"):
+        requested_threads()
+    for argv in (["knn"], ["cnn", "train"], ["cluster"], ["run", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--data-dir", str(tmp_path / "none")]) == 1
+        assert "DIGITLAB_THREADS must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_threads_env_reaches_the_cnn(monkeypatch):
+    from digitlab.train import TrainConfig, train_cnn
+
+    x, y = make_digits(200)
+    monkeypatch.setenv("DIGITLAB_THREADS", "1")
+    cfg = TrainConfig(epochs=1, batch_size=64, train_size=None)
+    assert train_cnn(x, y, cfg, progress=False)[2]["threads"] == 1
+
+
+def test_run_overrides_anywhere_and_every_task_setting(capsys):
+    argv = ["run", "--print-config", "knn.k=5", "--seed", "1", "cnn.epochs=3",
+            "knn.threads=1", "--preset", "quick", "knn.max_memory_mb=64",
+            "cluster.pca_components=20", "cnn.device=cpu", "sweep.weights=distance"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for line in ("seed = 1", "k = 5", "epochs = 3", "threads = 1", "max_memory_mb = 64.0",
+                 "pca_components = 20", 'device = "cpu"', 'weights = "distance"'):  # fmt: skip
+        assert f"\n{line}" in text, line
+    # Each setting says what it means (the same table --help and the errors use).
+    assert "k = 5  # neighbours that vote" in text
+    assert main(["run", "--print-config", "knn.k=x"]) == 1
+    assert "knn.k must be int (neighbours that vote)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--print-config", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_old_config_files_keep_their_seed(tmp_path):
+    toml = tmp_path / "old.toml"
+    toml.write_text('device = "cpu"\n[data]\nseed = 7\n[knn]\nk = 1\n')
+    cfg = load_config("course", toml)
+    assert cfg.seed == 7 and cfg.stage("knn").seed == 7 and cfg.stage("cnn").device == "cpu"
+
+
+def test_python_m_digitlab(fake_dir):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitlab", "data", "info", "--data-dir", str(fake_dir), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["train"]["class_counts"] == [20] * 10
+    assert np.sum(json.loads(proc.stdout)["test"]["class_counts"]) == 50
