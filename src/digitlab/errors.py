@@ -21,3 +21,9 @@ class ConfigError(DigitlabError, ValueError):
 
 class NotFittedError(DigitlabError, ValueError, AttributeError):
     """An estimator was used before `fit` (same bases as scikit-learn's NotFittedError)."""
+
+
+class ImageError(DataError, ValueError):
+    """A picture cannot be read as one digit: not an image, truncated, too small or too large,
+    or blank. The message names the file when there is one. (A ValueError too, so callers
+    that caught the old ValueError of `to_mnist` keep working.)"""
