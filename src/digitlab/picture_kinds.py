@@ -100,7 +100,7 @@ def _u8(a: np.ndarray) -> np.ndarray:
 def _ink(digit, canvas, fraction, pen, rng, corner=False) -> np.ndarray:
     """The digit's ink (canvas, float in [0, 1]) drawn crisply at a random size and place."""
     from PIL import Image
-    from skimage.morphology import binary_dilation, disk, skeletonize
+    from skimage.morphology import dilation, disk, skeletonize
 
     h, w = canvas
     size = max(24, int(min(h, w) * fraction))
@@ -112,10 +112,10 @@ def _ink(digit, canvas, fraction, pen, rng, corner=False) -> np.ndarray:
     if pen == "skeleton":
         width = int(rng.integers(1, 4))
         skel = skeletonize(big > 110)
-        strokes = binary_dilation(skel, disk(width // 2)) if width > 1 else skel
+        strokes = dilation(skel, disk(width // 2)) if width > 1 else skel
         strokes = strokes.astype(np.float64)
     elif pen == "fat":
-        strokes = binary_dilation(big > 100, disk(max(1, round(size * rng.uniform(0.03, 0.06)))))
+        strokes = dilation(big > 100, disk(max(1, round(size * rng.uniform(0.02, 0.05)))))
         strokes = strokes.astype(np.float64)
     out = np.zeros(canvas)
     if corner:
