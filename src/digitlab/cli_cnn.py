@@ -47,7 +47,8 @@ def train_and_save(
         {
             k: metrics[k]
             for k in ("accuracy", "f1_macro", "dataset", "train_config", "history", "n_train")
-        },
+        }
+        | {"classes": list(ds.classes)},  # `cnn predict` names its answers with these
     )
     files = write_evaluation(figures, "cnn", report, ds.x_test, ds.y_test, pred, ds.classes)
     files["curves"] = plots.save(
@@ -114,25 +115,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
+    import sys
 
     from digitlab import plots
-    from digitlab.cnn import load_model, predict_proba
-    from digitlab.preprocess import to_mnist
+    from digitlab.cnn import load_model
+    from digitlab.image_predict import model_classes, predict_images, recipe_for
 
-    model = load_model(_model_dir(args.model_dir))
-    for path in args.images:
-        image = to_mnist(path)
-        p = predict_proba(model, image)[0]
-        top = np.argsort(-p)[: args.top]
-        print(f"{path}: " + ", ".join(f"{d} ({p[d]:.1%})" for d in top))
+    folder = _model_dir(args.model_dir)
+    model = load_model(folder)
+    classes, dataset = model_classes(folder)
+    failed = 0
+    # One bad file is one line on stderr; the others are still read; exit 1 at the end.
+    for answer in predict_images(
+        model, args.images, classes=classes, recipe=recipe_for(dataset, classes)
+    ):
+        if answer.error is not None:
+            print(answer.line(), file=sys.stderr)
+            failed += 1
+            continue
+        print(answer.line(args.top))
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
+            best, p = answer.top(1)[0]
             plots.save(
-                plots.digit(image, f"as the model saw it: {top[0]} ({p[top[0]]:.0%})"),
-                args.out / f"{Path(path).stem}_28x28.png",
+                plots.digit(answer.prepared.image, f"as the model saw it: {best} ({p:.0%})"),
+                args.out / f"{Path(answer.name).stem}_28x28.png",
             )
-    return 0
+    return 1 if failed else 0
 
 
 def _model_dir(path: Path) -> Path:

@@ -75,10 +75,9 @@ def read_picture(
     if arr.ndim == 3 and arr.shape[2] == 4:
         alpha = _unit(arr[..., 3], arr.dtype)
         arr = arr[..., :3]
-    if arr.ndim == 3:
-        grey = _unit(arr, arr.dtype) @ _LUMA
-    else:
-        grey = _unit(arr, arr.dtype)
+    grey = _unit(arr, arr.dtype)
+    if grey.ndim == 3:
+        grey = grey @ _LUMA
     return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, f"array {arr.dtype}")
 
 

@@ -214,8 +214,7 @@ def _resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """Ink as a non-negative map on a flat zero background, the noise level, and whether the
     picture was dark on light (then inverted). grey: (H, W) float in [0, 1], 1 = white."""
-    from skimage.filters import gaussian
-    from skimage.filters import rank
+    from skimage.filters import gaussian, rank
     from skimage.morphology import disk, opening
 
     smooth = gaussian(grey, sigma=0.8)  # sensor noise and JPEG ringing
@@ -306,7 +305,7 @@ def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, 
 def _normalise_strokes(ink: np.ndarray) -> tuple[np.ndarray, float]:
     """Bring the strokes toward MNIST's width at a fixed size; returns the ink (long side
     `_FINE`, float in [0, 1]) and the factor the stroke width changed by."""
-    from skimage.morphology import disk, dilation, erosion, skeletonize
+    from skimage.morphology import dilation, disk, erosion, skeletonize
 
     h, w = ink.shape
     s = _FINE / max(h, w)
@@ -356,6 +355,7 @@ def _place(small: np.ndarray, centre_mass: bool) -> np.ndarray:
     out[top : top + h, left : left + w] = small
     out = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
     return centre_by_mass(out[None])[0] if centre_mass else out
+
 
 def centre_by_mass(images: np.ndarray) -> np.ndarray:
     """Shift each uint8 image (N, 28, 28) by whole pixels so its centre of mass sits at
