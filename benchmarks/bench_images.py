@@ -99,7 +99,7 @@ def read_all(reader, files: list[bytes]) -> tuple[np.ndarray, np.ndarray, float]
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--per-kind", type=int, default=50, help="pictures per kind (default: 50)")
+    p.add_argument("--per-kind", type=int, default=40, help="pictures per kind (default: 40)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-reference", action="store_true", help="skip the naive reader")
     args = p.parse_args()

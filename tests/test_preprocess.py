@@ -178,8 +178,9 @@ def test_uneven_light_and_a_shadowed_corner():
 
 
 def test_thin_and_fat_strokes_come_out_at_mnists_weight():
-    grey, ink = _page()
     from skimage.morphology import dilation, disk, skeletonize
+
+    _, ink = _page()
 
     thin = prepare(np.where(skeletonize(ink), 0.0, 1.0))
     fat = prepare(np.where(dilation(ink, disk(14)), 0.0, 1.0))
