@@ -214,7 +214,6 @@ def _resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """Ink as a non-negative map on a flat zero background, the noise level, and whether the
     picture was dark on light (then inverted). grey: (H, W) float in [0, 1], 1 = white."""
-    from scipy import ndimage
     from skimage.filters import gaussian, rank
     from skimage.morphology import disk, opening
 
@@ -237,11 +236,7 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
         smooth, small = 1.0 - smooth, 1.0 - small
     # The paper under the (now light) marks: a grey opening with a disk wider than any stroke
     # removes them and keeps the light's slow changes and shadows' edges (a top-hat).
-    # ... wider than the thickest mark too (a fat marker's filled loop is not paper): twice
-    # the largest distance from a rough mark's inside to its edge.
-    rough = (local - unit if inverted else unit - local) > floor
-    thickness = float(ndimage.distance_transform_edt(rough).max()) if rough.any() else 0.0
-    reach = max(2, round(min(small.shape) / 7), min(round(2 * thickness), min(small.shape) // 3))
+    reach = max(2, round(min(small.shape) / 7))
     paper = opening(small, disk(reach, decomposition="sequence"))  # fast, near-same shape
     paper = _resize(gaussian(paper, sigma=1.0), grey.shape)
     residual = smooth - paper
@@ -304,7 +299,7 @@ def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, 
                 ]
                 grown = True
     mask = np.isin(marks, [p.label for p in kept])
-    return mask, len(props) - len(kept)
+    return mask, int(marks.max()) - len(kept)  # tiny marks under min_area count too
 
 
 def _normalise_strokes(ink: np.ndarray) -> tuple[np.ndarray, float]:
