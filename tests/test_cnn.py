@@ -344,7 +344,7 @@ def test_to_mnist_bad_input(tmp_path):
         to_mnist(np.full((50, 50), 255, np.uint8))
     bad = tmp_path / "x.png"
     bad.write_text("not an image")
-    with pytest.raises(DataError, match="not a readable image"):
+    with pytest.raises(DataError, match="not an image"):
         to_mnist(bad)
 
 

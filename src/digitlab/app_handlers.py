@@ -6,26 +6,21 @@ range) into a message for the page instead of an exception, so a worker never di
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from digitlab import figures
 from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
-from digitlab.errors import ConfigError, DataError, DigitlabError
+from digitlab.errors import ConfigError, DigitlabError, ImageError
 from digitlab.gan import generate
 from digitlab.loaders import load_cnn, load_gan_generator
 from digitlab.neighbors import KNeighborsClassifier
-from digitlab.preprocess import to_mnist
+from digitlab.preprocess import prepare
 from digitlab.tasks.gan import morph as write_morph
-
-MAX_PIXELS = 4096 * 4096  # a bigger upload is refused before it is decoded
-MAX_BYTES = 20 * 2**20
 
 
 @dataclass
@@ -73,62 +68,37 @@ def load_models(
     return m
 
 
-def _as_array(image) -> np.ndarray | None:
-    """A drawing or upload as a 2-D/3-D array; gradio's sketchpad dict, PIL, path or array."""
-    if image is None:
-        return None
+def prepare_drawing(image):
+    """`preprocess.prepare` of a drawing or upload (gradio's sketchpad dict, path, bytes, PIL
+    or array): the `Prepared` (28x28 and what was done), or None and the reason for the page.
+    Uploads over 20 MB or 4096x4096 pixels are refused before they are decoded."""
     if isinstance(image, dict):  # gradio ImageEditor / Sketchpad value
         image = image.get("composite", image.get("image"))
-        if image is None:
-            return None
-    if isinstance(image, (str, Path, bytes)):
-        path_or_bytes = io.BytesIO(image) if isinstance(image, bytes) else image
-        size = len(image) if isinstance(image, bytes) else Path(image).stat().st_size
-        if size > MAX_BYTES:
-            raise ValueError(f"the file is too large ({size / 2**20:.0f} MB; at most 20 MB)")
-        with Image.open(path_or_bytes) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ValueError(f"the image is too large ({im.width}x{im.height} pixels)")
-            image = im.copy()
-    if isinstance(image, Image.Image):
-        if image.width * image.height > MAX_PIXELS:
-            raise ValueError(f"the image is too large ({image.width}x{image.height} pixels)")
-        if image.mode in ("RGBA", "LA"):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA")).convert("L")
-        return np.asarray(image.convert("L"))
-    arr = np.asarray(image)
-    if arr.size > MAX_PIXELS * 4:
-        raise ValueError(f"the image is too large ({arr.shape})")
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        # Canvas drawings are strokes on a transparent layer: composite onto white paper.
-        alpha = arr[..., 3:4].astype(np.float64) / 255.0
-        arr = (arr[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    return arr
+    if image is None:
+        return None, "Draw a digit (or upload a picture of one) first."
+    name = Path(image).name if isinstance(image, (str, Path)) else "the drawing"
+    try:
+        return prepare(image, name=name), ""
+    except ImageError as exc:
+        if "no digit found" in str(exc):
+            return None, "No digit found: the canvas is empty or the picture is blank."
+        return None, str(exc)
 
 
 def read_drawing(image) -> tuple[np.ndarray | None, str]:
     """MNIST-style 28x28 of a drawing or upload, or None and the reason for the page."""
-    try:
-        arr = _as_array(image)
-        if arr is None:
-            return None, "Draw a digit (or upload a picture of one) first."
-        return to_mnist(arr), ""
-    except (UnidentifiedImageError, DataError, OSError) as exc:
-        return None, f"That file is not an image I can read ({exc})."
-    except ValueError as exc:
-        text = str(exc)
-        if "blank" in text:
-            return None, "The canvas is empty: draw a digit first."
-        return None, f"Cannot use this image: {text}."
+    prepared, message = prepare_drawing(image)
+    return (None if prepared is None else prepared.image), message
 
 
 def classify(models: Models, image) -> dict:
     """The 28x28 the models saw, the CNN's ten probabilities, the kNN's vote and neighbours."""
-    seen, message = read_drawing(image)
+    prepared, message = prepare_drawing(image)
+    seen = None if prepared is None else prepared.image
     out: dict = {"seen": seen, "message": message, "cnn": None, "knn": None}
-    if seen is None:
+    if prepared is None:
         return out
+    out["preprocessing"] = prepared.describe()  # e.g. "dark ink on light paper, inverted; ..."
     if models.cnn is not None:
         with models.lock:  # one forward pass at a time keeps CPU threads from thrashing
             p = predict_proba(models.cnn, seen)[0]

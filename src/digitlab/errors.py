@@ -42,3 +42,9 @@ def __getattr__(name: str):
         globals()["NotFittedError"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class ImageError(DataError, ValueError):
+    """A picture cannot be read as one digit: not an image, truncated, too small or too large,
+    or blank. The message names the file when there is one. (A ValueError too, so callers
+    that caught the old ValueError of `to_mnist` keep working.)"""

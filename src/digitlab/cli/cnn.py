@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from digitlab.cli.common import (
@@ -62,13 +63,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Print the CNN's top classes for each image file."""
+    """Print the CNN's top classes for each image file; one line per unreadable file."""
     check_range("--top", args.top, 1, 10)
-    model = load_cnn(args.model_dir)
-    for path in args.images:
-        top = cnn_task.read_image(model, path, args.top, args.out)
-        print(f"{path}: " + ", ".join(f"{c} ({p:.1%})" for c, p in top))
-    return 0
+    failed = 0
+    # One bad file is one line on stderr; the others are still read; exit 1 at the end.
+    for answer in cnn_task.read_images(args.model_dir, args.images, args.out):
+        if answer.error is not None:
+            print(answer.line(), file=sys.stderr)
+            failed += 1
+        else:
+            print(answer.line(args.top))
+    return 1 if failed else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

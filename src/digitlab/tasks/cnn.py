@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from digitlab import figures, plots
 from digitlab.cnn import CourseCNN, predict_proba, summary
 from digitlab.data import Dataset, random_subset
 from digitlab.evaluation import evaluate
 from digitlab.files import save_metrics
-from digitlab.loaders import save_model
-from digitlab.preprocess import to_mnist
+from digitlab.image_predict import ImageAnswer, model_classes, predict_images, recipe_for
+from digitlab.loaders import cnn_folder, load_model, save_model
 from digitlab.tasks.figures import names, write_evaluation
 from digitlab.train import History, TrainConfig, train_cnn
 
@@ -55,7 +53,9 @@ def train_and_save(
         "n_train": len(x),
         "summary": summary(model),
     }
-    save_model(model, out / "model", {k: metrics[k] for k in MODEL_METADATA})
+    # The class names go with the model: `cnn predict` names its answers with them.
+    meta = {k: metrics[k] for k in MODEL_METADATA} | {"classes": list(ds.classes)}
+    save_model(model, out / "model", meta)
     files = write_evaluation(figures_dir, "cnn", report, ds.x_test, ds.y_test, pred, ds.classes)
     files["curves"] = plots.save(
         plots.training_curves(history.as_dict()), figures_dir / figures.CNN["curves"]
@@ -76,21 +76,27 @@ def evaluate_saved(model: CourseCNN, ds: Dataset, out: str | Path | None = None)
     return report
 
 
-def read_image(
-    model: CourseCNN, path: str | Path, top: int = 3, out: str | Path | None = None
-) -> list[tuple[int, float]]:
-    """The `top` classes (index, probability) the CNN reads in one image file, best first.
+def read_images(
+    model_dir: str | Path | None, paths: Iterable[str | Path], out: str | Path | None = None
+) -> Iterator[ImageAnswer]:
+    """Read every picture file with a saved CNN: one `ImageAnswer` per path, in order.
 
-    The image is made MNIST-like first (`preprocess.to_mnist`); with `out`, the 28x28 the model
-    saw is drawn to `out/<name>_28x28.png`. Raises DataError for an unreadable file.
+    `model_dir`: a training folder, its `model/` subfolder, or None for the shipped CNN. The
+    model's stored class names label the answers; digit models get MNIST's crop-and-centre
+    recipe, other datasets (Fashion-MNIST, ...) a plain fit. A file that cannot be read gives
+    an answer with `error` set (an ImageError naming the file) and the rest are still read.
+    With `out`, the 28x28 the model saw is drawn to `out/<name>_28x28.png`.
     """
-    image = to_mnist(path)
-    p = predict_proba(model, image)[0]
-    best = [(int(c), float(p[c])) for c in np.argsort(-p)[:top]]
-    if out is not None:
-        c, q = best[0]
-        plots.save(
-            plots.digit(image, f"as the model saw it: {c} ({q:.0%})"),
-            Path(out) / f"{Path(path).stem}_28x28.png",
-        )
-    return best
+    folder = cnn_folder(model_dir)
+    model = load_model(folder)
+    classes, dataset = model_classes(folder)
+    for answer in predict_images(
+        model, paths, classes=classes, recipe=recipe_for(dataset, classes)
+    ):
+        if out is not None and answer.error is None:
+            best, p = answer.top(1)[0]
+            plots.save(
+                plots.digit(answer.prepared.image, f"as the model saw it: {best} ({p:.0%})"),
+                Path(out) / f"{Path(answer.name).stem}_28x28.png",
+            )
+        yield answer

@@ -1,0 +1,107 @@
+"""Read the digits (or garments, or characters) in picture files with a saved CNN.
+
+The library side of `digitlab cnn predict`: every file is read on its own, so one bad file
+becomes one `ImageError` in its answer and the files after it are still read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.cnn import predict_proba
+from digitlab.data import DATASETS
+from digitlab.errors import ImageError
+from digitlab.preprocess import Prepared, prepare
+
+DIGITS = tuple(str(d) for d in range(10))
+
+
+@dataclass
+class ImageAnswer:
+    """One file's answer: `proba` (n_classes,) float32 and what preprocessing did, or `error`."""
+
+    name: str
+    prepared: Prepared | None = None
+    proba: np.ndarray | None = None
+    classes: tuple[str, ...] = DIGITS
+    error: ImageError | None = None
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The k most probable classes as (class name, probability), best first."""
+        if self.proba is None:
+            return []
+        order = np.argsort(-self.proba, kind="stable")[:k]
+        names = self.classes if len(self.classes) == len(self.proba) else None
+        return [(names[i] if names else str(i), float(self.proba[i])) for i in order]
+
+    def line(self, k: int = 3) -> str:
+        """`name: 7 (99.1%), 1 (0.5%), 9 (0.2%)`, or the error's one line."""
+        if self.error is not None:
+            return str(self.error)
+        return f"{self.name}: " + ", ".join(f"{c} ({p:.1%})" for c, p in self.top(k))
+
+
+def model_classes(model_dir: str | Path) -> tuple[tuple[str, ...], str | None]:
+    """The class names a saved CNN was trained on and its dataset's name, from metadata.json.
+
+    Older models stored only the dataset's name: then its names come from the datasets table;
+    with no metadata at all, the ten digits."""
+    path = Path(model_dir) / "metadata.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return DIGITS, None
+    dataset = meta.get("dataset")
+    if isinstance(meta.get("classes"), list) and meta["classes"]:
+        return tuple(str(c) for c in meta["classes"]), dataset
+    if dataset in DATASETS:
+        return tuple(DATASETS[dataset].classes), dataset
+    return DIGITS, dataset
+
+
+def recipe_for(dataset: str | None, classes: tuple[str, ...]) -> str:
+    """'digit' (MNIST's crop, 20x20, centre by mass) for digit models, else 'object'."""
+    return "digit" if dataset in (None, "mnist") and classes == DIGITS else "object"
+
+
+def predict_images(
+    model,
+    sources: Iterable,
+    *,
+    classes: tuple[str, ...] = DIGITS,
+    recipe: str = "digit",
+    batch: int = 64,
+) -> Iterator[ImageAnswer]:
+    """One `ImageAnswer` per source (path, bytes, PIL image or array), in order.
+
+    A source that cannot be read (not an image, truncated, blank, too small or too large)
+    gives an answer with `error` set; the others are still read. Pictures go through
+    `preprocess.prepare(recipe=...)` and the model in batches of `batch`.
+    """
+    pending: list[ImageAnswer] = []
+
+    def flush() -> Iterator[ImageAnswer]:
+        ready = [a for a in pending if a.error is None]
+        if ready:
+            proba = predict_proba(model, np.stack([a.prepared.image for a in ready]))
+            for a, p in zip(ready, proba, strict=True):
+                a.proba = p
+        yield from pending
+        pending.clear()
+
+    for source in sources:
+        name = str(source) if isinstance(source, (str, Path)) else "the image"
+        answer = ImageAnswer(name=name, classes=classes)
+        try:
+            answer.prepared = prepare(source, recipe=recipe)
+        except ImageError as exc:
+            answer.error = exc
+        pending.append(answer)
+        if len(pending) >= batch:
+            yield from flush()
+    yield from flush()

@@ -1,0 +1,183 @@
+"""Reading a picture a person hands over: any file Pillow opens, a PIL image or an array.
+
+Everything ends up as two float maps in [0, 1]: the grey level (0 black, 1 white) and, where
+the picture has a meaningful alpha channel, its opacity. The orientation stored in EXIF is
+applied first (`ImageOps.exif_transpose`), so the picture is upright as a viewer shows it.
+16-bit, 32-bit and float pictures are scaled by their own range, never clipped at 255.
+
+Every failure is an `ImageError` whose message names the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digitlab.errors import ImageError
+
+MAX_PIXELS = 4096 * 4096  # a bigger picture is refused before it is decoded
+MAX_BYTES = 20 * 2**20  # and a bigger file before it is opened
+MIN_SIDE = 8  # below this there is no digit to find (MNIST itself is 28x28)
+
+# ITU-R 601 luma, the weights Pillow's own convert("L") uses.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+@dataclass
+class Picture:
+    """A picture as float maps: `grey` (H, W) float64 in [0, 1], 1 = white; `alpha` (H, W)
+    float64 in [0, 1] or None when every pixel is opaque; where it came from and its mode."""
+
+    grey: np.ndarray
+    alpha: np.ndarray | None
+    name: str
+    mode: str
+    rotated: bool = False  # an EXIF orientation tag turned it
+
+
+def read_picture(
+    source, *, name: str | None = None, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
+) -> Picture:
+    """Read a path, raw bytes, a PIL image or an array (H, W), (H, W, 3|4) as a `Picture`.
+
+    Arrays: uint8 is 0..255; other integer types are scaled by their range (a 16-bit scan
+    keeps its contrast); float arrays in [0, 1] are taken as they are, other floats are scaled
+    by their range. Raises `ImageError` naming `name` (default: the path) for a file that is
+    missing, not an image, truncated, over `max_bytes`/`max_pixels`, or under 8 pixels a side.
+    """
+    if isinstance(source, Picture):
+        return source
+    if isinstance(source, (str, Path, bytes, bytearray)) or hasattr(source, "__fspath__"):
+        return _read_file(source, name, max_pixels, max_bytes)
+    name = name or "the image"
+    if isinstance(source, Image.Image):
+        _check_size(name, source.width, source.height, max_pixels)
+        return _from_pil(source, name)
+    arr = np.asarray(source)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name}: expected an image array (H, W) or (H, W, 3|4), got {arr.shape}")
+    _check_size(name, arr.shape[1], arr.shape[0], max_pixels)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.number)):
+        raise ImageError(f"{name}: pixels must be numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ImageError(f"{name}: the image holds NaN or infinite values")
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        alpha = _unit(arr[..., 3], arr.dtype)
+        arr = arr[..., :3]
+    grey = _unit(arr, arr.dtype)
+    if grey.ndim == 3:
+        grey = grey @ _LUMA
+    return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, f"array {arr.dtype}")
+
+
+def _unit(arr: np.ndarray, dtype) -> np.ndarray:
+    """Pixels as floats in [0, 1]: uint8 by 255, wider types by their own range."""
+    a = arr.astype(np.float64)
+    if dtype == np.uint8:
+        return a / 255.0
+    if np.issubdtype(dtype, np.floating) and a.size and a.min() >= 0 and a.max() <= 1:
+        return a
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        side = int(max_pixels**0.5)
+        raise ImageError(
+            f"{name}: the image is too large ({width}x{height} pixels; at most {side}x{side})"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            f"{name}: the image is too small ({width}x{height} pixels; a digit needs at least "
+            f"{MIN_SIDE}x{MIN_SIDE})"
+        )
+
+
+def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Picture:
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "the uploaded file"
+        size, stream = len(source), io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image")
+        stream = path
+    if size > max_bytes:
+        raise ImageError(
+            f"{name}: the file is too large ({size / 2**20:.0f} MB; at most "
+            f"{max_bytes / 2**20:.0f} MB)"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then raises, on decompression bombs; our own limit is lower.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as im:
+                _check_size(name, im.width, im.height, max_pixels)  # before decoding
+                im.load()
+                return _from_pil(im, name)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image (Pillow cannot identify the file)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: the image is too large ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt data surfaces as OSError ("image file is truncated"), broken
+        # PNG chunks as SyntaxError, odd headers as ValueError.
+        raise ImageError(f"{name}: the image data is damaged or incomplete ({exc})") from exc
+
+
+def _from_pil(im, name: str) -> Picture:
+    """Every Pillow mode to grey + alpha floats, after applying the EXIF orientation."""
+    orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
+    upright = ImageOps.exif_transpose(im)
+    rotated = orientation not in (None, 1)
+    mode = im.mode
+    im = upright
+    alpha = None
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("LA")
+    elif im.mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBa", "La"):  # premultiplied alpha
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float64) / 255.0
+        im = im.convert("RGB" if im.mode != "LA" else "L")
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # Scaled by the picture's own range: a 16-bit scan with paper at 52000 and ink at 9000
+        # keeps its contrast instead of being clipped to white by an 8-bit conversion.
+        grey = _unit(np.asarray(im), np.asarray(im).dtype)
+    elif im.mode == "L":
+        grey = np.asarray(im, dtype=np.float64) / 255.0
+    elif im.mode == "1":
+        grey = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    else:  # RGB, CMYK, YCbCr, LAB, HSV...: through RGB to luma
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+        grey = rgb @ _LUMA
+    return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, mode, rotated)
+
+
+def _meaningful(alpha: np.ndarray | None) -> np.ndarray | None:
+    """The alpha map, or None when (nearly) every pixel is opaque and it says nothing."""
+    if alpha is None or alpha.size == 0 or float(alpha.min()) > 0.98:
+        return None
+    return alpha

@@ -1,0 +1,219 @@
+"""Seeded pictures of MNIST digits as people hand them over: photos, scans, canvas exports.
+
+`render(digit, kind, rng)` draws one 28x28 MNIST digit into a file of the given kind and returns
+its bytes (PNG or JPEG, exactly what a user would upload). The kinds are those issue 14 lists:
+dark and light ink, ink in the alpha channel, 16-bit scans, uneven light, a shadowed corner,
+dim grey paper, sensor noise and JPEG, specks, thin pens (the digit's skeleton), fat markers,
+small off-centre digits, EXIF rotations, Pillow's other modes, and a phone photo that has
+several of these at once. Used by benchmarks/bench_images.py and the tests; the same seed
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+KINDS = (
+    "dark_on_light",
+    "light_on_dark",
+    "alpha_ink",
+    "scan_16bit",
+    "uneven_light",
+    "shadow",
+    "grey_paper",
+    "noise_jpeg",
+    "specks",
+    "thin_pen",
+    "thick_marker",
+    "small_off_centre",
+    "exif_rotated",
+    "other_modes",
+    "phone_photo",
+)
+
+
+def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
+    """One (28, 28) uint8 MNIST digit as a picture file of `kind`; returns the file's bytes."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    side = int(rng.integers(200, 1001))
+    canvas = (side, int(np.clip(side * rng.uniform(0.7, 1.4), 200, 1000)))
+    fraction = rng.uniform(0.08, 0.2) if kind == "small_off_centre" else rng.uniform(0.35, 0.85)
+    pen = {"thin_pen": "skeleton", "thick_marker": "fat"}.get(kind, "normal")
+    ink = _ink(digit, canvas, fraction, pen, rng, corner=kind == "small_off_centre")
+    h, w = canvas
+    paper, colour = rng.uniform(0.8, 1.0), rng.uniform(0.0, 0.2)
+    light = np.ones(canvas)
+    if kind == "grey_paper":
+        paper, colour = rng.uniform(0.22, 0.48), rng.uniform(0.0, 0.1)
+    if kind in ("uneven_light", "phone_photo"):
+        light = _uneven_light(canvas, rng)
+    if kind in ("shadow", "phone_photo"):
+        light = light * _shadow(canvas, rng)
+    if kind == "phone_photo":
+        paper, colour = rng.uniform(0.3, 0.75), rng.uniform(0.0, 0.12)
+    grey = (paper + (colour - paper) * ink) * light
+    if kind == "specks":
+        grey = _specks(grey, ink, colour, rng)
+    if kind in ("noise_jpeg", "phone_photo"):
+        grey = grey + rng.normal(0, rng.uniform(0.02, 0.06), canvas)
+    grey = np.clip(grey, 0, 1)
+    buf = io.BytesIO()
+    if kind == "light_on_dark":
+        Image.fromarray(_u8(1 - grey)).save(buf, "PNG")
+    elif kind == "alpha_ink":
+        rgb = rng.integers(0, 256, 3) if rng.random() < 0.5 else (255, 255, 255)
+        under = (0, 0, 0) if rng.random() < 0.5 else (255, 255, 255)
+        px = np.empty((h, w, 4), np.uint8)
+        px[..., :3] = np.where(ink[..., None] > 0, np.array(rgb), np.array(under))
+        px[..., 3] = _u8(ink)
+        Image.fromarray(px, "RGBA").save(buf, "PNG")
+    elif kind == "scan_16bit":
+        lo, hi = rng.uniform(3000, 15000), rng.uniform(40000, 60000)
+        scan = lo + (hi - lo) * (grey - grey.min()) / max(np.ptp(grey), 1e-6)
+        Image.fromarray(np.round(scan).astype(np.uint16)).save(buf, "PNG")
+    elif kind in ("noise_jpeg", "phone_photo", "exif_rotated"):
+        rgb = _tint(grey, rng)
+        im = Image.fromarray(rgb, "RGB")
+        exif = None
+        if kind != "noise_jpeg":
+            orientation = int(rng.choice([2, 3, 4, 5, 6, 7, 8]))
+            im = _store_turned(im, orientation)
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+        im.save(buf, "JPEG", quality=int(rng.integers(30, 80)), exif=exif or b"")
+    elif kind == "other_modes":
+        _save_other_mode(grey, rng, buf)
+    else:
+        Image.fromarray(_tint(grey, rng), "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+
+
+def _ink(digit, canvas, fraction, pen, rng, corner=False) -> np.ndarray:
+    """The digit's ink (canvas, float in [0, 1]) drawn crisply at a random size and place."""
+    from skimage.morphology import (
+        dilation,
+        disk,
+        skeletonize,
+    )  # heavy (~0.3 s): only when reading pictures
+
+    h, w = canvas
+    size = max(24, int(min(h, w) * fraction))
+    big = np.asarray(
+        Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64
+    )
+    # A pen's edge is sharp: a soft threshold of the upscaled grey digit.
+    strokes = np.clip((big - 70) / 90, 0, 1)
+    if pen == "skeleton":
+        width = int(rng.integers(1, 4))
+        skel = skeletonize(big > 110)
+        strokes = dilation(skel, disk(width // 2)) if width > 1 else skel
+        strokes = strokes.astype(np.float64)
+    elif pen == "fat":
+        strokes = dilation(big > 100, disk(max(1, round(size * rng.uniform(0.02, 0.05)))))
+        strokes = strokes.astype(np.float64)
+    out = np.zeros(canvas)
+    if corner:
+        top = int(rng.choice([rng.integers(0, max(1, h // 4)), rng.integers(h // 2, h - size)]))
+        left = int(rng.choice([rng.integers(0, max(1, w // 4)), rng.integers(w // 2, w - size)]))
+    else:
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    out[top : top + size, left : left + size] = strokes
+    return out
+
+
+def _uneven_light(canvas, rng) -> np.ndarray:
+    h, w = canvas
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * yy + np.sin(angle) * xx
+    ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
+    cy, cx = rng.uniform(0, h / max(h, w)), rng.uniform(0, w / max(h, w))
+    spot = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(0.1, 0.5))
+    low = rng.uniform(0.35, 0.7)
+    return low + (1 - low) * (0.6 * ramp + 0.4 * spot)
+
+
+def _shadow(canvas, rng) -> np.ndarray:
+    """A corner in shadow: a half-plane cutting a corner off, darkened, with a soft edge."""
+    from skimage.filters import gaussian  # heavy (~0.3 s): only when reading pictures
+
+    h, w = canvas
+    yy, xx = np.mgrid[:h, :w]
+    a, b = rng.uniform(0.25, 0.6) * w, rng.uniform(0.25, 0.6) * h
+    flip_x, flip_y = rng.random() < 0.5, rng.random() < 0.5
+    x = w - 1 - xx if flip_x else xx
+    y = h - 1 - yy if flip_y else yy
+    inside = (x / a + y / b) < 1
+    depth = rng.uniform(0.35, 0.65)
+    return gaussian(np.where(inside, depth, 1.0), sigma=rng.uniform(1, 8))
+
+
+def _specks(grey, ink, colour, rng) -> np.ndarray:
+    """Dust and dots (radius 1-4 px) away from the digit."""
+    h, w = grey.shape
+    grey = grey.copy()
+    yy, xx = np.mgrid[:h, :w]
+    far = ink == 0
+    for _ in range(int(rng.integers(5, 30))):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.uniform(0.8, 4)
+        if not far[cy, cx]:
+            continue
+        y0, y1, x0, x1 = max(0, cy - 5), min(h, cy + 6), max(0, cx - 5), min(w, cx + 6)
+        dot = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= r * r
+        grey[y0:y1, x0:x1][dot] = colour
+    return grey
+
+
+def _tint(grey, rng) -> np.ndarray:
+    """Grey to RGB with a slight colour cast, as paper under lamp light."""
+    cast = 1 + rng.uniform(-0.08, 0.08, 3)
+    return _u8(np.clip(grey[..., None] * cast, 0, 1))
+
+
+def _store_turned(im, orientation: int):
+    """The pixels as a camera stores them when the EXIF tag says `orientation`: the inverse of
+    what `ImageOps.exif_transpose` will apply."""
+    T = Image.Transpose
+    undo = {
+        2: [T.FLIP_LEFT_RIGHT],
+        3: [T.ROTATE_180],
+        4: [T.FLIP_TOP_BOTTOM],
+        5: [T.TRANSPOSE],
+        6: [T.ROTATE_90],
+        7: [T.TRANSVERSE],
+        8: [T.ROTATE_270],
+    }[orientation]
+    for step in undo:
+        im = im.transpose(step)
+    return im
+
+
+def _save_other_mode(grey, rng, buf) -> None:
+    """The same page saved in one of Pillow's less common modes."""
+    mode = str(rng.choice(["1", "P", "P_transparent", "LA", "CMYK", "I", "F"]))
+    rgb = Image.fromarray(_tint(grey, rng), "RGB")
+    if mode == "1":
+        rgb.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1").save(buf, "PNG")
+    elif mode == "P":
+        rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(buf, "PNG")
+    elif mode == "P_transparent":
+        p = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        p.info["transparency"] = int(np.asarray(p)[0, 0])  # the paper's colour is transparent
+        p.save(buf, "PNG", transparency=p.info["transparency"])
+    elif mode == "LA":
+        la = Image.merge("LA", (rgb.convert("L"), Image.new("L", rgb.size, 255)))
+        la.save(buf, "PNG")
+    elif mode == "CMYK":
+        rgb.convert("CMYK").save(buf, "JPEG", quality=90)
+    elif mode == "I":
+        Image.fromarray((grey * 1_000_000).astype(np.int32), "I").save(buf, "TIFF")
+    else:
+        Image.fromarray(grey.astype(np.float32) * 7.5, "F").save(buf, "TIFF")

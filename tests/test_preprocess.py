@@ -1,0 +1,287 @@
+"""Any picture of a digit -> MNIST's 28x28: modes, orientation, photos, bad files, the faces."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab import app_handlers
+from digitlab.cli import main
+from digitlab.cnn import CourseCNN, predict_proba
+from digitlab.errors import DataError, ImageError
+from digitlab.image_predict import model_classes, predict_images
+from digitlab.loaders import load_model, save_model
+from digitlab.picture_kinds import KINDS, render
+from digitlab.preprocess import MNIST_SATURATED, MNIST_STROKE, prepare, to_mnist
+from digitlab.shipped import CNN as SHIPPED_CNN
+
+CASES = Path(__file__).parent / "fixtures" / "images"
+EXPECTED = list(csv.DictReader((CASES / "expected.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(SHIPPED_CNN)
+
+
+def _page(h: int = 300, w: int = 240) -> np.ndarray:
+    """A '7'-like digit of dark ink (0.1) on light paper (0.9), float (h, w); ink mask too."""
+    ink = np.zeros((h, w), bool)
+    ink[60:75, 60:180] = True  # the bar
+    for r in range(75, 250):  # the slanted stem
+        c = 175 - (r - 75) * 0.45
+        ink[r, int(c) - 8 : int(c) + 8] = True
+    return np.where(ink, 0.1, 0.9), ink
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+# ----- the cases handed over with the issue, through both faces ---------------------------
+
+
+@pytest.mark.parametrize("row", EXPECTED, ids=[r["file"] for r in EXPECTED])
+def test_cases_through_cnn_predict(row, capsys):
+    path = CASES / row["file"]
+    code = main(["cnn", "predict", str(SHIPPED_CNN), str(path), "--top", "1"])
+    out, err = capsys.readouterr()
+    if row["expected"] == "error":
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
+    else:
+        assert code == 0 and err == ""
+        assert out.startswith(f"{path}: {row['expected']} (")
+
+
+@pytest.mark.parametrize("row", EXPECTED, ids=[r["file"] for r in EXPECTED])
+def test_cases_through_the_app(row, shipped):
+    models = app_handlers.Models(cnn=shipped)
+    result = app_handlers.classify(models, str(CASES / row["file"]))
+    if row["expected"] == "error":
+        assert result["seen"] is None and result["cnn"] is None and result["message"]
+    else:
+        assert result["message"] == ""
+        assert max(result["cnn"], key=result["cnn"].get) == row["expected"]
+        assert result["preprocessing"]  # what was done, for the page
+
+
+def test_one_bad_file_does_not_stop_the_others(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    good = CASES / "thin_4.png"
+    data = (CASES / "six_dim.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])  # a truncated file
+    argv = ["cnn", "predict", str(SHIPPED_CNN), str(good), str(bad), str(tmp_path / "cut.jpg")]
+    assert main([*argv, str(CASES / "two_exif8.jpg")]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{good}: 4") and "two_exif8.jpg: 2" in out
+    lines = err.splitlines()
+    assert len(lines) == 2 and str(bad) in lines[0] and "cut.jpg" in lines[1]
+
+
+# ----- every mode, orientation, bad input --------------------------------------------------
+
+
+def _in_mode(grey: np.ndarray, ink: np.ndarray, mode: str) -> Image.Image:
+    u8 = np.rint(grey * 255).astype(np.uint8)
+    if mode == "1":
+        return Image.fromarray(u8).convert("1")
+    if mode in ("L", "RGB", "CMYK"):
+        return Image.fromarray(u8).convert(mode)
+    if mode == "P":
+        return Image.fromarray(u8).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
+    if mode == "P_transparent":  # the paper's palette entry is transparent
+        p = Image.fromarray(u8).convert("P")
+        p.info["transparency"] = int(np.asarray(p)[0, 0])
+        return p
+    if mode in ("LA", "RGBA"):  # white ink in the alpha channel, the rest transparent
+        alpha = Image.fromarray(np.where(ink, 255, 0).astype(np.uint8))
+        base = Image.new("L", alpha.size, 255)
+        return Image.merge("LA", (base, alpha)).convert(mode)
+    if mode == "I;16":  # a 16-bit scan: paper about 52000, ink about 9000
+        return Image.fromarray(np.where(ink, 9000, 52000).astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray(np.where(ink, -200_000, 3_000_000).astype(np.int32), "I")
+    if mode == "F":
+        return Image.fromarray((grey * 40.0).astype(np.float32), "F")
+    raise AssertionError(mode)
+
+
+MODES = ["1", "L", "LA", "P", "P_transparent", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_pillow_mode_gives_the_same_digit(mode, tmp_path):
+    grey, ink = _page()
+    want = to_mnist(Image.fromarray(np.rint(grey * 255).astype(np.uint8)))
+    image = _in_mode(grey, ink, mode)
+    suffix = ".tif" if mode in ("I", "F", "CMYK") else ".png"
+    path = tmp_path / f"digit{suffix}"
+    image.save(path, **({"transparency": image.info["transparency"]} if "P_" in mode else {}))
+    got = prepare(path)
+    assert got.image.dtype == np.uint8 and got.image.shape == (28, 28)
+    assert _corr(got.image, want) > 0.9, mode
+    assert got.image.max() == 255  # scaled to full contrast, not clipped or left faint
+    # a transparent paper (P with its paper colour transparent) leaves the ink in the alpha too
+    in_alpha = mode in ("LA", "RGBA", "P_transparent")
+    assert got.ink_from_alpha == in_alpha and got.inverted == (not in_alpha)
+
+
+def test_arrays_of_any_dtype():
+    grey, ink = _page()
+    want = to_mnist((grey * 255).astype(np.uint8))
+    for arr in (grey, (grey * 65535).astype(np.uint16), np.stack([grey] * 3, -1), ~ink):
+        assert _corr(to_mnist(arr), want) > 0.9
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    grey, _ = _page()
+    upright = Image.fromarray(np.rint(grey * 255).astype(np.uint8)).convert("RGB")
+    want = to_mnist(upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view": stored turned the other way
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "t.jpg", exif=exif)
+    got = prepare(tmp_path / "t.jpg")
+    assert got.rotated and _corr(got.image, want) > 0.95
+    stored = to_mnist(Image.open(tmp_path / "t.jpg").convert("L").copy().transpose(0))
+    assert _corr(stored, want) < 0.6  # without the tag it would be another picture
+
+
+def test_what_was_done_is_reported():
+    grey, ink = _page()
+    page = np.full((400, 500), 0.9)
+    page[:300, :240] = grey
+    page[380:384, 470:474] = 0.1  # a speck far from the digit
+    got = prepare(page)
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    want = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    assert got.inverted and got.dropped == 1
+    assert np.abs(np.subtract(got.crop_box, want)).max() <= 4
+    assert "inverted" in got.describe() and "speck" in got.describe()
+    light = prepare(1 - page)
+    assert not light.inverted and _corr(light.image, got.image) > 0.98
+
+
+def test_uneven_light_and_a_shadowed_corner():
+    grey, _ = _page(300, 300)
+    yy, xx = np.mgrid[:300, :300]
+    light = 0.45 + 0.55 * xx / 299  # from dim to bright across the page
+    light = light * np.where(xx + yy < 160, 0.5, 1.0)  # and a corner in shadow
+    got = prepare(grey * light)
+    want = to_mnist(grey)
+    assert _corr(got.image, want) > 0.9 and not got.warnings
+
+
+def test_thin_and_fat_strokes_come_out_at_mnists_weight():
+    from skimage.morphology import dilation, disk, skeletonize
+
+    _, ink = _page()
+
+    thin = prepare(np.where(skeletonize(ink), 0.0, 1.0))
+    fat = prepare(np.where(dilation(ink, disk(14)), 0.0, 1.0))
+    assert thin.stroke_scale > 2 and fat.stroke_scale < 1
+    for got in (thin, fat):
+        ink_px = got.image[got.image > 25]
+        assert 0.15 < (ink_px >= 250).mean() < 0.7  # saturated cores, not a faint grey digit
+        assert 60 < (got.image > 25).sum() < 260  # MNIST's digits: 10-90% is 85-210 pixels
+
+
+def test_bad_pictures_name_the_file(tmp_path):
+    cases = {
+        "blank.png": Image.new("L", (300, 300), 250),
+        "tiny.png": Image.new("L", (1, 1), 0),
+        "huge.png": Image.new("L", (4200, 4100), 255),
+    }
+    for name, image in cases.items():
+        image.save(tmp_path / name)
+    (tmp_path / "text.png").write_text("not an image at all")
+    whole = (CASES / "thin_4.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    messages = {
+        "blank.png": "no digit found",
+        "tiny.png": "too small",
+        "huge.png": "too large",
+        "text.png": "not an image",
+        "cut.png": "damaged or incomplete",
+    }
+    for name, text in messages.items():
+        with pytest.raises(ImageError, match=text) as info:
+            prepare(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
+        assert isinstance(info.value, (DataError, ValueError))
+    noisy = np.clip(0.6 + np.random.default_rng(0).normal(0, 0.05, (400, 400)), 0, 1)
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare(noisy)  # a blank sheet photographed: noise is not a digit
+
+
+# ----- models of other datasets ----------------------------------------------------------
+
+
+def test_fashion_model_prints_its_class_names(tmp_path, capsys):
+    from digitlab.data import DATASETS
+
+    names = list(DATASETS["fashion-mnist"].classes)
+    save_model(CourseCNN().eval(), tmp_path / "m", {"dataset": "fashion-mnist"})
+    assert model_classes(tmp_path / "m") == (tuple(names), "fashion-mnist")
+    assert main(["cnn", "predict", str(tmp_path / "m"), str(CASES / "thin_4.png")]) == 0
+    out = capsys.readouterr().out
+    assert sum(name in out for name in names) == 3
+    # a garment is fitted whole into 28x28, not put through the digit's 20x20 and mass centring
+    answer = next(
+        predict_images(load_model(tmp_path / "m"), [CASES / "thin_4.png"], recipe="object")
+    )
+    rows = np.flatnonzero(answer.prepared.image.max(1) > 0)
+    assert rows[-1] - rows[0] + 1 > 24
+    stored = json.loads((SHIPPED_CNN / "metadata.json").read_text())
+    assert stored["classes"] == [str(d) for d in range(10)]
+
+
+# ----- the figures preprocessing aims at, and a small seeded benchmark ---------------------
+
+
+@pytest.mark.real_data
+def test_mnist_stroke_figures(mnist):
+    from skimage.morphology import skeletonize
+
+    widths, saturated = [], []
+    for image in mnist.x_test[:500]:
+        strokes = image >= 128
+        ys, xs = np.nonzero(image > 25)
+        box = max(np.ptp(ys), np.ptp(xs)) + 1
+        widths.append(strokes.sum() / skeletonize(strokes).sum() / box)
+        saturated.append((image[image > 25] >= 250).mean())
+    assert abs(np.median(widths) - MNIST_STROKE) < 0.01
+    assert abs(np.median(saturated) - MNIST_SATURATED) < 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_seeded_pictures_of_every_kind(mnist, shipped):
+    """14 pictures of each kind (210 in all, seed 3): the shipped CNN reads >= 95% of them, and
+    no kind falls below 11/14 (the benchmark's targets are 97% and 93% on 50 a kind)."""
+    rng = np.random.default_rng(3)
+    right, per_kind = 0, {}
+    for kind in KINDS:
+        idx = rng.choice(len(mnist.x_test), 14, replace=False)
+        files = [render(d, kind, rng) for d in mnist.x_test[idx]]
+        images = np.stack([prepare(f).image for f in files])
+        ok = predict_proba(shipped, images).argmax(1) == mnist.y_test[idx]
+        per_kind[kind] = int(ok.sum())
+        right += int(ok.sum())
+    assert right / (14 * len(KINDS)) >= 0.95, per_kind
+    assert min(per_kind.values()) >= 11, per_kind
+
+
+def test_render_is_seeded():
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    for kind in KINDS:
+        a = render(digit, kind, np.random.default_rng(1))
+        assert a == render(digit, kind, np.random.default_rng(1))
+        Image.open(io.BytesIO(a)).load()
