@@ -15,6 +15,7 @@ before), measured at the largest N only. ours_s / reference_s are the median lat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import platform
@@ -28,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
 from _common import emit, parser
 
 LAUNCH = """
@@ -48,7 +50,9 @@ def cpu_line() -> str:
         info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
         model = info.get("Model name", model).strip()
         flags = info.get("Flags", "")
-        wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+        wanted = [
+            f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags
+        ]
     except (OSError, ValueError):
         wanted = []
     return (
@@ -96,7 +100,9 @@ def drawings(n: int, folder: Path) -> list[Path]:
         d = ImageDraw.Draw(im)
         x0, y0 = rng.integers(60, 120, 2)
         if i % 2:  # a "1"
-            d.line([(x0 + 60, y0), (x0 + 50 + rng.integers(0, 20), y0 + 150)], fill="black", width=14)
+            d.line(
+                [(x0 + 60, y0), (x0 + 50 + rng.integers(0, 20), y0 + 150)], fill="black", width=14
+            )
         else:  # a "0"
             d.ellipse([x0, y0, x0 + 90, y0 + 140], outline="black", width=14)
         buf = io.BytesIO()
@@ -131,7 +137,7 @@ def fire(url: str, users: int, rounds: int, files: list[Path], timeout: float) -
                     latencies.append(time.perf_counter() - t0)
                     if not ok:
                         errors.append(f"unexpected answer {str(out[-1])[:80]}")
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+            except Exception as exc:
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}"[:120])
 
@@ -142,10 +148,8 @@ def fire(url: str, users: int, rounds: int, files: list[Path], timeout: float) -
             t.join(timeout + 30)
     wall = time.perf_counter() - start_all
     for c in clients:
-        try:
+        with contextlib.suppress(Exception):
             c.close()
-        except Exception:  # noqa: BLE001, S110 - closing is best effort
-            pass
     lat = np.sort(np.array(latencies)) if latencies else np.array([np.nan])
     return {
         "users": users,
@@ -175,7 +179,9 @@ def measure(data_dir, max_batch, user_counts, rounds, files, timeout) -> list[di
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--users", default="1,10,40", help="concurrent users per burst (default 1,10,40)")
+    p.add_argument(
+        "--users", default="1,10,40", help="concurrent users per burst (default 1,10,40)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="bursts per user count (default 3)")
     p.add_argument("--timeout", type=float, default=60.0, help="deadline per request, seconds")
     p.add_argument("--no-reference", action="store_true", help="skip the unbatched app")
@@ -190,8 +196,10 @@ def main() -> None:
             if args.no_reference
             else measure(args.data_dir, 1, users[-1:], args.rounds, files, args.timeout)
         )
-    print(f"{'app':>10s} {'users':>5s} {'reqs':>5s} {'p50 s':>7s} {'p90 s':>7s} {'max s':>7s} "
-          f"{'req/s':>6s} {'errors':>6s}")
+    print(
+        f"{'app':>10s} {'users':>5s} {'reqs':>5s} {'p50 s':>7s} {'p90 s':>7s} {'max s':>7s} "
+        f"{'req/s':>6s} {'errors':>6s}"
+    )
     for name, rows in (("batched", ours), ("one-by-one", ref or [])):
         for r in rows:
             print(
@@ -212,8 +220,9 @@ def main() -> None:
             "p90_s": top["p90_s"],
             "max_s": top["max_s"],
             "errors": sum(r["errors"] for r in ours),
-            "per_users": {str(r["users"]): {k: v for k, v in r.items() if k != "error_examples"}
-                          for r in ours},
+            "per_users": {
+                str(r["users"]): {k: v for k, v in r.items() if k != "error_examples"} for r in ours
+            },
             "reference_max_s": ref_top["max_s"] if ref_top else None,
         }
     )

@@ -159,8 +159,10 @@ def test_a_lone_request_gets_the_exact_neighbours(models):
 
     r = h.classify(models, _varied_canvas(3))
     x = models.knn_images.reshape(len(models.knn_images), -1).astype(float)
-    dist, idx = NearestNeighbors(n_neighbors=3, algorithm="brute").fit(x).kneighbors(
-        r["seen"].reshape(1, -1).astype(float)
+    dist, idx = (
+        NearestNeighbors(n_neighbors=3, algorithm="brute")
+        .fit(x)
+        .kneighbors(r["seen"].reshape(1, -1).astype(float))
     )
     got = r["knn"]["neighbours"]
     assert [int(models.knn_labels[i]) for i in idx[0]] == [n[1] for n in got]

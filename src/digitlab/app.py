@@ -51,16 +51,20 @@ CSS = """
 }
 """
 
-# Start with the pen in hand: click the Sketchpad's brush tool once the page has drawn it.
+# Start with the pen in hand: click the Sketchpad's brush tool once the page has drawn it, and
+# again after the canvas is cleared (clearing drops the tool).
 JS = """
 () => {
-  let tries = 0;
-  const pick = () => {
+  const pick = (tries) => {
     const brush = document.querySelector("#pad button[aria-label='Brush']");
     if (brush) { brush.click(); return; }
-    if (tries++ < 100) setTimeout(pick, 100);
+    if (tries < 100) setTimeout(() => pick(tries + 1), 100);
   };
-  pick();
+  pick(0);
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest && e.target.closest("#pad button");
+    if (b && /clear/i.test(b.getAttribute("aria-label") || "")) setTimeout(() => pick(0), 200);
+  }, true);
 }
 """
 
@@ -80,8 +84,8 @@ def build(models: h.Models):
         knn = r["knn"]
         vote = (
             (
-                f"kNN (k=3) votes **{knn['vote']}** — neighbours' labels "
-                f"{', '.join(str(n[1]) for n in knn['neighbours'])}"
+                f"kNN (k=3) votes **{knn['vote']}** — its three nearest training images "
+                f"(label · distance): {', '.join(str(n[1]) for n in knn['neighbours'])}"
             )
             if knn
             else "kNN unavailable (no dataset loaded)."
@@ -135,7 +139,6 @@ def build(models: h.Models):
                         type="filepath",
                         file_count="single",
                         elem_id="upload",
-                        height=90,
                     )
                 with gr.Column():
                     status = gr.Markdown(elem_id="status")
@@ -151,8 +154,10 @@ def build(models: h.Models):
                     vote = gr.Markdown(elem_id="vote")
                     neighbours = gr.Gallery(
                         label="kNN's nearest training images (label · distance)",
+                        show_label=False,
                         columns=3,
-                        height="auto",
+                        rows=1,
+                        height=200,
                         object_fit="contain",
                         allow_preview=False,
                         elem_id="neighbours",
@@ -178,7 +183,10 @@ def build(models: h.Models):
                 seed = gr.Number(0, precision=0, label="seed (a whole number, 0 or more)")
             go = gr.Button("Generate", elem_id="generate")
             grid = gr.Gallery(
-                label="Generated", columns=8, height="auto", object_fit="contain",
+                label="Generated",
+                columns=8,
+                height="auto",
+                object_fit="contain",
                 elem_id="generated",
             )
             gen_msg = gr.Markdown(elem_id="gen-msg")

@@ -86,7 +86,7 @@ class PredictionBatcher:
             self.batch_sizes.append(len(futures))
             try:
                 results = self._answer(images)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            except Exception as exc:
                 for f in futures:
                     f.set_exception(exc)
                 continue

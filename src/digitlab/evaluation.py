@@ -94,9 +94,7 @@ def write_evaluation(
                 ),
                 confidence=np.array(
                     report[
-                        "misclassified_confident_margin"
-                        if margin
-                        else "misclassified_confident_p"
+                        "misclassified_confident_margin" if margin else "misclassified_confident_p"
                     ]
                 ),
                 score_format="{:+.0%}" if margin else "{:.0%}",

@@ -231,28 +231,27 @@ CLUSTER_COLOURS = [
 ]
 
 
-def _spread_labels(xy: np.ndarray, span: np.ndarray, min_gap: float = 0.075) -> np.ndarray:
-    """Label positions near `xy` (k, 2) that keep at least `min_gap` of the axes apart.
+def _declutter(fig: Figure, ax, labels: list) -> None:
+    """Stack annotation texts so that no two overlap; leader lines keep pointing at the centres.
 
-    A few rounds of pairwise repulsion in axes-fraction units: labels that would pile on each
-    other are pushed apart along the line joining them (straight up when they coincide).
+    Label boxes are estimated from the font size and the axes' size in inches (no rendering
+    pass: fast), then placed greedily from the lowest centre up: a label that would overlap
+    one already placed moves up by one label height until it is free.
     """
-    pos = (xy - xy.min(0)) / np.where(span > 0, span, 1)
-    for _ in range(200):
-        moved = False
-        for a in range(len(pos)):
-            for b in range(a + 1, len(pos)):
-                d = pos[b] - pos[a]
-                dist = float(np.hypot(d[0] * 0.45, d[1]))  # labels are wider than tall
-                if dist < min_gap:
-                    step = (d / dist if dist > 1e-9 else np.array([0.0, 1.0])) * (min_gap - dist)
-                    pos[a] -= step / 2
-                    pos[b] += step / 2
-                    moved = True
-        if not moved:
-            break
-    pos = np.clip(pos, -0.05, 1.05)
-    return pos * np.where(span > 0, span, 1) + xy.min(0)
+    w_in, h_in = fig.get_size_inches() * ax.get_position().size
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    per_in = np.array([(x1 - x0) / w_in, (y1 - y0) / h_in])
+    placed: list[tuple[float, float, float, float]] = []
+    for t in sorted(labels, key=lambda t: t.xyann[1]):
+        fs = t.get_fontsize() / 72  # inches
+        w, h = (0.62 * len(t.get_text()) * fs + 0.1) * per_in[0], 1.5 * fs * per_in[1]
+        x, y = t.xyann
+        while any(
+            abs(x - px) < (w + pw) / 2 and abs(y - py) < (h + ph) / 2 for px, py, pw, ph in placed
+        ):
+            y += h / 3
+        t.xyann = (x, y)
+        placed.append((x, y, w, h))
 
 
 def cluster_scatter(
@@ -309,13 +308,12 @@ def cluster_scatter(
             label="cluster centre",
             zorder=3,
         )
-        spots = _spread_labels(centres_2d, span)
-        for j, ((cx, cy), (tx, ty)) in enumerate(zip(centres_2d, spots, strict=True)):
+        for j, (cx, cy) in enumerate(centres_2d):
             text = f"{j} → {class_names[majority[j]]}" if j in majority else f"{j}"
             ax.annotate(
                 text,
                 (cx, cy),
-                xytext=(tx, ty + 0.035 * span[1]),
+                xytext=(cx, cy + 0.04 * span[1]),
                 fontsize=fs * 0.9,
                 fontweight="bold",
                 ha="center",
@@ -347,6 +345,8 @@ def cluster_scatter(
     axes[0].set_xlim(lo[0] - pad[0], hi[0] + pad[0])
     axes[0].set_ylim(lo[1] - pad[1], hi[1] + 2 * pad[1])
     fig.tight_layout()
+    for ax in axes:  # centres often sit close together: their labels must not pile up
+        _declutter(fig, ax, [t for t in ax.texts if t.get_text()])
     return fig
 
 
