@@ -116,7 +116,7 @@ def fire(url: str, users: int, rounds: int, files: list[Path], timeout: float) -
     """`rounds` bursts of `users` simultaneous Draw requests; latencies of every request."""
     from gradio_client import Client, handle_file
 
-    clients = [Client(url, verbose=False) for _ in range(users)]
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(users)]
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
