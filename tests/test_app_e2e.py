@@ -1,5 +1,6 @@
 """The web app as a person uses it: started on 127.0.0.1, driven in headless Chromium."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -71,57 +72,138 @@ def app_url(tmp_path):
     proc.wait(timeout=30)
 
 
-def test_draw_and_generate_in_a_browser(app_url, tmp_path):
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _shots_dir(tmp_path):
+    """Screenshots go to $DIGITLAB_SCREENSHOTS when set (to look at them), else tmp_path."""
+    out = os.environ.get("DIGITLAB_SCREENSHOTS")
+    folder = __import__("pathlib").Path(out) / "app" if out else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _draw_stroke(page):
+    canvas = page.locator("#pad canvas").last
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
+    page.mouse.move(x, y0)
+    page.mouse.down()
+    for i in range(1, 21):  # a vertical stroke: a "1"
+        page.mouse.move(x, y0 + i * box["height"] * 0.03)
+    page.mouse.up()
+    return box
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_a_learner_in_a_browser(app_url, tmp_path, width):
     sync_api = pytest.importorskip("playwright.sync_api")
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = _shots_dir(tmp_path)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(app_url)
-        canvas = page.locator("#pad canvas").last
-        canvas.wait_for(timeout=60_000)
-        page.locator("#pad button[aria-label='Brush']").click()
-        box = canvas.bounding_box()
-        x, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
-        page.mouse.move(x, y0)
-        page.mouse.down()
-        for i in range(1, 21):  # a vertical stroke: a "1"
-            page.mouse.move(x, y0 + i * box["height"] * 0.03)
-        page.mouse.up()
+        page.locator("#pad canvas").last.wait_for(timeout=60_000)
+        # No "Layer 1" control; the pen is in hand without picking it.
+        assert page.get_by_text("Layer 1").count() == 0
+        page.wait_for_function(
+            "document.querySelector(\"#pad button[aria-label='Brush']\") !== null", timeout=30_000
+        )
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / f"start-{width}.png"), full_page=True)
+        # The hint above the canvas is not covered by the toolbar.
+        hint = page.locator("#draw-hint").bounding_box()
+        pad = page.locator("#pad").bounding_box()
+        assert hint["y"] + hint["height"] <= pad["y"] + 1
+        _draw_stroke(page)
         page.wait_for_function(
             "document.querySelector('#status') && "
             "document.querySelector('#status').innerText.includes('The CNN reads')",
             timeout=60_000,
         )
-        page.screenshot(path=str(shots / "draw.png"), full_page=True)
         assert "kNN (k=3) votes" in page.locator("#vote").inner_text()
+        # Three neighbours, each caption fully inside the gallery, drawn pixel-sharp.
+        page.wait_for_selector("#neighbours img", timeout=30_000)
+        imgs = page.locator("#neighbours img")
+        assert imgs.count() == 3
+        assert imgs.first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+        gallery = page.locator("#neighbours").bounding_box()
+        for i in range(3):
+            b = imgs.nth(i).bounding_box()
+            assert b["y"] + b["height"] <= gallery["y"] + gallery["height"] + 1
+        page.screenshot(path=str(shots / f"draw-{width}.png"), full_page=True)
+
+        # Clearing the canvas: the message appears once.
+        page.locator("#pad button[aria-label*='lear']").first.click()
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('draw a digit first') || "
+            "document.querySelector('#status').innerText.includes('Draw a digit')",
+            timeout=30_000,
+        )
+        body = page.locator("body").inner_text()
+        assert body.count("(or upload a picture of one) first") == 1, body
+        # The pen is still in hand after clearing: drawing again gets an answer.
+        page.wait_for_timeout(800)
+        _draw_stroke(page)
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('The CNN reads')",
+            timeout=60_000,
+        )
+
+        # A file that is not an image: the app's own clear message, no red error badge.
+        bogus = tmp_path / "notes.png"
+        bogus.write_text("this is not a picture")
+        page.locator("#upload input[type=file]").set_input_files(str(bogus))
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('not an image')",
+            timeout=30_000,
+        )
+        assert page.locator(".toast-body.error, .error").count() == 0
+        page.screenshot(path=str(shots / f"upload-bad-{width}.png"), full_page=True)
 
         page.get_by_role("tab", name="Generate").click()
         page.locator("#generate").click()
         page.wait_for_selector("#generated img", timeout=60_000)
         assert page.locator("#generated img").count() >= 1
-        page.screenshot(path=str(shots / "generate.png"), full_page=True)
+        page.screenshot(path=str(shots / f"generate-{width}.png"), full_page=True)
+        page.get_by_label("seed (a whole number, 0 or more)").fill("-3")
+        page.locator("#generate").click()
+        page.wait_for_function(
+            "document.querySelector('#gen-msg').innerText.includes('seed must be')",
+            timeout=30_000,
+        )
 
         page.get_by_role("tab", name="Morph").click()
         page.locator("#morph").click()
         page.wait_for_selector("#anim img", timeout=60_000)
-        page.screenshot(path=str(shots / "morph.png"), full_page=True)
+        page.screenshot(path=str(shots / f"morph-{width}.png"), full_page=True)
 
         page.get_by_role("tab", name="Explore").click()
-        page.get_by_role("button", name="Show training images").click()
-        page.wait_for_selector("#browse img", timeout=60_000)
-        page.screenshot(path=str(shots / "explore.png"), full_page=True)
+        page.locator("#browse-show").click()
+        page.wait_for_function(
+            "document.querySelector('#browse-msg').innerText.includes('page 1 of')",
+            timeout=60_000,
+        )
+        first = page.locator("#browse img").first.get_attribute("src")
+        page.locator("#browse-next").click()
+        page.wait_for_function(
+            "document.querySelector('#browse-msg').innerText.includes('page 2 of')",
+            timeout=60_000,
+        )
+        assert page.locator("#browse img").first.get_attribute("src") != first
+        page.screenshot(path=str(shots / f"explore-{width}.png"), full_page=True)
         browser.close()
-    assert (shots / "draw.png").stat().st_size > 10_000
+    assert (shots / f"draw-{width}.png").stat().st_size > 10_000

@@ -82,11 +82,88 @@ def test_generate_morph_browse(models, tmp_path):
     assert "No generator" in h.generate_digits(empty, 3, 2, 0)[1]
 
 
-def test_many_requests_at_once(models):
+def _varied_canvas(i: int) -> np.ndarray:
+    canvas = _stroke_canvas()
+    canvas[100 + i : 120 + i, 60 : 200 - 3 * i] = (0, 0, 0, 255)  # a different bar per request
+    return canvas
+
+
+def test_many_requests_at_once_are_batched_and_each_gets_its_own_answer(models):
+    """Concurrent requests are answered in shared batches, each with the answer it would get
+    alone (to float rounding of the batched forward pass), never another request's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: h.classify(models, _stroke_canvas()), range(24)))
-    assert all(r["cnn"] is not None for r in results)
-    first = results[0]["cnn"]
-    assert all(r["cnn"] == first for r in results)  # same drawing, same answer, no crosstalk
+    alone = [h.classify(models, _varied_canvas(i)) for i in range(24)]
+    models.predictions().batch_sizes.clear()
+    with ThreadPoolExecutor(24) as pool:
+        together = list(pool.map(lambda i: h.classify(models, _varied_canvas(i)), range(24)))
+    for a, b in zip(alone, together, strict=True):
+        assert np.array_equal(a["seen"], b["seen"])
+        pa = np.array([a["cnn"][str(d)] for d in range(10)])
+        pb = np.array([b["cnn"][str(d)] for d in range(10)])
+        np.testing.assert_allclose(pa, pb, atol=1e-5)
+        assert a["knn"]["vote"] == b["knn"]["vote"]
+        assert [n[1:] for n in a["knn"]["neighbours"]] == [n[1:] for n in b["knn"]["neighbours"]]
+    sizes = models.predictions().batch_sizes
+    assert sum(sizes) == 24 and max(sizes) > 1  # shared batches, nothing lost or doubled
+
+
+def test_batcher_hands_errors_to_every_waiting_request():
+    class Broken:
+        def kneighbors(self, X, k):
+            raise RuntimeError("index gone")
+
+    m = h.Models(knn=Broken(), knn_labels=np.zeros(1, int))
+    with pytest.raises(RuntimeError, match="index gone"):
+        m.predictions().predict(np.zeros((28, 28), np.uint8), timeout=10)
+
+
+def test_negative_or_fractional_seed_is_refused(models):
+    assert "seed must be a whole number" in h.generate_digits(models, 3, 2, -1)[1]
+    assert "seed must be a whole number" in h.generate_digits(models, 3, 2, 1.5)[1]
+    assert h.generate_digits(models, 3, 2, 7)[1] == ""
+
+
+def test_rgba_upload_reaches_the_handler_with_its_alpha(models, tmp_path):
+    """A dark digit drawn only in the alpha channel (transparent paper, black ink with zero RGB
+    everywhere) must still be read: the file is handed over as it is."""
+    rgba = np.zeros((100, 100, 4), np.uint8)
+    rgba[20:80, 45:55, 3] = 255  # ink exists only where alpha is opaque
+    path = tmp_path / "ink.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    seen, message = h.read_drawing(str(path))
+    assert message == "" and seen.max() > 200 and seen[:, :5].max() == 0
+
+
+def test_browse_pages_and_shuffles():
+    class DS:
+        y_train = np.repeat(np.arange(10), 30)
+        x_train = np.arange(300 * 784, dtype=np.int64).reshape(300, 28, 28) % 251
+
+    m = h.Models(dataset=DS())
+    first, msg = h.browse(m, 4, count=12, seed=0, page=0)
+    second, _ = h.browse(m, 4, count=12, seed=0, page=1)
+    shuffled, _ = h.browse(m, 4, count=12, seed=1, page=0)
+    assert "page 1 of 3" in msg and first.shape == (12, 28, 28)
+    ids = lambda imgs: {int(i[0, 0]) for i in imgs}  # noqa: E731
+    assert not ids(first) & ids(second)  # pages never repeat an image
+    assert ids(first) != ids(shuffled)
+    again, _ = h.browse(m, 4, count=12, seed=0, page=0)
+    assert np.array_equal(first, again)  # same seed and page, same images
+    assert "must be" in h.browse(m, 4, page=-1)[1]
+
+
+def test_a_lone_request_gets_the_exact_neighbours(models):
+    """One learner alone (a batch of one) gets scikit-learn's exact neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    r = h.classify(models, _varied_canvas(3))
+    x = models.knn_images.reshape(len(models.knn_images), -1).astype(float)
+    dist, idx = (
+        NearestNeighbors(n_neighbors=3, algorithm="brute")
+        .fit(x)
+        .kneighbors(r["seen"].reshape(1, -1).astype(float))
+    )
+    got = r["knn"]["neighbours"]
+    assert [int(models.knn_labels[i]) for i in idx[0]] == [n[1] for n in got]
+    np.testing.assert_allclose([n[2] for n in got], dist[0], rtol=1e-6)

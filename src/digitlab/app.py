@@ -26,6 +26,51 @@ def _gradio():
     return gr
 
 
+# One colour convention everywhere, the report's: black ink on white paper. MNIST stores ink as
+# 255, so every 28x28 is shown as 255 - image.
+def paper(image: np.ndarray, scale: int = 1) -> np.ndarray:
+    """uint8 (28, 28) ink image -> uint8 (28*scale, 28*scale) black-on-white, pixels kept sharp.
+
+    Enlarged by whole pixels (nearest neighbour), so no browser blur; small enough to send fast.
+    """
+    out = 255 - np.asarray(image, np.uint8)
+    return np.kron(out, np.ones((scale, scale), np.uint8)) if scale > 1 else out
+
+
+CSS = """
+/* 28x28 pictures are enlarged by the browser too: keep their pixels square, never blurred. */
+#seen img, #neighbours img, #generated img, #browse img { image-rendering: pixelated; }
+#neighbours .thumbnail-item, #neighbours img, #browse img, #generated img { object-fit: contain; }
+/* The brush preview circle follows the pointer: keep it (and the strokes) inside the canvas. */
+#pad canvas, #pad .pixi-target, #pad [class*="canvas"] { overflow: hidden; }
+#pad { overflow: hidden; touch-action: none; }
+#draw-hint { margin: 0 0 .4rem; }
+@media (max-width: 640px) {
+  /* On a phone the hint sits above the canvas, never under its toolbar. */
+  #draw-hint { font-size: .95rem; }
+}
+"""
+
+# Start with the pen in hand: click the Sketchpad's brush tool once the page has drawn it, and
+# again after the canvas is cleared (clearing drops the tool).
+JS = """
+() => {
+  const pick = (tries) => {
+    const brush = document.querySelector("#pad button[aria-label='Brush']");
+    if (brush) { brush.click(); return; }
+    if (tries < 100) setTimeout(() => pick(tries + 1), 100);
+  };
+  pick(0);
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest && e.target.closest("#pad button");
+    if (b && /clear/i.test(b.getAttribute("aria-label") || "")) setTimeout(() => pick(0), 200);
+  }, true);
+}
+"""
+
+DRAW_HINT = "**Draw one digit** in the box below with your mouse or finger (the pen is ready)."
+
+
 def build(models: h.Models):
     """The Gradio Blocks app for `models` (not launched)."""
     gr = _gradio()
@@ -34,75 +79,117 @@ def build(models: h.Models):
     def on_draw(image):
         r = h.classify(models, image)
         if r["seen"] is None:
-            return None, None, r["message"], [], r["message"]
+            # The message once, in the status line; every other output is cleared.
+            return None, None, "", [], r["message"]
         knn = r["knn"]
         vote = (
             (
-                f"kNN (k=3) votes **{knn['vote']}** — neighbours' labels "
-                f"{', '.join(str(n[1]) for n in knn['neighbours'])}"
+                f"kNN (k=3) votes **{knn['vote']}** — its three nearest training images "
+                f"(label · distance): {', '.join(str(n[1]) for n in knn['neighbours'])}"
             )
             if knn
             else "kNN unavailable (no dataset loaded)."
         )
         gallery = [
-            (img, f"label {lab} (distance {d:.0f})")
+            (paper(img, 3), f"{lab} · dist {d:.0f}")
             for img, lab, d in (knn["neighbours"] if knn else [])
         ]
         top = max(r["cnn"], key=r["cnn"].get) if r["cnn"] else None
         status = f"The CNN reads a {top}." if top is not None else "CNN unavailable."
-        big = np.kron(r["seen"], np.ones((6, 6), np.uint8))  # 168x168, pixels kept sharp
-        return big, r["cnn"], vote, gallery, status
+        return paper(r["seen"], 4), r["cnn"], vote, gallery, status
 
     def on_generate(digit, count, seed):
         images, message = h.generate_digits(models, digit, count, seed)
-        return ([(img, f"{digit}") for img in images] if images is not None else []), message
+        if images is None:
+            return [], message
+        return [(paper(img, 2), f"{digit}") for img in images], message
 
     def on_morph(start, end, steps):
         path, message = h.morph(models, start, end, steps, gif_dir)
         return (str(path) if path else None), message
 
-    def on_browse(digit):
-        images, message = h.browse(models, digit)
-        return ([(img, str(digit)) for img in images] if images is not None else []), message
+    def on_browse(digit, seed, page):
+        images, message = h.browse(models, digit, seed=seed, page=page)
+        shown = [(paper(img, 2), str(digit)) for img in images] if images is not None else []
+        return shown, message, seed, page
 
     with gr.Blocks(title="digitlab") as demo:
         gr.Markdown("# digitlab — draw a digit\n" + "\n".join(f"- {n}" for n in models.notes))
         with gr.Tab("Draw"):
             with gr.Row():
                 with gr.Column():
+                    gr.Markdown(DRAW_HINT, elem_id="draw-hint")
                     pad = gr.Sketchpad(
-                        label="Draw one digit (pick the pen on the left first)",
+                        label="Your digit",
+                        show_label=False,
                         type="numpy",
                         image_mode="RGBA",
                         canvas_size=(280, 280),
+                        fixed_canvas=True,
+                        layers=False,
+                        transforms=(),
                         elem_id="pad",
                         brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                     )
-                    upload = gr.Image(
-                        label="…or upload a picture",
+                    # A plain file box: every upload, image or not, reaches our handler intact
+                    # (an image component would convert RGBA to RGB, or fail on a non-image
+                    # before the handler could say what is wrong).
+                    upload = gr.File(
+                        label="…or upload a picture of a digit (PNG, JPEG, …)",
                         type="filepath",
-                        sources=["upload"],
+                        file_count="single",
                         elem_id="upload",
                     )
                 with gr.Column():
                     status = gr.Markdown(elem_id="status")
-                    seen = gr.Image(label="What the models see (28x28)", height=168, elem_id="seen")
+                    seen = gr.Image(
+                        label="What the models see (28x28)",
+                        height=168,
+                        width=168,
+                        elem_id="seen",
+                        interactive=False,
+                        buttons=[],
+                    )
                     probs = gr.Label(label="CNN probabilities", num_top_classes=10, elem_id="probs")
                     vote = gr.Markdown(elem_id="vote")
                     neighbours = gr.Gallery(
-                        label="kNN's nearest training images", columns=3, height=180
+                        label="kNN's nearest training images (label · distance)",
+                        show_label=False,
+                        columns=3,
+                        rows=1,
+                        height=200,
+                        object_fit="contain",
+                        allow_preview=False,
+                        elem_id="neighbours",
                     )
             outputs = [seen, probs, vote, neighbours, status]
-            pad.change(on_draw, pad, outputs, trigger_mode="always_last")
-            upload.change(on_draw, upload, outputs)
+            # Many learners draw at once: every request enters the handler at once and the
+            # batcher answers them together (no per-event queueing limit here).
+            pad.change(
+                on_draw,
+                pad,
+                outputs,
+                trigger_mode="always_last",
+                api_name="classify",
+                concurrency_limit=None,
+            )
+            upload.upload(
+                on_draw, upload, outputs, api_name="classify_upload", concurrency_limit=None
+            )
         with gr.Tab("Generate"):
             with gr.Row():
                 digit = gr.Dropdown(list(range(10)), value=3, label="digit")
                 count = gr.Slider(1, 32, value=8, step=1, label="count")
-                seed = gr.Number(0, precision=0, label="seed")
+                seed = gr.Number(0, precision=0, label="seed (a whole number, 0 or more)")
             go = gr.Button("Generate", elem_id="generate")
-            grid = gr.Gallery(label="Generated", columns=8, elem_id="generated")
-            gen_msg = gr.Markdown()
+            grid = gr.Gallery(
+                label="Generated",
+                columns=8,
+                height="auto",
+                object_fit="contain",
+                elem_id="generated",
+            )
+            gen_msg = gr.Markdown(elem_id="gen-msg")
             go.click(on_generate, [digit, count, seed], [grid, gen_msg])
         with gr.Tab("Morph"):
             with gr.Row():
@@ -110,15 +197,27 @@ def build(models: h.Models):
                 end = gr.Dropdown(list(range(10)), value=6, label="to")
                 steps = gr.Slider(2, 30, value=9, step=1, label="steps")
             mgo = gr.Button("Morph", elem_id="morph")
-            anim = gr.Image(label="Interpolation", elem_id="anim")
+            anim = gr.Image(label="Interpolation", elem_id="anim", buttons=[])
             morph_msg = gr.Markdown()
             mgo.click(on_morph, [start, end, steps], [anim, morph_msg])
         with gr.Tab("Explore"):
-            bdigit = gr.Dropdown(list(range(10)), value=6, label="digit")
-            bgo = gr.Button("Show training images")
-            bgrid = gr.Gallery(columns=8, elem_id="browse")
-            bmsg = gr.Markdown()
-            bgo.click(on_browse, bdigit, [bgrid, bmsg])
+            with gr.Row():
+                bdigit = gr.Dropdown(list(range(10)), value=6, label="digit")
+                bgo = gr.Button("Show training images", elem_id="browse-show")
+                bshuffle = gr.Button("Shuffle", elem_id="browse-shuffle")
+                bnext = gr.Button("Next page →", elem_id="browse-next")
+            bseed, bpage = gr.State(0), gr.State(0)
+            bgrid = gr.Gallery(
+                columns=8, height="auto", object_fit="contain", elem_id="browse", show_label=False
+            )
+            bmsg = gr.Markdown(elem_id="browse-msg")
+            browse_out = [bgrid, bmsg, bseed, bpage]
+            bgo.click(lambda d, s: on_browse(d, s, 0), [bdigit, bseed], browse_out)
+            bdigit.change(lambda d, s: on_browse(d, s, 0), [bdigit, bseed], browse_out)
+            bnext.click(lambda d, s, p: on_browse(d, s, p + 1), [bdigit, bseed, bpage], browse_out)
+            bshuffle.click(
+                lambda d, s: on_browse(d, (s + 1) % 1_000_000, 0), [bdigit, bseed], browse_out
+            )
             figures = h.run_figures(models)
             if figures:
                 gr.Gallery(
@@ -129,7 +228,7 @@ def build(models: h.Models):
                     "Start the app with `--run RUN_DIR` to see a run's confusion "
                     "matrices and misclassified digits here."
                 )
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=2, max_size=256)
     return demo
 
 
@@ -144,6 +243,11 @@ def serve(models: h.Models, host: str = "127.0.0.1", port: int = 7860, block: bo
         prevent_thread_lock=not block,
         quiet=True,
         footer_links=[],
+        # Each waiting Draw request holds a worker thread while the batcher answers: room for
+        # a class of 30-40 drawing at once plus the other tabs.
+        max_threads=128,
+        css=CSS,
+        js=JS,
         allowed_paths=[str(models.run_dir)] if models.run_dir else None,
     )
     return demo

@@ -125,7 +125,7 @@ def run_clustering(ds: Dataset, cfg: ClusterConfig) -> dict:
         extra = {"log_likelihood": float(model.score(fte))}
     t2 = time.perf_counter()
     test = clustering_report(ds.y_test, test_clusters, fte, seed=cfg.seed)
-    train = clustering_report(y_train, train_clusters, seed=cfg.seed)
+    train = clustering_report(y_train, train_clusters, ftr, seed=cfg.seed)
     # The centres as images: the mean training image of each cluster (meaningful for every
     # embedding, and for raw pixels equal to the k-means centres).
     centres = np.stack(

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from digitlab.data import Dataset, random_subset, stratified_split
 from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
-from digitlab.evaluation import evaluate
+from digitlab.evaluation import evaluate, knn_margin_examples
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
 from digitlab.validation import is_whole, positive_number, subset_size, whole_number
@@ -154,6 +154,11 @@ def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
     pred = np.argmax(proba, axis=1).astype(ds.y_test.dtype)  # ties: first class, as predict
     t2 = time.perf_counter()
     report = evaluate(ds.y_test, pred, ds.classes, proba)
+    # Vote shares tie at k=3 (every wrong vote is 3/3): rank the errors by distance margin.
+    idx, margin = knn_margin_examples(f_train, y_train, f_test, ds.y_test, pred)
+    report["misclassified_confident"] = idx.tolist()
+    report["misclassified_confident_margin"] = [float(x) for x in margin]
+    report.pop("misclassified_confident_p", None)
     return {
         "config": asdict(cfg),
         **report,

@@ -18,8 +18,21 @@ from PIL import Image
 from digitlab.errors import ConfigError
 from digitlab.files import atomic_open, atomic_write_bytes
 
+# Text inside a figure must read at least as large as the report's small print (0.85rem =
+# 13.6 px). The report's column is about 950 px wide, so a figure saved at DPI up to
+# COLUMN_IN inches wide is shown at its own size, and 10 pt at 110 dpi is 15.3 px. A wider
+# figure is shrunk to the column, so its text is scaled up by `text_pt` to compensate.
+DPI = 110
+COLUMN_IN = 8.6
+MIN_PT = 10.0
 
-def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+
+def text_pt(width_in: float, pt: float = MIN_PT) -> float:
+    """Font size (points) that still reads as `pt` once a `width_in`-inch figure fits the column."""
+    return pt * max(1.0, width_in / COLUMN_IN)
+
+
+def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write a figure atomically (format from the suffix) and close it."""
     path = Path(path)
     with atomic_open(path, "wb") as handle:
@@ -70,16 +83,23 @@ def digits_grid(
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig = Figure(figsize=(size * ncols, size * nrows + 0.3))
+    width = size * ncols
+    fig = Figure(figsize=(width, (size + (0.25 if titles is not None else 0)) * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255 if images.dtype == np.uint8 else 1)
+            ax.imshow(
+                images[i],
+                cmap="gray_r",
+                vmin=0,
+                vmax=255 if images.dtype == np.uint8 else 1,
+                interpolation="nearest",
+            )
             if titles is not None:
-                ax.set_title(titles[i], fontsize=9)
+                ax.set_title(titles[i], fontsize=text_pt(width))
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, fontsize=text_pt(width, 12))
     fig.tight_layout()
     return fig
 
@@ -88,11 +108,17 @@ def digit(image: np.ndarray, title: str | None = None) -> Figure:
     """One digit, large, with its pixel grid visible."""
     fig = Figure(figsize=(3.2, 3.4))
     ax = fig.subplots()
-    ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+    ax.imshow(
+        image,
+        cmap="gray_r",
+        vmin=0,
+        vmax=255 if image.dtype == np.uint8 else 1,
+        interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=MIN_PT + 1)
     fig.tight_layout()
     return fig
 
@@ -101,8 +127,10 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = ""
     """Annotated heatmap; the diagonal (correct) and the errors use separate colour scales."""
     cm = np.asarray(cm)
     n = len(cm)
-    fig = Figure(figsize=(0.62 * n + 2.2, 0.62 * n + 1.6))
+    width = min(COLUMN_IN, 0.62 * n + 2.2)
+    fig = Figure(figsize=(width, width - 0.6))
     ax = fig.subplots()
+    small = text_pt(width) if n <= 12 else max(6.0, text_pt(width) * 12 / n)
     off = cm.astype(float).copy()
     np.fill_diagonal(off, np.nan)
     # Errors are what a reader looks for: colour them; the diagonal is drawn in a calm grey.
@@ -123,16 +151,17 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str = ""
                     str(cm[i, j]),
                     ha="center",
                     va="center",
-                    fontsize=8,
+                    fontsize=small,
                     color="white" if dark else "black",
                     fontweight="bold" if i == j else "normal",
                 )
     ax.set_xticks(range(n), [c[:8] for c in class_names], rotation=45 if n > 10 else 0)
     ax.set_yticks(range(n), [c[:12] for c in class_names])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.tick_params(labelsize=small)
+    ax.set_xlabel("predicted", fontsize=small)
+    ax.set_ylabel("true", fontsize=small)
     acc = np.trace(cm) / max(1, cm.sum())
-    ax.set_title(title or f"Confusion matrix (accuracy {acc:.2%})")
+    ax.set_title(title or f"Confusion matrix (accuracy {acc:.2%})", fontsize=small + 1)
     fig.tight_layout()
     return fig
 
@@ -145,29 +174,37 @@ def misclassified(
     index: np.ndarray,
     title: str,
     confidence: np.ndarray | None = None,
-    ncols: int = 10,
+    ncols: int = 5,
+    score_format: str = "{:.0%}",
 ) -> Figure:
-    """A gallery of wrongly classified digits titled "true → predicted" (and confidence)."""
+    """A gallery of wrongly classified digits titled "true → predicted" (and a score).
+
+    `confidence[j]` belongs to `index[j]` and is written with `score_format` (a share of votes
+    or a probability by default; "{:+.0%}" for the kNN's distance margin). Five columns keep
+    the captions legible in the report's column and on a phone.
+    """
     titles = []
     for j, i in enumerate(index):
         t = f"{class_names[y_true[i]]} → {class_names[y_pred[i]]}"
         if confidence is not None:
-            t += f" ({confidence[j]:.0%})"
+            t += f" ({score_format.format(confidence[j])})"
         titles.append(t)
     if len(index) == 0:
         fig = Figure(figsize=(4, 1))
         ax = fig.subplots()
         ax.axis("off")
-        ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
+        ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center", fontsize=MIN_PT)
         return fig
-    return digits_grid(images[index], titles, ncols=ncols, size=1.45, suptitle=title)
+    return digits_grid(images[index], titles, ncols=ncols, size=1.6, suptitle=title)
 
 
 def per_class_bars(report: dict, title: str = "Per-class precision, recall and F1") -> Figure:
+    """Precision, recall and F1 side by side per class; the legend sits above, off the bars."""
     rows = report["per_class"]
     names = [r["class"][:10] for r in rows]
     x = np.arange(len(rows))
-    fig = Figure(figsize=(max(6, 0.7 * len(rows) + 2), 3.4))
+    width = min(COLUMN_IN, max(6, 0.7 * len(rows) + 2))
+    fig = Figure(figsize=(width, 3.8))
     ax = fig.subplots()
     for off, key, colour in (
         (-0.27, "precision", "#4C72B0"),
@@ -178,8 +215,16 @@ def per_class_bars(report: dict, title: str = "Per-class precision, recall and F
     lo = min(min(r[k] for r in rows for k in ("precision", "recall", "f1")), 0.9)
     ax.set_ylim(max(0.0, lo - 0.02), 1.0)
     ax.set_xticks(x, names)
-    ax.set_title(title)
-    ax.legend(loc="lower right", ncols=3, fontsize=8)
+    ax.tick_params(labelsize=MIN_PT)
+    ax.set_title(title, fontsize=MIN_PT + 2, pad=28)
+    # Above the axes, between the title and the bars: it can never hide a bar.
+    ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncols=3,
+        fontsize=MIN_PT,
+        frameon=False,
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -187,19 +232,60 @@ def per_class_bars(report: dict, title: str = "Per-class precision, recall and F
 
 def k_sweep(ks: Sequence[int], val_acc: dict, test_acc: dict, chosen: int) -> Figure:
     """Accuracy vs k: validation (used to choose) and test (reported only)."""
-    fig = Figure(figsize=(6, 3.6))
+    fig = Figure(figsize=(6.5, 4.0))
     ax = fig.subplots()
     ax.plot(ks, [val_acc[k] for k in ks], "o-", label="validation (chooses k)")
     ax.plot(ks, [test_acc[k] for k in ks], "s--", label="test (reported, not used)")
     ax.axvline(chosen, color="grey", ls=":", label=f"chosen k = {chosen}")
-    ax.set_xlabel("k (number of neighbours)")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel("k (number of neighbours)", fontsize=MIN_PT)
+    ax.set_ylabel("accuracy", fontsize=MIN_PT)
     ax.set_xticks(list(ks))
-    ax.set_title("kNN accuracy vs k")
+    ax.tick_params(labelsize=MIN_PT)
+    ax.set_title("kNN accuracy vs k", fontsize=MIN_PT + 2)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+# Two palettes that share no colour: the cluster panel must never suggest that a colour means
+# the same thing as in the digit panel (cluster 5 is not digit 5).
+DIGIT_COLOURS = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+CLUSTER_COLOURS = [
+    "#000000",  # black
+    "#a6761d",  # ochre
+    "#1b9e77",  # teal
+    "#e7298a",  # magenta
+    "#7570b3",  # slate violet
+    "#e6ab02",  # mustard
+    "#66a61e",  # leaf green
+    "#003f5c",  # navy
+    "#d95f02",  # rust
+    "#999999",  # silver
+]
+
+
+def _declutter(fig: Figure, ax, labels: list) -> None:
+    """Stack annotation texts so that no two overlap; leader lines keep pointing at the centres.
+
+    Label boxes are estimated from the font size and the axes' size in inches (no rendering
+    pass: fast), then placed greedily from the lowest centre up: a label that would overlap
+    one already placed moves up by one label height until it is free.
+    """
+    w_in, h_in = fig.get_size_inches() * ax.get_position().size
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    per_in = np.array([(x1 - x0) / w_in, (y1 - y0) / h_in])
+    placed: list[tuple[float, float, float, float]] = []
+    for t in sorted(labels, key=lambda t: t.xyann[1]):
+        fs = t.get_fontsize() / 72  # inches
+        w, h = (0.62 * len(t.get_text()) * fs + 0.1) * per_in[0], 1.5 * fs * per_in[1]
+        x, y = t.xyann
+        while any(
+            abs(x - px) < (w + pw) / 2 and abs(y - py) < (h + ph) / 2 for px, py, pw, ph in placed
+        ):
+            y += h / 3
+        t.xyann = (x, y)
+        placed.append((x, y, w, h))
 
 
 def cluster_scatter(
@@ -210,30 +296,38 @@ def cluster_scatter(
     majority: dict,
     class_names: Sequence[str],
 ) -> Figure:
-    """Two PCA scatters side by side: coloured by cluster, and by true digit; centres marked."""
-    cmap = matplotlib.colormaps["tab10"]
-    fig = Figure(figsize=(12, 5.4))
+    """Two PCA scatters side by side: coloured by cluster, and by true digit; centres marked.
+
+    Each centre is labelled "cluster j → d" with the cluster's most likely digit d, in both
+    panels, so a learner never reads a cluster number as a digit. The panels use palettes that
+    share no colour, and the legends sit below the axes, off the data.
+    """
+    width = 13.0
+    fs = text_pt(width)
+    fig = Figure(figsize=(width, 8.2))
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    for ax, colour_by, title, names in (
-        (axes[0], clusters, "k-means clusters", None),
-        (axes[1], labels, "true digits", class_names),
+    lo, hi = points.min(0), points.max(0)
+    span = hi - lo
+    for ax, colour_by, title, palette in (
+        (axes[0], clusters, "k-means cluster", CLUSTER_COLOURS),
+        (axes[1], labels, "true digit", DIGIT_COLOURS),
     ):
         for c in np.unique(colour_by):
             pts = points[colour_by == c]
-            if names is None:
+            if palette is CLUSTER_COLOURS:
                 name = (
-                    f"cluster {c} (≈{class_names[majority[int(c)]]})"
+                    f"cluster {c} → {class_names[majority[int(c)]]}"
                     if int(c) in majority
                     else f"cluster {c}"
                 )
             else:
-                name = f"digit {names[c]}"
+                name = f"digit {class_names[c]}"
             ax.scatter(
                 pts[:, 0],
                 pts[:, 1],
                 s=2,
                 alpha=0.35,
-                color=cmap(int(c) % 10),
+                color=palette[int(c) % len(palette)],
                 label=name,
                 rasterized=True,
             )
@@ -241,32 +335,52 @@ def cluster_scatter(
             centres_2d[:, 0],
             centres_2d[:, 1],
             marker="X",
-            s=140,
-            c="black",
-            edgecolors="white",
-            linewidths=1.2,
-            label="cluster centres",
+            s=160,
+            c="white",
+            edgecolors="black",
+            linewidths=1.5,
+            label="cluster centre",
+            zorder=3,
         )
         for j, (cx, cy) in enumerate(centres_2d):
+            text = f"{j} → {class_names[majority[j]]}" if j in majority else f"{j}"
             ax.annotate(
-                str(j),
+                text,
                 (cx, cy),
-                xytext=(5, 5),
-                textcoords="offset points",
-                fontsize=9,
+                xytext=(cx, cy + 0.04 * span[1]),
+                fontsize=fs * 0.9,
                 fontweight="bold",
+                ha="center",
+                va="bottom",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "0.6", "alpha": 0.85},
+                arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.8},
+                zorder=4,
             )
-        ax.set_title(f"Test images in PCA 2-D, coloured by {title}")
-        ax.set_xlabel("PC 1")
-        leg = ax.legend(fontsize=7, loc="upper right", framealpha=0.85)
+        ax.set_title(f"Test images in PCA 2-D, coloured by {title}", fontsize=fs)
+        ax.set_xlabel("PC 1", fontsize=fs)
+        ax.tick_params(labelsize=fs * 0.9)
+        leg = ax.legend(
+            fontsize=fs * 0.9,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            ncols=3,
+            frameon=False,
+            handletextpad=0.2,
+            columnspacing=0.8,
+        )
         for h in leg.legend_handles:
             h.set_alpha(1)
             if h.get_sizes()[0] < 10:  # the tiny scatter dots: legible swatches in the legend
-                h.set_sizes([25])
-            else:
                 h.set_sizes([60])
-    axes[0].set_ylabel("PC 2")
+            else:
+                h.set_sizes([90])
+    axes[0].set_ylabel("PC 2", fontsize=fs)
+    pad = 0.08 * span
+    axes[0].set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+    axes[0].set_ylim(lo[1] - pad[1], hi[1] + 2 * pad[1])
     fig.tight_layout()
+    for ax in axes:  # centres often sit close together: their labels must not pile up
+        _declutter(fig, ax, [t for t in ax.texts if t.get_text()])
     return fig
 
 
@@ -279,8 +393,8 @@ def cluster_centres(images: np.ndarray, majority: dict, class_names: Sequence[st
     return digits_grid(
         images / 255.0,
         titles,
-        ncols=min(10, len(images)),
-        size=1.5,
+        ncols=min(5, len(images)),
+        size=1.7,
         suptitle="Cluster centres (mean image) and their most likely digit",
     )
 
@@ -288,17 +402,19 @@ def cluster_centres(images: np.ndarray, majority: dict, class_names: Sequence[st
 def training_curves(history: dict) -> Figure:
     """Training vs validation loss, and accuracy, per epoch."""
     epochs = np.arange(1, len(history["loss"]) + 1)
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(COLUMN_IN, 3.8))
     axes = fig.subplots(1, 2)
+    step = max(1, len(epochs) // 10)  # at most ~10 epoch ticks, so their labels never collide
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         ax.plot(epochs, history[key], "o-", label=f"training {label}")
         ax.plot(epochs, history[f"val_{key}"], "s--", label=f"validation {label}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_xticks(epochs)
+        ax.set_xlabel("epoch", fontsize=MIN_PT)
+        ax.set_ylabel(label, fontsize=MIN_PT)
+        ax.set_xticks(epochs[::step])
+        ax.tick_params(labelsize=MIN_PT)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_title("Loss per epoch")
-    axes[1].set_title("Accuracy per epoch")
+        ax.legend(fontsize=MIN_PT)
+    axes[0].set_title("Loss per epoch", fontsize=MIN_PT + 1)
+    axes[1].set_title("Accuracy per epoch", fontsize=MIN_PT + 1)
     fig.tight_layout()
     return fig

@@ -39,18 +39,47 @@ h3 { font-size:1.05rem; margin:1.2rem 0 .4rem; }
 .card b { display:block; font-size:1.45rem; }
 .card span { color:var(--muted); font-size:.85rem; }
 figure { margin:1rem 0; }
-figure img { max-width:100%; height:auto; display:block; margin:0 auto; border-radius:6px; }
+figure img { max-width:100%; height:auto; display:block; margin:0 auto; border-radius:6px;
+             cursor:zoom-in; }
 figcaption { color:var(--muted); font-size:.9rem; text-align:center; margin-top:.3rem; }
-.scroll { overflow-x:auto; }
+/* Tap a figure: it opens at full size over the page, scrollable both ways; tap to close. */
+#zoom { position:fixed; inset:0; z-index:10; background:rgba(20,24,36,.92); overflow:auto;
+        display:none; cursor:zoom-out; }
+#zoom.open { display:block; }
+#zoom img { display:block; margin:2.5rem auto 1rem; max-width:none; background:#fff; }
+#zoom p { position:fixed; top:0; left:0; right:0; margin:0; padding:.5rem; color:#fff;
+          text-align:center; font-size:.85rem; background:rgba(20,24,36,.8); }
+/* Tables that are wider than the screen: soft shadows at the hidden edge (pure CSS), and a
+   visible "scroll" cue above them (added by the script when a table really overflows). */
+.scroll { overflow-x:auto; position:relative;
+  background: linear-gradient(90deg,#fff 30%,rgba(255,255,255,0)) left/2rem 100% no-repeat local,
+              linear-gradient(270deg,#fff 30%,rgba(255,255,255,0)) right/2rem 100% no-repeat local,
+              radial-gradient(farthest-side at 0 50%,rgba(0,0,0,.18),transparent)
+                left/.8rem 100% no-repeat scroll,
+              radial-gradient(farthest-side at 100% 50%,rgba(0,0,0,.18),transparent)
+                right/.8rem 100% no-repeat scroll; }
+.cue { display:none; color:var(--accent); font-size:.85rem; text-align:right; margin:.4rem 0 0; }
+.cue.on { display:block; }
 table { border-collapse:collapse; width:100%; font-size:.92rem; margin:.6rem 0; }
 th, td { border-bottom:1px solid var(--line); padding:.35rem .55rem; text-align:right;
          white-space:nowrap; }
 th:first-child, td:first-child { text-align:left; }
 th { background:#f3f5fa; }
 tr.chosen td { background:#eef5ff; font-weight:600; }
+/* Key/value tables (the environment): values wrap instead of running off screen. */
+table.kv td { white-space:normal; overflow-wrap:anywhere; text-align:left; }
+table.kv td:first-child { white-space:nowrap; color:var(--muted); width:1%; }
+pre { font-size:.85rem; margin:.6rem 0; }
 footer { color:var(--muted); font-size:.85rem; text-align:center; }
 @media (max-width:600px) {
-  header h1 { font-size:1.5rem; } section { padding:1rem; } .card b { font-size:1.2rem; }
+  header { padding:1.4rem 1rem; } header h1 { font-size:1.5rem; }
+  main { padding:.5rem .6rem 3rem; } section { padding:.9rem .8rem; }
+  .card b { font-size:1.2rem; } .cards { grid-template-columns:repeat(2,1fr); }
+  table { font-size:.82rem; } th, td { padding:.3rem .35rem; }
+  /* Headers may wrap onto two lines so most tables fit 390 px without scrolling. */
+  th { white-space:normal; }
+  /* The CNN summary: small enough that its shapes and parameter counts fit a phone. */
+  pre.summary { font-size:.56rem; }
 }
 """
 
@@ -64,6 +93,34 @@ TITLES = {
 }
 
 
+SCRIPT = """
+(function () {
+  // Tap a figure to see it at full size; tap again (or press Escape) to close.
+  var zoom = document.getElementById('zoom'), big = zoom.querySelector('img');
+  document.querySelectorAll('figure img').forEach(function (img) {
+    img.addEventListener('click', function () {
+      big.src = img.src; big.alt = img.alt; zoom.classList.add('open');
+    });
+  });
+  function close() { zoom.classList.remove('open'); big.removeAttribute('src'); }
+  zoom.addEventListener('click', close);
+  document.addEventListener('keydown', function (e) { if (e.key === 'Escape') close(); });
+  // A visible cue above every table that is wider than its box.
+  function cues() {
+    document.querySelectorAll('.scroll').forEach(function (box) {
+      var cue = box.previousElementSibling;
+      if (cue && cue.classList.contains('cue'))
+        cue.classList.toggle('on', box.scrollWidth > box.clientWidth + 1);
+    });
+  }
+  cues(); window.addEventListener('resize', cues);
+})();
+"""
+
+METHODS = {"kmeans": "k-means", "gmm": "a Gaussian mixture"}
+EMBEDDINGS = {"raw": "raw-pixel", "pca": "PCA", "umap": "UMAP"}
+
+
 def _img(folder: Path, name: str, caption: str) -> str:
     path = folder / "figures" / name
     if not path.is_file():
@@ -71,7 +128,8 @@ def _img(folder: Path, name: str, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     kind = "gif" if path.suffix == ".gif" else "png"
     return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/{kind};base64,{data}">'
+        f'<figure><img alt="{html.escape(caption)}" title="Tap to open full size" '
+        f'src="data:image/{kind};base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -87,12 +145,20 @@ def _cards(items: list[tuple[str, str]]) -> str:
     )
 
 
-def _table(head: list[str], rows: list[list[str]], chosen: int | None = None) -> str:
+def _table(
+    head: list[str] | None, rows: list[list[str]], chosen: int | None = None, kind: str = ""
+) -> str:
+    """A table in a sideways-scrolling box, with a cue that shows when it overflows.
+
+    `head` None: no header row. `kind` "kv": a key/value table whose values wrap.
+    """
+    cls = f" class='{kind}'" if kind else ""
     out = [
-        "<div class='scroll'><table><tr>",
-        *(f"<th>{html.escape(h)}</th>" for h in head),
-        "</tr>",
+        "<p class='cue' aria-hidden='true'>scroll sideways for more →</p>",
+        f"<div class='scroll'><table{cls}>",
     ]
+    if head:
+        out += ["<tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr>"]
     for i, row in enumerate(rows):
         cls = " class='chosen'" if chosen is not None and i == chosen else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
@@ -193,7 +259,13 @@ def section_knn(folder: Path, m: dict) -> str:
         + _img(
             folder,
             figures.KNN["misclassified_confident"],
-            "The most confidently wrong (share of neighbour votes for the wrong digit)",
+            (
+                "The most confidently wrong: ranked by how much farther the nearest training "
+                "image of the true digit was than the nearest one of the winning digit "
+                "(+40%: 40% farther)"
+                if "misclassified_confident_margin" in m
+                else "The most confidently wrong (share of neighbour votes for the wrong digit)"
+            ),
         )
     )
 
@@ -290,14 +362,20 @@ def section_cnn(folder: Path, m: dict) -> str:
                 ("CPU threads", str(m["training"]["threads"])),
             ]
         )
-        + f"<div class='scroll'><pre>{html.escape(m['summary'])}</pre></div>"
+        + "<p class='cue' aria-hidden='true'>scroll sideways for more →</p>"
+        + f"<div class='scroll'><pre class='summary'>{html.escape(m['summary'])}</pre></div>"
         + _img(folder, figures.CNN["curves"], "Training and validation loss and accuracy")
         + _table(["epoch", "loss", "accuracy", "val loss", "val accuracy", "seconds"], rows)
         + _img(folder, figures.CNN["confusion_matrix"], "CNN confusion matrix")
         + _img(folder, figures.CNN["per_class"], "Precision, recall and F1 per digit")
         + "<h3>Per-class figures</h3>"
         + _per_class_table(m)
-        + _img(folder, figures.CNN["misclassified_confident"], "The CNN's most confidently wrong")
+        + _img(folder, figures.CNN["misclassified"], "The first misclassified test digits")
+        + _img(
+            folder,
+            figures.CNN["misclassified_confident"],
+            "The CNN's most confidently wrong (its probability for the wrong digit)",
+        )
     )
 
 
@@ -316,14 +394,18 @@ def section_cluster(folder: Path, m: dict) -> str:
         ("v_measure", "V-measure"),
         ("silhouette", "silhouette (2,000-image sample)"),
     ]
-    rows = [
-        [label, f"{m[k]:.4f}", f"{m['train_scores'].get(k, float('nan')):.4f}"]
-        for k, label in names
-        if k in m
-    ]
+    train = m.get("train_scores", {})
+
+    def score(v) -> str:
+        # Older run folders have no training silhouette: say so instead of printing nan.
+        return "not computed" if v is None or v != v else f"{v:.4f}"
+
+    rows = [[label, score(m[k]), score(train.get(k))] for k, label in names if k in m]
+    method = METHODS.get(c["method"], c["method"])
+    embedding = EMBEDDINGS.get(c["embedding"], c["embedding"])
     return (
-        f"<p class='lead'>No labels this time: {c['method']} with {c['n_clusters']} clusters on "
-        f"{c['embedding']} features of {_size(c['train_size'])} training images, then every test "
+        f"<p class='lead'>No labels this time: {method} with {c['n_clusters']} clusters on "
+        f"{embedding} features of {_size(c['train_size'])} training images, then every test "
         "image goes to its nearest cluster. The course's <em>consistency</em> (for each digit, "
         "the share in its largest cluster) rewards keeping digits together but not apart, so it "
         "is shown beside the standard scores.</p>"
@@ -336,6 +418,10 @@ def section_cluster(folder: Path, m: dict) -> str:
             ]
         )
         + _table(["score", "test images", "training images"], rows)
+        + (
+            "<p class='lead'>Silhouette: how much closer each image is to its own cluster "
+            "than to the next one (−1..1), on a seeded sample of 2,000 images of each set.</p>"
+        )
         + _img(
             folder,
             figures.CLUSTER["centres"],
@@ -344,7 +430,8 @@ def section_cluster(folder: Path, m: dict) -> str:
         + _img(
             folder,
             figures.CLUSTER["scatter"],
-            "Test images projected on the first two principal components",
+            "Test images projected on the first two principal components; each centre is "
+            "labelled with its cluster and that cluster's most likely digit",
         )
     )
 
@@ -419,6 +506,7 @@ def write_report(folder: str | Path) -> Path:
         [[TITLES[s], f"{metrics['stages'][s].get('seconds', 0):.1f}"] for s in stages],
     )
     env_rows = [[k, v] for k, v in env.items()]
+    env_table = _table(None, env_rows, kind="kv")
     nav = "".join(f"<a href='#{s}'>{TITLES[s]}</a>" for s in stages)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -431,9 +519,11 @@ def write_report(folder: str | Path) -> Path:
 on {html.escape(str(env.get("platform", "")))}</p>
 </header><main><nav>{nav}<a href="#timing">Timing</a></nav>
 {"".join(body)}
-<section id="timing"><h2>Timing and environment</h2>{timing}{_table(["", ""], env_rows)}
+<section id="timing"><h2>Timing and environment</h2>{timing}<h3>Environment</h3>{env_table}
 <p class="lead">The full configuration is in config.toml beside this report; rerunning with it
 reproduces these numbers (on CPU).</p></section>
-<footer>Made by digitlab {html.escape(str(env.get("digitlab", "")))}</footer></main></body></html>
+<footer>Made by digitlab {html.escape(str(env.get("digitlab", "")))}</footer></main>
+<div id="zoom" role="dialog" aria-label="Figure at full size"><p>Tap anywhere to close</p><img
+alt=""></div><script>{SCRIPT}</script></body></html>
 """
     return atomic_write_text(folder / "report.html", page)

@@ -53,6 +53,8 @@ def write_evaluation(
         ),
     }
     if "misclassified_confident" in report:
+        # The kNN ranks its errors by a distance margin (a 3/3 vote cannot rank them).
+        margin = "misclassified_confident_margin" in report
         files["misclassified_confident"] = plots.save(
             plots.misclassified(
                 images,
@@ -60,8 +62,18 @@ def write_evaluation(
                 y_pred,
                 class_names,
                 np.array(report["misclassified_confident"], dtype=int),
-                f"{name}: most confidently wrong (true → predicted, confidence)",
-                confidence=np.array(report["misclassified_confident_p"]),
+                (
+                    f"{name}: most confidently wrong (true → predicted; how much farther "
+                    "the nearest true-digit image was)"
+                    if margin
+                    else f"{name}: most confidently wrong (true → predicted, confidence)"
+                ),
+                confidence=np.array(
+                    report[
+                        "misclassified_confident_margin" if margin else "misclassified_confident_p"
+                    ]
+                ),
+                score_format="{:+.0%}" if margin else "{:.0%}",
             ),
             out_dir / names["misclassified_confident"],
         )
