@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_gallery)
 
-    from digitlab import cli_cluster, cli_cnn, cli_gan, cli_knn, cli_run
+    from digitlab import cli_cluster, cli_cnn, cli_gan, cli_knn, cli_run, cli_sweep
 
     cli_run.register(sub)
     cli_run.register_app(sub)
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_cnn.register(sub)
     cli_cluster.register(sub)
     cli_gan.register(sub)
+    cli_sweep.register(sub)
     return parser
 
 
