@@ -108,6 +108,12 @@ def plan_sweep(
     from digitlab.sweep.engine import SEARCHES, Plan
     from digitlab.sweep.space import parse_space
 
+    tests = {m.test: name for name, m in adapter.METRICS.items() if m.test}
+    if metric in tests:
+        raise ConfigError(
+            f"{metric} is a test-set figure: a sweep never chooses on it (it is reported "
+            f"beside the objective); use the validation figure {tests[metric]}"
+        )
     if metric not in adapter.METRICS:
         raise ConfigError(
             f"no stage produces the metric {metric!r}; the objective must be a validation "

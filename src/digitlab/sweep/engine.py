@@ -38,6 +38,7 @@ class MissingExtraError(DigitlabError, ImportError):
 
 def require_ray():
     """Import Ray Tune, or raise MissingExtraError naming `digitlab[sweep]`."""
+    _use_token_if_present()  # read by Ray when it is imported
     try:
         import ray
         from ray import tune  # noqa: F401
@@ -237,6 +238,21 @@ def check_address(address: str) -> None:
         ) from None
 
 
+def _use_token_if_present() -> None:
+    """Present this machine's Ray token to an existing cluster.
+
+    Clusters started by `ray start` use token authentication when a token exists
+    (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), but a driver only sends it when
+    RAY_AUTH_MODE=token; without it the connection is refused after half a minute of retries.
+    A cluster without authentication accepts a driver that sends a token.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def connect(address: str | None, quiet: bool = True) -> bool:
     """Join the cluster at `address`, or start Ray on this machine; True if we started it."""
     ray = require_ray()
@@ -394,6 +410,8 @@ def run_plan(
             num_samples=1 if plan.search == "grid" else int(plan.trials or 1),
             max_concurrent_trials=plan.max_concurrent,
             trial_dirname_creator=lambda trial: trial.trial_id,
+            # One worker process serves many trials: torch and the data are imported once.
+            reuse_actors=True,
         )
         run_config = tune.RunConfig(
             name="tune",
