@@ -119,14 +119,14 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
     out = tmp_path / "sweep"
     result = run_sweep(
         ["knn.k=1,5"],
-        seeds="0-2",
+        seeds="0-1",
         metric="knn.val_accuracy",
         preset="quick",
         overrides=base_words(small_mnist),
         out=out,
         address=ray_head,
     )
-    assert result.complete and len(result.records) == 6
+    assert result.complete and len(result.records) == 4
     assert all(r["status"] == "done" for r in result.records)
     for r in result.records:
         folder = out / "trials" / r["name"]
@@ -137,14 +137,14 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
     summary = json.loads((out / "sweep.json").read_text())
     for config in summary["configs"]:
         k = config["settings"]["knn.k"]
-        figures = [_trial_figures(out / "trials" / f"knn.k={k}_seed={s}") for s in range(3)]
+        figures = [_trial_figures(out / "trials" / f"knn.k={k}_seed={s}") for s in range(2)]
         val = np.array([f[0] for f in figures])
         test = np.array([f[1] for f in figures])
         o = config["objective"]
-        assert o["n"] == 3 and o["mean"] == pytest.approx(val.mean())
+        assert o["n"] == 2 and o["mean"] == pytest.approx(val.mean())
         assert o["std"] == pytest.approx(val.std(ddof=1))
         assert (o["min"], o["max"]) == (pytest.approx(val.min()), pytest.approx(val.max()))
-        half = sps.t.ppf(0.975, 2) * val.std(ddof=1) / np.sqrt(3)
+        half = sps.t.ppf(0.975, 1) * val.std(ddof=1) / np.sqrt(2)
         assert o["ci_low"] == pytest.approx(val.mean() - half)
         assert config["test"]["mean"] == pytest.approx(test.mean())
     means = {c["settings"]["knn.k"]: c["objective"]["mean"] for c in summary["configs"]}
@@ -153,7 +153,7 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
     page = (out / "sweep.html").read_text()
     assert all(f'href="trials/{r["name"]}/report.html"' in page for r in result.records)
     assert "https://" not in page and "data:image/png;base64," in page
-    assert len((out / "trials.csv").read_text().splitlines()) == 7
+    assert len((out / "trials.csv").read_text().splitlines()) == 5
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -171,7 +171,7 @@ def test_lost_worker_is_retried_and_an_interrupted_sweep_resumes(ray_head, small
     argv = [
         str(BIN / "digitlab"),
         "sweep",
-        "knn.k=1,3,5,7",
+        "knn.k=1,3,5",
         "--metric",
         "knn.val_accuracy",
         "--preset",
@@ -201,7 +201,7 @@ def test_lost_worker_is_retried_and_an_interrupted_sweep_resumes(ray_head, small
     killed = first.parent
     assert len(killed.joinpath("attempts.jsonl").read_text().splitlines()) >= 2, output
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("trials/*/trial.json")}
-    assert 1 <= len(finished) < 4, output
+    assert 1 <= len(finished) < 3, output
     attempts = {
         name: len((out / "trials" / name / "attempts.jsonl").read_text().splitlines())
         for name in finished
@@ -210,7 +210,7 @@ def test_lost_worker_is_retried_and_an_interrupted_sweep_resumes(ray_head, small
     from digitlab.sweep import run_sweep
 
     result = run_sweep(
-        ["knn.k=1,3,5,7"],
+        ["knn.k=1,3,5"],
         metric="knn.val_accuracy",
         preset="quick",
         overrides=base_words(small_mnist),

@@ -10,6 +10,7 @@ names the extra when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,7 +39,6 @@ class MissingExtraError(DigitlabError, ImportError):
 
 def require_ray():
     """Import Ray Tune, or raise MissingExtraError naming `digitlab[sweep]`."""
-    _use_token_if_present()  # read by Ray when it is imported
     try:
         import ray
         from ray import tune  # noqa: F401
@@ -238,19 +238,28 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def _use_token_if_present() -> None:
-    """Present this machine's Ray token to an existing cluster.
+def _use_local_token(address: str) -> None:
+    """Present this machine's Ray token to a cluster on this machine.
 
-    Clusters started by `ray start` use token authentication when a token exists
-    (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), but a driver only sends it when
-    RAY_AUTH_MODE=token; without it the connection is refused after half a minute of retries.
-    A cluster without authentication accepts a driver that sends a token.
+    `ray start` enables token authentication when a token exists (~/.ray/auth_token), and Ray
+    sends it for `--address auto` but not for an explicit address, where the connection is then
+    refused after half a minute of retries. For an address on this machine we do what `auto`
+    does (Ray's own function); a token is never sent to another host unless the user sets
+    RAY_AUTH_MODE=token (see the README).
     """
-    if "RAY_AUTH_MODE" in os.environ:
+    host = re.sub(r"^ray://", "", address).rsplit(":", 1)[0].strip("[]")
+    local = {"127.0.0.1", "localhost", "::1"}
+    with contextlib.suppress(OSError):
+        local.add(socket.gethostbyname(socket.gethostname()))
+    if host not in local:
         return
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own defaults apply
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def connect(address: str | None, quiet: bool = True) -> bool:
@@ -258,6 +267,8 @@ def connect(address: str | None, quiet: bool = True) -> bool:
     ray = require_ray()
     level = logging.ERROR if quiet else logging.WARNING
     logging.getLogger("ray").setLevel(level)
+    # A lost worker's traceback is Tune's to log; our callback prints one line for it instead.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL if quiet else level)
     if address is None:
         if ray.is_initialized():
             return False
@@ -265,6 +276,8 @@ def connect(address: str | None, quiet: bool = True) -> bool:
         ray.init(include_dashboard=False, logging_level=level, log_to_driver=False)
         return True
     check_address(address)
+    if address != "auto":
+        _use_local_token(address)
     if ray.is_initialized():
         ray.shutdown()
     try:
@@ -449,7 +462,10 @@ def collect(plan: Plan, out: Path, results) -> list[dict]:
         folder = out / TRIALS_DIR / name
         record = _read_record(folder)
         if record is None or record.get("status") != "done":
-            status = {"TERMINATED": "stopped", "ERROR": "failed"}.get(trial.status, "unfinished")
+            # A trial that ended without its record was stopped early by ASHA; without ASHA
+            # it was cut short by an interruption (Tune marks such trials terminated too).
+            status = {"TERMINATED": "stopped" if plan.asha else "unfinished", "ERROR": "failed"}
+            status = status.get(trial.status, "unfinished")
             last = trial.last_result or {}
             error = None
             if status == "failed":
