@@ -58,7 +58,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(line)
         print(f"open {result.paths['html']}")
     if not result.complete:
-        raise KeyboardInterrupt  # the CLI's interrupted exit; the state is saved for --resume
+        import sys
+
+        done = sum(r["status"] == "done" for r in result.records)
+        print(
+            f"digitlab: interrupted: {done} of {s['n_planned']} trials finished; run the same "
+            "command with --resume to finish the others",
+            file=sys.stderr,
+        )
+        return 130
     if failed:
         from digitlab.errors import DigitlabError
 

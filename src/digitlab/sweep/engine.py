@@ -268,7 +268,7 @@ def connect(address: str | None, quiet: bool = True) -> bool:
     level = logging.ERROR if quiet else logging.WARNING
     logging.getLogger("ray").setLevel(level)
     # A lost worker's traceback is Tune's to log; our callback prints one line for it instead.
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL if quiet else level)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if address is None:
         if ray.is_initialized():
             return False
