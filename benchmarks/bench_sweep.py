@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -112,6 +113,7 @@ def main() -> None:
             values[workers] = {r["settings"]["knn.k"]: r["objective"] for r in result.records}
     finally:
         ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
     same = all(values[w] == sequential for w in (1, 2))
     overhead = (times[1] - t_seq) / len(ks)
     speedup = times[1] / times[2]
