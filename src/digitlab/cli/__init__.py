@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from digitlab import __version__
-from digitlab.cli import cluster, cnn, data, gan, knn, run
+from digitlab.cli import cluster, cnn, data, gan, knn, run, sweep
 from digitlab.errors import DigitlabError
 
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     cnn.register(sub)
     cluster.register(sub)
     gan.register(sub)
+    sweep.register(sub)
     return parser
 
 

@@ -1,0 +1,247 @@
+"""The sweep's parts that need no Ray cluster: the search space, the statistics (against numpy
+and scipy), the choice on validation, the files, and bad input as one clear line."""
+
+import json
+import re
+import socket
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from digitlab.cli import main
+from digitlab.errors import ConfigError
+from digitlab.sweep import adapter, plan_sweep, split_words
+from digitlab.sweep.engine import check_address, trial_name
+from digitlab.sweep.outputs import write_outputs
+from digitlab.sweep.results import aggregate
+from digitlab.sweep.space import parse_seeds, parse_space
+from digitlab.sweep.stats import paired, summarize
+
+SMALL = [
+    "knn.train_size=300",
+    "sweep.train_size=300",
+    "cnn.train_size=300",
+    "cluster.train_size=300",
+    "knn.compare_sklearn=false",
+]
+
+
+def space(words, seeds="0"):
+    return parse_space(words, seeds, adapter.setting_type, adapter.coerce_value)
+
+
+def test_grid_ranges_and_seeds_are_typed():
+    s = space(["knn.k=1,3,5,7", "cnn.ema=none,0.95", "cnn.lr=1e-4..1e-2:log:3"], "0-2")
+    assert s.grid == {"knn.k": [1, 3, 5, 7], "cnn.ema": [None, 0.95]}
+    assert s.seeds == [0, 1, 2]
+    np.testing.assert_allclose(s.ranges["cnn.lr"].grid(), np.geomspace(1e-4, 1e-2, 3))
+    assert s.n_grid() == 4 * 2 * 3
+    points = list(s.grid_points())
+    assert len(points) == 24 and len({json.dumps(p) for p in points}) == 24
+    assert space(["knn.k=1..4"]).ranges["knn.k"].grid() == [1, 2, 3, 4]  # integers: every one
+    assert space(["sweep.ks=1-3,1-5"]).grid == {"sweep.ks": ["1-3", "1-5"]}  # text stays text
+    assert parse_seeds("0,3,7") == [0, 3, 7] and parse_seeds("5") == [5]
+    assert split_words(
+        ["knn.k=1,3", "knn.train_size=500", "cnn.lr=1e-4..1e-2", "sweep.ks='1,3'"]
+    ) == (
+        ["knn.k=1,3", "cnn.lr=1e-4..1e-2"],
+        ["knn.train_size=500", "sweep.ks='1,3'"],
+    )
+
+
+@pytest.mark.parametrize(
+    "words, seeds, message",
+    [
+        (["knn.kk=1,3"], "0", "unknown setting 'knn.kk'; knn settings: k, train_size"),
+        (["knnn.k=1,3"], "0", "unknown section 'knnn'"),
+        (["knn.k="], "0", "the grid of knn.k is empty"),
+        (["knn.k=1,,3"], "0", "the grid of knn.k is empty or has an empty value"),
+        (["knn.k=one,two"], "0", "knn.k must be int, got 'one'"),
+        (["cnn.lr=1e-2..1e-4"], "0", "the range of cnn.lr is empty"),
+        (["cnn.lr=-1..1:log"], "0", "a log range needs positive bounds"),
+        (["knn.weights=a..b"], "0", "knn.weights is not numeric"),
+        (["knn.k=1,3"], "3-1", "cannot read seeds '3-1'"),
+        (["data.seed=1,2"], "0", "sweep seeds with --seeds"),
+    ],
+)
+def test_bad_space(words, seeds, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        space(words, seeds)
+
+
+def test_a_range_needs_points_for_a_grid():
+    with pytest.raises(ConfigError, match=re.escape("a range needs a number of points")):
+        plan_sweep(["cnn.lr=1e-4..1e-2:log"], metric="cnn.val_accuracy", overrides=SMALL)
+
+
+def test_summary_and_paired_statistics_match_numpy_and_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.97, 0.004, 12)
+    b = a - rng.normal(0.002, 0.002, 12)
+    s = summarize(a)
+    half = sps.t.ppf(0.975, 11) * a.std(ddof=1) / np.sqrt(12)
+    assert s["n"] == 12 and s["mean"] == pytest.approx(a.mean())
+    assert s["std"] == pytest.approx(a.std(ddof=1))
+    assert (s["min"], s["max"]) == (a.min(), a.max())
+    assert s["ci_low"] == pytest.approx(a.mean() - half) and s["ci_high"] == pytest.approx(
+        a.mean() + half
+    )
+    p = paired(a, b, "max")
+    d = a - b
+    assert p["mean_diff"] == pytest.approx(d.mean())
+    assert p["wins"] == int((d > 0).sum()) and p["wins"] + p["ties"] + p["losses"] == 12
+    assert p["wilcoxon_p"] == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    assert p["ttest_p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert paired(a, b, "min")["wins"] == int((d < 0).sum())  # lower is better
+    one = summarize([0.5])
+    assert one["std"] is None and one["ci_low"] is None and one["mean"] == 0.5
+    same = paired([0.9, 0.8], [0.9, 0.8])
+    assert same["ties"] == 2 and same["wilcoxon_p"] is None
+
+
+def _records(values):
+    out = []
+    for (k, seed), (val, test) in values.items():
+        out.append(
+            {
+                "name": trial_name({"knn.k": k}, seed),
+                "status": "done",
+                "settings": {"knn.k": k},
+                "seed": seed,
+                "metric": "knn.val_accuracy",
+                "objective": val,
+                "test_metric": "knn.accuracy",
+                "test": test,
+                "metrics": {"knn.val_accuracy": val, "knn.accuracy": test},
+                "seconds": 1.0,
+                "attempts": 1,
+            }
+        )
+    return out
+
+
+def test_the_choice_is_made_on_validation_never_on_test(tmp_path):
+    # k=3 is better on validation, k=1 on the test set: k=3 must be chosen.
+    values = {
+        (1, 0): (0.90, 0.99),
+        (1, 1): (0.91, 0.99),
+        (1, 2): (0.89, 0.99),
+        (3, 0): (0.93, 0.95),
+        (3, 1): (0.92, 0.95),
+        (3, 2): (0.94, 0.96),
+    }
+    records = _records(values)
+    summary = aggregate(records, ["knn.k"], "max")
+    best = summary["configs"][summary["best"]]
+    assert best["settings"] == {"knn.k": 3}
+    assert best["objective"]["mean"] == pytest.approx(np.mean([0.93, 0.92, 0.94]))
+    (cmp,) = summary["comparisons"]
+    assert cmp["objective"]["wins"] == 3 and cmp["seeds"] == [0, 1, 2]
+    assert cmp["objective"]["mean_diff"] == pytest.approx(np.mean([0.03, 0.01, 0.05]))
+    assert cmp["test"]["wins"] == 0  # the test figure disagrees, and is only shown
+    assert aggregate(records, ["knn.k"], "min")["configs"][0]["settings"] == {"knn.k": 1}
+    full = {
+        **summary,
+        "metric": "knn.val_accuracy",
+        "mode": "max",
+        "test_metric": "knn.accuracy",
+        "search": "grid",
+        "keys": ["knn.k"],
+        "seeds": [0, 1, 2],
+        "space": {"grid": {"knn.k": [1, 3]}, "ranges": {}, "seeds": [0, 1, 2]},
+    }
+    paths = write_outputs(tmp_path, full, records)
+    page = paths["html"].read_text()
+    assert "http://" not in page and "https://" not in page
+    assert page.count('href="trials/knn.k=') == 6 and "data:image/png;base64," in page
+    rows = paths["csv"].read_text().splitlines()
+    assert rows[0].startswith("trial,status,seed,knn.k,knn.val_accuracy,knn.accuracy")
+    assert len(rows) == 7
+    assert json.loads(paths["json"].read_text())["best"] == summary["best"]
+    assert (tmp_path / "figures" / "metric_vs_knn.k.png").is_file()
+
+
+def test_trial_names_are_stable_and_distinct():
+    assert trial_name({"knn.k": 3}, 0) == "knn.k=3_seed=0"
+    assert trial_name({"cnn.ema": None}, 1) == "cnn.ema=none_seed=1"
+    a, b = trial_name({"cnn.lr": 1.23456789e-3}, 0), trial_name({"cnn.lr": 1.23456781e-3}, 0)
+    assert a != b and a.startswith("cnn.lr=0.00123457_seed=0-")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_address_fails_fast():
+    port = _free_port()
+    with pytest.raises(ConfigError, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
+        check_address(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="--address must be auto, ray://HOST:PORT"):
+        check_address("my-cluster")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["knn.kk=1,3", "--metric", "knn.val_accuracy"], "unknown setting 'knn.kk'"),
+        (["knn.k=", "--metric", "knn.val_accuracy"], "the grid of knn.k is empty"),
+        (["knn.k=1,3", "--metric", "knn.f1"], "no stage produces the metric 'knn.f1'"),
+        (["knn.k=1,3", "--metric", "knn.accuracy"], "knn.accuracy is a test-set figure"),
+        (
+            ["knn.k=1,3", "--metric", "knn.val_accuracy", "--mode", "best"],
+            "--mode must be min or max",
+        ),
+        (
+            ["knn.k=1,3", "--metric", "cnn.val_accuracy", "--stages", "knn"],
+            "the metric cnn.val_accuracy comes from the cnn stage, which --stages knn leaves out",
+        ),
+        (
+            ["knn.k=1,3", "--metric", "knn.val_accuracy", "--address", "127.0.0.1:{port}"],
+            "cannot reach",
+        ),
+        (
+            [
+                "knn.k=1,3",
+                "--metric",
+                "cnn.val_accuracy",
+                "--search",
+                "optuna",
+                "--trials",
+                "3",
+                "--seeds",
+                "0-2",
+            ],
+            "--search optuna tunes on one seed",
+        ),
+        (["knn.k=1,3", "--metric", "knn.val_accuracy", "--search", "random"], "needs --trials N"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
+    argv = [a.replace("{port}", str(_free_port())) for a in argv]
+    code = main(["sweep", *argv, *SMALL, "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "trials").exists()  # nothing ran
+
+
+def test_without_ray_the_extra_is_named(monkeypatch, tmp_path, capsys):
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
+    code = main(
+        ["sweep", "knn.k=1,3", "--metric", "knn.val_accuracy", *SMALL, "--out", str(tmp_path / "s")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "pip install 'digitlab[sweep]'" in err
+
+
+def test_the_module_is_the_function():
+    from digitlab import sweep
+
+    assert callable(sweep) and sweep.run_sweep is not None
