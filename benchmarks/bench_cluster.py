@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from _common import cpu_line, emit, parser
-from digitlab.cluster import KMeans
 from digitlab.data import load_dataset, random_subset
+from digitlab.kmeans import KMeans
 from digitlab.metrics import clustering_report
 
 
@@ -78,7 +78,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
     if args.umap:
-        from digitlab.clustering import ClusterConfig, run_clustering
+        from digitlab.cluster_experiment import ClusterConfig, run_clustering
 
         for deskew in (False, True):
             name = "umap_gmm" + ("_deskew" if deskew else "")

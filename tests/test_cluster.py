@@ -7,10 +7,10 @@ from sklearn.datasets import make_blobs
 
 from conftest import write_fake_idx
 from digitlab.cli import main
-from digitlab.cluster import KMeans
-from digitlab.clustering import ClusterConfig, run_clustering
+from digitlab.cluster_experiment import ClusterConfig, run_clustering
 from digitlab.data import load_dataset, random_subset
 from digitlab.errors import ConfigError, NotFittedError
+from digitlab.kmeans import KMeans
 from digitlab.metrics import (
     clustering_report,
     consistency,

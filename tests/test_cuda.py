@@ -34,7 +34,7 @@ def test_knn_on_cuda_equals_sklearn_on_real_digits(mnist):
 
 
 def test_kmeans_on_cuda_matches_cpu_inertia(mnist):
-    from digitlab.cluster import KMeans
+    from digitlab.kmeans import KMeans
 
     x = mnist.x_test[:3000].reshape(3000, -1).astype(np.float32)
     cpu = KMeans(10, n_init=3, random_state=0, device="cpu").fit(x)

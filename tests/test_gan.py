@@ -127,7 +127,7 @@ def test_both_training_steps_learn(tmp_path):
 
 def test_quality_metrics_on_a_known_case():
     from digitlab.cnn import CourseCNN
-    from digitlab.gan_metrics import evaluate_generator, frechet_distance
+    from digitlab.gan_quality import evaluate_generator, frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((400, 5))

@@ -7,7 +7,7 @@ from conftest import write_fake_idx
 from digitlab.cli import main
 from digitlab.data import load_dataset
 from digitlab.errors import ConfigError
-from digitlab.experiments import KNNConfig, parse_k_range, run_knn, run_knn_sweep
+from digitlab.knn_experiment import KNNConfig, parse_k_range, run_knn, run_knn_sweep
 
 
 @pytest.fixture

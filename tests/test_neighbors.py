@@ -287,7 +287,7 @@ def test_sklearn_tools_accept_it():
 @pytest.fixture(params=["numba", "torch"])
 def scan(request, monkeypatch):
     """The pruned search's two per-row paths: the compiled scan and plain torch calls."""
-    from digitlab import _bounds
+    from digitlab.neighbors import bounds as _bounds
 
     if request.param == "numba":
         pytest.importorskip("numba")
@@ -323,7 +323,7 @@ def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkey
     pytest.importorskip("numba")
     import torch
 
-    from digitlab import _bounds
+    from digitlab.neighbors import bounds as _bounds
 
     X, _, Q, _ = small_mnist
     Q = np.concatenate([Q[:300], X[:50], X[:50]])  # exact duplicates: distance-0 ties
@@ -362,7 +362,7 @@ def test_one_query_row_alone_equals_the_batch(small_mnist, kernel, algorithm):
 def test_tensor_path_rows_past_the_candidate_width_take_the_scan(small_mnist, monkeypatch):
     """With only 2 * k1 candidates per row most rows cannot be proven from the first pass;
     they go through the threshold scan and the answer stays exact."""
-    from digitlab import _bounds
+    from digitlab.neighbors import bounds as _bounds
 
     monkeypatch.setattr(_bounds, "USE_NUMBA", False)
     monkeypatch.setattr(_bounds, "WIDTH", 1)

@@ -14,7 +14,7 @@ import sys
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from digitlab.cluster import KMeans
+from digitlab.kmeans import KMeans
 from digitlab.neighbors import KNeighborsClassifier
 
 # {estimator class name: {check name: one-line reason}}: scikit-learn 1.9's way to declare an
@@ -41,7 +41,7 @@ def test_array_api_check_in_a_subprocess():
     code = (
         "from functools import partial\n"
         "from sklearn.utils.estimator_checks import check_array_api_input\n"
-        "from digitlab.cluster import KMeans\n"
+        "from digitlab.kmeans import KMeans\n"
         "from digitlab.neighbors import KNeighborsClassifier\n"
         "for est in (KNeighborsClassifier(), KMeans(n_init=2, device='cpu')):\n"
         "    check_array_api_input(type(est).__name__, est, array_namespace='numpy',\n"

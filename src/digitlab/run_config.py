@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digitlab.clustering import ClusterConfig
+from digitlab.cluster_experiment import ClusterConfig
 from digitlab.errors import ConfigError
-from digitlab.experiments import KNNConfig, SweepConfig
+from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.settings import coerce, describe_hint, set_fields, settable_fields, toml_table
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.gan import SamplesConfig

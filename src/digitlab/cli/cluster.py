@@ -14,7 +14,7 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
-from digitlab.clustering import EMBEDDINGS, METHODS, ClusterConfig
+from digitlab.cluster_experiment import EMBEDDINGS, METHODS, ClusterConfig
 from digitlab.tasks import cluster as cluster_task
 
 # The scores printed, in order, with their names.

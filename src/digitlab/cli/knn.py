@@ -14,7 +14,7 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
-from digitlab.experiments import KNNConfig, SweepConfig
+from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.metrics import format_report
 from digitlab.tasks import knn as knn_task
 

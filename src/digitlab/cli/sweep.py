@@ -102,7 +102,7 @@ def _fraction(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from digitlab.pipeline import PRESETS, STAGES
+    from digitlab.run_config import PRESETS, STAGES
     from digitlab.sweep.adapter import METRICS
 
     p = sub.add_parser(

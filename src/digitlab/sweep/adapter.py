@@ -181,8 +181,8 @@ def _knn_validation(cfg, folder: Path) -> dict:
 
     from digitlab.data import load_dataset
     from digitlab.evaluation import _jsonable
-    from digitlab.experiments import KNNConfig, run_knn_sweep
     from digitlab.files import atomic_write_json
+    from digitlab.knn_experiment import KNNConfig, run_knn_sweep
 
     k = cfg.knn
     knn_cfg = KNNConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab import figures, plots
-from digitlab.clustering import ClusterConfig, pca_2d, run_clustering
+from digitlab.cluster_experiment import ClusterConfig, pca_2d, run_clustering
 from digitlab.data import Dataset
 from digitlab.files import save_metrics
 from digitlab.tasks.figures import names

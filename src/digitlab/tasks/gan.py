@@ -24,7 +24,7 @@ from digitlab.gan import (
     generate_grid,
     interpolate,
 )
-from digitlab.gan_metrics import evaluate_generator
+from digitlab.gan_quality import evaluate_generator
 from digitlab.gan_train import GANHistory, GANTrainConfig, train_gan
 from digitlab.loaders import (
     generator_folder,

@@ -10,8 +10,8 @@ from sklearn.neighbors import KNeighborsClassifier as SklearnKNN
 
 from digitlab import figures, plots
 from digitlab.data import Dataset, random_subset
-from digitlab.experiments import KNNConfig, SweepConfig, run_knn, run_knn_sweep
 from digitlab.files import save_metrics
+from digitlab.knn_experiment import KNNConfig, SweepConfig, run_knn, run_knn_sweep
 from digitlab.tasks.figures import names, write_evaluation
 
 

@@ -22,7 +22,7 @@ RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a b
 # terms whose absolute values sum to at most 2 (|a|^2 + |b|^2), so its error is at most
 # 99 * 2**-24 * 2 (|a|^2 + |b|^2) < 1.2e-5 (|a|^2 + |b|^2), below the 2e-5 used.
 _REL_SLACK = 2e-5
-# The CPU path scans each row's bounds in one compiled pass (digitlab._scan) when numba is
+# The CPU path scans each row's bounds in one compiled pass (digitlab.neighbors.scan) when numba is
 # importable; False forces the all-torch path (GPUs always take it).
 USE_NUMBA = True
 
@@ -102,7 +102,7 @@ def nearest(
     torch.mm(bounds.query_side(q), bounds.train_side.T, out=lb)  # the bounds, margin included
     scan = _compiled_scan() if q.device.type == "cpu" else None
     if scan is not None:
-        # One compiled pass per row over its bounds (digitlab._scan): no temporaries the size
+        # One compiled pass per row over its bounds (neighbors.scan): no temporaries the size
         # of the bound matrix. Measured 3.3-3.6x faster than the tensor path below on a
         # loaded machine, whose compare/nonzero/topk temporaries page-fault.
         out_d, out_i = np.empty((b, k1)), np.empty((b, k1), np.int64)
@@ -186,7 +186,9 @@ def _compiled_scan():
     if not USE_NUMBA:
         return None
     try:
-        from digitlab._scan import nearest_rows  # numba (a core dependency): only where it runs
+        from digitlab.neighbors.scan import (
+            nearest_rows,  # numba (a core dependency): only where it runs
+        )
     except ImportError:  # numba missing or too old for this Python: the torch path is exact too
         return None
     return nearest_rows

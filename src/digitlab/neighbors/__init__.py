@@ -41,8 +41,8 @@ from sklearn.utils.validation import (
 )
 
 from digitlab import errors
-from digitlab._bounds import BoundIndex, nearest, warm_scan
 from digitlab.device import ThreadPicker, resolve_device, threads
+from digitlab.neighbors.bounds import BoundIndex, nearest, warm_scan
 from digitlab.validation import images_as_rows, whole_number
 
 _SHIFT = 128.0

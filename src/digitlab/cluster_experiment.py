@@ -12,10 +12,10 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from digitlab.cluster import KMeans
 from digitlab.data import Dataset, random_subset
 from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
+from digitlab.kmeans import KMeans
 from digitlab.metrics import clustering_report
 from digitlab.preprocess import deskew
 from digitlab.validation import subset_size, whole_number
