@@ -67,14 +67,14 @@ def main() -> None:
     np.savez(work / "mnist.npz", x_train=ds.x_train, y_train=ds.y_train,
              x_test=ds.x_test, y_test=ds.y_test)  # fmt: skip
     n = args.train_size
-    base = [
-        f'data.data_dir="{work}"',
-        f"knn.train_size={n}",
-        f"sweep.train_size={n}",
-        f"cnn.train_size={n}",
-        f"cluster.train_size={n}",
-        "knn.compare_sklearn=false",
-    ]
+    base = {
+        "data.data_dir": work,
+        "knn.train_size": n,
+        "sweep.train_size": n,
+        "cnn.train_size": n,
+        "cluster.train_size": n,
+        "knn.compare_sklearn": False,
+    }
     ks = list(range(1, args.trials + 1))
     space = [f"knn.k={','.join(map(str, ks))}"]
     metric = "knn.val_accuracy"
@@ -86,7 +86,7 @@ def main() -> None:
     sequential = {}
     for k in ks:
         flat = adapter.run_trial(
-            cfg, {"knn.k": k, "data.seed": 0}, work / "sequential" / f"k{k}", ["knn"], metric, 1
+            cfg, {"knn.k": k, "seed": 0}, work / "sequential" / f"k{k}", ["knn"], metric, 1
         )
         sequential[k] = flat[metric]
     t_seq = time.perf_counter() - start

@@ -1,5 +1,6 @@
 """The tutorial notebook runs top to bottom (small settings), so it cannot rot."""
 
+import importlib.util
 import json
 
 import pytest
@@ -27,6 +28,11 @@ def test_notebook_executes(tmp_path):
     assert len(images) >= 8  # every figure of the course is drawn
     text = "".join(o.get("text", "") for o in outputs)
     assert "test accuracy" in text and "chosen k" in text and "consistency" in text
+    if importlib.util.find_spec("ray") is not None:  # the sweep section ran on Ray
+        assert (
+            "sweep: chosen k" in text
+            and text.count("validation 0.") + text.count("validation 1.") == 7
+        )
 
 
 def test_notebook_is_committed_without_outputs():

@@ -4,6 +4,7 @@ and scipy), the choice on validation, the files, and bad input as one clear line
 import json
 import re
 import socket
+import subprocess
 import sys
 
 import numpy as np
@@ -58,12 +59,16 @@ def test_grid_ranges_and_seeds_are_typed():
         (["knnn.k=1,3"], "0", "unknown section 'knnn'"),
         (["knn.k="], "0", "the grid of knn.k is empty"),
         (["knn.k=1,,3"], "0", "the grid of knn.k is empty or has an empty value"),
-        (["knn.k=one,two"], "0", "knn.k must be int, got 'one'"),
+        (["knn.k=one,two"], "0", "knn.k must be int"),
+        (["knn.seed=1,2"], "0", "the seed is the run's, not a stage's"),
+        (["cnn.ema=0.9,fast"], "0", "cnn.ema must be float or none"),
         (["cnn.lr=1e-2..1e-4"], "0", "the range of cnn.lr is empty"),
         (["cnn.lr=-1..1:log"], "0", "a log range needs positive bounds"),
         (["knn.weights=a..b"], "0", "knn.weights is not numeric"),
         (["knn.k=1,3"], "3-1", "cannot read seeds '3-1'"),
         (["data.seed=1,2"], "0", "sweep seeds with --seeds"),
+        (["seed=1,2"], "0", "sweep seeds with --seeds"),
+        (["threads=1,2"], "0", "unknown setting 'threads'; top-level settings: seed, device"),
     ],
 )
 def test_bad_space(words, seeds, message):
@@ -245,3 +250,106 @@ def test_the_module_is_the_function():
     from digitlab import sweep
 
     assert callable(sweep) and sweep.run_sweep is not None
+
+
+def test_digitlab_sweep_is_there_without_importing_ray():
+    code = (
+        "import sys, digitlab; f = digitlab.sweep; assert callable(f); "
+        "from digitlab import sweep; assert sweep is f; "
+        "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # neither Ray nor even torch on `import digitlab`
+
+
+def test_without_ray_a_real_process_names_the_extra(tmp_path):
+    # A fresh interpreter in which `import ray` fails as it does when Ray is not installed.
+    code = (
+        "import sys; sys.modules['ray'] = None; from digitlab.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["knn.k=1,3", "--metric", "knn.val_accuracy", *SMALL, "--out", str(tmp_path / "s")]
+    out = subprocess.run([sys.executable, "-c", code, "sweep", *argv], capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "pip install 'digitlab[sweep]'" in out.stderr
+
+
+def test_sweep_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for word in ("--metric", "--seeds", "--address", "--resume", "digitlab[sweep]"):
+        assert word in text
+    assert "knn.val_accuracy" in text and "cnn.val_accuracy" in text
+
+
+def test_settings_are_the_run_configurations():
+    # Typed by the same code as `digitlab run`: a value list, none, a text setting, a path.
+    assert adapter.coerce_value("cnn.ema", "none") is None
+    assert adapter.coerce_value("cnn.ema", "0.95") == 0.95
+    assert adapter.coerce_value("sweep.ks", "1-3") == "1-3"
+    assert adapter.coerce_value("seed", "7") == 7
+    assert adapter.setting_type("cnn.lr") is float and adapter.setting_type("knn.k") is int
+    weird = "/tmp/a b/it's \\d"
+    plan, base = plan_sweep(
+        ["knn.k=1,3"], metric="knn.val_accuracy", overrides={"data.data_dir": weird, "seed": 4}
+    )
+    assert base.data.data_dir == weird and base.seed == 4
+    assert plan.stages == ["knn"] and plan.space.grid == {"knn.k": [1, 3]}
+    cfg = adapter.apply_settings(base, {"knn.k": 3, "seed": 2})
+    assert (cfg.knn.k, cfg.seed, cfg.stage("knn").seed) == (3, 2, 2) and base.seed == 4
+    with pytest.raises(ConfigError, match=r"\[knn\] k \(0\)|k must be"):
+        adapter.apply_settings(base, {"knn.k": 0})
+
+
+@pytest.mark.real_data
+def test_knn_validation_matches_the_k_sweep_and_sklearn(mnist):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from digitlab.data import random_subset, stratified_split
+    from digitlab.knn_experiment import KNNConfig, run_knn_sweep
+    from digitlab.tasks.knn import validate
+
+    cfg = KNNConfig(k=5, train_size=1500, seed=3)
+    ours = validate(mnist, cfg, 0.2)
+    assert ours["val_accuracy"] == run_knn_sweep(mnist, cfg, [5], 0.2)["val_accuracy"][5]
+    x, y = random_subset(mnist.x_train, mnist.y_train, 1500, 3)
+    fit, val = stratified_split(y, 0.2, 3)
+    ref = KNeighborsClassifier(5, algorithm="brute").fit(x[fit].reshape(len(fit), -1), y[fit])
+    expected = np.mean(ref.predict(x[val].reshape(len(val), -1)) == y[val])
+    assert ours["val_accuracy"] == pytest.approx(expected)
+    assert (ours["n_fit"], ours["n_val"]) == (len(fit), len(val)) == (1200, 300)
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_a_trial_is_a_run_folder_with_epoch_reports(mnist_dir, tmp_path):
+    # The pipeline's own per-epoch callback (no patching): each epoch's validation figures,
+    # the same as the history the run folder records.
+    base = adapter.resolve_base(
+        "quick", overrides={"data.data_dir": mnist_dir, "cnn.train_size": 600, "cnn.epochs": 2}
+    )
+    seen = []
+    flat = adapter.run_trial(
+        base,
+        {"cnn.batch_size": 64, "seed": 2},
+        tmp_path / "t",
+        ["cnn"],
+        "cnn.val_accuracy",
+        threads=1,
+        on_epoch=lambda stage, epoch, figures: seen.append((stage, epoch, figures)),
+    )
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    history = metrics["stages"]["cnn"]["history"]
+    assert [(s, e) for s, e, _ in seen] == [("cnn", 0), ("cnn", 1)]
+    assert [f["cnn.val_accuracy"] for _, _, f in seen] == history["val_accuracy"]
+    assert [f["cnn.val_loss"] for _, _, f in seen] == history["val_loss"]
+    assert flat["cnn.val_accuracy"] == history["val_accuracy"][-1]
+    assert flat["cnn.accuracy"] == metrics["stages"]["cnn"]["accuracy"]
+    assert config["seed"] == 2 and config["cnn"]["batch_size"] == 64
+    assert config["cnn"]["threads"] == 1  # the trial's CPU share
+    assert (tmp_path / "t" / "report.html").is_file()

@@ -133,7 +133,7 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
         for name in ("config.json", "metrics.json", "report.html", "trial.json"):
             assert (folder / name).is_file(), (folder, name)
         cfg = json.loads((folder / "config.json").read_text())
-        assert cfg["knn"]["k"] == r["settings"]["knn.k"] and cfg["data"]["seed"] == r["seed"]
+        assert cfg["knn"]["k"] == r["settings"]["knn.k"] and cfg["seed"] == r["seed"]
     summary = json.loads((out / "sweep.json").read_text())
     for config in summary["configs"]:
         k = config["settings"]["knn.k"]

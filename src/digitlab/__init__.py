@@ -7,6 +7,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name == "sweep":  # `digitlab.sweep(...)`; imported on first use (Ray only when it runs)
+        import importlib
+
+        return importlib.import_module("digitlab.sweep")
     if name == "NotFittedError":  # built on first use: it subclasses scikit-learn's
         from digitlab import errors
 
@@ -23,4 +27,5 @@ __all__ = [
     "__version__",
     "load_data",
     "load_dataset",
+    "sweep",
 ]

@@ -210,18 +210,8 @@ def run_knn_sweep(
     cfg.validate(len(ds.x_train))
     ks, val_fraction = cfg.k_values(), cfg.val_fraction
     x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
-    fit_idx, val_idx = stratified_split(y_train, val_fraction, cfg.seed)
-    if max(ks) > len(fit_idx):
-        raise ConfigError(f"largest k ({max(ks)}) exceeds the {len(fit_idx)} fitting samples")
     t0 = time.perf_counter()
-    features = Features(cfg.deskew, cfg.pca, cfg.seed)
-    f_fit = features.fit_transform(x_train[fit_idx])
-    val_pred = (
-        _model(cfg, max(ks))
-        .fit(f_fit, y_train[fit_idx])
-        .predict_many_k(features.transform(x_train[val_idx]), ks)
-    )
-    val_acc = {k: float(np.mean(p == y_train[val_idx])) for k, p in val_pred.items()}
+    val_acc, n_fit, n_val = _validation_accuracy(x_train, y_train, cfg, ks, val_fraction)
     t1 = time.perf_counter()
     best = max(ks, key=lambda k: (val_acc[k], -k))  # best validation accuracy, then smallest k
     features = Features(cfg.deskew, cfg.pca, cfg.seed)
@@ -235,12 +225,60 @@ def run_knn_sweep(
         "config": asdict(cfg),
         "ks": ks,
         "val_fraction": val_fraction,
-        "n_fit": len(fit_idx),
-        "n_val": len(val_idx),
+        "n_fit": n_fit,
+        "n_val": n_val,
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
         "chosen_k": best,
         "chosen_by": "validation accuracy (ties: smaller k)",
         "test_accuracy_at_chosen_k": test_acc[best],
         "timing": {"validation_search_s": t1 - t0, "test_search_s": t2 - t1},
+    }
+
+
+def _validation_accuracy(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    cfg: KNNConfig,
+    ks: Sequence[int],
+    val_fraction: float,
+) -> tuple[dict[int, float], int, int]:
+    """Accuracy of every k on a stratified validation split of (x_train, y_train), from one
+    neighbour search at the largest k; returns ({k: accuracy}, n_fit, n_val)."""
+    fit_idx, val_idx = stratified_split(y_train, val_fraction, cfg.seed)
+    if max(ks) > len(fit_idx):
+        raise ConfigError(f"largest k ({max(ks)}) exceeds the {len(fit_idx)} fitting samples")
+    features = Features(cfg.deskew, cfg.pca, cfg.seed)
+    f_fit = features.fit_transform(x_train[fit_idx])
+    val_pred = (
+        _model(cfg, max(ks))
+        .fit(f_fit, y_train[fit_idx])
+        .predict_many_k(features.transform(x_train[val_idx]), ks)
+    )
+    val_acc = {k: float(np.mean(p == y_train[val_idx])) for k, p in val_pred.items()}
+    return val_acc, len(fit_idx), len(val_idx)
+
+
+def run_knn_validation(ds: Dataset, cfg: KNNConfig, val_fraction: float = 0.1) -> dict:
+    """kNN at `cfg.k` scored on a stratified validation split of the seeded training subset.
+
+    The split is the one `run_knn_sweep` uses for the same seed and `val_fraction`, so the figure
+    equals its validation accuracy at this k. The test set is not touched: this is the figure a
+    search over settings may choose on. Returns "val_accuracy" (a fraction in [0, 1]), "k",
+    "n_fit", "n_val", "val_fraction" and "timing" (seconds). Raises ConfigError for settings out
+    of range (k above the fitting samples included).
+    """
+    cfg.validate(len(ds.x_train))
+    if not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
+    t0 = time.perf_counter()
+    val_acc, n_fit, n_val = _validation_accuracy(x_train, y_train, cfg, [cfg.k], val_fraction)
+    return {
+        "k": cfg.k,
+        "val_accuracy": val_acc[cfg.k],
+        "val_fraction": val_fraction,
+        "n_fit": n_fit,
+        "n_val": n_val,
+        "timing": {"validation_s": time.perf_counter() - t0},
     }

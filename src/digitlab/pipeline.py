@@ -32,9 +32,13 @@ from digitlab.tasks import cnn as cnn_task
 from digitlab.tasks import data as data_task
 from digitlab.tasks import gan as gan_task
 from digitlab.tasks import knn as knn_task
-from digitlab.train import CHECKPOINT
+from digitlab.train import CHECKPOINT, History
 
 RUN_FORMAT = 1
+
+#: `on_epoch(stage, epoch, figures)`: a training stage's figures after each finished epoch
+#: (0-based epoch; figures are that epoch's history values, e.g. "val_accuracy", "val_loss").
+EpochCallback = Callable[[str, int, dict[str, float]], None]
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Run:
     cfg: RunConfig
     quiet: bool = False
     log_lines: list[str] = field(default_factory=list)
+    # Per-epoch figures of a training stage: on_epoch(stage, epoch, {"val_accuracy": ...}).
+    on_epoch: EpochCallback | None = None
 
     @property
     def figures(self) -> Path:
@@ -111,16 +117,20 @@ def run_course(
     stages: Sequence[str] | None = None,
     quiet: bool = False,
     force: bool = False,
+    on_epoch: EpochCallback | None = None,
 ) -> dict:
     """Run the chosen stages into `folder`; returns the metrics written to metrics.json.
 
     Every setting is checked before the folder is made or any data loads (ConfigError).
+    `on_epoch(stage, epoch, figures)` is called after each epoch of a training stage (the CNN)
+    with that epoch's figures (`val_accuracy`, `val_loss`, `loss`, `accuracy`): a sweep reports
+    them to its early-stopping scheduler.
     """
     validate_config(cfg)
     folder = Path(folder)
     _check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    run = Run(folder, cfg, quiet)
+    run = Run(folder, cfg, quiet, on_epoch=on_epoch)
     for sub in (run.figures, run.models, folder / "stages"):
         sub.mkdir(exist_ok=True)
     atomic_write_json(folder / "config.json", jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()}))
@@ -181,12 +191,31 @@ def stage_cnn(run: Run, ds: Dataset) -> dict:
     resume = (out / CHECKPOINT).exists()
     if resume:
         run.log("[cnn] continuing from its checkpoint")
+    report = _epoch_figures("cnn", run.on_epoch) if run.on_epoch is not None else None
     try:
-        return cnn_task.train_and_save(ds, cfg, out, resume, run.quiet, figures_dir=run.figures)
+        return cnn_task.train_and_save(
+            ds, cfg, out, resume, run.quiet, figures_dir=run.figures, on_epoch=report
+        )
     except ConfigError:
         # The checkpoint belongs to other settings (the stage key changed): start afresh.
         (out / CHECKPOINT).unlink()
-        return cnn_task.train_and_save(ds, cfg, out, False, run.quiet, figures_dir=run.figures)
+        return cnn_task.train_and_save(
+            ds, cfg, out, False, run.quiet, figures_dir=run.figures, on_epoch=report
+        )
+
+
+def _epoch_figures(stage: str, on_epoch: EpochCallback) -> Callable[[int, History], None]:
+    """A training loop's `on_epoch(epoch, history)` -> `on_epoch(stage, epoch, figures)`."""
+
+    def report(epoch: int, history: History) -> None:
+        figures = {
+            name: float(values[-1])
+            for name, values in history.as_dict().items()
+            if name != "epoch_seconds" and values
+        }
+        on_epoch(stage, epoch, figures)
+
+    return report
 
 
 def stage_cluster(run: Run, ds: Dataset) -> dict:

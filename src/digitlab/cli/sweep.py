@@ -11,17 +11,23 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from digitlab.sweep import run_sweep
+    from digitlab.run_config import parse_overrides
+    from digitlab.sweep import run_sweep, split_words
 
-    overrides: list[str] = []
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={str(args.data_dir)!r}".replace("'", '"'))
-    if args.dataset is not None:
-        overrides.append(f'data.dataset="{args.dataset}"')
-    if args.device is not None:
-        overrides.append(f'device="{args.device}"')
+    # Swept words go to the search space; single values set the base run, and the flags win
+    # over them (as in `digitlab run`), their values typed as given (a path keeps every
+    # character).
+    space, words = split_words(args.words)
+    overrides: dict[str, object] = parse_overrides(words)
+    for key, value in (
+        ("data.data_dir", args.data_dir),
+        ("data.dataset", args.dataset),
+        ("device", args.device),
+    ):
+        if value is not None:
+            overrides[key] = value
     result = run_sweep(
-        args.words,
+        space,
         metric=args.metric,
         mode=args.mode,
         seeds=args.seeds,

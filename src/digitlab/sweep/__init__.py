@@ -87,7 +87,7 @@ def plan_sweep(
     seeds: str | int | Sequence[int] = "0",
     preset: str = "course",
     config: str | Path | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | Mapping[str, object] = (),
     stages: Sequence[str] | None = None,
     search: str = "grid",
     trials: int | None = None,
@@ -100,9 +100,11 @@ def plan_sweep(
 ):
     """Check every input and fix the plan, before Ray or any data is touched.
 
-    Returns (plan, base configuration). Raises ConfigError with one clear line for: an unknown
-    setting, an empty grid, a bad range or seed list, a metric that no stage produces (or whose
-    stage is left out), a mode other than min/max, a bad search/trials/resource figure.
+    `overrides` set the base run, as `key=value` words or a mapping of keys to typed values;
+    single-valued words in `space` join them. Returns (plan, base configuration). Raises
+    ConfigError with one clear line for: an unknown setting, an empty grid, a bad range or
+    seed list, a metric that no stage produces (or whose stage is left out), a mode other than
+    min/max, a bad search/trials/resource figure.
     """
     from digitlab.sweep import adapter
     from digitlab.sweep.engine import SEARCHES, Plan
@@ -145,7 +147,13 @@ def plan_sweep(
     extra: list[str] = []
     if not isinstance(space, Mapping):
         words, extra = split_words(space)
-    base = adapter.resolve_base(preset, config, [*overrides, *extra])
+    from digitlab.run_config import parse_overrides
+
+    fixed: dict[str, object] = (
+        dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(list(overrides))
+    )
+    fixed.update(parse_overrides(extra))
+    base = adapter.resolve_base(preset, config, fixed)
     parsed = parse_space(words, seeds, adapter.setting_type, adapter.coerce_value)
     stage_list = adapter.check_stages(stages) if stages else None
     wanted = adapter.METRICS[metric].stage
@@ -185,7 +193,7 @@ def plan_sweep(
         cpus_per_trial=float(cpus_per_trial),
         gpus_per_trial=float(gpus_per_trial),
         max_concurrent=max_concurrent,
-        base_overrides=[*overrides, *extra],
+        base_overrides=fixed,
         preset=preset,
         config_file=str(config) if config else None,
     )

@@ -1,22 +1,35 @@
-"""The sweep's only contact with the run pipeline: settings, metrics and one trial.
+"""The sweep's only contact with the run layer: settings, metrics and one trial.
 
-Everything else in `digitlab.sweep` is independent of how a run is configured and executed.
-When the run layer changes (task functions, one config tree), only the functions here change:
-`resolve_base`, `setting_type`, `coerce_value`, `apply_settings`, `check_stages` and
-`run_trial` (with `_epoch_reports`). METRICS names what each stage produces.
+Settings are the run configuration's own (`run_config`: one tree made of the task configs;
+values typed against their dataclass fields by `settings`), so a sweep accepts exactly what
+`digitlab run` accepts, with the same messages. A trial is `pipeline.run_course` into its own
+run folder, with the pipeline's per-epoch callback feeding early stopping; the kNN validation
+objective comes from the kNN task. Everything else in `digitlab.sweep` is independent of how a
+run is configured and executed. METRICS names what each stage produces.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import json
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.errors import ConfigError
+from digitlab.files import jsonable, save_metrics
+from digitlab.run_config import (
+    RUN_WIDE,
+    STAGES,
+    RunConfig,
+    apply_overrides,
+    choose_stages,
+    load_config,
+    validate_config,
+)
+from digitlab.settings import settable_fields
 
 
 @dataclass(frozen=True)
@@ -54,34 +67,34 @@ METRICS: dict[str, Metric] = {
 
 
 def resolve_base(
-    preset: str = "course", config_file: str | Path | None = None, overrides: Sequence[str] = ()
-):
-    """The base run configuration: a preset, then a TOML file, then `key=value` overrides."""
-    from digitlab.pipeline import load_config, validate_config
+    preset: str = "course",
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, object] = (),
+) -> RunConfig:
+    """The base run configuration: a preset, then a TOML file, then overrides (checked).
 
-    cfg = load_config(preset, config_file, list(overrides))
+    `overrides` are `key=value` words or a mapping of keys to typed values (a path stays a
+    path: nothing is pasted into TOML text).
+    """
+    cfg = load_config(preset, config_file, overrides)
     validate_config(cfg)
     return cfg
 
 
 def _hint(key: str):
-    from digitlab.pipeline import RunConfig
-
+    """The annotation of run setting `key` (ConfigError naming what is allowed if unknown)."""
     section, _, name = key.partition(".")
-    top = typing.get_type_hints(RunConfig)
-    if not name:
-        if section not in top or hasattr(top[section], "__dataclass_fields__"):
-            raise ConfigError(f"unknown setting {key!r}; write section.name, e.g. knn.k")
-        return top[section]
-    if section not in top or not hasattr(top[section], "__dataclass_fields__"):
-        sections = [k for k, v in top.items() if hasattr(v, "__dataclass_fields__")]
-        raise ConfigError(
-            f"unknown section {section!r} in {key!r}; sections: {', '.join(sections)}"
-        )
-    hints = typing.get_type_hints(top[section])
-    if name not in hints:
-        raise ConfigError(f"unknown setting {key!r}; {section} settings: {', '.join(hints)}")
-    return hints[name]
+    if key == "seed":
+        return int
+    if key == "device":  # the run-wide shortcut: every stage's device
+        return str
+    if section in STAGES and name:
+        fields = settable_fields(type(getattr(RunConfig(), section)), RUN_WIDE)
+        if name in fields:
+            return fields[name]
+    # Unknown: the run configuration says why, in its own words (unknown section or name).
+    apply_overrides(RunConfig(), {key: None})
+    raise ConfigError(f"unknown setting {key!r}; write section.name, e.g. knn.k")
 
 
 def setting_type(key: str) -> type:
@@ -95,23 +108,20 @@ def setting_type(key: str) -> type:
 
 
 def coerce_value(key: str, value: object) -> object:
-    """Type one value for `key` as the run settings would ('none' -> None, '0.95' -> 0.95)."""
-    from digitlab.pipeline import _coerce, _parse_value
+    """One value for `key`, typed as the run configuration types it ('none' -> None for an
+    optional setting, '0.95' -> 0.95, '1-3' stays text for a text setting)."""
+    _hint(key)  # unknown keys fail with the run configuration's message
+    cfg = apply_overrides(RunConfig(), {key: value})
+    if key == "seed":
+        return cfg.seed
+    if key == "device":
+        return cfg.knn.device
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
 
-    hint = _hint(key)
-    if isinstance(value, str):
-        parsed = _parse_value(value)
-        # A text setting keeps the text as written ('1-3' stays '1-3', not a number).
-        if setting_type(key) is str and not isinstance(parsed, str) and parsed is not None:
-            parsed = value
-        value = parsed
-    return _coerce(key, value, hint)
 
-
-def apply_settings(base, settings: dict[str, object]):
-    """A checked copy of `base` with `settings` ({'knn.k': 5, 'data.seed': 3}) applied."""
-    from digitlab.pipeline import apply_overrides, validate_config
-
+def apply_settings(base: RunConfig, settings: Mapping[str, object]) -> RunConfig:
+    """A checked copy of `base` with `settings` ({'knn.k': 5, 'seed': 3}) applied."""
     cfg = apply_overrides(copy.deepcopy(base), dict(settings))
     validate_config(cfg)
     return cfg
@@ -119,96 +129,45 @@ def apply_settings(base, settings: dict[str, object]):
 
 def check_stages(names: Sequence[str] | None) -> list[str]:
     """The run stages to execute in every trial (ConfigError for an unknown one)."""
-    from digitlab.pipeline import choose_stages
-
     return choose_stages(list(names) if names else None)
 
 
 def stage_of_setting(key: str) -> str | None:
-    """The stage a setting belongs to (None for settings every stage shares)."""
-    from digitlab.pipeline import STAGES
-
+    """The stage a setting belongs to (None for the run-wide ones: seed, device)."""
     section = key.partition(".")[0]
     return section if section in STAGES else None
 
 
-def config_dict(cfg) -> dict:
-    from dataclasses import asdict
-
-    return asdict(cfg)
-
-
-@contextlib.contextmanager
-def _epoch_reports(on_epoch: Callable[[str, int, dict], None] | None) -> Iterator[None]:
-    """Route the CNN loop's per-epoch history to `on_epoch(stage, epoch, figures)`.
-
-    The pipeline's CNN stage does not pass an epoch callback through, so for the length of one
-    trial (one worker process, one trial at a time) the loop function the stage calls is
-    wrapped to add one. The task layer should take `on_epoch` directly; then this goes.
-    """
-    if on_epoch is None:
-        yield
-        return
-    from digitlab import train
-
-    original = train.train_cnn
-
-    def wrapped(*args, on_epoch=None, **kwargs):
-        inner = on_epoch
-
-        def report(epoch: int, history) -> None:
-            figures = {
-                "cnn.val_accuracy": history.val_accuracy[-1],
-                "cnn.val_loss": history.val_loss[-1],
-            }
-            callback("cnn", epoch, figures)
-            if inner is not None:
-                inner(epoch, history)
-
-        return original(*args, on_epoch=report, **kwargs)
-
-    callback = on_epoch
-    train.train_cnn = wrapped
-    try:
-        yield
-    finally:
-        train.train_cnn = original
+def config_dict(cfg: RunConfig) -> dict:
+    """The settings as plain values (as a run's config.json records them)."""
+    return jsonable(cfg.as_dict())
 
 
-def _knn_validation(cfg, folder: Path) -> dict:
-    """kNN at the knn section's settings scored on a validation split (reused when unchanged)."""
-    from dataclasses import asdict
-
-    from digitlab.data import load_dataset
-    from digitlab.evaluation import _jsonable
-    from digitlab.files import atomic_write_json
-    from digitlab.knn_experiment import KNNConfig, run_knn_sweep
-
-    k = cfg.knn
-    knn_cfg = KNNConfig(
-        k=k.k,
-        train_size=k.train_size,
-        seed=cfg.data.seed,
-        weights=k.weights,
-        deskew=k.deskew,
-        pca=k.pca,
-        device=cfg.device,
+def _knn_validation(cfg: RunConfig, folder: Path) -> dict:
+    """The knn stage's settings scored on a validation split (`sweep.val_fraction`) by the kNN
+    task; kept in the trial's `stages/knn_validation.json` and reused while unchanged."""
+    knn_cfg = cfg.stage("knn")
+    key = jsonable(
+        {
+            "knn": dataclasses.asdict(knn_cfg),
+            "data": dataclasses.asdict(cfg.data),
+            "val_fraction": cfg.sweep.val_fraction,
+        }
     )
-    key = {"knn": asdict(knn_cfg), "data": asdict(cfg.data), "val": cfg.sweep.val_fraction}
     path = folder / "stages" / "knn_validation.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
         if saved.get("key") == key:
             return saved["metrics"]
-    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir, quiet=True)
-    result = run_knn_sweep(ds, knn_cfg, [k.k], cfg.sweep.val_fraction)
-    metrics = {
-        "val_accuracy": result["val_accuracy"][k.k],
-        "n_fit": result["n_fit"],
-        "n_val": result["n_val"],
-        "val_fraction": cfg.sweep.val_fraction,
-    }
-    atomic_write_json(path, {"key": key, "metrics": _jsonable(metrics)})
+    from digitlab.tasks import data as data_task
+    from digitlab.tasks import knn as knn_task
+
+    ds = data_task.load(cfg.data, quiet=True)
+    metrics = knn_task.validate(ds, knn_cfg, cfg.sweep.val_fraction)
+    save_metrics(path, {"key": key, "metrics": metrics})
     return metrics
 
 
@@ -230,8 +189,8 @@ def _flatten(stages: dict) -> dict[str, float]:
 
 
 def run_trial(
-    base,
-    settings: dict[str, object],
+    base: RunConfig,
+    settings: Mapping[str, object],
     out_dir: str | Path,
     stages: Sequence[str],
     metric: str,
@@ -240,23 +199,32 @@ def run_trial(
 ) -> dict[str, float]:
     """Run one trial as a normal run folder in `out_dir`; return its flat scalar figures.
 
-    `settings` ({'knn.k': 5, 'data.seed': 3}) are applied to `base`; `threads` fills the CNN's
-    thread setting when the base leaves it unset (the trial's CPU share). The returned dict
-    holds every stage's scalar figures as 'stage.name' plus `metric`.
+    `settings` ({'knn.k': 5, 'seed': 3}) are applied to `base`; `threads` (the trial's CPU
+    share) fills every stage's thread setting that the base leaves unset. `on_epoch(stage,
+    epoch, figures)` gets each training epoch's figures named like the metrics
+    ('cnn.val_accuracy'). The returned dict holds every stage's scalar figures as 'stage.name'
+    plus `metric`.
     """
-    from digitlab.pipeline import run_course
+    from digitlab.pipeline import run_course  # the tasks, plots and report: only in a trial
 
     cfg = apply_settings(base, settings)
-    if threads is not None and cfg.cnn.threads is None:
-        cfg.cnn.threads = threads
+    if threads is not None:
+        for name in STAGES:
+            section = getattr(cfg, name)
+            if getattr(section, "threads", 0) is None:
+                section.threads = threads
     folder = Path(out_dir)
-    with _epoch_reports(on_epoch):
-        metrics = run_course(cfg, folder, list(stages), quiet=True)
+    report = None
+    if on_epoch is not None:
+
+        def report(stage: str, epoch: int, figures: dict) -> None:
+            on_epoch(stage, epoch, {f"{stage}.{k}": v for k, v in figures.items()})
+
+    metrics = run_course(cfg, folder, list(stages), quiet=True, on_epoch=report)
     flat = _flatten(metrics["stages"])
     if metric == "knn.val_accuracy":
         flat["knn.val_accuracy"] = float(_knn_validation(cfg, folder)["val_accuracy"])
     elif metric == "sweep.val_accuracy":
         sw = metrics["stages"]["sweep"]
-        val = sw["val_accuracy"]
-        flat["sweep.val_accuracy"] = float(val.get(str(sw["chosen_k"]), val.get(sw["chosen_k"])))
+        flat["sweep.val_accuracy"] = float(sw["val_accuracy"][str(sw["chosen_k"])])
     return flat

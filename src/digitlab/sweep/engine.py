@@ -66,7 +66,7 @@ class Plan:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
-    base_overrides: list[str] = field(default_factory=list)
+    base_overrides: dict[str, object] = field(default_factory=dict)
     preset: str = "course"
     config_file: str | None = None
 

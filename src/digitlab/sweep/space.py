@@ -6,7 +6,7 @@ Three kinds of words, each `KEY=SPEC` with KEY a run setting such as `knn.k` or 
 - a range: `cnn.lr=1e-4..1e-2:log` (sampled by random search or Optuna), or with a number of
   points, `cnn.lr=1e-4..1e-2:log:5`, which the grid search spreads evenly (on a log scale with
   `:log`); an integer setting's range `knn.k=1..7` is every whole number in it for the grid;
-- seeds: `--seeds 0-11` or `0,3,7`: every configuration is run once per seed (`data.seed`), so
+- seeds: `--seeds 0-11` or `0,3,7`: every configuration is run once per seed (the run's `seed`), so
   configurations can be compared seed by seed.
 
 Pure parsing: no Ray, no data. Values are typed against the setting they change (through the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from digitlab.errors import ConfigError
 
 #: The setting every trial's seed goes into.
-SEED_KEY = "data.seed"
+SEED_KEY = "seed"
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,8 @@ def parse_space(
     for key, spec in items:
         if key in space.grid or key in space.ranges:
             raise ConfigError(f"{key} is given twice in the search space")
-        if key in (SEED_KEY, "seed"):
-            raise ConfigError("sweep seeds with --seeds (e.g. --seeds 0-11), not data.seed=...")
+        if key in (SEED_KEY, "data.seed"):  # data.seed: where configs before 0.2 kept it
+            raise ConfigError(f"sweep seeds with --seeds (e.g. --seeds 0-11), not {key}=...")
         kind = setting_type(key) if setting_type else float
         if isinstance(spec, str) and ".." in spec:
             if kind not in (int, float):

@@ -11,7 +11,13 @@ from sklearn.neighbors import KNeighborsClassifier as SklearnKNN
 from digitlab import figures, plots
 from digitlab.data import Dataset, random_subset
 from digitlab.files import save_metrics
-from digitlab.knn_experiment import KNNConfig, SweepConfig, run_knn, run_knn_sweep
+from digitlab.knn_experiment import (
+    KNNConfig,
+    SweepConfig,
+    run_knn,
+    run_knn_sweep,
+    run_knn_validation,
+)
 from digitlab.tasks.figures import names, write_evaluation
 
 
@@ -69,3 +75,11 @@ def sweep(
     if metrics_file is not None:
         save_metrics(Path(out_dir) / metrics_file, result)
     return result
+
+
+def validate(ds: Dataset, cfg: KNNConfig, val_fraction: float = 0.1) -> dict:
+    """kNN at `cfg.k` scored on a validation split of the training subset (no test images).
+
+    The objective a sweep over kNN settings chooses on; see `run_knn_validation`.
+    """
+    return run_knn_validation(ds, cfg, val_fraction)
