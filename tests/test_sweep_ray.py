@@ -247,11 +247,13 @@ def test_interrupt_says_how_to_resume(ray_head, small_mnist, tmp_path):
 def test_the_local_default_needs_no_address(small_mnist, tmp_path):
     from digitlab import sweep
 
+    # The base as a mapping of typed values (the data folder as a Path), as Python users write it.
+    base = dict(w.split("=", 1) for w in base_words(small_mnist)[1:])
     table = sweep(
         ["knn.k=1,3"],
         metric="knn.val_accuracy",
         preset="quick",
-        overrides=base_words(small_mnist),
+        overrides={**base, "data.data_dir": small_mnist},
         out=tmp_path / "local",
     )
     import pandas as pd
@@ -261,3 +263,5 @@ def test_the_local_default_needs_no_address(small_mnist, tmp_path):
     import ray
 
     assert not ray.is_initialized()  # the Ray it started is shut down again
+    saved = json.loads((tmp_path / "local" / "sweep.json").read_text())
+    assert saved["plan"]["base_overrides"]["data.data_dir"] == str(small_mnist)

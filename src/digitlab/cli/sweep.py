@@ -137,7 +137,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"the validation objective: {', '.join(METRICS)}",
     )
     p.add_argument("--mode", default=None, help="max or min (default: the metric's own)")
-    p.add_argument("--seeds", default="0", help="seeds every configuration runs on, e.g. 0-11")
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="values of the run's seed every configuration runs on, e.g. 0-11 or 0,3,7 "
+        "(default: 0)",
+    )
     p.add_argument("--preset", default="course", choices=tuple(PRESETS), help="the base preset")
     p.add_argument("--config", type=Path, default=None, help="a TOML file of base settings")
     p.add_argument(

@@ -147,6 +147,7 @@ def plan_sweep(
     extra: list[str] = []
     if not isinstance(space, Mapping):
         words, extra = split_words(space)
+    from digitlab.files import jsonable
     from digitlab.run_config import parse_overrides
 
     fixed: dict[str, object] = (
@@ -193,7 +194,7 @@ def plan_sweep(
         cpus_per_trial=float(cpus_per_trial),
         gpus_per_trial=float(gpus_per_trial),
         max_concurrent=max_concurrent,
-        base_overrides=fixed,
+        base_overrides=jsonable(fixed),  # recorded in plan.json and sweep.json
         preset=preset,
         config_file=str(config) if config else None,
     )
