@@ -353,3 +353,17 @@ def test_a_trial_is_a_run_folder_with_epoch_reports(mnist_dir, tmp_path):
     assert config["seed"] == 2 and config["cnn"]["batch_size"] == 64
     assert config["cnn"]["threads"] == 1  # the trial's CPU share
     assert (tmp_path / "t" / "report.html").is_file()
+
+
+def test_sizes_are_checked_against_the_data_before_ray_starts(fake_dir, tmp_path, capsys):
+    pytest.importorskip("ray.tune")
+    # 200 training images: a 5,000-image subset fails in one line, before any trial runs.
+    argv = ["sweep", "knn.k=1,3", "--metric", "knn.val_accuracy", "--data-dir", str(fake_dir),
+            "knn.train_size=5000", "--out", str(tmp_path / "s")]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "train_size must be in 1..200" in err and not (tmp_path / "s").exists()
+    import ray
+
+    assert not ray.is_initialized()

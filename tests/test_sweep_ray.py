@@ -244,24 +244,45 @@ def test_interrupt_says_how_to_resume(ray_head, small_mnist, tmp_path):
     assert "interrupted: " in output and "--resume" in output and "Traceback" not in output
 
 
-def test_the_local_default_needs_no_address(small_mnist, tmp_path):
+def test_the_local_default_needs_no_address_and_asha_gets_every_epoch(small_mnist, tmp_path):
     from digitlab import sweep
 
     # The base as a mapping of typed values (the data folder as a Path), as Python users write it.
     base = dict(w.split("=", 1) for w in base_words(small_mnist)[1:])
+    out = tmp_path / "local"
     table = sweep(
-        ["knn.k=1,3"],
-        metric="knn.val_accuracy",
+        ["cnn.lr=1e-5,3e-3"],
+        metric="cnn.val_accuracy",
         preset="quick",
-        overrides={**base, "data.data_dir": small_mnist},
-        out=tmp_path / "local",
+        overrides={**base, "data.data_dir": small_mnist, "cnn.epochs": 3},
+        asha=True,
+        out=out,
     )
     import pandas as pd
 
     assert isinstance(table, pd.DataFrame) and len(table) == 2
-    assert set(table["status"]) == {"done"} and table["knn.val_accuracy"].between(0.5, 1).all()
+    assert set(table["status"]) <= {"done", "stopped"} and "done" in set(table["status"])
     import ray
 
     assert not ray.is_initialized()  # the Ray it started is shut down again
-    saved = json.loads((tmp_path / "local" / "sweep.json").read_text())
+    saved = json.loads((out / "sweep.json").read_text())
     assert saved["plan"]["base_overrides"]["data.data_dir"] == str(small_mnist)
+    # Each finished trial reported every epoch's validation figure to Tune (ASHA's input),
+    # the same figures its run folder's history holds.
+    reported = [
+        [json.loads(line) for line in p.read_text().splitlines()]
+        for p in (out / "ray" / "tune").glob("*/result.json")
+    ]
+    assert len(reported) == 2
+    for r in saved["trials"]:
+        if r["status"] != "done":
+            continue
+        history = json.loads((out / "trials" / r["name"] / "metrics.json").read_text())
+        val = history["stages"]["cnn"]["history"]["val_accuracy"]
+        assert len(val) == 3 and r["objective"] == val[-1]
+        epochs = next(
+            [x["objective"] for x in rows if "epoch" in x]
+            for rows in reported
+            if rows[-1]["config"]["cnn.lr"] == r["settings"]["cnn.lr"]
+        )
+        assert epochs == val

@@ -49,7 +49,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     s = result.summary
-    failed = [r for r in result.records if r["status"] != "done"]
+    # Trials ASHA stopped early are a result, not a failure.
+    failed = [r for r in result.records if r["status"] == "failed"]
     if not args.quiet:
         best = result.best
         if best is not None:

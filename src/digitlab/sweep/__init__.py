@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,25 @@ def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             overrides.append(word)
     return space, overrides
+
+
+def candidate_points(space, search: str) -> Iterator[dict[str, object]]:
+    """The settings to check before a sweep starts: every grid configuration, or (random,
+    Optuna) each range's ends and each listed value on its own, with every seed."""
+    from digitlab.sweep.space import SEED_KEY
+
+    if search == "grid":
+        points = list(space.grid_points())
+    else:
+        points = [
+            {key: int(end) if r.integer else end}
+            for key, r in space.ranges.items()
+            for end in (r.low, r.high)
+        ]
+        points += [{key: v} for key, values in space.grid.items() for v in values]
+    for point in points or [{}]:
+        for seed in space.seeds:
+            yield {**point, SEED_KEY: seed}
 
 
 def plan_sweep(
@@ -171,16 +190,8 @@ def plan_sweep(
             "--search optuna tunes on one seed (--seeds N); compare the configurations it "
             "finds over many seeds with a grid sweep"
         )
-    if search == "grid":
-        for point in parsed.grid_points():  # every configuration valid before anything runs
-            adapter.apply_settings(base, point)
-    else:
-        for key, r in parsed.ranges.items():
-            for end in (r.low, r.high):
-                adapter.apply_settings(base, {key: int(end) if r.integer else end})
-        for key, values in parsed.grid.items():
-            for v in values:
-                adapter.apply_settings(base, {key: v})
+    for point in candidate_points(parsed, search):  # every one valid before anything runs
+        adapter.apply_settings(base, point)
     plan = Plan(
         space=parsed,
         metric=metric,
@@ -231,6 +242,12 @@ def run_sweep(
 
     plan, base = plan_sweep(space, metric=metric, **options)
     require_ray()
+    if address is None:
+        # Sizes are checked against the dataset itself (a training subset larger than a small
+        # dataset, a k above the fitting images) here, once, not in every trial (where each
+        # would fail and be retried). The trials read the same data on this machine; on a
+        # cluster the data may live on its nodes only, and the trials check it there.
+        adapter.check_with_data(base, candidate_points(plan.space, plan.search))
     say = say or (print if not quiet else (lambda _text: None))
     folder = Path(out).resolve()
     state = folder / "plan.json"

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import json
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +125,23 @@ def apply_settings(base: RunConfig, settings: Mapping[str, object]) -> RunConfig
     cfg = apply_overrides(copy.deepcopy(base), dict(settings))
     validate_config(cfg)
     return cfg
+
+
+def check_with_data(base: RunConfig, points: Iterable[Mapping[str, object]]) -> None:
+    """Check `base` with each of `points` applied against its dataset's real size.
+
+    The dataset (each one named, when the data settings are swept) is read once. Raises
+    ConfigError for a setting out of range for it, DataError when it cannot be read.
+    """
+    from digitlab.tasks import data as data_task
+
+    sizes: dict[str, int] = {}
+    for point in points:
+        cfg = apply_overrides(copy.deepcopy(base), dict(point))
+        key = json.dumps(jsonable(dataclasses.asdict(cfg.data)), sort_keys=True)
+        if key not in sizes:
+            sizes[key] = len(data_task.load(cfg.data, quiet=True).x_train)
+        validate_config(cfg, sizes[key])
 
 
 def check_stages(names: Sequence[str] | None) -> list[str]:

@@ -487,16 +487,25 @@ def collect(plan: Plan, out: Path, results) -> list[dict]:
 
 
 def _error_line(trial) -> str:
-    """The last line of a failed trial's error (its exception, or the lost worker)."""
-    for attr in ("error_file", "pickled_error_file"):
-        path = getattr(trial, attr, None)
-        if path and attr == "error_file":
-            try:
-                lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-                if lines:
-                    return lines[-1].strip()
-            except OSError:
-                pass
+    """The last line of a failed trial's error (its exception, or the lost worker).
+
+    Read from the trial's folder in the sweep's own storage (`out/ray/tune/<trial>`), which
+    needs no running Ray: the records are collected after Ray is shut down, when Tune's
+    driver-side paths can no longer be asked for.
+    """
+    meta = getattr(trial, "run_metadata", None)
+    name = getattr(meta, "error_filename", None) or "error.txt"
+    try:
+        folder = trial.path
+    except Exception:  # another Ray version's internals: the error stays unnamed
+        folder = None
+    if folder:
+        try:
+            lines = [ln for ln in (Path(folder) / name).read_text().splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        if lines:
+            return lines[-1].strip()
     return "failed"
 
 
