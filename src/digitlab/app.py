@@ -115,6 +115,13 @@ JS = """
 }
 """
 
+# How many Draw requests Gradio works on at once (the rest wait in its queue, in order).
+# Letting all 40 of a class in at once shares the two cores among them, so every answer comes
+# at the end (median = slowest); a few at a time answers the first ones first and lowers the
+# median, while the batcher still gets company for each CNN/kNN pass. Measured in
+# benchmarks/bench_app.py; see the README.
+DRAW_CONCURRENCY = 8
+
 DRAW_HINT = "**Draw one digit** in the box below with your mouse or finger (the pen is ready)."
 
 
@@ -198,18 +205,22 @@ def build(models: h.Models):
                     vote = gr.Markdown(elem_id="vote")
                     neighbours = gr.HTML(elem_id="neighbours", js_on_load=None)
             outputs = [seen, probs, vote, neighbours, status]
-            # Many learners draw at once: every request enters the handler at once and the
-            # batcher answers them together (no per-event queueing limit here).
+            # Many learners draw at once: a few requests at a time enter the handler (see
+            # DRAW_CONCURRENCY) and the batcher answers those waiting together.
             pad.change(
                 on_draw,
                 pad,
                 outputs,
                 trigger_mode="always_last",
                 api_name="classify",
-                concurrency_limit=None,
+                concurrency_limit=DRAW_CONCURRENCY,
             )
             upload.upload(
-                on_draw, upload, outputs, api_name="classify_upload", concurrency_limit=None
+                on_draw,
+                upload,
+                outputs,
+                api_name="classify_upload",
+                concurrency_limit=DRAW_CONCURRENCY,
             )
         with gr.Tab("Generate"):
             with gr.Row():
