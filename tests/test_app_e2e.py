@@ -140,6 +140,9 @@ def test_a_learner_in_a_browser(app_url, tmp_path, width):
         imgs = page.locator("#neighbours img")
         assert imgs.count() == 3
         assert imgs.first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+        # The answer's pictures come inline (no cache files, no extra request per picture).
+        for sel in ("#neighbours img", "#seen img"):
+            assert page.locator(sel).first.get_attribute("src").startswith("data:image/png;")
         gallery = page.locator("#neighbours").bounding_box()
         for i in range(3):
             b = imgs.nth(i).bounding_box()

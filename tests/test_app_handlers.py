@@ -167,3 +167,42 @@ def test_a_lone_request_gets_the_exact_neighbours(models):
     got = r["knn"]["neighbours"]
     assert [int(models.knn_labels[i]) for i in idx[0]] == [n[1] for n in got]
     np.testing.assert_allclose([n[2] for n in got], dist[0], rtol=1e-6)
+
+
+def _decode_data_uri(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_answer_pictures_travel_inline_black_on_white_and_exact():
+    """The Draw answer's 28x28 pictures are PNG data URIs (no cache files): 28x28 exactly,
+    black ink on white, every pixel as the model saw it (255 - ink)."""
+    from digitlab import app
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    back = _decode_data_uri(app.png_data_uri(image))
+    assert back.shape == (28, 28) and back.dtype == np.uint8
+    assert np.array_equal(back, 255 - image)
+    html = app.seen_html(image)
+    assert html.count("<img ") == 1 and 'width="168"' in html
+    assert app.seen_html(None) == ""
+
+
+def test_neighbours_strip_has_one_captioned_picture_each():
+    import re
+
+    from digitlab import app
+
+    x, y = make_digits(3, seed=2)
+    neighbours = [(x[i].reshape(28, 28), int(y[i]), 100.0 * (i + 1)) for i in range(3)]
+    html = app.neighbours_html(neighbours)
+    uris = re.findall(r'src="([^"]+)"', html)
+    assert len(uris) == 3 and html.count("<figcaption>") == 3
+    for uri, (img, lab, d) in zip(uris, neighbours, strict=True):
+        assert np.array_equal(_decode_data_uri(uri), 255 - img)
+        assert f"{lab} · dist {d:.0f}" in html
+    assert app.neighbours_html([]) == ""

@@ -6,6 +6,9 @@ calls (Gradio's analytics are switched off before it is imported).
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -37,10 +40,54 @@ def paper(image: np.ndarray, scale: int = 1) -> np.ndarray:
     return np.kron(out, np.ones((scale, scale), np.uint8)) if scale > 1 else out
 
 
+def png_data_uri(image: np.ndarray) -> str:
+    """uint8 (28, 28) ink image -> "data:image/png;base64,..." of it black-on-white (~300 bytes).
+
+    The Draw answer carries its pictures inline: an image or gallery component would make Gradio
+    encode each picture to WebP, hash it, write it to its cache folder, and the browser fetch
+    each file back with one more HTTP request; for a class drawing at once that was most of the
+    server's work per answer (profiled with py-spy, see the README). The browser enlarges the
+    28 pixels itself (CSS `image-rendering: pixelated`), so only 28x28 travel.
+    """
+    from PIL import Image  # Pillow comes with Gradio (and scikit-image)
+
+    buf = io.BytesIO()
+    Image.fromarray(paper(image)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def seen_html(image: np.ndarray | None, size: int = 168) -> str:
+    """The 28x28 the models read, as an <img> enlarged to `size` CSS pixels ("" when None)."""
+    if image is None:
+        return ""
+    return (
+        f'<img src="{png_data_uri(image)}" width="{size}" height="{size}" '
+        'alt="the 28x28 image the models read">'
+    )
+
+
+def neighbours_html(neighbours, size: int = 84) -> str:
+    """The kNN's nearest training images, each with its "label · distance" caption below it.
+
+    `neighbours`: [(uint8 (28, 28), label int, distance float), ...]; "" when empty.
+    """
+    cells = "".join(
+        f'<figure><img src="{png_data_uri(img)}" width="{size}" height="{size}" '
+        f'alt="training image of a {lab}"><figcaption>{html.escape(f"{lab} · dist {d:.0f}")}'
+        "</figcaption></figure>"
+        for img, lab, d in neighbours
+    )
+    return f'<div class="strip">{cells}</div>' if cells else ""
+
+
 CSS = """
 /* 28x28 pictures are enlarged by the browser too: keep their pixels square, never blurred. */
 #seen img, #neighbours img, #generated img, #browse img { image-rendering: pixelated; }
-#neighbours .thumbnail-item, #neighbours img, #browse img, #generated img { object-fit: contain; }
+#neighbours img, #browse img, #generated img { object-fit: contain; }
+#seen img, #neighbours img { border: 1px solid #ccc; display: block; }
+#neighbours .strip { display: flex; gap: .75rem; flex-wrap: wrap; }
+#neighbours figure { margin: 0; text-align: center; }
+#neighbours figcaption { font-size: .9rem; margin-top: .2rem; }
 /* The brush preview circle follows the pointer: keep it (and the strokes) inside the canvas. */
 #pad canvas, #pad .pixi-target, #pad [class*="canvas"] { overflow: hidden; }
 #pad { overflow: hidden; touch-action: none; }
@@ -68,6 +115,13 @@ JS = """
 }
 """
 
+# How many Draw requests Gradio works on at once (the rest wait in its queue, in order).
+# Letting all 40 of a class in at once shares the two cores among them, so every answer comes
+# at the end (median = slowest); a few at a time answers the first ones first and lowers the
+# median, while the batcher still gets company for each CNN/kNN pass. Measured in
+# benchmarks/bench_app.py; see the README.
+DRAW_CONCURRENCY = 8
+
 DRAW_HINT = "**Draw one digit** in the box below with your mouse or finger (the pen is ready)."
 
 
@@ -80,7 +134,7 @@ def build(models: h.Models):
         r = h.classify(models, image)
         if r["seen"] is None:
             # The message once, in the status line; every other output is cleared.
-            return None, None, "", [], r["message"]
+            return "", None, "", "", r["message"]
         knn = r["knn"]
         vote = (
             (
@@ -90,13 +144,15 @@ def build(models: h.Models):
             if knn
             else "kNN unavailable (no dataset loaded)."
         )
-        gallery = [
-            (paper(img, 3), f"{lab} · dist {d:.0f}")
-            for img, lab, d in (knn["neighbours"] if knn else [])
-        ]
         top = max(r["cnn"], key=r["cnn"].get) if r["cnn"] else None
         status = f"The CNN reads a {top}." if top is not None else "CNN unavailable."
-        return paper(r["seen"], 4), r["cnn"], vote, gallery, status
+        return (
+            seen_html(r["seen"]),
+            r["cnn"],
+            vote,
+            neighbours_html(knn["neighbours"] if knn else []),
+            status,
+        )
 
     def on_generate(digit, count, seed):
         images, message = h.generate_digits(models, digit, count, seed)
@@ -142,39 +198,29 @@ def build(models: h.Models):
                     )
                 with gr.Column():
                     status = gr.Markdown(elem_id="status")
-                    seen = gr.Image(
-                        label="What the models see (28x28)",
-                        height=168,
-                        width=168,
-                        elem_id="seen",
-                        interactive=False,
-                        buttons=[],
-                    )
+                    gr.Markdown("What the models see (28x28):")
+                    # Inline pictures (see png_data_uri): no files, no extra requests.
+                    seen = gr.HTML(elem_id="seen", js_on_load=None)
                     probs = gr.Label(label="CNN probabilities", num_top_classes=10, elem_id="probs")
                     vote = gr.Markdown(elem_id="vote")
-                    neighbours = gr.Gallery(
-                        label="kNN's nearest training images (label · distance)",
-                        show_label=False,
-                        columns=3,
-                        rows=1,
-                        height=200,
-                        object_fit="contain",
-                        allow_preview=False,
-                        elem_id="neighbours",
-                    )
+                    neighbours = gr.HTML(elem_id="neighbours", js_on_load=None)
             outputs = [seen, probs, vote, neighbours, status]
-            # Many learners draw at once: every request enters the handler at once and the
-            # batcher answers them together (no per-event queueing limit here).
+            # Many learners draw at once: a few requests at a time enter the handler (see
+            # DRAW_CONCURRENCY) and the batcher answers those waiting together.
             pad.change(
                 on_draw,
                 pad,
                 outputs,
                 trigger_mode="always_last",
                 api_name="classify",
-                concurrency_limit=None,
+                concurrency_limit=DRAW_CONCURRENCY,
             )
             upload.upload(
-                on_draw, upload, outputs, api_name="classify_upload", concurrency_limit=None
+                on_draw,
+                upload,
+                outputs,
+                api_name="classify_upload",
+                concurrency_limit=DRAW_CONCURRENCY,
             )
         with gr.Tab("Generate"):
             with gr.Row():
