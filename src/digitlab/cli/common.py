@@ -13,6 +13,7 @@ from typing import Any
 
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
+from digitlab.files import check_writable, check_writable_file
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -122,8 +123,16 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:
-    """--out, or `default` in the current folder."""
-    return args.out if args.out is not None else Path(default)
+    """--out, or `default` in the current folder: made, and checked writable (OutputError).
+
+    Commands call it before loading data or computing, so an unwritable place fails at once.
+    """
+    return check_writable(args.out if args.out is not None else Path(default))
+
+
+def out_file(path: Path) -> Path:
+    """An output file's path, its folder made and checked writable (OutputError) before work."""
+    return check_writable_file(path)
 
 
 def check_range(name: str, value: int, low: int, high: int) -> int:

@@ -11,7 +11,10 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from digitlab.files import check_writable
     from digitlab.sweep import run_sweep
+
+    check_writable(args.out)  # before Ray starts or any trial runs
 
     overrides: list[str] = []
     if args.data_dir is not None:
