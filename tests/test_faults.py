@@ -93,6 +93,13 @@ def test_proc_output_places_fail_at_once_with_one_line(trained, capsys):
         assert time.perf_counter() - start < 20, argv  # nothing was computed first
     assert main(["report", "/proc/self"]) == 1  # not a run folder: one line too
     assert "Traceback" not in capsys.readouterr().err
+    # Settings are checked before the output place is made: a bad one leaves no empty folder.
+    bad = (["knn", "--k", "0"], ["cnn", "train", "--epochs", "0"], ["cluster", "--n-clusters", "0"])
+    for argv in bad:
+        target = data.parent / f"never-{argv[0]}"
+        assert main([*argv, "--data-dir", str(data), "--out", str(target)]) == 1
+        assert not target.exists(), argv
+    capsys.readouterr()
 
 
 def _run_without_dac_override(argv: list[str], env: dict) -> subprocess.CompletedProcess:

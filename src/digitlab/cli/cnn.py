@@ -37,8 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last,
         ema=None if args.no_ema else args.ema,
     )
-    out = out_dir(args, "cnn-out")  # checked writable before any work
-    ds = prepare(args, cfg)
+    out = out_dir(args, "cnn-out")
+    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
     say(args, f"{'epoch':>5s} {'loss':>8s} {'acc':>8s} {'val_loss':>9s} {'val_acc':>8s} {'s':>6s}")
     shown = 0
 

@@ -99,17 +99,21 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return cfg
 
 
-def prepare(args: argparse.Namespace, *configs: Any) -> Dataset:
+def prepare(args: argparse.Namespace, *configs: Any, out: Path | None = None) -> Dataset:
     """Check every config against the dataset's size before loading it, then load it.
 
     The one place a command's numeric settings are checked: against the datasets table first
     (nothing is read or written when one is out of range), then against the data as loaded
-    (a local folder may hold fewer images). Raises ConfigError or DataError.
+    (a local folder may hold fewer images). `out`, the command's output folder, is made and
+    checked writable after the settings and before the data loads. Raises ConfigError,
+    OutputError or DataError.
     """
     data = data_config(args)
     n_train = data.validate()
     for cfg in configs:
         cfg.validate(n_train)
+    if out is not None:
+        check_writable(out)
     ds = load_data(data, quiet=getattr(args, "quiet", False))
     for cfg in configs:
         cfg.validate(len(ds.x_train))
@@ -123,11 +127,8 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:
-    """--out, or `default` in the current folder: made, and checked writable (OutputError).
-
-    Commands call it before loading data or computing, so an unwritable place fails at once.
-    """
-    return check_writable(args.out if args.out is not None else Path(default))
+    """--out, or `default` in the current folder (checked by `prepare(..., out=)`)."""
+    return args.out if args.out is not None else Path(default)
 
 
 def out_file(path: Path) -> Path:

@@ -35,8 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         reuse_fakes=not args.fresh_noise_for_generator,
     )
     cfg.validate()
-    out = out_dir(args, "gan-out")  # checked writable before any work
-    ds = prepare(args)
+    out = out_dir(args, "gan-out")
+    ds = prepare(args, out=out)  # settings, then the output place, then the data
     with folder_lock(out, "--out"):  # a second `gan train` on this folder says who holds it
         info = gan_task.train(
             ds,
@@ -95,6 +95,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print conditional accuracy and Fréchet distance, centred and raw."""
     gan_task.check_count("--per-digit", args.per_digit, gan_task.MAX_PER_DIGIT)
+    if args.json is not None:
+        out_file(args.json)  # before the models load and the images are generated
     g = load_gan_generator(args.model)
     classifier = load_cnn(args.classifier)
     ds = prepare(args)

@@ -24,8 +24,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
     if args.knn_command == "sweep":
         return cmd_sweep(args)
     cfg = config(KNNConfig, args)
-    out = out_dir(args, "knn-out")  # checked writable before any work
-    ds = prepare(args, cfg)
+    out = out_dir(args, "knn-out")
+    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
     result = knn_task.evaluate_knn(ds, cfg, out)
     say(
         args,
@@ -41,7 +41,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Score every k on a validation split and choose one: sweep.json and its plot in --out."""
     cfg = config(SweepConfig, args, ks=args.k)
     out = out_dir(args, "knn-sweep-out")
-    ds = prepare(args, cfg)
+    ds = prepare(args, cfg, out=out)
     result = knn_task.sweep(ds, cfg, out)
     say(args, f"{'k':>3s} {'validation':>10s} {'test':>8s}")
     for k in result["ks"]:
