@@ -69,8 +69,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a saved CNN on the test set (and write its figures with --out)."""
-    if args.out is not None:
-        check_writable(args.out)
     model = load_cnn(args.model_dir)
     trained_on = model_classes(cnn_folder(args.model_dir))[1]
     if args.dataset is None:
@@ -81,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"its scores there would mean nothing; leave out --dataset (or pass "
             f"--dataset {trained_on})"
         )
-    ds = prepare(args)
+    ds = prepare(args, out=args.out)  # the dataset, then the output place, then the data
     report = cnn_task.evaluate_saved(model, ds, args.out)
     say(args, format_report(report))
     if args.out:
