@@ -193,6 +193,16 @@ def test_folder_lock_names_the_holder_and_takes_over_a_dead_ones(tmp_path, capsy
         assert f"in use by process {os.getpid()}" in capsys.readouterr().err
     assert not (tmp_path / "cnn" / LOCK_NAME).exists()
 
+    # Another machine's lock: held while refreshed, taken over once 10 minutes stale.
+    lock = tmp_path / "far" / LOCK_NAME
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with pytest.raises(FolderBusy, match="process 1 on elsewhere"), folder_lock(lock.parent):
+        pass
+    os.utime(lock, (time.time() - 700, time.time() - 700))
+    with folder_lock(lock.parent):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
 
 def test_failed_rerun_keeps_config_with_its_results_and_logs_it(tmp_path, capsys):
     data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)

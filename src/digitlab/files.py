@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,7 +197,9 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     """Hold `folder/.digitlab.lock` (pid, host, start time) while the block runs.
 
     Taken with O_CREAT|O_EXCL, so two processes cannot both hold it. A lock left by a process
-    that is dead (same host, pid gone) is taken over. Raises FolderBusy naming the holder.
+    that is dead (same host, pid gone) is taken over; so is one of another host that has not
+    been refreshed for 10 minutes (the holder touches it every 30 s while it works, so a crashed
+    machine's lock does not stay held forever). Raises FolderBusy naming the holder.
     """
     folder = check_writable(folder)
     lock = folder / LOCK_NAME
@@ -229,12 +232,27 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         break
     else:
         raise FolderBusy(f"could not take the lock {lock}; try again")
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(lock, stop), daemon=True)
+    beat.start()
     try:
         yield lock
     finally:
+        stop.set()
+        beat.join()
         with contextlib.suppress(OSError):
             if _read_lock(lock).get("pid") == os.getpid():
                 os.unlink(lock)
+
+
+_HEARTBEAT_S = 30.0
+_OTHER_HOST_STALE_S = 600.0
+
+
+def _heartbeat(lock: Path, stop: threading.Event) -> None:
+    while not stop.wait(_HEARTBEAT_S):
+        with contextlib.suppress(OSError):
+            os.utime(lock)
 
 
 def _read_lock(lock: Path) -> dict:
@@ -254,6 +272,10 @@ def _lock_is_stale(lock: Path, holder: dict) -> bool:
         except OSError:
             return False
     if holder.get("host") != socket.gethostname():
-        return False  # another machine's process: we cannot tell whether it lives
+        # Another machine's process: alive while it keeps refreshing the lock.
+        try:
+            return time.time() - lock.stat().st_mtime > _OTHER_HOST_STALE_S
+        except OSError:
+            return False
     pid = holder.get("pid")
     return isinstance(pid, int) and not pid_alive(pid)
