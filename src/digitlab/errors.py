@@ -19,6 +19,11 @@ class ConfigError(DigitlabError, ValueError):
     """An option or configuration value is unknown or out of range."""
 
 
+class CheckpointMismatch(ConfigError):
+    """A training checkpoint cannot be continued with these settings or this data: made on
+    another dataset, with other settings, or already further than asked for."""
+
+
 def _not_fitted_error() -> type:
     # Built on first use: subclassing scikit-learn's class needs `import sklearn` (about half a
     # second), which commands that never touch an estimator should not pay at start-up.

@@ -5,12 +5,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from digitlab.errors import DigitlabError
+
+
+class OutputError(DigitlabError):
+    """An output place cannot be written (read-only, not a folder, no such device...)."""
+
+
+class FolderBusy(DigitlabError):
+    """Another live process holds the lock of an output folder."""
 
 
 def _file_mode() -> int:
@@ -26,8 +39,19 @@ _FILE_MODE = _file_mode()
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success it is fsync'd and renamed over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    remove_stale_parts(path)
+    # The writer's pid is in the temporary name, so a later writer can tell a dead one's leftover
+    # (removed) from a live one's file in progress (kept).
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -78,3 +102,188 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# A temporary file without a pid in its name (written before pids were recorded) is taken as
+# abandoned once it is this old: no single write of digitlab's takes an hour.
+_OLD_PART_S = 3600.0
+
+
+def remove_stale_parts(path: str | Path) -> list[Path]:
+    """Remove the `.NAME.*.part` files a killed writer of `path` left beside it; returns them.
+
+    A leftover is stale when the pid in its name is not alive, or, without a pid, when it is
+    over an hour old. Files of live writers are kept. Errors are ignored (best effort).
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".part")):
+            continue
+        rest = name[len(prefix) :]  # "PID.RANDOM.part", or "RANDOM.part" from older versions
+        pid_text = rest.split(".", 1)[0]
+        try:
+            stale = (
+                not pid_alive(int(pid_text))
+                if pid_text.isdigit() and rest.count(".") >= 2
+                else time.time() - entry.stat().st_mtime > _OLD_PART_S
+            )
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: what failed and on which path."""
+    what = exc.strerror or exc.__class__.__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{what}: {' -> '.join(paths)}" if paths else str(exc)
+
+
+def check_writable(folder: str | Path, create: bool = False) -> Path:
+    """Prove a file can be written in `folder`, before any work is done.
+
+    A folder that does not exist yet is not made (a command refused later for a bad setting
+    leaves nothing behind): the nearest existing folder above it must take a file instead,
+    since the writers make the missing folders. With `create`, the folder is made first and
+    proved itself. Returns the folder. Raises OutputError naming the path and the reason.
+    """
+    folder = Path(folder)
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        probe_in = folder
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(probe_in))
+        fd, probe = tempfile.mkstemp(prefix=".digitlab-write-check.", dir=probe_in)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"cannot write to {folder}: {reason}") from None
+    return folder
+
+
+def check_writable_file(path: str | Path) -> Path:
+    """`check_writable` for the folder of output file `path`; also refuses a folder as `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder, give a file name")
+    check_writable(path.parent if str(path.parent) else Path("."))
+    return path
+
+
+LOCK_NAME = ".digitlab.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+    """Hold `folder/.digitlab.lock` (pid, host, start time) while the block runs.
+
+    Taken with O_CREAT|O_EXCL, so two processes cannot both hold it. A lock left by a process
+    that is dead (same host, pid gone) is taken over; so is one of another host that has not
+    been refreshed for 10 minutes (the holder touches it every 30 s while it works, so a crashed
+    machine's lock does not stay held forever). Raises FolderBusy naming the holder.
+    """
+    folder = check_writable(folder, create=True)
+    lock = folder / LOCK_NAME
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            if _lock_is_stale(lock, holder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock)
+                continue
+            who = (
+                f"process {holder.get('pid')} on {holder.get('host')} "
+                f"(since {holder.get('started')})"
+                if holder
+                else "another process"
+            )
+            raise FolderBusy(
+                f"{folder} is in use by {who}: wait for it, or choose another {what}; "
+                f"if that process is gone, remove {lock}"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+        break
+    else:
+        raise FolderBusy(f"could not take the lock {lock}; try again")
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(lock, stop), daemon=True)
+    beat.start()
+    try:
+        yield lock
+    finally:
+        stop.set()
+        beat.join()
+        with contextlib.suppress(OSError):
+            if _read_lock(lock).get("pid") == os.getpid():
+                os.unlink(lock)
+
+
+_HEARTBEAT_S = 30.0
+_OTHER_HOST_STALE_S = 600.0
+
+
+def _heartbeat(lock: Path, stop: threading.Event) -> None:
+    while not stop.wait(_HEARTBEAT_S):
+        with contextlib.suppress(OSError):
+            os.utime(lock)
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        data = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lock_is_stale(lock: Path, holder: dict) -> bool:
+    if not holder:
+        # Being written this instant (keep it), or left empty by a process killed between
+        # creating and writing it (take it over once it is a minute old).
+        try:
+            return time.time() - lock.stat().st_mtime > 60
+        except OSError:
+            return False
+    if holder.get("host") != socket.gethostname():
+        # Another machine's process: alive while it keeps refreshing the lock.
+        try:
+            return time.time() - lock.stat().st_mtime > _OTHER_HOST_STALE_S
+        except OSError:
+            return False
+    pid = holder.get("pid")
+    return isinstance(pid, int) and not pid_alive(pid)

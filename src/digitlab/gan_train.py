@@ -152,13 +152,16 @@ def train_gan(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, Generator, GANHistory], None] | None = None,
+    data: dict | None = None,
 ) -> tuple[Generator, GANHistory, dict]:
     """Train on uint8 images (N, 28, 28) with int labels (N,); the checkpoint goes in out_dir.
 
     `on_epoch(epoch, generator, history)` runs after every finished epoch (0-based epoch).
     Returns the generator (eval mode), the history and an info dict (steps, steps_per_epoch,
     device). Raises ConfigError for bad settings, or a checkpoint without `resume` or made
-    with other settings.
+    with other settings. `data`: the data's identity (`Dataset.identity()`), recorded in the
+    checkpoint; a checkpoint of other data, or already past the steps asked for, is refused
+    (CheckpointMismatch).
     """
     cfg.validate(len(images))
     gan_cfg = gan_cfg or GANConfig()
@@ -173,10 +176,15 @@ def train_gan(
         Path(out_dir) / CHECKPOINT, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt}
     )
     state = {"train_config": asdict(cfg), "gan_config": asdict(gan_cfg)}
+    if data is not None:
+        state["data"] = data
+    per_epoch = len(images) // cfg.batch_size  # full batches only, as a fixed-size pipeline would
+    stop_at = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * per_epoch
     meta = ckpt.resume_or_refuse(
         resume,
-        {"train_config": state["train_config"]},
+        {k: v for k, v in state.items() if k != "gan_config"},
         may_change=("epochs", "device", "threads", "max_steps", "checkpoint_every", "bf16"),
+        progress=("step", stop_at, "steps"),
     )
     history = GANHistory(**meta["history"]) if meta else GANHistory()
     step = meta["step"] if meta else 0
@@ -187,8 +195,6 @@ def train_gan(
     # The whole dataset (and its one-hot labels) lives on the device: each batch is indexed
     # there, with no per-step host copies (70,000 digits are 220 MB as float32).
     hot_all = one_hot(torch.from_numpy(np.asarray(labels, np.int64)), gan_cfg.n_classes).to(device)
-    per_epoch = len(x) // cfg.batch_size  # full batches only, as a fixed-size pipeline would
-    stop_at = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * per_epoch
     nets = _Nets(g, d, g_opt, d_opt, gan_cfg, cfg, device)
 
     def save() -> None:

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from digitlab.checkpoint import load_state, restore, save_state
-from digitlab.errors import ConfigError
+from digitlab.errors import CheckpointMismatch, ConfigError
 
 
 @dataclass
@@ -37,14 +37,20 @@ class Checkpoint:
         settings: dict[str, Any],
         may_change: Iterable[str] = (),
         legacy: dict[str, dict[str, Any]] | None = None,
+        progress: tuple[str, int, str] | None = None,
     ) -> dict[str, Any] | None:
         """Restore the saved state when asked to resume; None when there is nothing to resume.
 
         settings: what identifies the run (name -> JSON value, a dict per config); each saved
         config must equal it but for `may_change` keys, and keys newer than the checkpoint
-        (`legacy`: per config, old checkpoints' values of keys added since). Raises ConfigError when
-        a checkpoint exists and `resume` is False (never overwrite training silently), or when
-        its settings differ, naming them.
+        (`legacy`: per config, old checkpoints' values of keys added since). `settings["data"]`,
+        when given, is the data's identity (`Dataset.identity()`: its name and a digest of its
+        arrays): a checkpoint of other data is refused, naming both datasets. `progress`:
+        (metadata key, the count asked for, its name), e.g. ("epoch", 2, "epochs"): a checkpoint
+        already further than that is refused, since its model was not made with those settings.
+        Raises ConfigError when a checkpoint exists and `resume` is False (never overwrite
+        training silently), and CheckpointMismatch (a ConfigError) when its data or settings
+        differ, naming them.
         """
         if self.path is None or not self.path.exists():
             return None
@@ -54,14 +60,41 @@ class Checkpoint:
                 "pass --resume to continue it, or choose another output folder"
             )
         meta = load_state(self.path)
+        self._check_data(meta.get("data"), settings.get("data"))
         changed = changed_settings(meta, settings, set(may_change), legacy or {})
         if changed:
-            raise ConfigError(
+            raise CheckpointMismatch(
                 f"the checkpoint in {self.path.parent} was made with other settings "
                 f"({', '.join(changed)}); resume with the same ones"
             )
+        if progress is not None:
+            key, asked, noun = progress
+            done = int(meta.get(key, 0))
+            if done > asked:
+                raise CheckpointMismatch(
+                    f"the checkpoint in {self.path.parent} is already at {done} {noun}, more "
+                    f"than the {asked} asked for; ask for {done} or more, or train afresh in "
+                    "another folder"
+                )
         restore(meta, self.modules, self.optimizers)
         return meta
+
+    def _check_data(self, saved: Any, mine: Any) -> None:
+        """CheckpointMismatch when the checkpoint was trained on other data than `mine`."""
+        if not isinstance(saved, dict) or not isinstance(mine, dict):
+            return  # a checkpoint from before data was recorded: nothing to compare
+        if saved.get("dataset") != mine.get("dataset"):
+            raise CheckpointMismatch(
+                f"the checkpoint in {self.path.parent} was trained on {saved.get('dataset')}, "
+                f"not {mine.get('dataset')}; resume it with --dataset {saved.get('dataset')}, "
+                "or train afresh in another folder"
+            )
+        if saved.get("digest") != mine.get("digest"):
+            raise CheckpointMismatch(
+                f"the checkpoint in {self.path.parent} was trained on other {mine.get('dataset')} "
+                "files (their contents differ from these); resume it with the same data, or "
+                "train afresh in another folder"
+            )
 
     def save(self, meta: dict[str, Any]) -> None:
         """Write the modules, the optimizers and `meta` (JSON-able) atomically, if kept."""

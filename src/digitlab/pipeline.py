@@ -2,9 +2,15 @@
 
 A run folder holds the resolved `config.json`/`config.toml`, `metrics.json` (every stage's
 figures, timing and the environment), `figures/`, `models/`, `stages/` (one record per finished
-stage), `run.log` and `report.html`. A stage whose settings are unchanged since it last finished
-is reused, so an interrupted run picks up where it stopped (the CNN also from its last epoch).
+stage), `run.log` and `report.html`. A stage whose settings and data are unchanged since it last
+finished is reused, so an interrupted run picks up where it stopped (the CNN also from its last
+epoch).
 Each stage is one call into the task layer (`digitlab.tasks`).
+
+The config, metrics.json and report.html are written together, only when the run finishes:
+a failed or interrupted rerun leaves the last finished run's three consistent (the failure is
+in run.log). While a run works in its folder it holds the folder's lock (`files.folder_lock`):
+a second run on the same folder stops at once and names the process that holds it.
 """
 
 from __future__ import annotations
@@ -22,9 +28,16 @@ import numpy as np
 import torch
 
 from digitlab import __version__
-from digitlab.data import Dataset
-from digitlab.errors import ConfigError, DataError
-from digitlab.files import atomic_write_json, atomic_write_text, jsonable, save_metrics
+from digitlab.data import Dataset, get_spec
+from digitlab.errors import CheckpointMismatch, DataError
+from digitlab.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+    folder_lock,
+    jsonable,
+    save_metrics,
+)
 from digitlab.report import write_report
 from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
 from digitlab.tasks import cluster as cluster_task
@@ -85,12 +98,13 @@ def environment() -> dict:
     }
 
 
-def _stage_key(cfg: RunConfig, stage: str) -> str:
+def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
     settings = cfg.as_dict()
     parts = {
         "stage": stage,
         "seed": cfg.seed,
         "data": settings["data"],
+        "data_digest": data_digest,  # the files' contents: replaced files rerun the stage
         "settings": settings[stage],
         "version": __version__,
     }
@@ -129,23 +143,45 @@ def run_course(
     validate_config(cfg)
     folder = Path(folder)
     _check_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    run = Run(folder, cfg, quiet, on_epoch=on_epoch)
-    for sub in (run.figures, run.models, folder / "stages"):
-        sub.mkdir(exist_ok=True)
-    atomic_write_json(folder / "config.json", jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()}))
-    atomic_write_text(folder / "config.toml", config_toml(cfg))
-    stages = list(stages) if stages is not None else list(STAGES)
-    run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
+    check_writable(folder)  # before the lock, the data and any work (OutputError)
+    with folder_lock(folder, "--out"):
+        run = Run(folder, cfg, quiet, on_epoch=on_epoch)
+        for sub in (run.figures, run.models, folder / "stages"):
+            sub.mkdir(exist_ok=True)
+        stages = list(stages) if stages is not None else list(STAGES)
+        run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
+        try:
+            return _run_stages(run, stages, force)
+        except BaseException as exc:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+            run.log(
+                f"{what}; config, metrics.json and report.html are still those of the last "
+                "finished run (finished stages are kept and reused on the next run)"
+            )
+            raise
+
+
+def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
+    """Load the data, run or reuse each stage, then write config, metrics and report together."""
+    cfg, folder = run.cfg, run.folder
     ds = data_task.load(cfg.data)
     validate_config(cfg, len(ds.x_train))
+    identity = ds.identity()
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics.setdefault("stages", {})
     metrics["environment"] = environment()
+    spec = get_spec(ds.name)
+    metrics["dataset"] = {
+        "name": ds.name,
+        "title": spec.title,
+        "description": spec.description,
+        "classes": list(ds.classes),
+        "digest": identity["digest"],
+    }
     for stage in stages:
         record = folder / "stages" / f"{stage}.json"
-        key = _stage_key(cfg, stage)
+        key = _stage_key(cfg, stage, identity["digest"])
         if not force and record.exists():
             saved = json.loads(record.read_text())
             if saved.get("key") == key:
@@ -158,8 +194,10 @@ def run_course(
         result["seconds"] = time.perf_counter() - start
         metrics["stages"][stage] = jsonable(result)
         save_metrics(record, {"key": key, "metrics": result})
-        save_metrics(metrics_path, metrics)
         run.log(f"[{stage}] done in {result['seconds']:.1f} s")
+    # Together, and only now: the folder never pairs one run's settings with another's results.
+    atomic_write_json(folder / "config.json", jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()}))
+    atomic_write_text(folder / "config.toml", config_toml(cfg))
     save_metrics(metrics_path, metrics)
     write_report(folder)
     run.log(f"report: {folder / 'report.html'}")
@@ -196,8 +234,10 @@ def stage_cnn(run: Run, ds: Dataset) -> dict:
         return cnn_task.train_and_save(
             ds, cfg, out, resume, run.quiet, figures_dir=run.figures, on_epoch=report
         )
-    except ConfigError:
-        # The checkpoint belongs to other settings (the stage key changed): start afresh.
+    except CheckpointMismatch as exc:
+        # The checkpoint belongs to other settings or data, or has more epochs than asked for
+        # (the stage key changed): train afresh, so the model is made with these settings.
+        run.log(f"[cnn] {exc}: training afresh")
         (out / CHECKPOINT).unlink()
         return cnn_task.train_and_save(
             ds, cfg, out, False, run.quiet, figures_dir=run.figures, on_epoch=report
@@ -225,7 +265,7 @@ def stage_cluster(run: Run, ds: Dataset) -> dict:
 
 def stage_gan(run: Run, ds: Dataset) -> dict:
     """Generated digits and the morph (skipped with a note when there is no generator)."""
-    result = gan_task.course_samples(run.cfg.stage("gan"), run.figures)
+    result = gan_task.course_samples(run.cfg.stage("gan"), run.figures, dataset=ds.name)
     if "skipped" in result:
         run.log(f"[gan] skipped: {result['skipped']}")
     return result

@@ -196,14 +196,17 @@ def train_cnn(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, History], None] | None = None,
+    data: dict | None = None,
 ) -> tuple[CourseCNN, History, dict]:
     """Train the course CNN on uint8 images (N, 28, 28) and int labels (N,), already subset.
 
     10% (val_fraction) of the given images, stratified and seeded, is held out for validation.
     With `checkpoint_dir`, a checkpoint is written after every epoch; `resume=True` continues
     from it. Returns the model (eval mode; the weight average unless ema is None), its History
-    and an info dict (threads, device, split sizes, epoch resumed from). Raises ConfigError
-    when a checkpoint is there without `resume`, or was made with other settings.
+    and an info dict (threads, device, split sizes, epoch resumed from). `data`: the data's
+    identity (`Dataset.identity()`), recorded in the checkpoint and checked on resume. Raises
+    ConfigError when a checkpoint is there without `resume`, and CheckpointMismatch when it
+    was made with other settings or data, or has more epochs than `cfg.epochs`.
     """
     model_cfg = model_cfg or CNNConfig()
     device = resolve_device(cfg.device)
@@ -217,11 +220,15 @@ def train_cnn(
         modules,
         {"optim": opt},
     )
+    identity = {"train_config": asdict(cfg), "model_config": asdict(model_cfg)}
+    if data is not None:
+        identity["data"] = data
     meta = ckpt.resume_or_refuse(
         resume,
-        {"train_config": asdict(cfg), "model_config": asdict(model_cfg)},
+        identity,
         may_change=("epochs", "device", "threads"),
         legacy={"train_config": {"ema": None}},  # checkpoints from before averaging
+        progress=("epoch", cfg.epochs, "epochs"),
     )
     history = History(**meta["history"]) if meta else History()
     start_epoch = meta["epoch"] if meta else 0
@@ -243,7 +250,7 @@ def train_cnn(
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
             history.epoch_seconds.append(time.perf_counter() - t0)
-            ckpt.save(_checkpoint_meta(epoch + 1, history, cfg, model_cfg))
+            ckpt.save(_checkpoint_meta(epoch + 1, history, cfg, model_cfg, data))
             if on_epoch is not None:
                 on_epoch(epoch, history)
     if averaged is not None:
@@ -279,13 +286,18 @@ def _tensors(x: np.ndarray, y: np.ndarray, device, channels_last: bool):
     return images, torch.from_numpy(y.astype(np.int64)).to(device)
 
 
-def _checkpoint_meta(epoch: int, history: History, cfg: TrainConfig, model_cfg: CNNConfig) -> dict:
-    return {
+def _checkpoint_meta(
+    epoch: int, history: History, cfg: TrainConfig, model_cfg: CNNConfig, data: dict | None
+) -> dict:
+    meta = {
         "epoch": epoch,
         "history": history.as_dict(),
         "train_config": asdict(cfg),
         "model_config": asdict(model_cfg),
     }
+    if data is not None:
+        meta["data"] = data
+    return meta
 
 
 def _train_epoch(

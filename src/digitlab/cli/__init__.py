@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from digitlab import __version__
 from digitlab.cli import cluster, cnn, data, gan, knn, run, sweep
 from digitlab.errors import DigitlabError
+from digitlab.files import describe_os_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DigitlabError as exc:
         print(f"digitlab: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # A file that cannot be read or written (a read-only folder, a full disk, /proc...):
+        # one line naming the path, no traceback. Outputs are checked before the work too.
+        print(f"digitlab: error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)

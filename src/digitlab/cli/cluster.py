@@ -35,8 +35,8 @@ SCORES = (
 def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster, score and draw; print the scores and the cluster -> digit mapping."""
     cfg = config(ClusterConfig, args)
-    ds = prepare(args, cfg)
     out = out_dir(args, "cluster-out")
+    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
     result = cluster_task.cluster(ds, cfg, out)
     say(
         args,

@@ -9,7 +9,6 @@ from pathlib import Path
 from digitlab.cli.common import (
     add_common,
     add_compute,
-    add_data_options,
     add_quiet,
     add_train_size,
     check_range,
@@ -19,10 +18,15 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
-from digitlab.loaders import load_cnn
+from digitlab.data import get_spec
+from digitlab.errors import ConfigError
+from digitlab.files import check_writable, folder_lock
+from digitlab.image_predict import model_classes
+from digitlab.loaders import cnn_folder, load_cnn
 from digitlab.metrics import format_report
+from digitlab.settings import HELP
 from digitlab.tasks import cnn as cnn_task
-from digitlab.train import TrainConfig
+from digitlab.train import History, TrainConfig
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -33,19 +37,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         channels_last=not args.no_channels_last,
         ema=None if args.no_ema else args.ema,
     )
-    ds = prepare(args, cfg)
     out = out_dir(args, "cnn-out")
-    metrics = cnn_task.train_and_save(ds, cfg, out, args.resume, args.quiet)
-    h = metrics["history"]
-    say(args, metrics["summary"])
+    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
     say(args, f"{'epoch':>5s} {'loss':>8s} {'acc':>8s} {'val_loss':>9s} {'val_acc':>8s} {'s':>6s}")
-    for i in range(len(h["loss"])):
-        say(
-            args,
-            f"{i + 1:5d} {h['loss'][i]:8.4f} {h['accuracy'][i]:8.4f} "
-            f"{h['val_loss'][i]:9.4f} {h['val_accuracy'][i]:8.4f} "
-            f"{h['epoch_seconds'][i]:6.1f}",
+    shown = 0
+
+    def show_epochs(epoch: int, history: History) -> None:
+        # Each epoch's line as it finishes, flushed: `> log` keeps what was done if killed.
+        nonlocal shown
+        h = history.as_dict()
+        for i in range(shown, len(h["loss"])):
+            say(
+                args,
+                f"{i + 1:5d} {h['loss'][i]:8.4f} {h['accuracy'][i]:8.4f} "
+                f"{h['val_loss'][i]:9.4f} {h['val_accuracy'][i]:8.4f} "
+                f"{h['epoch_seconds'][i]:6.1f}",
+            )
+        shown = len(h["loss"])
+
+    with folder_lock(out, "--out"):  # a second `cnn train` on this folder says who holds it
+        metrics = cnn_task.train_and_save(
+            ds, cfg, out, args.resume, args.quiet, on_epoch=show_epochs
         )
+    if shown == 0:  # every epoch was done before (a resumed, finished run): show the table
+        show_epochs(-1, History(**metrics["history"]))
+    say(args, metrics["summary"])
     say(args, format_report(metrics))
     say(args, f"wrote the model to {out / 'model'}, metrics.json and figures to {out}")
     return 0
@@ -54,7 +70,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a saved CNN on the test set (and write its figures with --out)."""
     model = load_cnn(args.model_dir)
-    ds = prepare(args)
+    trained_on = model_classes(cnn_folder(args.model_dir))[1]
+    if args.dataset is None:
+        args.dataset = trained_on or "mnist"  # the dataset the model was trained on
+    elif trained_on is not None and get_spec(args.dataset).name != trained_on:
+        raise ConfigError(
+            f"the model in {args.model_dir} was trained on {trained_on}, not {args.dataset}: "
+            f"its scores there would mean nothing; leave out --dataset (or pass "
+            f"--dataset {trained_on})"
+        )
+    ds = prepare(args, out=args.out)  # the dataset, then the output place, then the data
     report = cnn_task.evaluate_saved(model, ds, args.out)
     say(args, format_report(report))
     if args.out:
@@ -65,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file; one line per unreadable file."""
     check_range("--top", args.top, 1, 10)
+    if args.out is not None:
+        check_writable(args.out)
     failed = 0
     # One bad file is one line on stderr; the others are still read; exit 1 at the end.
     for answer in cnn_task.read_images(args.model_dir, args.images, args.out):
@@ -125,7 +152,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Load a saved CNN and print its test metrics.",
     )
     e.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
-    add_data_options(e)
+    e.add_argument(
+        "--dataset",
+        default=None,
+        help=f"{HELP['dataset']} (default: the one the model was trained on)",
+    )
+    e.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
     e.add_argument("--out", type=Path, default=None, help="also write metrics and figures here")
     add_quiet(e)
     e.set_defaults(func=cmd_eval)

@@ -13,6 +13,7 @@ from typing import Any
 
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
+from digitlab.files import check_writable, check_writable_file
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -98,17 +99,21 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return cfg
 
 
-def prepare(args: argparse.Namespace, *configs: Any) -> Dataset:
+def prepare(args: argparse.Namespace, *configs: Any, out: Path | None = None) -> Dataset:
     """Check every config against the dataset's size before loading it, then load it.
 
     The one place a command's numeric settings are checked: against the datasets table first
     (nothing is read or written when one is out of range), then against the data as loaded
-    (a local folder may hold fewer images). Raises ConfigError or DataError.
+    (a local folder may hold fewer images). `out`, the command's output folder, is made and
+    checked writable after the settings and before the data loads. Raises ConfigError,
+    OutputError or DataError.
     """
     data = data_config(args)
     n_train = data.validate()
     for cfg in configs:
         cfg.validate(n_train)
+    if out is not None:
+        check_writable(out)
     ds = load_data(data, quiet=getattr(args, "quiet", False))
     for cfg in configs:
         cfg.validate(len(ds.x_train))
@@ -122,8 +127,13 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:
-    """--out, or `default` in the current folder."""
+    """--out, or `default` in the current folder (checked by `prepare(..., out=)`)."""
     return args.out if args.out is not None else Path(default)
+
+
+def out_file(path: Path) -> Path:
+    """An output file's path, its folder made and checked writable (OutputError) before work."""
+    return check_writable_file(path)
 
 
 def check_range(name: str, value: int, low: int, high: int) -> int:

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from digitlab.cli.common import add_common, add_data_options, add_quiet, data_config, say
+from digitlab.cli.common import (
+    add_common,
+    add_data_options,
+    add_quiet,
+    data_config,
+    out_file,
+    say,
+)
 from digitlab.data import get_spec
 from digitlab.tasks import data as data_task
 
@@ -35,8 +42,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Draw one image, titled with its label."""
-    ds = data_task.load(data_config(args), quiet=args.quiet)
-    out = args.out or Path(f"{ds.name}-{args.split}-{args.index}.png")
+    data = data_config(args)
+    name = get_spec(data.dataset).name
+    out = out_file(args.out or Path(f"{name}-{args.split}-{args.index}.png"))
+    ds = data_task.load(data, quiet=args.quiet)
     path, label = data_task.show(ds, args.split, args.index, out)
     say(args, f"wrote {path} ({args.split} image {args.index}, label {label})")
     return 0
@@ -47,11 +56,10 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     data = data_config(args)
     n_classes = len(get_spec(data.dataset).classes)
     data_task.check_gallery(n_classes, args.digit, args.count)  # before the data loads
+    name = get_spec(data.dataset).name
+    default = f"{name}-gallery.png" if args.digit is None else f"{name}-{args.digit}-gallery.png"
+    out = out_file(args.out or Path(default))
     ds = data_task.load(data, quiet=args.quiet)
-    default = (
-        f"{ds.name}-gallery.png" if args.digit is None else f"{ds.name}-{args.digit}-gallery.png"
-    )
-    out = args.out or Path(default)
     path, n = data_task.gallery(ds, args.split, args.digit, args.count, args.random, args.seed, out)
     say(args, f"wrote {path} ({n} {args.split} images)")
     return 0

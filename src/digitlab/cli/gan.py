@@ -15,9 +15,11 @@ from digitlab.cli.common import (
     config,
     help_for,
     out_dir,
+    out_file,
     prepare,
     say,
 )
+from digitlab.files import folder_lock
 from digitlab.gan_train import GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
 from digitlab.plots import check_gif
@@ -33,18 +35,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         reuse_fakes=not args.fresh_noise_for_generator,
     )
     cfg.validate()
-    ds = prepare(args)
     out = out_dir(args, "gan-out")
-    info = gan_task.train(
-        ds,
-        cfg,
-        out,
-        resume=args.resume,
-        quiet=args.quiet,
-        log_quality=args.log_quality,
-        keep_best=args.keep_best,
-        say=partial(say, args),
-    )
+    ds = prepare(args, out=out)  # settings, then the output place, then the data
+    with folder_lock(out, "--out"):  # a second `gan train` on this folder says who holds it
+        info = gan_task.train(
+            ds,
+            cfg,
+            out,
+            resume=args.resume,
+            quiet=args.quiet,
+            log_quality=args.log_quality,
+            keep_best=args.keep_best,
+            say=partial(say, args),
+        )
     say(
         args,
         f"trained {info['steps']} steps ({info['steps'] / info['steps_per_epoch']:.2f} "
@@ -57,11 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Draw generated digits of one class, or a grid of every class, to a PNG."""
     gan_task.check_generate(args.digit, args.count)  # before the generator loads
-    g = load_gan_generator(args.model)
     default = "generated-grid.png" if args.digit is None else f"generated-{args.digit}.png"
-    path = gan_task.generate_figure(
-        g, args.digit, args.count, args.seed, args.out or Path(default), not args.no_centre
-    )
+    out = out_file(args.out or Path(default))
+    g = load_gan_generator(args.model)
+    path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
     say(args, f"wrote {path}")
     return 0
 
@@ -72,8 +74,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     gan_task.SamplesConfig(
         interpolate_from=args.start, interpolate_to=args.end, steps=args.steps
     ).validate()
+    out = out_file(args.out or Path(f"morph-{args.start}-{args.end}.gif"))
     g = load_gan_generator(args.model)
-    out = args.out or Path(f"morph-{args.start}-{args.end}.gif")
     files = gan_task.morph(
         g,
         args.start,
@@ -93,6 +95,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print conditional accuracy and Fréchet distance, centred and raw."""
     gan_task.check_count("--per-digit", args.per_digit, gan_task.MAX_PER_DIGIT)
+    if args.json is not None:
+        out_file(args.json)  # before the models load and the images are generated
     g = load_gan_generator(args.model)
     classifier = load_cnn(args.classifier)
     ds = prepare(args)

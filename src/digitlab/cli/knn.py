@@ -24,8 +24,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
     if args.knn_command == "sweep":
         return cmd_sweep(args)
     cfg = config(KNNConfig, args)
-    ds = prepare(args, cfg)
     out = out_dir(args, "knn-out")
+    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
     result = knn_task.evaluate_knn(ds, cfg, out)
     say(
         args,
@@ -40,8 +40,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Score every k on a validation split and choose one: sweep.json and its plot in --out."""
     cfg = config(SweepConfig, args, ks=args.k)
-    ds = prepare(args, cfg)
     out = out_dir(args, "knn-sweep-out")
+    ds = prepare(args, cfg, out=out)
     result = knn_task.sweep(ds, cfg, out)
     say(args, f"{'k':>3s} {'validation':>10s} {'test':>8s}")
     for k in result["ks"]:

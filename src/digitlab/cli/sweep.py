@@ -11,12 +11,14 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from digitlab.files import check_writable
     from digitlab.run_config import parse_overrides
     from digitlab.sweep import run_sweep, split_words
 
     # Swept words go to the search space; single values set the base run, and the flags win
     # over them (as in `digitlab run`), their values typed as given (a path keeps every
     # character).
+    check_writable(args.out)  # before Ray starts or any trial runs
     space, words = split_words(args.words)
     overrides: dict[str, object] = parse_overrides(words)
     for key, value in (

@@ -39,7 +39,14 @@ def train_and_save(
     figures_dir = Path(figures_dir) if figures_dir is not None else out
     x, y = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
     model, history, info = train_cnn(
-        x, y, cfg, checkpoint_dir=out, resume=resume, progress=not quiet, on_epoch=on_epoch
+        x,
+        y,
+        cfg,
+        checkpoint_dir=out,
+        resume=resume,
+        progress=not quiet,
+        on_epoch=on_epoch,
+        data=ds.identity(),
     )
     proba = predict_proba(model, ds.x_test)
     pred = proba.argmax(1)

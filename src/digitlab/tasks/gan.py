@@ -114,16 +114,29 @@ def morph(
     return files
 
 
-def course_samples(cfg: SamplesConfig, out_dir: str | Path) -> dict:
+def course_samples(cfg: SamplesConfig, out_dir: str | Path, dataset: str | None = None) -> dict:
     """The course's GAN step: every digit, one digit ten times, the morph (GIF and frames).
 
-    Skipped (a "skipped" reason, no error) when no generator is named and none is shipped.
+    Skipped (a "skipped" reason, no error) when no generator is named and none is shipped, or
+    when `dataset` (the run's) is not the one the generator was trained on: its pictures
+    would say nothing about this dataset.
     """
     cfg.validate()
     if cfg.model is None and not has_shipped_generator():
         return {
             "skipped": "no generator is shipped with this digitlab; train one with `digitlab "
             "gan train --out DIR` and run with gan.model=DIR"
+        }
+    meta_path = generator_folder(cfg.model) / "metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    trained_on = meta.get("dataset", "mnist")  # generators before the field: MNIST's
+    if dataset is not None and trained_on != dataset:
+        which = "the shipped generator" if cfg.model is None else f"the generator {cfg.model}"
+        return {
+            "skipped": f"{which} was trained on {trained_on}, not on this run's {dataset}; "
+            f"train one with `digitlab gan train --dataset {dataset} --out DIR` and run "
+            "with gan.model=DIR",
+            "generator_dataset": trained_on,
         }
     out_dir = Path(out_dir)
     g = load_gan_generator(cfg.model, resolve_device(cfg.device))
@@ -155,8 +168,6 @@ def course_samples(cfg: SamplesConfig, out_dir: str | Path) -> dict:
         strip_size=1.1,
         suptitle=f"From {cfg.interpolate_from} to {cfg.interpolate_to}",
     )
-    meta_path = generator_folder(cfg.model) / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return {
         "model": cfg.model or "shipped",
         "generator_metadata": meta,
@@ -212,7 +223,14 @@ def train(
         save_generator(generator, out / "generator", meta)
 
     g, history, info = train_gan(
-        images, labels, cfg, out, resume=resume, progress=not quiet, on_epoch=after_epoch
+        images,
+        labels,
+        cfg,
+        out,
+        resume=resume,
+        progress=not quiet,
+        on_epoch=after_epoch,
+        data=ds.identity(),
     )
     final = {
         "steps": info["steps"],

@@ -1,0 +1,336 @@
+"""Faults a demanding user meets (issue 16): unwritable outputs, busy and half-failed run
+folders, checkpoints of other data or further than asked, stale temporary files, the dataset
+named everywhere, epoch lines as they finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, write_fake_idx
+from digitlab.cli import main
+from digitlab.files import (
+    LOCK_NAME,
+    FolderBusy,
+    atomic_write_text,
+    folder_lock,
+    remove_stale_parts,
+)
+from digitlab.report import speed_words
+
+CNN_TINY = ["--train-size", "200", "--batch-size", "32", "--threads", "1", "--quiet"]
+RUN_TINY = [
+    "--preset",
+    "quick",
+    "knn.train_size=200",
+    "sweep.train_size=200",
+    "sweep.ks='1-3'",
+    "cluster.train_size=200",
+    "cluster.n_init=2",
+    "cnn.train_size=200",
+    "cnn.batch_size=32",
+    "cnn.threads=1",
+    "--quiet",
+]
+
+
+def _commands(out: Path, data: Path, model: Path, image: Path) -> list[list[str]]:
+    """Every command that writes, each sent to `out` (a place that cannot be written)."""
+    d = ["--data-dir", str(data)]
+    return [
+        ["run", "--stages", "data,knn", *d, "--out", str(out)],
+        ["knn", *d, "--train-size", "100", "--out", str(out)],
+        ["knn", "sweep", *d, "--train-size", "100", "--out", str(out)],
+        ["cnn", "train", *d, "--train-size", "100", "--epochs", "1", "--out", str(out)],
+        ["cnn", "eval", str(model), *d, "--out", str(out)],
+        ["cnn", "predict", str(model), str(image), "--out", str(out)],
+        ["cluster", *d, "--train-size", "100", "--out", str(out)],
+        ["data", "show", *d, "--index", "0", "--out", str(out / "one.png")],
+        ["data", "gallery", *d, "--out", str(out / "g.png")],
+        ["gan", "generate", "--out", str(out / "g.png")],
+        ["gan", "interpolate", "3", "8", "--out", str(out / "m.gif")],
+        ["gan", "train", *d, "--epochs", "1", "--out", str(out)],
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny CNN trained for 2 epochs on fake MNIST-format digits, and a picture."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("trained")
+    data = write_fake_idx(base / "d", n_train=300, n_test=60)
+    out = base / "cnn"
+    args = ["cnn", "train", "--data-dir", str(data), "--epochs", "2", "--out", str(out)]
+    assert main([*args, *CNN_TINY]) == 0
+    image = base / "seven.png"
+    Image.new("L", (28, 28), 255).save(image)
+    return data, out, image
+
+
+def test_proc_output_places_fail_at_once_with_one_line(trained, capsys):
+    # Even root cannot create anything under /proc: every writing command says so, naming
+    # the path, before it loads data or computes (the data folder here does not exist at all).
+    data, model, image = trained
+    missing_data = data.parent / "no-such-data"
+    out = Path("/proc/digitlab-out")
+    for argv in _commands(out, missing_data, model, image):
+        if argv[:2] == ["cnn", "eval"] or argv[:2] == ["cnn", "predict"]:
+            argv = [a if a != str(missing_data) else str(data) for a in argv]
+        start = time.perf_counter()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, (argv, err)
+        assert "/proc/digitlab-out" in err and "cannot write" in err, (argv, err)
+        assert time.perf_counter() - start < 20, argv  # nothing was computed first
+    assert main(["report", "/proc/self"]) == 1  # not a run folder: one line too
+    assert "Traceback" not in capsys.readouterr().err
+    # Settings are checked before the output place is made: a bad one leaves no empty folder.
+    bad = (["knn", "--k", "0"], ["cnn", "train", "--epochs", "0"], ["cluster", "--n-clusters", "0"])
+    for argv in bad:
+        target = data.parent / f"never-{argv[0]}"
+        assert main([*argv, "--data-dir", str(data), "--out", str(target)]) == 1
+        assert not target.exists(), argv
+    capsys.readouterr()
+
+
+def _run_without_dac_override(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`digitlab ARGV` as root without the capability that lets root ignore mode bits."""
+    code = "import sys; from digitlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [
+        "setpriv",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--inh-caps=-all",
+        "--",
+        sys.executable,
+        "-c",
+        code,
+        *argv,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _can_drop_capabilities() -> bool:
+    if os.geteuid() != 0:
+        return True  # not root: mode bits already apply
+    try:
+        probe = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override", "--", "true"], capture_output=True
+        )
+    except FileNotFoundError:
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_drop_capabilities(), reason="cannot drop CAP_DAC_OVERRIDE here")
+def test_read_only_folder_gives_one_line_naming_it(trained, tmp_path):
+    data, model, image = trained
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    run_dir = ro / "old-run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"stages": {}}')
+    (run_dir / "config.json").write_text('{"run_format": 1}')
+    ro.chmod(0o555)
+    run_dir.chmod(0o555)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    try:
+        # A sample of the kinds (each start of Python costs seconds on this box): a folder
+        # command, a file command, a command that computes for long, and the report.
+        for argv in (
+            ["knn", "--data-dir", str(data), "--train-size", "100", "--out", str(ro / "knn")],
+            ["data", "gallery", "--data-dir", str(data), "--out", str(ro / "g.png")],
+            ["cnn", "predict", str(model), str(image), "--out", str(ro)],
+            ["report", str(run_dir)],
+        ):
+            done = _run_without_dac_override(argv, env)
+            err = done.stderr.strip()
+            assert done.returncode == 1, (argv, done.stdout, err)
+            assert "Traceback" not in err and err.count("\n") == 0, err
+            assert str(ro) in err and "Permission denied" in err, err
+    finally:
+        run_dir.chmod(0o755)
+        ro.chmod(0o755)
+    assert not (ro / "knn").exists() and not (ro / "g.png").exists()
+
+
+def test_folder_lock_names_the_holder_and_takes_over_a_dead_ones(tmp_path, capsys):
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = {"pid": holder.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00Z"}
+        (out / LOCK_NAME).write_text(json.dumps(lock))
+        argv = ["run", *RUN_TINY, "--stages", "data", "--data-dir", str(data), "--out", str(out)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert f"in use by process {holder.pid} on {socket.gethostname()}" in err
+        assert err.count("\n") == 0
+        assert not (out / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is dead now: its lock is stale and taken over; the run works and lets go.
+    assert main(argv) == 0
+    assert (out / "metrics.json").is_file() and not (out / LOCK_NAME).exists()
+
+    # The same lock guards `cnn train` folders; and one process cannot take it twice.
+    with folder_lock(tmp_path / "cnn"):
+        busy = pytest.raises(FolderBusy, match=f"process {os.getpid()}")
+        with busy, folder_lock(tmp_path / "cnn"):
+            pass
+        cnn = ["cnn", "train", "--data-dir", str(data), "--epochs", "1", "--out"]
+        assert main([*cnn, str(tmp_path / "cnn"), *CNN_TINY]) == 1
+        assert f"in use by process {os.getpid()}" in capsys.readouterr().err
+    assert not (tmp_path / "cnn" / LOCK_NAME).exists()
+
+    # Another machine's lock: held while refreshed, taken over once 10 minutes stale.
+    lock = tmp_path / "far" / LOCK_NAME
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with pytest.raises(FolderBusy, match="process 1 on elsewhere"), folder_lock(lock.parent):
+        pass
+    os.utime(lock, (time.time() - 700, time.time() - 700))
+    with folder_lock(lock.parent):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_failed_rerun_keeps_config_with_its_results_and_logs_it(tmp_path, capsys):
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--out", str(out)]
+    assert main([*base, "knn.k=3", "--data-dir", str(data)]) == 0
+    before = {n: (out / n).read_text() for n in ("config.json", "config.toml", "metrics.json")}
+    report = (out / "report.html").read_text()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train-images-idx3-ubyte").write_bytes(b"not an IDX file")
+    assert main([*base, "knn.k=5", "--data-dir", str(broken)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    after = {n: (out / n).read_text() for n in before}
+    assert after == before and (out / "report.html").read_text() == report
+    assert json.loads(after["config.json"])["knn"]["k"] == 3
+    assert "failed:" in (out / "run.log").read_text().splitlines()[-1]
+
+
+def test_resume_refuses_other_data_and_fewer_epochs(trained, tmp_path, capsys):
+    data, model, _ = trained
+    fashion = write_fake_idx(tmp_path / "fashion", n_train=300, n_test=60)
+    resume = ["cnn", "train", "--resume", "--out", str(model), *CNN_TINY]
+    # The same files under another dataset's name: refused, naming both.
+    as_fashion = ["--dataset", "fashion-mnist", "--data-dir", str(fashion)]
+    assert main([*resume, "--epochs", "3", *as_fashion]) == 1
+    err = capsys.readouterr().err
+    assert "trained on mnist, not fashion-mnist" in err and "Traceback" not in err
+    # Other MNIST files (other pixels): refused too.
+    other = write_fake_idx(tmp_path / "other", n_train=310, n_test=60)
+    assert main([*resume, "--epochs", "3", "--data-dir", str(other)]) == 1
+    assert "trained on other mnist files" in capsys.readouterr().err
+    # Fewer epochs than the checkpoint has: refused, the model keeps its 2-epoch label.
+    assert main([*resume, "--epochs", "1", "--data-dir", str(data)]) == 1
+    assert "already at 2 epochs, more than the 1 asked for" in capsys.readouterr().err
+    meta = json.loads((model / "model" / "metadata.json").read_text())
+    assert meta["train_config"]["epochs"] == 2 and len(meta["history"]["loss"]) == 2
+
+
+def test_run_retrains_when_asked_for_fewer_epochs(tmp_path):
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "cnn", "--data-dir", str(data), "--out", str(out)]
+    assert main([*base, "cnn.epochs=2"]) == 0
+    assert main([*base, "cnn.epochs=1"]) == 0
+    cnn = json.loads((out / "metrics.json").read_text())["stages"]["cnn"]
+    assert cnn["train_config"]["epochs"] == 1 and len(cnn["history"]["loss"]) == 1
+    assert "training afresh" in (out / "run.log").read_text()
+
+
+def test_stale_part_files_are_removed_live_ones_kept(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    target = tmp_path / "metrics.json"
+    stale = tmp_path / f".metrics.json.{dead.pid}.abc123.part"
+    live = tmp_path / f".metrics.json.{os.getpid()}.def456.part"
+    old = tmp_path / ".metrics.json.k2j4h5g6.part"  # an older version's name: no pid
+    young = tmp_path / ".metrics.json.q9w8e7r6.part"
+    other = tmp_path / f".other.json.{dead.pid}.abc123.part"  # another file's: not ours to clean
+    for p in (stale, live, old, young, other):
+        p.write_text("half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    atomic_write_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert not stale.exists() and not old.exists()
+    assert live.exists() and young.exists() and other.exists()
+    assert remove_stale_parts(tmp_path / "other.json") == [other]
+
+
+def test_report_and_gan_stage_follow_the_dataset(tmp_path):
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    argv = ["run", *RUN_TINY, "--stages", "data,gan", "--dataset", "fashion-mnist"]
+    assert main([*argv, "--data-dir", str(data), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "<title>digitlab report: Fashion-MNIST course" in page
+    assert "Machine learning on Fashion-MNIST" in page and "Zalando" in page
+    assert "MNIST course" not in page.replace("Fashion-MNIST course", "")
+    assert "handwritten digits" not in page
+    gan = json.loads((out / "metrics.json").read_text())["stages"]["gan"]
+    assert "trained on mnist, not on this run's fashion-mnist" in gan["skipped"]
+    assert "Skipped: the shipped generator was trained on mnist" in page
+
+
+def test_cnn_eval_uses_the_models_dataset(tmp_path, capsys):
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    model = tmp_path / "cnn"
+    train = ["cnn", "train", "--dataset", "kmnist", "--data-dir", str(data), "--epochs", "1"]
+    assert main([*train, "--out", str(model), *CNN_TINY]) == 0
+    assert main(["cnn", "eval", str(model), "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "tsu" in out and "accuracy" in out  # Kuzushiji-MNIST's class names: its dataset
+    assert main(["cnn", "eval", str(model), "--dataset", "mnist", "--data-dir", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "trained on kmnist, not mnist" in err and err.count("\n") == 1
+
+
+def test_cnn_train_prints_each_epoch_as_it_finishes(trained, tmp_path):
+    data = trained[0]
+    argv = ["cnn", "train", "--data-dir", str(data), "--epochs", "200", "--out", str(tmp_path)]
+    code = "import sys; from digitlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # stdout is a pipe (block-buffered unless flushed): two epoch lines must arrive while it
+    # trains; then it is killed as an impatient user would, long before epoch 200.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv, *CNN_TINY[:-1]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    epochs = []
+    try:
+        for line in proc.stdout:
+            if line.split()[:1] and line.split()[0].isdigit():
+                epochs.append(line)
+                if len(epochs) == 2:
+                    break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert [int(line.split()[0]) for line in epochs] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, words",
+    [(1.0, 10.0, "10.0x slower"), (10.0, 1.0, "10.0x faster"), (2.0, 2.02, "as fast")],
+)
+def test_reference_speed_words(ours, theirs, words):
+    assert speed_words(ours, theirs) == words
