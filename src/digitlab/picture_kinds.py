@@ -247,11 +247,11 @@ def _save_rgb(rgb: np.ndarray, rng, buf) -> None:
 
 
 def _coloured(ink, canvas, rng, buf) -> None:
-    """A coloured pen on white or tinted paper, its brightness only 0.08-0.25 below the
+    """A coloured pen on white or tinted paper, its brightness only 0.04-0.2 below the
     paper's (luma), far less than its colour difference; mild uneven light, slight noise."""
     paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.9, 1.0)
     pure = _PENS[rng.integers(len(_PENS))]
-    target = float(paper @ _LUMA) - rng.uniform(0.08, 0.25)
+    target = float(paper @ _LUMA) - rng.uniform(0.04, 0.2)
     lift = np.clip((target - pure @ _LUMA) / (1 - pure @ _LUMA), 0, 1)
     pen = pure + lift * (1 - pure)  # mixed with white up to the target brightness
     rgb = paper + (pen - paper) * ink[..., None]
@@ -263,12 +263,12 @@ def _coloured(ink, canvas, rng, buf) -> None:
 
 
 def _ruled(ink, canvas, rng, buf) -> None:
-    """Lined or squared exercise-book paper: faint rules (1-3 px, blue or grey, 0.1-0.3 below
-    the paper) every 4-9% of the height, sometimes a red margin line, and a dark pen on top."""
+    """Lined or squared exercise-book paper: rules (1-3 px, blue or grey, 25-70% of the way
+    from the paper to that colour) every 4-9% of the height, sometimes a red margin line, and a dark pen on top."""
     h, w = canvas
     paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.88, 1.0)
     rule_colour = np.array([0.45, 0.6, 0.9]) if rng.random() < 0.6 else np.array([0.5] * 3)
-    depth = rng.uniform(0.1, 0.3)  # how much of the way from paper to rule colour
+    depth = rng.uniform(0.25, 0.7)  # how much of the way from paper to rule colour
     rules = np.zeros(canvas)
     gap = max(8, int(h * rng.uniform(0.04, 0.09)))
     width = int(rng.integers(1, 4))
@@ -277,7 +277,7 @@ def _ruled(ink, canvas, rng, buf) -> None:
     if rng.random() < 0.5:  # squared paper
         for c in range(int(rng.integers(0, gap)), w, gap):
             rules[:, c : c + width] = 1
-    rgb = paper + (rule_colour - paper) * (4 * depth * rules)[..., None].clip(0, 1) * 0.25
+    rgb = paper + (rule_colour - paper) * (depth * rules)[..., None]
     if rng.random() < 0.3:  # a red margin
         c = int(rng.integers(w // 12, w // 6))
         rgb[:, c : c + width + 1] = paper + (np.array([0.95, 0.3, 0.3]) - paper) * 0.5
