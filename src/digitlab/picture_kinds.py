@@ -264,7 +264,8 @@ def _coloured(ink, canvas, rng, buf) -> None:
 
 def _ruled(ink, canvas, rng, buf) -> None:
     """Lined or squared exercise-book paper: rules (1-3 px, blue or grey, 25-70% of the way
-    from the paper to that colour) every 4-9% of the height, sometimes a red margin line, and a dark pen on top."""
+    from the paper to that colour) every 4-9% of the height, sometimes a red margin line, and
+    a dark pen on top."""
     h, w = canvas
     paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.88, 1.0)
     rule_colour = np.array([0.45, 0.6, 0.9]) if rng.random() < 0.6 else np.array([0.5] * 3)
