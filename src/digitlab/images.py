@@ -38,6 +38,7 @@ class Picture:
     name: str
     mode: str
     rotated: bool = False  # an EXIF orientation tag turned it
+    rgb: np.ndarray | None = None  # (H, W, 3) float64 in [0, 1] for colour pictures
 
 
 def read_picture(
@@ -70,14 +71,15 @@ def read_picture(
         raise ImageError(f"{name}: pixels must be numbers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ImageError(f"{name}: the image holds NaN or infinite values")
-    alpha = None
+    alpha = rgb = None
     if arr.ndim == 3 and arr.shape[2] == 4:
         alpha = _unit(arr[..., 3], arr.dtype)
         arr = arr[..., :3]
     grey = _unit(arr, arr.dtype)
     if grey.ndim == 3:
-        grey = grey @ _LUMA
-    return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, f"array {arr.dtype}")
+        rgb = np.clip(grey, 0, 1)
+        grey = rgb @ _LUMA
+    return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, f"array {arr.dtype}", rgb=rgb)
 
 
 def _unit(arr: np.ndarray, dtype) -> np.ndarray:
@@ -173,6 +175,7 @@ def _from_pil(im, name: str) -> Picture:
     else:  # RGB, CMYK, YCbCr, LAB, HSV...: through RGB to luma
         rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
         grey = rgb @ _LUMA
+        return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, mode, rotated, rgb=rgb)
     return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, mode, rotated)
 
 

@@ -4,8 +4,11 @@
 its bytes (PNG or JPEG, exactly what a user would upload). The kinds are those issue 14 lists:
 dark and light ink, ink in the alpha channel, 16-bit scans, uneven light, a shadowed corner,
 dim grey paper, sensor noise and JPEG, specks, thin pens (the digit's skeleton), fat markers,
-small off-centre digits, EXIF rotations, Pillow's other modes, and a phone photo that has
-several of these at once. Used by benchmarks/bench_images.py and the tests; the same seed
+small off-centre digits, EXIF rotations, Pillow's other modes, a phone photo that has
+several of these at once, coloured ink that differs from its paper more in colour than in
+brightness (blue, red, green... on white or tinted paper), and lined or squared paper whose
+faint rules cross the digit. New kinds are added at the end, so the pictures of the earlier
+kinds for a seed stay the same. Used by benchmarks/bench_images.py and the tests; the same seed
 gives the same bytes.
 """
 
@@ -32,7 +35,16 @@ KINDS = (
     "exif_rotated",
     "other_modes",
     "phone_photo",
+    "coloured_ink",
+    "ruled_paper",
 )
+
+# Pens: pure colours, lightened toward the paper until their brightness is close to it.
+_PENS = np.array(
+    [[0.1, 0.2, 1.0], [1.0, 0.05, 0.05], [0.0, 0.6, 0.1], [0.7, 0.0, 0.9], [1.0, 0.45, 0.0]]
+)
+_PAPERS = np.array([[1.0, 1.0, 1.0], [1.0, 0.96, 0.78], [0.93, 0.97, 1.0], [0.98, 0.9, 0.9]])
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
@@ -62,6 +74,12 @@ def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
         grey = grey + rng.normal(0, rng.uniform(0.02, 0.06), canvas)
     grey = np.clip(grey, 0, 1)
     buf = io.BytesIO()
+    if kind == "coloured_ink":
+        _coloured(ink, canvas, rng, buf)
+        return buf.getvalue()
+    if kind == "ruled_paper":
+        _ruled(ink, canvas, rng, buf)
+        return buf.getvalue()
     if kind == "light_on_dark":
         Image.fromarray(_u8(1 - grey)).save(buf, "PNG")
     elif kind == "alpha_ink":
@@ -217,3 +235,54 @@ def _save_other_mode(grey, rng, buf) -> None:
         Image.fromarray((grey * 1_000_000).astype(np.int32), "I").save(buf, "TIFF")
     else:
         Image.fromarray(grey.astype(np.float32) * 7.5, "F").save(buf, "TIFF")
+
+
+def _save_rgb(rgb: np.ndarray, rng, buf) -> None:
+    """An RGB page as PNG or as a JPEG of middling quality (colour subsampled, as phones do)."""
+    im = Image.fromarray(_u8(rgb), "RGB")
+    if rng.random() < 0.5:
+        im.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
+    else:
+        im.save(buf, "PNG")
+
+
+def _coloured(ink, canvas, rng, buf) -> None:
+    """A coloured pen on white or tinted paper, its brightness only 0.04-0.2 below the
+    paper's (luma), far less than its colour difference; mild uneven light, slight noise."""
+    paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.9, 1.0)
+    pure = _PENS[rng.integers(len(_PENS))]
+    target = float(paper @ _LUMA) - rng.uniform(0.04, 0.2)
+    lift = np.clip((target - pure @ _LUMA) / (1 - pure @ _LUMA), 0, 1)
+    pen = pure + lift * (1 - pure)  # mixed with white up to the target brightness
+    rgb = paper + (pen - paper) * ink[..., None]
+    if rng.random() < 0.5:
+        low = _uneven_light(canvas, rng)
+        rgb = rgb * (0.75 + 0.25 * low)[..., None]
+    rgb = rgb + rng.normal(0, rng.uniform(0.005, 0.02), rgb.shape)
+    _save_rgb(np.clip(rgb, 0, 1), rng, buf)
+
+
+def _ruled(ink, canvas, rng, buf) -> None:
+    """Lined or squared exercise-book paper: rules (1-3 px, blue or grey, 25-70% of the way
+    from the paper to that colour) every 4-9% of the height, sometimes a red margin line, and
+    a dark pen on top."""
+    h, w = canvas
+    paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.88, 1.0)
+    rule_colour = np.array([0.45, 0.6, 0.9]) if rng.random() < 0.6 else np.array([0.5] * 3)
+    depth = rng.uniform(0.25, 0.7)  # how much of the way from paper to rule colour
+    rules = np.zeros(canvas)
+    gap = max(8, int(h * rng.uniform(0.04, 0.09)))
+    width = int(rng.integers(1, 4))
+    for r in range(int(rng.integers(0, gap)), h, gap):
+        rules[r : r + width] = 1
+    if rng.random() < 0.5:  # squared paper
+        for c in range(int(rng.integers(0, gap)), w, gap):
+            rules[:, c : c + width] = 1
+    rgb = paper + (rule_colour - paper) * (depth * rules)[..., None]
+    if rng.random() < 0.3:  # a red margin
+        c = int(rng.integers(w // 12, w // 6))
+        rgb[:, c : c + width + 1] = paper + (np.array([0.95, 0.3, 0.3]) - paper) * 0.5
+    pen = np.array([0.05, 0.05, 0.2]) if rng.random() < 0.5 else np.array([0.1, 0.1, 0.1])
+    rgb = rgb + (pen - rgb) * ink[..., None]
+    rgb = rgb + rng.normal(0, rng.uniform(0.005, 0.02), rgb.shape)
+    _save_rgb(np.clip(rgb, 0, 1), rng, buf)

@@ -80,6 +80,7 @@ class Prepared:
     light paper and was turned around. crop_box: (left, top, right, bottom) of the ink found,
     in pixels of the upright picture (after EXIF orientation; right/bottom exclusive), or None
     when the whole picture was used. ink_from_alpha: the ink was read from the alpha channel.
+    ink_by_colour: the ink was told from the paper by its colour rather than its brightness.
     stroke_scale: factor the stroke width was changed by (1.0: unchanged). dropped: specks and
     marks left out. warnings: sentences worth showing beside the answer.
     """
@@ -91,6 +92,7 @@ class Prepared:
     mode: str = ""
     rotated: bool = False
     ink_from_alpha: bool = False
+    ink_by_colour: bool = False
     stroke_scale: float = 1.0
     dropped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -102,6 +104,8 @@ class Prepared:
             done.append("turned upright by its EXIF tag")
         if self.ink_from_alpha:
             done.append("ink read from the alpha channel")
+        elif self.ink_by_colour:
+            done.append("ink told from the paper by its colour")
         elif self.inverted:
             done.append("dark ink on light paper, inverted")
         else:
@@ -147,16 +151,20 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     shape = (max(1, round(H * factor)), max(1, round(W * factor)))
     warn: list[str] = []
     alpha_ink = pic.alpha is not None and float(np.mean(pic.alpha < 0.5)) >= 0.5
+    by_colour = False
     if alpha_ink:
         # A canvas export: strokes of any colour on transparency. The opacity is the ink.
         flat = _resize(pic.alpha, shape)
         noise, inverted = 0.0, False
     else:
-        grey = pic.grey
+        grey, by_colour = _contrast_grey(pic)
         if pic.alpha is not None:  # a few transparent pixels: fill them with the paper
             fill = float(np.median(grey[pic.alpha >= 0.5]))
             grey = grey * pic.alpha + fill * (1 - pic.alpha)
         flat, noise, inverted = _flatten(_resize(grey, shape))
+        flat, ruled = _drop_rules(flat, noise)
+        if ruled:
+            warn.append("ruled lines of the paper removed")
     mask, dropped = _find_digit(flat, noise, pic.name)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -185,6 +193,7 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
         mode=pic.mode,
         rotated=pic.rotated,
         ink_from_alpha=alpha_ink,
+        ink_by_colour=by_colour,
         dropped=dropped,
         warnings=warn,
     )
@@ -211,6 +220,48 @@ def _resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(im.resize((shape[1], shape[0]), method), dtype=np.float64)
 
 
+def _contrast_grey(pic) -> tuple[np.ndarray, bool]:
+    """The grey map to read the ink from, and whether it came from colour. A blue or red pen
+    on white or yellowish paper can differ from the paper far more in colour than in
+    brightness: where the marks that stand furthest from the paper's colour differ from it
+    mostly in hue (not along the grey axis), the picture is read along that colour difference
+    instead of luma (paper 0.9, the marks 0.1)."""
+    if pic.rgb is None:
+        return pic.grey, False
+    rgb = pic.rgb
+    step = max(1, round(max(rgb.shape[:2]) / 128))
+    sample = rgb[::step, ::step].reshape(-1, 3)
+    paper = np.median(sample, axis=0)
+    dist = np.linalg.norm(sample - paper, axis=1)
+    far = sample[dist >= np.quantile(dist, 0.98)]
+    d = far.mean(axis=0) - paper
+    size = float(np.linalg.norm(d))
+    if size < 0.05:
+        return pic.grey, False
+    along_grey = abs(float(d.sum())) / np.sqrt(3)
+    hue = float(np.sqrt(max(size**2 - along_grey**2, 0.0)))
+    luma_gap = abs(float(d @ np.array([0.299, 0.587, 0.114])))
+    if hue < 0.5 * size or luma_gap > 0.6 * size:
+        return pic.grey, False
+    proj = (rgb - paper) @ d / size**2  # 0 on the paper, 1 on the typical mark
+    return np.clip(0.9 - 0.8 * proj, 0, 1), True
+
+
+def _drop_rules(flat: np.ndarray, noise: float) -> tuple[np.ndarray, bool]:
+    """Remove lined or squared paper's rules: straight lines across the whole picture, found as
+    rows (columns) whose low percentile is ink. Only when there are at least three of them, so
+    a lone long stroke (a "1" from edge to edge) is never taken for paper."""
+    ruled = False
+    for axis in (1, 0):
+        profile = np.percentile(flat, 10, axis=axis)
+        lines = profile > max(3 * noise, 0.01)
+        starts = int(np.count_nonzero(np.diff(lines.astype(np.int8)) == 1) + lines[0])
+        if starts >= 3:
+            flat = np.clip(flat - np.expand_dims(profile, axis), 0, None)
+            ruled = True
+    return flat, ruled
+
+
 def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """Ink as a non-negative map on a flat zero background, the noise level, and whether the
     picture was dark on light (then inverted). grey: (H, W) float in [0, 1], 1 = white."""
@@ -234,14 +285,42 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
     inverted = dark_marks > light_marks
     if inverted:
         smooth, small = 1.0 - smooth, 1.0 - small
-    # The paper under the (now light) marks: a grey opening with a disk wider than any stroke
-    # removes them and keeps the light's slow changes and shadows' edges (a top-hat).
-    reach = max(2, round(min(small.shape) / 7))
-    paper = opening(small, disk(reach, decomposition="sequence"))  # fast, near-same shape
-    paper = _resize(gaussian(paper, sigma=1.0), grey.shape)
+    level = _even_paper(small)
+    if level is not None:
+        # Evenly lit paper: one level for all of it. An opening would take the inside of a fat
+        # marker's closed loop (wider than its reach) for paper and grey it out.
+        paper = np.full(grey.shape, level)
+    else:
+        # The paper under the (now light) marks: a grey opening with a disk wider than any
+        # stroke removes them and keeps the light's slow changes and shadows' edges (a top-hat).
+        reach = max(2, round(min(small.shape) / 7))
+        paper = opening(small, disk(reach, decomposition="sequence"))  # fast, near-same shape
+        paper = _resize(gaussian(paper, sigma=1.0), grey.shape)
     residual = smooth - paper
     noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
     return np.clip(residual - np.median(residual), 0, None), noise, inverted
+
+
+def _even_paper(small: np.ndarray) -> float | None:
+    """The paper's level when the picture is two-level, light marks on evenly lit paper (the
+    Otsu split leaves the paper side narrow against the gap to the marks, and the marks keep
+    off the border); None otherwise."""
+    from skimage.filters import threshold_otsu  # heavy (~0.3 s): only when reading pictures
+
+    if float(small.max()) - float(small.min()) < 1e-6:
+        return None
+    split = threshold_otsu(small)
+    paper, marks = small[small <= split], small[small > split]
+    if paper.size < 0.5 * small.size or marks.size == 0:
+        return None
+    # A shadowed corner or a table top splits off like marks but runs along the border;
+    # a digit touches the border, if at all, over a short stretch.
+    border = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    if float(np.mean(border > split)) > 0.05:
+        return None
+    lo, mid, hi = np.percentile(paper, [1, 50, 99])
+    gap = float(np.median(marks)) - mid
+    return float(mid) if gap > 0 and hi - lo < 0.25 * gap else None
 
 
 def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, int]:
