@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from digitlab.errors import DigitlabError
+from digitlab.files import check_writable
+from digitlab.run_config import PRESETS, STAGES, parse_overrides
+from digitlab.sweep import run_sweep, split_words
+from digitlab.sweep.adapter import METRICS
+
 
 def _names(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from digitlab.files import check_writable
-    from digitlab.run_config import parse_overrides
-    from digitlab.sweep import run_sweep, split_words
 
     # Swept words go to the search space; single values set the base run, and the flags win
     # over them (as in `digitlab run`), their values typed as given (a path keeps every
@@ -77,8 +80,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 130
     if failed:
-        from digitlab.errors import DigitlabError
-
         raise DigitlabError(
             f"{len(failed)} of {len(result.records)} trials did not finish "
             f"({failed[0]['name']}: {failed[0].get('error') or failed[0]['status']}); "
@@ -111,8 +112,6 @@ def _fraction(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from digitlab.run_config import PRESETS, STAGES
-    from digitlab.sweep.adapter import METRICS
 
     p = sub.add_parser(
         "sweep",

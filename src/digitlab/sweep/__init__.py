@@ -56,7 +56,7 @@ class SweepResult:
             for r in self.records
         ]
         try:
-            import pandas as pd
+            import pandas as pd  # optional (the `sweep` extra): a list of dicts without it
         except ImportError:
             return rows
         return pd.DataFrame(rows)
@@ -82,6 +82,7 @@ def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
 def candidate_points(space, search: str) -> Iterator[dict[str, object]]:
     """The settings to check before a sweep starts: every grid configuration, or (random,
     Optuna) each range's ends and each listed value on its own, with every seed."""
+    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.sweep.space import SEED_KEY
 
     if search == "grid":
@@ -125,6 +126,7 @@ def plan_sweep(
     seed list, a metric that no stage produces (or whose stage is left out), a mode other than
     min/max, a bad search/trials/resource figure.
     """
+    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.sweep import adapter
     from digitlab.sweep.engine import SEARCHES, Plan
     from digitlab.sweep.space import parse_space
@@ -166,6 +168,7 @@ def plan_sweep(
     extra: list[str] = []
     if not isinstance(space, Mapping):
         words, extra = split_words(space)
+    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.files import jsonable
     from digitlab.run_config import parse_overrides
 
@@ -231,6 +234,7 @@ def run_sweep(
     Raises ConfigError for bad input, MissingExtraError without Ray, and DataError for a
     folder that holds another sweep.
     """
+    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     import json
     from dataclasses import asdict
 
@@ -268,6 +272,7 @@ def run_sweep(
     elif (folder / RAY_DIR).exists() or (folder / "trials").exists():
         raise DataError(f"{folder} holds files of an unknown sweep; choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
+    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.files import atomic_write_json
 
     atomic_write_json(state, {"fingerprint": fingerprint, "base": adapter.config_dict(base)})

@@ -30,6 +30,8 @@ from digitlab.run_config import (
     validate_config,
 )
 from digitlab.settings import settable_fields
+from digitlab.tasks import data as data_task
+from digitlab.tasks import knn as knn_task
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,6 @@ def check_with_data(base: RunConfig, points: Iterable[Mapping[str, object]]) -> 
     The dataset (each one named, when the data settings are swept) is read once. Raises
     ConfigError for a setting out of range for it, DataError when it cannot be read.
     """
-    from digitlab.tasks import data as data_task
 
     sizes: dict[str, int] = {}
     for point in points:
@@ -179,8 +180,6 @@ def _knn_validation(cfg: RunConfig, folder: Path) -> dict:
             saved = {}
         if saved.get("key") == key:
             return saved["metrics"]
-    from digitlab.tasks import data as data_task
-    from digitlab.tasks import knn as knn_task
 
     ds = data_task.load(cfg.data, quiet=True)
     metrics = knn_task.validate(ds, knn_cfg, cfg.sweep.val_fraction)

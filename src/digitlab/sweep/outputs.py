@@ -12,7 +12,9 @@ import io
 import math
 from pathlib import Path
 
+from digitlab import __version__, plots
 from digitlab.files import atomic_write_json, atomic_write_text
+from digitlab.report import CSS
 
 
 def _num(x) -> str:
@@ -62,8 +64,6 @@ def figures(summary: dict, keys: list[str], ranges: dict, metric: str, folder: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from digitlab import plots
 
     configs = summary["configs"]
     out: list[Path] = []
@@ -206,9 +206,6 @@ def _ci(s: dict) -> str:
 def sweep_html(summary: dict, records: list[dict], image_paths: list[Path]) -> str:
     """The self-contained page (Jinja2, autoescaped; the report's stylesheet)."""
     import jinja2
-
-    from digitlab import __version__
-    from digitlab.report import CSS
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     images = [(p.stem, base64.b64encode(p.read_bytes()).decode("ascii")) for p in image_paths]
