@@ -20,7 +20,7 @@ from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate, knn_margin_examples
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
-from digitlab.validation import is_whole, positive_number, subset_size, whole_number
+from digitlab.validation import int_ranges, is_whole, positive_number, subset_size, whole_number
 
 
 @dataclass
@@ -173,14 +173,7 @@ def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
 def parse_k_range(text: str) -> list[int]:
     """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9]."""
     try:
-        ks: list[int] = []
-        for part in str(text).split(","):
-            if "-" in part:
-                lo, _, rest = part.partition("-")
-                hi, _, step = rest.partition(":")
-                ks.extend(range(int(lo), int(hi) + 1, int(step or 1)))
-            else:
-                ks.append(int(part))
+        ks = int_ranges(text)
     except ValueError:
         raise ConfigError(f"cannot read k values {text!r}; write e.g. 1-7 or 1,3,5") from None
     if not ks or min(ks) < 1:

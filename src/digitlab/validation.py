@@ -74,3 +74,24 @@ def positive_number(name: str, value, error: type[Exception] = ConfigError) -> f
     ):
         raise error(f"{name} must be a number > 0, got {value!r}")
     return float(value)
+
+
+def int_ranges(text: str) -> list[int]:
+    """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9] (in the order given).
+
+    The one reader of integer lists on the command line (k values, seeds). Raises ValueError
+    for anything else, a reversed range ('7-1') or a step below 1 included; callers turn it
+    into their own one-line ConfigError.
+    """
+    values: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, _, rest = part.partition("-")
+            hi, _, step = rest.partition(":")
+            if int(hi) < int(lo) or int(step or 1) < 1:
+                raise ValueError(part)
+            values.extend(range(int(lo), int(hi) + 1, int(step or 1)))
+        else:
+            values.append(int(part))
+    return values

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from digitlab.errors import ConfigError
+from digitlab.validation import int_ranges
 
 #: The setting every trial's seed goes into.
 SEED_KEY = "seed"
@@ -109,17 +110,8 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
         if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             raise ConfigError(f"seeds must be whole numbers >= 0, got {seeds!r}")
         return sorted(set(seeds))
-    seeds: list[int] = []
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, _, hi = part.partition("-")
-                if int(hi) < int(lo):
-                    raise ValueError
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
+        seeds = int_ranges(text)
     except ValueError:
         raise ConfigError(f"cannot read seeds {text!r}; write e.g. 0-11 or 0,3,7") from None
     if not seeds or min(seeds) < 0:
