@@ -335,7 +335,9 @@ def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkey
     results = {}
     for numba_path in (True, False):
         monkeypatch.setattr(_bounds, "USE_NUMBA", numba_path)
-        results[numba_path] = _bounds.nearest(q, index.t, qn, index.norms, index.bounds(), 8, buf)
+        results[numba_path] = _bounds.nearest(
+            q, index.t, qn, index.norms, index.bounds(), 8, buf, index.pixel_rows(Q[:, keep])
+        )
     np.testing.assert_array_equal(results[True][0], results[False][0])
     np.testing.assert_array_equal(results[True][1], results[False][1])
 
@@ -378,14 +380,20 @@ def test_thread_picker_keeps_the_faster_count():
     from digitlab.device import ThreadPicker
 
     picker = ThreadPicker(2)
+    warm = picker.next()
+    picker.record(warm, 50.0, 1024)  # the untimed first chunk: its cost is not compared
     first = picker.next()
     picker.record(first, 2.0, 1024)  # all threads: slow (a busy machine)
     second = picker.next()
     picker.record(second, 1.0, 1024)
-    assert (first, second) == (2, 1)
+    assert (warm, first, second) == (2, 2, 1)
     assert picker.chosen == 1 and picker.next() == 1
-    quiet = ThreadPicker(2)
+    quiet = ThreadPicker(2, warmup=0)
     quiet.record(quiet.next(), 1.0, 1024)
     quiet.record(quiet.next(), 1.9, 1024)
     assert quiet.chosen == 2
+    close = ThreadPicker(2, warmup=0)  # one thread only 5% faster: within noise, keep all
+    close.record(close.next(), 1.0, 1000)
+    close.record(close.next(), 0.95, 1000)
+    assert close.chosen == 2
     assert ThreadPicker(1).next() == 1  # nothing to choose

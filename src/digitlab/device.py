@@ -74,19 +74,25 @@ def threads(n: int | None) -> Iterator[int]:
 
 
 class ThreadPicker:
-    """Choose the thread count while a chunked job runs: the first chunk with all `n` threads,
-    the second with one, the rest with whichever ran its chunk faster (per row).
+    """Choose the thread count while a chunked job runs: a first, untimed chunk with all `n`
+    threads (it pays the one-off costs: page faults on fresh buffers, library set-up), the
+    next timed with all `n`, the next with one, then whichever ran its chunk faster per row;
+    one thread must win by `margin` (10%) to be kept, so a noisy quiet machine stays on `n`.
 
     Why: on a quiet machine two threads win, but with one competing CPU-bound process a
     two-thread OpenMP product waits at every barrier for the thread that lost its core
     (measured here: a 1,024 x 20,000 x 99 product 2.6x slower on 2 threads than on 1 under
-    load). Timing real chunks costs nothing extra, unlike a separate trial.
+    load). Timing real chunks costs nothing extra, unlike a separate trial. Timing the first
+    chunk instead picked one thread on a quiet machine in 1 of 3 searches (its one-off costs
+    were charged to the all-thread count).
     OMP_WAIT_POLICY=passive would be another fix, but it is read only when the OpenMP runtime
     starts, i.e. before torch is imported, which a library cannot guarantee.
     """
 
-    def __init__(self, n: int | None = None):
+    def __init__(self, n: int | None = None, warmup: int = 1, margin: float = 0.9):
         self.n = n if n is not None else torch.get_num_threads()
+        self.margin = margin
+        self._skip = warmup
         self._times: dict[int, float] = {}
         self.chosen: int | None = None if self.n > 1 else self.n
 
@@ -94,14 +100,19 @@ class ThreadPicker:
         """The thread count for the next chunk."""
         if self.chosen is not None:
             return self.chosen
-        return self.n if self.n not in self._times else 1
+        return self.n if self._skip or self.n not in self._times else 1
 
     def record(self, n: int, seconds: float, rows: int) -> None:
+        """Report how long the chunk run with `n` threads took for `rows` rows."""
         if self.chosen is not None:
+            return
+        if self._skip:
+            self._skip -= 1
             return
         self._times[n] = seconds / max(rows, 1)
         if len(self._times) == 2:
-            self.chosen = min(self._times, key=self._times.get)
+            one_wins = self._times[1] < self.margin * self._times[self.n]
+            self.chosen = 1 if one_wins else self.n
 
 
 def cpu_flags() -> set[str]:

@@ -42,7 +42,7 @@ from sklearn.utils.validation import (
 
 from digitlab import errors
 from digitlab.device import ThreadPicker, resolve_device, threads
-from digitlab.neighbors.bounds import BoundIndex, nearest, warm_scan
+from digitlab.neighbors.bounds import BoundIndex, nearest, preload_scan, warm_scan
 from digitlab.validation import images_as_rows, whole_number
 
 _SHIFT = 128.0
@@ -255,20 +255,30 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         _rank_ties_like_sklearn(result, X, self._fit_X)
         return result
 
-    def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
-        index, keep = self._pixel_index(Q, device)
-        Q = np.ascontiguousarray(Q[:, keep])
-        n_fit, kmax = self.n_samples_fit_, max(ks)
-        # The pruned search pays on CPUs without fast int8 products; on a GPU the full product
-        # is a few milliseconds and the pruned search's per-row scan is launch-bound (H200,
-        # 60,000 x 10,000: pruned 0.22 s, nearly all of it 4,479 small kernel launches).
-        if self.algorithm == "pruned" or (
+    def _takes_pruned(self, device: torch.device, kmax: int) -> bool:
+        """Whether this search runs the pruned path.
+
+        It pays on CPUs without fast int8 products; on a GPU the full product is a few
+        milliseconds and the pruned search's per-row scan is launch-bound (H200, 60,000 x
+        10,000: pruned 0.22 s, nearly all of it 4,479 small kernel launches).
+        """
+        kernel = _choose_kernel(device) if self.kernel == "auto" else self.kernel
+        return self.algorithm == "pruned" or (
             self.algorithm == "auto"
             and device.type == "cpu"
-            and n_fit >= 4096
+            and self.n_samples_fit_ >= 4096
             and kmax < 64
-            and index.t8 is None
-        ):
+            and kernel != "int8"
+        )
+
+    def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
+        n_fit, kmax = self.n_samples_fit_, max(ks)
+        pruned = self._takes_pruned(device, kmax)
+        if pruned and device.type == "cpu":
+            preload_scan()  # numba's load overlaps building the index and its bounds
+        index, keep = self._pixel_index(Q, device)
+        Q = np.ascontiguousarray(Q[:, keep])
+        if pruned:
             return self._search_pruned(index, Q, ks)
         m = min(n_fit, kmax + 1 + _MARGIN)
         out_d = np.empty((len(Q), m), np.float64)
@@ -348,14 +358,15 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         buf = torch.empty((min(step, len(Q)), n_fit), device=index.device)
         picker = ThreadPicker() if index.device.type == "cpu" else None
         if picker:
-            warm_scan()  # loads (or compiles) the compiled pass before any chunk is timed
+            warm_scan()  # the compiled pass is loaded (or compiled) before any chunk is timed
         for start in range(0, len(Q), step):
             n_threads = picker.next() if picker else None
             with threads(n_threads):
                 tick = time.perf_counter()
-                q = index.queries(Q[start : start + step])
+                Qc = Q[start : start + step]
+                q = index.queries(Qc)
                 qn = (q * q).sum(1).double()
-                d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf)
+                d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf, index.pixel_rows(Qc))
                 if picker:
                     picker.record(n_threads, time.perf_counter() - tick, len(q))
             out_d[start : start + len(q)] = d
@@ -497,15 +508,22 @@ class _PixelIndex:
     def __init__(self, pixels: np.ndarray, device: torch.device, kernel: str):
         self.device = device
         self.kernel = _choose_kernel(device) if kernel == "auto" else kernel
-        t8 = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).to(torch.int16) - 128
-        t8 = _int8_rows(t8)
-        self.t = t8.float()
-        self.t8 = t8 if self.kernel == "int8" else None
+        u8 = np.ascontiguousarray(pixels)
+        self.t = torch.from_numpy(u8).to(device, torch.float32).sub_(_SHIFT)
+        self.t8 = _int8_rows(self.t) if self.kernel == "int8" else None
         norms = (self.t * self.t).sum(1)  # integers below 2**24: exact in float32
         self.norms = norms.double()
         self.half_norms = norms / 2
         self.norms_i32 = norms.to(torch.int32)
+        # The compiled scan's exact distances read uint8 rows (a quarter of float32's memory).
+        self.u8 = u8 if device.type == "cpu" else None
         self._bounds = None
+
+    def pixel_rows(self, Qc: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(query rows, training rows) as C-contiguous uint8, for the compiled scan (CPU)."""
+        if self.u8 is None:
+            return None
+        return np.ascontiguousarray(Qc, dtype=np.uint8), self.u8
 
     def bounds(self):
         """PCA lower bounds for the pruned search (built on first use)."""

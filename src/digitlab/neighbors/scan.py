@@ -5,11 +5,21 @@ handled where its bounds sit in cache: pick the few training rows with the small
 take their exact distances, then scan the bounds once more and compute exact distances only
 where a bound is at most the current k1-th best distance -- the threshold falls as better
 neighbours turn up. This replaces a top-k over the whole bound matrix, a compare, a nonzero,
-a sort and thousands of small tensor calls (measured: most of the time after the product).
+a sort and thousands of small tensor calls.
 
-Exactness: pixels are shifted integers, so every partial sum of a dot product is an integer
-below 2**24 and float32 adds them exactly in any order; distances are then exact float64
-integers. Rows are kept in (distance, index) order, the order the torch path returns.
+Speed (2-vCPU EPYC, one thread, 10,000 query rows x 20,000 training rows, rank 96, AVX2
+code): 0.18 s, against 0.50 s for the previous version of this pass. Where it comes from:
+- The bounds are read in blocks of 64 with a branch-free count of the values under the
+  threshold, which LLVM vectorizes; only a block holding one is walked value by value. A
+  plain min/compare-and-branch loop stays scalar (measured 0.56 ns per value against 0.08).
+- Exact distances are int32 sums of squared uint8 differences: exact with no norms, and the
+  training rows cost a quarter of the memory of float32 ones (they are read at random).
+- The per-row work is its own compiled function: inside a `prange` body numba's parallel
+  lowering left the block loops scalar (2.8x slower).
+No `fastmath`: the first threshold is +inf, which fastmath's no-infinities flag may not see.
+
+Exactness: every squared difference and their sum (at most 784 * 255**2 < 2**31) is an exact
+int32; rows are kept in (distance, index) order, the order the torch path returns.
 """
 
 from __future__ import annotations
@@ -17,18 +27,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+_BLOCK = 64
 
-@njit(cache=True, fastmath=True, inline="always")
-def _sq_dist(q, t, j, qn, tn):
-    s = np.float32(0.0)
+
+@njit(cache=True, inline="always")
+def _sq_dist(q, t, j):
+    s = np.int32(0)
     for c in range(q.shape[0]):
-        s += q[c] * t[j, c]
-    return qn + tn[j] - 2.0 * np.float64(s)
+        diff = np.int32(q[c]) - np.int32(t[j, c])
+        s += diff * diff
+    return np.float64(s)
 
 
 @njit(cache=True, inline="always")
 def _insert(best_d, best_i, d, j):
-    """Insert (d, j) into the sorted lists if it beats the last entry; (d, j) order."""
     k = best_d.shape[0]
     if d > best_d[k - 1] or (d == best_d[k - 1] and j > best_i[k - 1]):
         return
@@ -41,46 +53,88 @@ def _insert(best_d, best_i, d, j):
     best_i[p] = j
 
 
-@njit(cache=True, parallel=True)
-def nearest_rows(lb, q, t, qn, tn, k1, m0, out_d, out_i, checked):
-    """Exact k1 nearest (squared distance, index) per row of q, nearest first, into out_*.
+@njit(cache=True, inline="always")
+def _any_below(row, start, limit):
+    c = 0
+    for lane in range(_BLOCK):
+        c += row[start + lane] < limit
+    return c > 0
 
-    lb: (b, n) float32 lower bounds on the squared distances; q (b, d) and t (n, d) float32
-    shifted pixels; qn (b,), tn (n,) their exact squared norms (float64). checked[i] receives
-    how many exact distances row i needed (for profiling and tests).
-    """
-    b, n = lb.shape
-    for i in prange(b):
-        row = lb[i]
-        # 1. The m0 smallest bounds (m0 > k1, small): their exact distances give a threshold.
-        cand_v = np.full(m0, np.inf, np.float32)
-        cand_i = np.full(m0, -1, np.int64)
-        worst, worst_at = np.float32(np.inf), 0
-        for j in range(n):
-            v = row[j]
-            if v < worst:
-                cand_v[worst_at] = v
-                cand_i[worst_at] = j
-                worst, worst_at = cand_v[0], 0
-                for p in range(1, m0):
-                    if cand_v[p] > worst:
-                        worst, worst_at = cand_v[p], p
-        best_d = np.full(k1, np.inf)
-        best_i = np.full(k1, n, np.int64)
-        for p in range(m0):
-            j = cand_i[p]
-            _insert(best_d, best_i, _sq_dist(q[i], t, j, qn[i], tn), j)
-        # 2. Every row whose bound does not exceed the k1-th best so far.
-        count = m0
-        for j in range(n):
-            if row[j] <= best_d[k1 - 1]:
-                seen = False
-                for p in range(m0):
-                    if cand_i[p] == j:
-                        seen = True
-                if not seen:
-                    count += 1
-                    _insert(best_d, best_i, _sq_dist(q[i], t, j, qn[i], tn), j)
-        out_d[i] = best_d
-        out_i[i] = best_i
-        checked[i] = count
+
+@njit(cache=True, inline="always")
+def _any_at_most(row, start, limit):
+    c = 0
+    for lane in range(_BLOCK):
+        c += row[start + lane] <= limit
+    return c > 0
+
+
+@njit(cache=True, inline="always")
+def _f32_at_most(x):
+    f = np.float32(x)
+    if np.float64(f) > x:
+        f = np.nextafter(f, np.float32(-np.inf))
+    return f
+
+
+@njit(cache=True, inline="always")
+def _offer(cand_v, cand_i, v, j, worst, worst_at):
+    cand_v[worst_at] = v
+    cand_i[worst_at] = j
+    worst, worst_at = cand_v[0], 0
+    for p in range(1, cand_v.shape[0]):
+        if cand_v[p] > worst:
+            worst, worst_at = cand_v[p], p
+    return worst, worst_at
+
+
+@njit(cache=True, inline="always")
+def _check(best_d, best_i, cand_i, qi, t, j):
+    for p in range(cand_i.shape[0]):
+        if cand_i[p] == j:
+            return 0
+    _insert(best_d, best_i, _sq_dist(qi, t, j), j)
+    return 1
+
+
+@njit(cache=True)
+def _nearest_row(row, qi, t, k1, m0, best_d, best_i):
+    """One query row; compiled on its own so its block loops vectorize (inside a prange
+    body numba's parallel lowering leaves them scalar: measured 2.8x slower)."""
+    n = row.shape[0]
+    full = n - n % _BLOCK
+    cand_v = np.full(m0, np.inf, np.float32)
+    cand_i = np.full(m0, -1, np.int64)
+    worst, worst_at = np.float32(np.inf), 0
+    for start in range(0, full, _BLOCK):
+        if _any_below(row, start, worst):
+            for j in range(start, start + _BLOCK):
+                if row[j] < worst:
+                    worst, worst_at = _offer(cand_v, cand_i, row[j], j, worst, worst_at)
+    for j in range(full, n):
+        if row[j] < worst:
+            worst, worst_at = _offer(cand_v, cand_i, row[j], j, worst, worst_at)
+    best_d[:] = np.inf
+    best_i[:] = n
+    for p in range(m0):
+        if cand_i[p] >= 0:
+            _insert(best_d, best_i, _sq_dist(qi, t, cand_i[p]), cand_i[p])
+    count = m0
+    limit = _f32_at_most(best_d[k1 - 1])
+    for start in range(0, full, _BLOCK):
+        if _any_at_most(row, start, limit):
+            for j in range(start, start + _BLOCK):
+                if row[j] <= limit:
+                    count += _check(best_d, best_i, cand_i, qi, t, j)
+                    limit = _f32_at_most(best_d[k1 - 1])
+    for j in range(full, n):
+        if row[j] <= limit:
+            count += _check(best_d, best_i, cand_i, qi, t, j)
+            limit = _f32_at_most(best_d[k1 - 1])
+    return count
+
+
+@njit(cache=True, parallel=True)
+def nearest_rows(lb, q, t, k1, m0, out_d, out_i, checked):
+    for i in prange(lb.shape[0]):
+        checked[i] = _nearest_row(lb[i], q[i], t, k1, m0, out_d[i], out_i[i])
