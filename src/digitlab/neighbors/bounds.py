@@ -41,6 +41,8 @@ class BoundIndex:
         sample = t[torch.randperm(n, generator=gen)[: min(n, 4096)].to(t.device)]
         self.mu = sample.double().mean(0)
         centred = sample - self.mu.float()
+        # The covariance only chooses the basis (a float32 product, ~1e-6 relative error, is
+        # plenty); eigh in float64 makes that basis orthonormal, which the bound relies on.
         _, vecs = torch.linalg.eigh((centred.T @ centred).double())
         self.V = vecs[:, -min(rank, d) :].contiguous()  # (d, r), orthonormal to 1e-15
         aug, aug_sq, slack = self.project(t)
@@ -119,11 +121,21 @@ def nearest(
     if scan is not None:
         # One compiled pass per row over its bounds (neighbors.scan): no temporaries the size
         # of the bound matrix. Measured 3.3-3.6x faster than the tensor path below on a
-        # loaded machine, whose compare/nonzero/topk temporaries page-fault.
+        # loaded machine, whose compare/nonzero/topk temporaries page-fault. Rows are dealt
+        # to as many threads as torch may use (the thread picker's choice).
         out_d, out_i = np.empty((b, k1)), np.empty((b, k1), np.int64)
         checked = np.empty(b, np.int64)
-        with _numba_threads():
-            scan(lb.numpy(), pixels[0], pixels[1], k1, min(n, k1 + 4), out_d, out_i, checked)
+        args = (lb.numpy(), pixels[0], pixels[1], k1, min(n, k1 + 4), out_d, out_i, checked)
+        n_threads = max(1, min(torch.get_num_threads(), b))
+        workers = [
+            threading.Thread(target=scan, args=(*args, first, n_threads))
+            for first in range(1, n_threads)
+        ]
+        for w in workers:
+            w.start()
+        scan(*args, 0, n_threads)  # this thread takes its share too
+        for w in workers:
+            w.join()
         return out_d, out_i
     width = min(n, max(WIDTH, 2 * k1))
     lb_top, cand = torch.topk(lb, width, dim=1, largest=False, sorted=True)
@@ -199,10 +211,10 @@ def _compiled_scan():
 
 
 # The one signature the search calls the scan with (C-contiguous arrays, Python ints): loading
-# it explicitly fetches the compiled code from numba's cache without running the parallel loop.
+# it explicitly fetches the compiled code from numba's cache without running it.
 _SIGNATURE = (
     "(float32[:, ::1], uint8[:, ::1], uint8[:, ::1], int64, int64, "
-    "float64[:, ::1], int64[:, ::1], int64[::1])"
+    "float64[:, ::1], int64[:, ::1], int64[::1], int64, int64)"
 )
 _loader: threading.Thread | None = None
 _loader_lock = threading.Lock()
@@ -220,7 +232,7 @@ def preload_scan() -> None:
     """Start loading the compiled scan in a background thread (once per process).
 
     Importing numba and loading the scan from its on-disk cache take 0.3-0.5 s on a 2-vCPU
-    machine (the first run on a machine compiles it: 6-7 s). Started as a search begins, that
+    machine (the first run on a machine compiles it: about 2.4 s). Started as a search begins, that
     load overlaps the work before the first scan (the training index and its PCA bounds,
     about 0.3 s of GIL-free torch work) instead of adding to it.
     """
@@ -238,18 +250,3 @@ def warm_scan() -> None:
     preload_scan()
     if _loader is not None:
         _loader.join()
-
-
-class _numba_threads:
-    """Run numba's parallel loop on as many threads as torch is set to use."""
-
-    def __enter__(self):
-        import numba  # loaded only with the compiled scan (slow to import)
-
-        self.previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc):
-        import numba  # loaded only with the compiled scan (slow to import)
-
-        numba.set_num_threads(self.previous)
