@@ -68,3 +68,23 @@ def timer(store: dict, key: str):
 def emit(result: dict) -> None:
     """The convention: the last line printed is one JSON object."""
     print(json.dumps(result, default=float))
+
+
+@contextmanager
+def competing_process(enabled: bool = True):
+    """One other CPU-bound process for the duration ("busy": a user's laptop is rarely idle).
+
+    A child Python spinning in a loop; it is killed on exit, whatever happens.
+    """
+    if not enabled:
+        yield
+        return
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()
