@@ -317,6 +317,44 @@ def test_pruned_search_ties_like_sklearn(scan):
     assert _fallback_rows(ours, Q) > 0
 
 
+@pytest.mark.parametrize("n_train", [5, 63, 64, 65, 130, 1000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_scan_equals_plain_sorting(n_train, threads):
+    """Every training size around the scan's 64-wide blocks (tails, a lone partial block),
+    ties (repeated rows, two-level pixels), any thread count: the k1 smallest exact squared
+    distances, ties by index, as sorting (distance, index) pairs gives them."""
+    pytest.importorskip("numba")
+    import torch
+
+    from digitlab.device import threads as torch_threads
+    from digitlab.neighbors import bounds as _bounds
+
+    rng = np.random.default_rng(n_train)
+    t = (rng.random((n_train, 40)) < 0.3).astype(np.uint8) * 255  # two levels: many ties
+    t[n_train // 2 :: 7] = t[0]  # exact repeats
+    q = np.concatenate([(rng.random((20, 40)) < 0.3).astype(np.uint8) * 255, t[:5]])
+    k1 = min(n_train, 6)
+    tt = torch.from_numpy(t).float() - 128
+    qq = torch.from_numpy(q).float() - 128
+    index = _bounds.BoundIndex(tt, rank=8)
+    with torch_threads(threads):
+        d, i = _bounds.nearest(
+            qq,
+            tt,
+            (qq * qq).sum(1).double(),
+            (tt * tt).sum(1).double(),
+            index,
+            k1,
+            torch.empty(len(q), n_train),
+            (np.ascontiguousarray(q), np.ascontiguousarray(t)),
+        )
+    exact = ((q[:, None, :].astype(np.int64) - t[None, :, :]) ** 2).sum(2)
+    for row in range(len(q)):
+        order = sorted(range(n_train), key=lambda j: (exact[row, j], j))[:k1]
+        np.testing.assert_array_equal(i[row], order)
+        np.testing.assert_array_equal(d[row], exact[row, order])
+
+
 @pytest.mark.real_data
 def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkeypatch):
     """Same (distance, index) lists, in the same order, ties included, from both paths."""
