@@ -52,3 +52,62 @@ def test_generator_uses_the_same_last_layer_as_conv2d():
     x = g.act(g.up2(g.act(g.up1(x))))
     reference = torch.sigmoid(g.out(x))
     assert torch.allclose(g(z, hot), reference, atol=1e-6, rtol=0)
+
+
+def _run_trial(picker, seconds_per_count):
+    """Drive `picker` through steps whose time depends on the thread count only."""
+    used = []
+    for _ in range(12):
+        n = picker.next()
+        used.append(n)
+        picker.record(n, seconds_per_count[n])
+    return used
+
+
+def test_step_threads_keep_the_faster_count_and_time_again(monkeypatch):
+    import digitlab.gan_train as gt
+
+    monkeypatch.setattr(gt, "THREAD_TRIAL_EVERY", 10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        picker = gt.StepThreads(None, torch.device("cpu"))
+        # A quiet machine: two threads win; the trial runs 4 steps at each count first.
+        used = _run_trial(picker, {2: 0.1, 1: 0.15})
+        assert used[:8] == [2] * 4 + [1] * 4 and used[8:] == [2] * 4
+        assert picker.chosen == 2
+        # The load changes: the next trial (after 10 steps) finds one thread faster.
+        used = _run_trial(picker, {2: 0.5, 1: 0.15})
+        assert 1 in used and picker.chosen == 1
+        # The warm-up step of each count is not counted: one slow first step changes nothing.
+        picker = gt.StepThreads(None, torch.device("cpu"))
+        for i, n in enumerate([2] * 4 + [1] * 4):
+            assert picker.next() == n
+            picker.record(n, 9.0 if i == 0 else {2: 0.1, 1: 0.2}[n])
+        assert picker.chosen == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_step_threads_asked_for_or_off_the_cpu_are_never_timed():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        from digitlab.gan_train import StepThreads
+
+        assert _run_trial(StepThreads(1, torch.device("cpu")), {1: 0.1}) == [1] * 12
+        assert _run_trial(StepThreads(None, torch.device("cuda")), {2: 0.1}) == [2] * 12
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_reports_the_chosen_threads_and_restores_the_count(tmp_path):
+    from conftest import make_digits
+    from digitlab.gan_train import GANTrainConfig, train_gan
+
+    x, y = make_digits(64, seed=4)
+    before = torch.get_num_threads()
+    cfg = GANTrainConfig(epochs=1, batch_size=4, max_steps=10)  # threads timed: 1 vs all
+    _, _, info = train_gan(x, y, cfg, tmp_path, progress=False)
+    assert info["steps"] == 10 and info["threads"] in {1, before}
+    assert torch.get_num_threads() == before
