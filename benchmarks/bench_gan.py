@@ -183,7 +183,7 @@ def main() -> None:
     ref = statistics.median(theirs) if theirs else None
     chosen = ours.nets.threads.chosen
     print(f"ours, default settings ({chosen} threads chosen): {ms(mine)} per step", flush=True)
-    pair_ratios = [t / m for m, t in zip(mine, theirs, strict=True)]
+    pair_ratios = [t / m for m, t in zip(mine, theirs, strict=True)] if theirs else []
     if ref:
         print(f"Keras (XLA): {ms(theirs)} per step")
         print(
