@@ -11,14 +11,19 @@ after one warm-up block each (Keras traces and compiles there; ours times its th
 the per-step time is the median block, and each pair of blocks gives a ratio (printed as a
 range). --all adds the other settings (NCHW, keras.io's second generator pass, bfloat16
 where the CPU has instructions for it; elsewhere skipped, and said so). --compile adds
-torch.compile (inductor) of both networks: its compile seconds and steady step time.
+torch.compile (inductor) of both networks: its compile seconds and steady step time, in a
+child process (inductor's generated code crashed the process with a segfault under the AVX2
+emulation here; a crash is then reported as one line).
 About two minutes by default on a 2-core machine.
 Last line: one JSON object (`ours_s` = seconds per step with the default settings).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from contextlib import suppress
@@ -161,11 +166,36 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms (range {lo:.0f}-{hi:.0f})"
 
 
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def compile_in_child(args) -> dict | None:
+    """Run the torch.compile row in a child process: a crash there is a result, not ours."""
+    cmd = [sys.executable, __file__, "--compile-child", "--no-reference"]
+    cmd += ["--blocks", str(args.blocks)] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        print(f"torch.compile: the child process failed ({why}); eager is the default")
+        return {"setting": "torch.compile", "failed": why}
+    print(lines[-2] if len(lines) > 1 else "", flush=True)
+    return json.loads(lines[-1])
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--blocks", type=int, default=8, help=f"timed blocks of {BLOCK} steps (8)")
     p.add_argument("--all", action="store_true", help="also NCHW, keras.io's step, bfloat16")
     p.add_argument("--compile", action="store_true", help="also torch.compile (inductor)")
+    p.add_argument("--compile-child", action="store_true", help=argparse_hidden())
     p.add_argument("--no-reference", action="store_true", help="skip Keras even if installed")
     args = p.parse_args()
     print(cpu_line(), flush=True)
@@ -178,7 +208,7 @@ def main() -> None:
     if keras is None:
         print("Keras reference: TensorFlow not installed (or --no-reference)")
     ours = Ours(x, y, threads=args.threads)
-    mine, theirs = interleaved(ours, keras, args.blocks)
+    mine, theirs = interleaved(ours, keras, 1 if args.compile_child else args.blocks)
     our_s = statistics.median(mine)
     ref = statistics.median(theirs) if theirs else None
     chosen = ours.nets.threads.chosen
@@ -201,8 +231,12 @@ def main() -> None:
             extra.append(("bf16 autocast", {"bf16": True}))
         else:
             print("bf16: skipped (no AVX512-BF16/AMX here: bfloat16 would be emulated, and slow)")
-    if args.compile:
-        extra += [("torch.compile", {"compile_mode": "default"})]
+    if args.compile_child:
+        extra = [("torch.compile", {"compile_mode": "default"})]
+    elif args.compile:
+        compile_row = compile_in_child(args)
+        if compile_row:
+            rows.append(compile_row)
     for name, settings in extra:
         try:
             with warnings.catch_warnings():
@@ -210,6 +244,7 @@ def main() -> None:
                 other = Ours(x, y, threads=args.threads, **settings)
         except Exception as exc:  # a missing compiler is a result to report, not a crash
             print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            rows.append({"setting": name, "failed": type(exc).__name__})
             continue
         # Interleave with ours again, so that the ratio between the two is from the same load.
         again, times = interleaved(ours, other.block, max(args.blocks // 2, 2))
@@ -227,6 +262,9 @@ def main() -> None:
                 "compile_s": other.compile_s,
             }
         )
+    if args.compile_child:
+        print(json.dumps(rows[-1]))
+        return
     emit(
         {
             "benchmark": "gan",
