@@ -249,9 +249,10 @@ def main() -> None:
         # Interleave with ours again, so that the ratio between the two is from the same load.
         again, times = interleaved(ours, other.block, max(args.blocks // 2, 2))
         note = f", compile {other.compile_s:.1f} s (first 3 steps)" if other.compile_s else ""
+        speed = statistics.median(again) / statistics.median(times)
         print(
             f"{name}: {ms(times)} per step against the default's {ms(again)} "
-            f"(default / this: {statistics.median(again) / statistics.median(times):.2f}x){note}",
+            f"(its speed against the default: {speed:.2f}x){note}",
             flush=True,
         )
         rows.append(
