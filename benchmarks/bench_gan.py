@@ -1,22 +1,31 @@
-"""The conditional GAN: seconds per training step (batch 64) for each setting, and Keras'.
+"""The conditional GAN: seconds per training step (batch 64), ours against Keras', interleaved.
 
-    python benchmarks/bench_gan.py [--data-dir DIR] [--steps 40] [--threads N] [--all]
+    python benchmarks/bench_gan.py [--data-dir DIR] [--blocks 8] [--threads N] [--all]
+                                   [--compile] [--no-reference]
 
-Every setting trains from scratch on the same 70,000 digits: the time of a (10 + steps)-step
-run less that of a 10-step run, per step. By default: the default settings, and bfloat16
-autocast only where the CPU has AVX512-BF16 or AMX (elsewhere it is emulated and slow, so it is
-skipped and the output says so). --all adds NCHW or channels-last x keras.io's step (a second
-noise draw and generator pass for the generator update) or ours (one generated batch serves
-both updates). About two minutes by default on a 2-core machine. Where TensorFlow is
-importable, the course's Keras networks and train_step run on the same arrays in this process
-as the reference.
+Ours runs with the default settings (GANTrainConfig(): channels-last, one generated batch per
+step, float32, the thread count timed on the steps themselves), through the library's own step
+(`run_step`), on the same 70,000 digits as the course's Keras networks and train_step (XLA),
+in this process. Blocks of 10 steps alternate, ours then Keras', so both see the same load;
+after one warm-up block each (Keras traces and compiles there; ours times its thread choice),
+the per-step time is the median block, and each pair of blocks gives a ratio (printed as a
+range). --all adds the other settings (NCHW, keras.io's second generator pass, bfloat16
+where the CPU has instructions for it; elsewhere skipped, and said so). --compile adds
+torch.compile (inductor) of both networks: its compile seconds and steady step time, in a
+child process (inductor's generated code crashed the process with a segfault under the AVX2
+emulation here; a crash is then reported as one line).
+About two minutes by default on a 2-core machine.
 Last line: one JSON object (`ours_s` = seconds per step with the default settings).
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
+import statistics
+import subprocess
+import sys
 import time
+import warnings
 from contextlib import suppress
 
 import numpy as np
@@ -25,25 +34,44 @@ import torch
 from _common import cpu_line, emit, parser
 from digitlab.data import load_dataset
 from digitlab.device import bf16_is_fast, cpu_summary
-from digitlab.gan_train import GANTrainConfig, train_gan
+from digitlab.gan import GANConfig
+from digitlab.gan_train import GANTrainConfig, build_nets, device_data, run_step
+
+BLOCK = 10  # steps per timed block
 
 
-def ours_step_seconds(x, y, steps: int, **settings) -> float:
-    """Seconds per step: (time for 10 + steps) - (time for 10), each run from scratch.
+class Ours:
+    """The library's training step with `settings` (GANTrainConfig fields), block by block."""
 
-    The difference cancels the one-off costs (converting the images, the final checkpoint).
-    """
-    times = []
-    for n in (10, 10 + steps):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = GANTrainConfig(epochs=1, max_steps=n, checkpoint_every=10**9, **settings)
+    def __init__(self, x, y, threads=None, compile_mode=None, **settings):
+        cfg = GANTrainConfig(threads=threads, **settings)
+        self.nets = build_nets(cfg, GANConfig(), torch.device("cpu"))
+        self.x, self.hot = device_data(x, y, self.nets)
+        self.rng = np.random.default_rng(0)
+        self.step = 0
+        self.compile_s = None
+        if compile_mode is not None:
+            kw = {} if compile_mode == "default" else {"mode": compile_mode}
+            self.nets.g, self.nets.d = (
+                torch.compile(self.nets.g, **kw),
+                torch.compile(self.nets.d, **kw),
+            )
             start = time.perf_counter()
-            train_gan(x, y, cfg, tmp, progress=False)
-            times.append(time.perf_counter() - start)
-    return (times[1] - times[0]) / steps
+            self.block(3)  # both networks compile (the discriminator twice: frozen or not)
+            self.compile_s = time.perf_counter() - start
+
+    def block(self, n: int = BLOCK) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            idx = torch.from_numpy(self.rng.choice(len(self.x), 64, replace=False))
+            d_loss, _ = run_step(self.nets, self.x[idx], self.hot[idx], self.step)
+            self.step += 1
+        float(d_loss)
+        return (time.perf_counter() - start) / n
 
 
-def keras_step_seconds(x, y, steps: int, n_threads: int | None = None) -> float | None:
+def keras_block(x, y, n_threads: int | None = None):
+    """A function running (and timing) blocks of keras.io's train_step; None without Keras."""
     try:
         import keras
         import tensorflow as tf
@@ -108,71 +136,144 @@ def keras_step_seconds(x, y, steps: int, n_threads: int | None = None) -> float 
     images = (x / 255.0).astype("float32")[..., None]
     hot = np.eye(classes, dtype="float32")[y]
     rng = np.random.default_rng(0)
-    marks = []
-    for block in range(1 + steps // 10):
+
+    def block(n: int = BLOCK) -> float:
         start = time.perf_counter()
-        for _ in range(10):
+        for _ in range(n):
             idx = rng.choice(len(images), 64, replace=False)
             out = train_step(tf.constant(images[idx]), tf.constant(hot[idx]))
         float(out[0])  # wait for the block to finish
-        if block:  # the first block traces and compiles
-            marks.append(time.perf_counter() - start)
-    return float(np.median(marks)) / 10
+        return (time.perf_counter() - start) / n
+
+    return block
+
+
+def interleaved(ours: Ours, keras, blocks: int) -> tuple[list[float], list[float]]:
+    """Per-step seconds of `blocks` timed block pairs, after one warm-up block each."""
+    ours.block()
+    if keras:
+        keras()
+    mine, theirs = [], []
+    for _ in range(blocks):
+        mine.append(ours.block())
+        if keras:
+            theirs.append(keras())
+    return mine, theirs
+
+
+def ms(values: list[float]) -> str:
+    lo, hi = min(values) * 1000, max(values) * 1000
+    return f"{statistics.median(values) * 1000:.0f} ms (range {lo:.0f}-{hi:.0f})"
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def compile_in_child(args) -> dict | None:
+    """Run the torch.compile row in a child process: a crash there is a result, not ours."""
+    cmd = [sys.executable, __file__, "--compile-child", "--no-reference"]
+    cmd += ["--blocks", str(args.blocks)] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        print(f"torch.compile: the child process failed ({why}); eager is the default")
+        return {"setting": "torch.compile", "failed": why}
+    print(lines[-2] if len(lines) > 1 else "", flush=True)
+    return json.loads(lines[-1])
 
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--steps", type=int, default=40, help="timed steps per setting (default 40)")
-    p.add_argument(
-        "--all", action="store_true", help="every setting (NCHW/channels-last x one/two draws)"
-    )
+    p.add_argument("--blocks", type=int, default=8, help=f"timed blocks of {BLOCK} steps (8)")
+    p.add_argument("--all", action="store_true", help="also NCHW, keras.io's step, bfloat16")
+    p.add_argument("--compile", action="store_true", help="also torch.compile (inductor)")
+    p.add_argument("--compile-child", action="store_true", help=argparse_hidden())
     p.add_argument("--no-reference", action="store_true", help="skip Keras even if installed")
     args = p.parse_args()
     print(cpu_line(), flush=True)
+    with suppress(OSError), open("/proc/loadavg") as f:
+        print(f"# load average at start: {' '.join(f.read().split()[:3])}")
     ds = load_dataset("mnist", args.data_dir)
     x = np.concatenate([ds.x_train, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_test])
-    default = GANTrainConfig()
-    base = {"channels_last": default.channels_last, "reuse_fakes": default.reuse_fakes}
-    settings = [{**base, "bf16": False}]
-    if args.all:
-        settings += [
-            {"channels_last": cl, "reuse_fakes": reuse, "bf16": False}
-            for cl in (False, True)
-            for reuse in (False, True)
-            if {"channels_last": cl, "reuse_fakes": reuse} != base
-        ]
-    if bf16_is_fast():
-        settings.append({**base, "bf16": True})
-    else:
-        print("bf16: skipped (no AVX512-BF16/AMX here: bfloat16 would be emulated, and slow)")
-    rows = []
-    for s in settings:
-        sec = ours_step_seconds(x, y, args.steps, threads=args.threads, **s)
-        rows.append({**s, "step_s": sec, "steps_per_s": 1 / sec})
+    keras = None if args.no_reference else keras_block(x, y, args.threads)
+    if keras is None:
+        print("Keras reference: TensorFlow not installed (or --no-reference)")
+    ours = Ours(x, y, threads=args.threads)
+    mine, theirs = interleaved(ours, keras, 1 if args.compile_child else args.blocks)
+    our_s = statistics.median(mine)
+    ref = statistics.median(theirs) if theirs else None
+    chosen = ours.nets.threads.chosen
+    print(f"ours, default settings ({chosen} threads chosen): {ms(mine)} per step", flush=True)
+    pair_ratios = [t / m for m, t in zip(mine, theirs, strict=True)] if theirs else []
+    if ref:
+        print(f"Keras (XLA): {ms(theirs)} per step")
         print(
-            f"channels_last={s['channels_last']} one_generated_batch={s['reuse_fakes']} "
-            f"bf16={s['bf16']}: {sec * 1000:.0f} ms/step ({1 / sec:.2f} steps/s)",
+            f"ratio Keras / ours: {ref / our_s:.2f}x (block pairs: "
+            f"{min(pair_ratios):.2f}-{max(pair_ratios):.2f}x)"
+        )
+    rows = [{"setting": "default", "step_s": our_s, "threads": chosen}]
+    extra = []
+    if args.all:
+        extra += [
+            ("NCHW", {"channels_last": False}),
+            ("keras.io's second generator pass", {"reuse_fakes": False}),
+        ]
+        if bf16_is_fast():
+            extra.append(("bf16 autocast", {"bf16": True}))
+        else:
+            print("bf16: skipped (no AVX512-BF16/AMX here: bfloat16 would be emulated, and slow)")
+    if args.compile_child:
+        extra = [("torch.compile", {"compile_mode": "default"})]
+    elif args.compile:
+        compile_row = compile_in_child(args)
+        if compile_row:
+            rows.append(compile_row)
+    for name, settings in extra:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                other = Ours(x, y, threads=args.threads, **settings)
+        except Exception as exc:  # a missing compiler is a result to report, not a crash
+            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            rows.append({"setting": name, "failed": type(exc).__name__})
+            continue
+        # Interleave with ours again, so that the ratio between the two is from the same load.
+        again, times = interleaved(ours, other.block, max(args.blocks // 2, 2))
+        note = f", compile {other.compile_s:.1f} s (first 3 steps)" if other.compile_s else ""
+        speed = statistics.median(again) / statistics.median(times)
+        print(
+            f"{name}: {ms(times)} per step against the default's {ms(again)} "
+            f"(its speed against the default: {speed:.2f}x){note}",
             flush=True,
         )
-    ours = rows[0]["step_s"]  # the default settings
-    fastest = min(rows, key=lambda r: r["step_s"])
-    ref = None if args.no_reference else keras_step_seconds(x, y, args.steps, args.threads)
-    if ref:
-        print(f"Keras reference: {ref * 1000:.0f} ms/step ({1 / ref:.2f} steps/s)")
-        print(f"ratio (Keras / ours, default settings): {ref / ours:.2f}x")
-        print(f"ratio (Keras / ours, fastest setting): {ref / fastest['step_s']:.2f}x")
-    else:
-        print("Keras reference: TensorFlow not installed (or --no-reference)")
+        rows.append(
+            {
+                "setting": name,
+                "step_s": statistics.median(times),
+                "default_step_s_same_time": statistics.median(again),
+                "compile_s": other.compile_s,
+            }
+        )
+    if args.compile_child:
+        print(json.dumps(rows[-1]))
+        return
     emit(
         {
             "benchmark": "gan",
-            "ours_s": ours,
+            "ours_s": our_s,
             "reference_s": ref,
-            "ratio": ref / ours if ref else None,
-            "fastest_s": fastest["step_s"],
-            "fastest_ratio": ref / fastest["step_s"] if ref else None,
-            "threads": args.threads or torch.get_num_threads(),
+            "ratio": ref / our_s if ref else None,
+            "ratio_range": [min(pair_ratios), max(pair_ratios)] if ref else None,
+            "threads": chosen,
             "cpu": cpu_summary(),
             "settings": rows,
         }

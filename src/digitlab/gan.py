@@ -55,7 +55,38 @@ class Generator(nn.Module):
         x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
         x = self.act(self.up1(x))  # (N, 128, 14, 14)
         x = self.act(self.up2(x))  # (N, 128, 28, 28)
-        return torch.sigmoid(self.out(x))  # (N, 1, 28, 28) in [0, 1]
+        if x.device.type == "cpu":
+            x = conv_to_one_channel(x, self.out.weight, self.out.bias)
+        else:  # cuDNN's own kernel: the GPU figures in the README were measured with it
+            x = self.out(x)
+        return torch.sigmoid(x)  # (N, 1, 28, 28) in [0, 1]
+
+
+def conv_to_one_channel(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The same result as `F.conv2d(x, weight, bias, padding=k // 2)` for ONE output channel
+    and an odd k x k kernel (stride 1, "same" padding), as one matrix product and a fold.
+
+    x: (N, C, H, W) float (either memory format); weight: (1, C, k, k); bias: (1,) or None.
+    Returns (N, 1, H, W). Why: oneDNN's direct kernels vectorise over output channels, and with
+    just one they run at a few GFLOP/s; this layer (the generator's last, 128 -> 1, 7x7) took a
+    third of a CPU training step (README, "What it measures"). Here the channel sums are one
+    GEMM, P = W (k*k, C) @ x (C, H*W) per image, and `fold` (col2im) adds each of the k*k
+    per-pixel products into the output pixel it belongs to; autograd's backward of both is
+    again one GEMM per gradient and an unfold. Only the order of the float additions differs
+    from the direct convolution (the tests compare the two).
+    """
+    _, c, h, w = x.shape
+    k = weight.shape[-1]
+    if weight.shape != (1, c, k, k) or k % 2 == 0:
+        raise ValueError(f"need a (1, {c}, k, k) weight with odd k, got {tuple(weight.shape)}")
+    # fold puts column j of the block at (i, j) at output (i + dy_j - k//2, ...), the mirror of
+    # a convolution's tap (i - dy_j + k//2): flipping the kernel makes the two the same.
+    taps = weight[0].flip(1, 2).reshape(c, k * k).t()  # (k*k, C)
+    per_pixel = torch.matmul(taps, x.flatten(2))  # (N, k*k, H*W): a free view when channels-last
+    out = torch.nn.functional.fold(per_pixel, (h, w), k, padding=k // 2)  # (N, 1, H, W)
+    return out if bias is None else out + bias.view(1, 1, 1, 1)
 
 
 class Discriminator(nn.Module):

@@ -39,6 +39,10 @@ class GANTrainConfig:
     lr: float = 3e-4
     seed: int = 0
     device: str = "auto"
+    # None: timed on the training steps themselves, 1 thread against all cores, again every
+    # THREAD_TRIAL_EVERY steps (`StepThreads`). A number: that many, every step (and the same
+    # numbers on every run: the choice by timing can differ between runs, and with it the
+    # order of some float additions inside oneDNN).
     threads: int | None = None
     # Channels-last pays on CPU for these convolutions (measured in one process, 1 thread:
     # 1.15 s against 1.72 s per step on a loaded AVX512 box; README: 197 vs 236 ms quiet).
@@ -166,12 +170,8 @@ def train_gan(
     cfg.validate(len(images))
     gan_cfg = gan_cfg or GANConfig()
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    g, d = Generator(gan_cfg).to(device), Discriminator(gan_cfg).to(device)
-    if cfg.channels_last:
-        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, eps=1e-7)
-    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr, eps=1e-7)
+    nets = build_nets(cfg, gan_cfg, device)
+    g, d, g_opt, d_opt = nets.g, nets.d, nets.g_opt, nets.d_opt
     ckpt = Checkpoint(
         Path(out_dir) / CHECKPOINT, {"g": g, "d": d}, {"g_opt": g_opt, "d_opt": d_opt}
     )
@@ -189,18 +189,12 @@ def train_gan(
     history = GANHistory(**meta["history"]) if meta else GANHistory()
     step = meta["step"] if meta else 0
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)[:, None]
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    # The whole dataset (and its one-hot labels) lives on the device: each batch is indexed
-    # there, with no per-step host copies (70,000 digits are 220 MB as float32).
-    hot_all = one_hot(torch.from_numpy(np.asarray(labels, np.int64)), gan_cfg.n_classes).to(device)
-    nets = _Nets(g, d, g_opt, d_opt, gan_cfg, cfg, device)
+    x, hot_all = device_data(images, labels, nets)
 
     def save() -> None:
         ckpt.save({**state, "step": step, "history": asdict(history)})
 
-    with threads(requested_threads(cfg.threads)):
+    with threads(None):  # restores the caller's thread count after the per-step choices
         while step < stop_at:
             epoch = step // per_epoch
             t0, start_step = time.perf_counter(), step
@@ -220,7 +214,86 @@ def train_gan(
             elif step - start_step:  # stopped mid-epoch (max_steps): keep what was done
                 save()
     g.eval()
-    return g, history, {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
+    info = {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
+    return g, history, {**info, "threads": nets.threads.chosen}
+
+
+def build_nets(cfg: GANTrainConfig, gan_cfg: GANConfig, device: torch.device) -> _Nets:
+    """Both networks (seeded by cfg.seed, in cfg's memory format), their Adam optimizers and
+    the per-step thread choice: what `train_gan` trains (and the benchmark times)."""
+    torch.manual_seed(cfg.seed)
+    g, d = Generator(gan_cfg).to(device), Discriminator(gan_cfg).to(device)
+    if cfg.channels_last:
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, eps=1e-7)
+    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr, eps=1e-7)
+    return _Nets(g, d, g_opt, d_opt, gan_cfg, cfg, device)
+
+
+def device_data(
+    images: np.ndarray, labels: np.ndarray, nets: _Nets
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and int labels (N,) -> float32 (N, 1, 28, 28) in [0, 1] and
+    one-hot (N, n_classes), on the training device in the networks' memory format.
+
+    The whole dataset lives on the device: each batch is indexed there, with no per-step
+    host copies (70,000 digits are 220 MB as float32).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(nets.device).float().div_(255.0)
+    x = x[:, None]
+    if nets.cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    hot = one_hot(torch.from_numpy(np.asarray(labels, np.int64)), nets.gan_cfg.n_classes)
+    return x, hot.to(nets.device)
+
+
+THREAD_TRIAL_EVERY = 400  # steps between two timings of 1 thread against all cores
+_TRIAL_STEPS = 4  # per thread count; the first of each is not counted (oneDNN re-plans)
+
+
+class StepThreads:
+    """The CPU thread count for each training step: `fixed` if given, else timed.
+
+    Why time it: on a quiet 2-vCPU machine two threads run a step about 1.5x faster than one,
+    but with one competing CPU-bound process a two-thread step waits at every OpenMP barrier
+    for the thread that lost its core, and ran 4-8x SLOWER than one thread (measured here;
+    README, "What it measures"). So every THREAD_TRIAL_EVERY steps, _TRIAL_STEPS steps run at
+    all cores and as many at 1 thread, and the faster (median step time) is kept: a trial
+    costs about 1% of the steps, and follows the load as it changes during a long run.
+    """
+
+    def __init__(self, fixed: int | None, device: torch.device):
+        self.cores = torch.get_num_threads()
+        if fixed is None and (device.type != "cpu" or self.cores == 1):
+            fixed = self.cores
+        self.fixed = fixed
+        self.chosen = fixed if fixed is not None else self.cores
+        self._plan: list[int] = []
+        self._times: dict[int, list[float]] = {}
+        self._since = THREAD_TRIAL_EVERY  # the first steps are a trial
+
+    def next(self) -> int:
+        """The thread count for the next step."""
+        if self.fixed is not None:
+            return self.fixed
+        if not self._plan and self._since >= THREAD_TRIAL_EVERY:
+            self._plan = [self.cores] * _TRIAL_STEPS + [1] * _TRIAL_STEPS
+            self._times = {self.cores: [], 1: []}
+            self._since = 0
+        return self._plan[0] if self._plan else self.chosen
+
+    def record(self, n: int, seconds: float) -> None:
+        """The time of the step just run with `n` threads."""
+        if self.fixed is not None:
+            return
+        self._since += 1
+        if not self._plan:
+            return
+        self._plan.pop(0)
+        self._times[n].append(seconds)
+        if not self._plan:  # the trial is complete: the warm steps' medians decide
+            medians = {k: float(np.median(v[1:])) for k, v in self._times.items()}
+            self.chosen = min(medians, key=medians.get)
 
 
 @dataclass
@@ -240,6 +313,7 @@ class _Nets:
             self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
         )
         self.noise = torch.Generator(device=self.device)  # reseeded each step: exact resumes
+        self.threads = StepThreads(requested_threads(self.cfg.threads), self.device)
 
 
 def _train_epoch(
@@ -271,14 +345,7 @@ def _train_epoch(
         if step >= stop_at:
             break
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        nets.noise.manual_seed(cfg.seed * 1_000_003 + step)  # by step: resumes exactly
-        z = torch.randn(
-            2, cfg.batch_size, nets.gan_cfg.latent_dim, generator=nets.noise, device=device
-        )
-        d_loss, g_loss = train_step(
-            nets.g, nets.d, nets.g_opt, nets.d_opt, x[idx], hot[idx], z, cfg.reuse_fakes,
-            nets.autocast,
-        )  # fmt: skip
+        d_loss, g_loss = run_step(nets, x[idx], hot[idx], step)
         sums[0] += d_loss
         sums[1] += g_loss
         step += 1
@@ -291,3 +358,22 @@ def _train_epoch(
     bar.close()
     d_sum, g_sum = sums.tolist()
     return step, d_sum / max(count, 1), g_sum / max(count, 1)
+
+
+def run_step(
+    nets: _Nets, real: torch.Tensor, hot: torch.Tensor, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training step number `step` on one batch (real: (B, 1, 28, 28), hot: (B, n_classes)),
+    with its seeded noise and its thread count; returns the two losses (0-d tensors)."""
+    cfg = nets.cfg
+    nets.noise.manual_seed(cfg.seed * 1_000_003 + step)  # by step: resumes exactly
+    z = torch.randn(2, len(real), nets.gan_cfg.latent_dim, generator=nets.noise, device=nets.device)
+    n_threads = nets.threads.next()
+    if n_threads != torch.get_num_threads():
+        torch.set_num_threads(n_threads)
+    start = time.perf_counter()
+    losses = train_step(
+        nets.g, nets.d, nets.g_opt, nets.d_opt, real, hot, z, cfg.reuse_fakes, nets.autocast
+    )
+    nets.threads.record(n_threads, time.perf_counter() - start)  # CPU ops are synchronous
+    return losses

@@ -1,0 +1,113 @@
+"""The GAN training step's fast paths agree with the plain computation they replace."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from digitlab.gan import Generator, conv_to_one_channel, one_hot
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_channel_conv_matches_conv2d_in_float64(k, channels_last):
+    """Values and all three gradients against F.conv2d in float64; float32's own conv2d is
+    held to the same bound, so the GEMM + fold form is no less accurate than oneDNN's."""
+    gen = torch.Generator().manual_seed(k)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 5, 9, 11, generator=gen).contiguous(memory_format=fmt)
+    w, b = torch.randn(1, 5, k, k, generator=gen), torch.randn(1, generator=gen)
+    grad = torch.randn(3, 1, 9, 11, generator=gen)
+
+    def run(fn, dtype):
+        args = [t.to(dtype).clone().requires_grad_() for t in (x, w, b)]
+        out = fn(*args)
+        out.backward(grad.to(dtype))
+        return [out.detach(), *(a.grad for a in args)]
+
+    exact = run(lambda *a: F.conv2d(*a, padding=k // 2), torch.float64)
+    ours = run(conv_to_one_channel, torch.float32)
+    onednn = run(lambda *a: F.conv2d(*a, padding=k // 2), torch.float32)
+    for e, o, n in zip(exact, ours, onednn, strict=True):
+        scale = e.abs().max().item()
+        assert o.shape == e.shape
+        assert (o.double() - e).abs().max().item() <= 1e-5 * scale
+        assert (n.double() - e).abs().max().item() <= 1e-5 * scale
+
+
+def test_one_channel_conv_refuses_other_shapes():
+    x = torch.randn(2, 4, 6, 6)
+    for w in (torch.randn(2, 4, 3, 3), torch.randn(1, 4, 4, 4), torch.randn(1, 3, 3, 3)):
+        with pytest.raises(ValueError, match="odd k"):
+            conv_to_one_channel(x, w, None)
+
+
+def test_generator_uses_the_same_last_layer_as_conv2d():
+    """The generator's CPU forward (GEMM + fold for its 7x7, 128 -> 1 layer) against the same
+    network through nn.Conv2d: the same function of the same weights."""
+    torch.manual_seed(0)
+    g = Generator()
+    z, hot = torch.randn(8, 128), one_hot(range(8))
+    x = torch.cat([z, hot], 1)
+    x = g.act(g.fc(x)).view(8, -1, 7, 7)
+    x = g.act(g.up2(g.act(g.up1(x))))
+    reference = torch.sigmoid(g.out(x))
+    assert torch.allclose(g(z, hot), reference, atol=1e-6, rtol=0)
+
+
+def _run_trial(picker, seconds_per_count):
+    """Drive `picker` through steps whose time depends on the thread count only."""
+    used = []
+    for _ in range(12):
+        n = picker.next()
+        used.append(n)
+        picker.record(n, seconds_per_count[n])
+    return used
+
+
+def test_step_threads_keep_the_faster_count_and_time_again(monkeypatch):
+    import digitlab.gan_train as gt
+
+    monkeypatch.setattr(gt, "THREAD_TRIAL_EVERY", 10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        picker = gt.StepThreads(None, torch.device("cpu"))
+        # A quiet machine: two threads win; the trial runs 4 steps at each count first.
+        used = _run_trial(picker, {2: 0.1, 1: 0.15})
+        assert used[:8] == [2] * 4 + [1] * 4 and used[8:] == [2] * 4
+        assert picker.chosen == 2
+        # The load changes: the next trial (after 10 steps) finds one thread faster.
+        used = _run_trial(picker, {2: 0.5, 1: 0.15})
+        assert 1 in used and picker.chosen == 1
+        # The warm-up step of each count is not counted: one slow first step changes nothing.
+        picker = gt.StepThreads(None, torch.device("cpu"))
+        for i, n in enumerate([2] * 4 + [1] * 4):
+            assert picker.next() == n
+            picker.record(n, 9.0 if i == 0 else {2: 0.1, 1: 0.2}[n])
+        assert picker.chosen == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_step_threads_asked_for_or_off_the_cpu_are_never_timed():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        from digitlab.gan_train import StepThreads
+
+        assert _run_trial(StepThreads(1, torch.device("cpu")), {1: 0.1}) == [1] * 12
+        assert _run_trial(StepThreads(None, torch.device("cuda")), {2: 0.1}) == [2] * 12
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_reports_the_chosen_threads_and_restores_the_count(tmp_path):
+    from conftest import make_digits
+    from digitlab.gan_train import GANTrainConfig, train_gan
+
+    x, y = make_digits(64, seed=4)
+    before = torch.get_num_threads()
+    cfg = GANTrainConfig(epochs=1, batch_size=4, max_steps=10)  # threads timed: 1 vs all
+    _, _, info = train_gan(x, y, cfg, tmp_path, progress=False)
+    assert info["steps"] == 10 and info["threads"] in {1, before}
+    assert torch.get_num_threads() == before
