@@ -23,3 +23,30 @@ def test_cpu_summary_names_the_caps_in_force(monkeypatch):
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()
     assert "MKL_ENABLE_INSTRUCTIONS=AVX2" in info["limits"]
     assert info["cores"] >= 1 and info["model"]
+
+
+def test_keep_freed_memory_reuses_training_sized_blocks():
+    """Inside the context a 20 MB block freed and allocated again, step after step, costs no
+    fresh pages (glibc keeps it); on exit the setting reports whether it applied."""
+    import platform
+    import resource
+
+    import numpy as np
+
+    from digitlab.device import keep_freed_memory
+
+    with keep_freed_memory("cpu") as applied:
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            assert applied is False
+            return
+        assert applied is True
+        for cycle in range(6):
+            if cycle == 1:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            block = np.ones(20 << 18, np.float32)  # 20 MB, every page touched
+            del block
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    # One fresh 20 MB block is 5,120 faults; glibc by default took ~500 over these cycles here.
+    assert faults < 64
+    with keep_freed_memory("cuda") as applied:  # not a CPU loop: nothing to do
+        assert applied is False

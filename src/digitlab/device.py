@@ -73,6 +73,52 @@ def threads(n: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _glibc():
+    """The process's C library through ctypes where it is glibc (Linux), else None."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory(device: torch.device | str = "cpu") -> Iterator[bool]:
+    """While a CPU training loop runs, let glibc keep freed memory for the next step.
+
+    Each training step allocates and frees the same activations and gradients (up to 25 MB
+    each for the GAN); with glibc's default, large blocks come fresh from the kernel every step
+    and every page faults on first touch. Setting the mmap threshold to its maximum (32 MB) and
+    the trim threshold to 256 MB keeps them in the heap: the course CNN's step measured
+    15.6-16.5 ms instead of 17.1-22.9 ms (2-vCPU EPYC, 2 threads, three runs each). On exit the
+    trim threshold drops to 64 MB (what glibc's own rule would reach with a 32 MB mmap
+    threshold) and the free memory is returned with malloc_trim. The same as running with
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456, without the variables.
+    Elsewhere (not glibc, or a GPU) it does nothing. Yields whether the setting took effect.
+    """
+    libc = _glibc() if torch.device(device).type == "cpu" else None
+    if libc is None:
+        yield False
+        return
+    ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    )
+    try:
+        yield ok
+    finally:
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+        libc.malloc_trim(0)
+
+
 class ThreadPicker:
     """Choose the thread count while a chunked job runs: a first, untimed chunk with all `n`
     threads (it pays the one-off costs: page faults on fresh buffers, library set-up), the

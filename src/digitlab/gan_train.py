@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from digitlab.device import requested_threads, resolve_device, threads
+from digitlab.device import keep_freed_memory, requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, progress_bar
@@ -194,7 +194,8 @@ def train_gan(
     def save() -> None:
         ckpt.save({**state, "step": step, "history": asdict(history)})
 
-    with threads(None):  # restores the caller's thread count after the per-step choices
+    # threads(None) restores the caller's thread count after the per-step choices.
+    with threads(None), keep_freed_memory(nets.device):
         while step < stop_at:
             epoch = step // per_epoch
             t0, start_step = time.perf_counter(), step

@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import stratified_split
-from digitlab.device import requested_threads, resolve_device, threads
+from digitlab.device import keep_freed_memory, requested_threads, resolve_device, threads
 from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, progress_bar
 from digitlab.validation import subset_size, whole_number
@@ -237,7 +237,7 @@ def train_cnn(
     x_fit, y_fit = _tensors(x_train[fit_idx], y_train[fit_idx], device, cfg.channels_last)
     x_val, y_val = _tensors(x_train[val_idx], y_train[val_idx], device, cfg.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    with threads(n_threads):
+    with threads(n_threads), keep_freed_memory(device):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             loss, acc = _train_epoch(
