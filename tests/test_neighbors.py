@@ -435,3 +435,29 @@ def test_thread_picker_keeps_the_faster_count():
     close.record(close.next(), 0.95, 1000)
     assert close.chosen == 2
     assert ThreadPicker(1).next() == 1  # nothing to choose
+
+
+@pytest.mark.parametrize("kind", ["two-level pixels", "mostly identical int64", "fortran float32"])
+@pytest.mark.parametrize("k", [1, 7, 40])
+def test_pruned_search_equals_sklearn_on_tie_heavy_data(kind, k):
+    """The pruned search (PCA bounds + the compiled scan) on data full of exact ties, in other
+    dtypes and memory orders: sklearn's neighbours, distances and votes."""
+    rng = np.random.default_rng(k)
+    if kind == "two-level pixels":
+        X = (rng.random((4500, 784)) < 0.2).astype(np.uint8) * 255
+        Q = (rng.random((120, 784)) < 0.2).astype(np.uint8) * 255
+    elif kind == "mostly identical int64":
+        X = np.zeros((4200, 64), np.int64)
+        X[::3, 0] = 7
+        Q = X[:60]
+    else:
+        X = np.asfortranarray(rng.integers(0, 256, (4500, 100)).astype(np.float32))
+        Q = X[::7][:120]
+    y = rng.integers(0, 5, len(X))
+    ours = KNeighborsClassifier(k, algorithm="pruned").fit(X, y)
+    ref = SKLearnKNN(k, algorithm="brute").fit(X, y)
+    d1, i1 = ours.kneighbors(Q)
+    d2, i2 = ref.kneighbors(Q)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2)
+    np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
