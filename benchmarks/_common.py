@@ -82,7 +82,9 @@ def competing_process(enabled: bool = True):
     import subprocess
     import sys
 
-    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # It ignores Ctrl-C (which reaches the whole process group); kill() below ends it.
+    spin = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
     try:
         yield
     finally:

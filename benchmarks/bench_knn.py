@@ -74,8 +74,12 @@ def main() -> None:
         "--busy", action="store_true", help="with one competing CPU-bound process running"
     )
     args = p.parse_args()
-    with competing_process(args.busy):
-        run(args)
+    try:
+        with competing_process(args.busy):
+            run(args)
+    except KeyboardInterrupt:  # the competing process is already gone (its context closed)
+        print("bench_knn: interrupted; no figures", file=sys.stderr)
+        sys.exit(130)
 
 
 def run(args) -> None:
