@@ -262,7 +262,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         milliseconds and the pruned search's per-row scan is launch-bound (H200, 60,000 x
         10,000: pruned 0.22 s, nearly all of it 4,479 small kernel launches).
         """
-        kernel = _choose_kernel(device) if self.kernel == "auto" else self.kernel
+        kernel = _resolve_kernel(self.kernel, device)
         return self.algorithm == "pruned" or (
             self.algorithm == "auto"
             and device.type == "cpu"
@@ -507,7 +507,7 @@ class _PixelIndex:
 
     def __init__(self, pixels: np.ndarray, device: torch.device, kernel: str):
         self.device = device
-        self.kernel = _choose_kernel(device) if kernel == "auto" else kernel
+        self.kernel = _resolve_kernel(kernel, device)
         u8 = np.ascontiguousarray(pixels)
         self.t = torch.from_numpy(u8).to(device, torch.float32).sub_(_SHIFT)
         self.t8 = _int8_rows(self.t) if self.kernel == "int8" else None
@@ -559,6 +559,11 @@ def _int8_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 _KERNEL_CHOICE: dict[str, str] = {}
+
+
+def _resolve_kernel(kernel: str, device: torch.device) -> str:
+    """The product kernel a search on `device` uses: the setting, or the timed choice for "auto"."""
+    return _choose_kernel(device) if kernel == "auto" else kernel
 
 
 def _choose_kernel(device: torch.device) -> str:
