@@ -79,6 +79,12 @@ def test_dropout_keeps_the_right_share_and_scales():
     out.sum().backward()
     assert torch.equal(x.grad, out.detach())
     assert abs((Dropout(0.2).train()(x) != 0).float().mean().item() - 0.8) < 0.004
+    # p = 0.5 takes one bit per entry from random bytes: each of the eight bit positions,
+    # and pairs of neighbours, must be fair and independent (400,000 entries: 50,000 each).
+    kept_of = kept.reshape(-1, 8).float()
+    assert (kept_of.mean(0) - 0.5).abs().max() < 0.012  # 5 sd of 50,000 coins
+    both = (kept_of[:, :-1] * kept_of[:, 1:]).mean(0)
+    assert (both - 0.25).abs().max() < 0.01
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert not Dropout(1.0).train()(x).any()

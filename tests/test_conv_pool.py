@@ -18,13 +18,18 @@ def reference(x, w, b):
     return torch.relu(F.max_pool2d(F.conv2d(x.double(), w.double(), b.double()), 2))
 
 
-def both(x, w, b, g):
-    """Outputs and (weight, bias) gradients of the fused stage and of the float64 reference."""
+def both(x, w, b, g, size=None):
+    """Outputs and (weight, bias) gradients of the fused stage and of the float64 reference
+    (sliced to `size`)."""
     results = []
-    for fn, dtype in ((conv_pool.conv_pool_relu, torch.float32), (reference, torch.float64)):
+    rows, cols = size or (None, None)
+    for dtype in (torch.float32, torch.float64):
         wt = w.detach().to(dtype).requires_grad_()
         bt = b.detach().to(dtype).requires_grad_()
-        out = fn(x, wt, bt)
+        if dtype == torch.float32:
+            out = conv_pool.conv_pool_relu(x, wt, bt, size)
+        else:
+            out = reference(x, wt, bt)[:, :, :rows, :cols]
         (out * g.to(dtype)).sum().backward()
         results.append((out.detach().double(), wt.grad.double(), bt.grad.double()))
     return results
@@ -143,3 +148,15 @@ def test_the_kernels_refuse_strided_arrays():
             0,
             2,
         )
+
+
+def test_size_computes_only_the_first_rows_and_columns():
+    x = digits_like(6, 28, 28, seed=5)
+    w = torch.randn(8, 1, 3, 3)
+    b = torch.rand(8) - 0.5
+    g = torch.randn(6, 8, 12, 11)
+    (out, gw, gb), (ref, ref_gw, ref_gb) = both(x, w, b, g, size=(12, 11))
+    assert out.shape == (6, 8, 12, 11)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-4, atol=1e-5 * float(ref_gw.abs().max()))
+    torch.testing.assert_close(gb, ref_gb, rtol=1e-4, atol=1e-5 * float(ref_gb.abs().max()))

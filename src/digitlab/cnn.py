@@ -28,6 +28,13 @@ class CNNConfig:
     image_size: int = 28
 
     @property
+    def conv2_input_used(self) -> int:
+        """Rows (and columns) of the first stage's output that reach the second pool: 12 of 13
+        for the course (conv2 makes 11, the pool uses 10)."""
+        s1 = (self.image_size - self.kernel + 1) // 2
+        return 2 * ((s1 - self.kernel + 1) // 2) + self.kernel - 1
+
+    @property
     def flat_size(self) -> int:
         """Features entering the dense layer (1,600 for the course)."""
         side = ((self.image_size - self.kernel + 1) // 2 - self.kernel + 1) // 2
@@ -35,10 +42,12 @@ class CNNConfig:
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` whose mask comes from `torch.rand`: the same distribution, faster on CPU.
+    """`nn.Dropout` with a cheaper mask on the CPU: the same distribution.
 
     PyTorch's CPU `bernoulli_` took 2 ms per batch of 128 x 1600 here, 13% of a whole training
-    step; drawing uniforms and comparing takes 0.45 ms.
+    step; drawing uniforms and comparing takes 1.1 ms. For p = 0.5 (the course's) each mask
+    entry is one bit of a random byte: eight entries per draw, 0.25 ms (2-vCPU EPYC). Every bit
+    of a uniform byte is an independent fair coin, so the mask is exactly Bernoulli(1/2).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +56,12 @@ class Dropout(nn.Dropout):
             return x
         if self.p == 1:
             return x * 0
+        if self.p == 0.5:
+            n = x.numel()
+            draws = torch.randint(0, 256, (-(-n // 8),), dtype=torch.uint8, device=x.device)
+            shifts = torch.arange(8, dtype=torch.uint8, device=x.device)
+            bits = (draws[:, None] >> shifts).bitwise_and_(1).view(-1)[:n]
+            return x * bits.view(x.shape).to(x.dtype).mul_(2.0)
         keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
         return x * keep
 
@@ -73,10 +88,14 @@ class CourseCNN(nn.Module):
         # The course's conv -> ReLU -> pool, computed as conv -> pool -> ReLU: max-pooling and
         # ReLU commute (ReLU is monotone), so values and gradients are the same, bit for bit,
         # and the ReLU runs on a quarter of the numbers (a training step: 12.8 -> 11.0 ms).
+        # The second pool drops conv2's last row and column (11 -> 5), so they are never
+        # computed: conv2 sees the first 12 of 13 rows and columns (a sixth less work, the same
+        # values and gradients; `used` is 12 for the course's sizes).
+        used = self.cfg.conv2_input_used
         if self._fuses_first_stage(x):
-            x = conv_pool.conv_pool_relu(x, self.conv1.weight, self.conv1.bias)
+            x = conv_pool.conv_pool_relu(x, self.conv1.weight, self.conv1.bias, (used, used))
         else:
-            x = torch.relu(self.pool(self.conv1(x)))  # (N, 32, 13, 13)
+            x = torch.relu(self.pool(self.conv1(x)))[:, :, :used, :used]  # (N, 32, 12, 12)
         x = torch.relu(self.pool(self.conv2(x)))  # (N, 64, 5, 5)
         # Keras flattens channels-last (H, W, C); the order does not change what is learned.
         return torch.flatten(x, 1)

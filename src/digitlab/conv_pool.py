@@ -118,11 +118,15 @@ def _bounds(n_images: int) -> list[tuple[int, int]]:
 
 class _ConvPoolReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, size
+    ) -> torch.Tensor:
         n, _, h, w = x.shape
         n_c, _, k, _ = weight.shape
         fn = _kernels(k)[0]
         h2, w2 = (h - k + 1) // 2, (w - k + 1) // 2
+        if size is not None:
+            h2, w2 = min(h2, size[0]), min(w2, size[1])
         xs = x.detach().reshape(n, h, w).contiguous()
         taps = weight.detach().reshape(n_c, k * k).t().contiguous()  # (k*k, C)
         b = bias.detach().contiguous()
@@ -154,17 +158,24 @@ class _ConvPoolReLU(torch.autograd.Function):
         )
         total = torch.from_numpy(acc.sum(0))
         grad_w = total[: k * k].t().reshape(n_c, 1, k, k)
-        return None, grad_w.contiguous(), total[k * k].clone()
+        return None, grad_w.contiguous(), total[k * k].clone(), None
 
 
-def conv_pool_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def conv_pool_relu(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """relu(max_pool2d(conv2d(x, weight, bias), 2)) for one-channel images, in one pass.
 
     x: float32 (N, 1, H, W) on the CPU; weight: float32 (C, 1, k, k); bias: float32 (C,).
-    Returns float32 (N, C, (H-k+1)//2, (W-k+1)//2), channels-last in memory. Gradients flow to
+    Returns float32 (N, C, (H-k+1)//2, (W-k+1)//2), channels-last in memory; with `size`
+    (rows, columns), only that many of the first rows and columns (what the next layer uses;
+    the rest is never computed) -- the same as slicing the full output. Gradients flow to
     weight and bias, not to x. Threads: PyTorch's CPU thread count. Raises RuntimeError where
     the kernels cannot run (see `available`).
     """
     if _kernels(weight.shape[-1]) is None:
         raise RuntimeError("the fused conv-pool stage needs numba (pip install numba)")
-    return _ConvPoolReLU.apply(x, weight, bias)
+    return _ConvPoolReLU.apply(x, weight, bias, size)
