@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
+from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
 from digitlab.errors import ConfigError, DigitlabError, ImageError
 from digitlab.gan import generate
@@ -104,8 +105,6 @@ class PredictionBatcher:
         # The lock keeps the GAN (Generate/Morph) and the batch from fighting for the cores.
         with m.lock:
             if m.cnn is not None:
-                from digitlab.cnn import predict_proba
-
                 proba = predict_proba(m.cnn, images)
             if m.knn is not None:
                 # Never a one-row search: KNeighborsClassifier.kneighbors on a single query row
@@ -135,6 +134,9 @@ def load_models(
     m = Models(run_dir=Path(run_dir) if run_dir else None)
     try:
         m.cnn = load_cnn(cnn_dir)
+        # One blank prediction now: the CNN's compiled first stage loads here (0.3-0.6 s once
+        # per process), not during the first visitor's request.
+        predict_proba(m.cnn, np.zeros((1, 28, 28), np.uint8))
     except DigitlabError as exc:
         m.notes.append(f"CNN unavailable: {exc}")
     try:
