@@ -131,14 +131,20 @@ def test_load_errors(tmp_path):
     (tmp_path / "b" / "model.safetensors").write_bytes(
         (tmp_path / "a" / "model.safetensors").read_bytes()
     )
-    with pytest.raises(DataError, match="does not match"):
+    with pytest.raises(DataError, match="does not match") as caught:
         load_model(tmp_path / "b")
+    assert "size mismatch for conv1" in str(caught.value)  # what, not just "Error(s) in ..."
     (tmp_path / "b" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable safetensors"):
         load_model(tmp_path / "b")
     (tmp_path / "a" / "config.json").write_text('{"conv1": 16, "colour": 3}')
     with pytest.raises(DataError, match="unknown keys"):
         load_model(tmp_path / "a")
+    # values no network can be built from: one DataError, never a traceback from torch
+    for bad in ('{"kernel": 0}', '{"conv1": -3}', '{"kernel": "3"}', '{"dropout": 2}'):
+        (tmp_path / "a" / "config.json").write_text(bad)
+        with pytest.raises(DataError, match="no course_cnn can be built from"):
+            load_model(tmp_path / "a")
 
 
 @pytest.fixture(scope="module")

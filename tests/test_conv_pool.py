@@ -160,3 +160,75 @@ def test_size_computes_only_the_first_rows_and_columns():
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(gw, ref_gw, rtol=1e-4, atol=1e-5 * float(ref_gw.abs().max()))
     torch.testing.assert_close(gb, ref_gb, rtol=1e-4, atol=1e-5 * float(ref_gb.abs().max()))
+
+
+@pytest.mark.parametrize(
+    "conv1",
+    [
+        lambda: torch.nn.Conv2d(1, 32, 3, padding=1),
+        lambda: torch.nn.Conv2d(1, 32, 3, padding=1, padding_mode="reflect"),
+        lambda: torch.nn.Conv2d(1, 32, 3, dilation=2),
+        lambda: torch.nn.Conv2d(1, 32, 3, bias=False),
+    ],
+)
+def test_a_replaced_first_layer_is_honoured(conv1):
+    """Someone swaps conv1 for other settings: PyTorch's layers run it, not the fused stage."""
+    torch.manual_seed(0)
+    model = CourseCNN().eval()
+    model.conv1 = conv1()
+    x = digits_like(3, 28, 28, seed=1)
+    assert not model._fuses_first_stage(x)
+    try:
+        fused = model(x)
+    except RuntimeError:  # the shapes no longer fit the dense layer: so be it, both ways
+        model.fused = False
+        with pytest.raises(RuntimeError):
+            model(x)
+        return
+    model.fused = False
+    torch.testing.assert_close(fused, model(x))
+
+
+def test_hooks_on_the_first_layer_fire():
+    model = CourseCNN().eval()
+    seen = []
+    model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model(digits_like(2, 28, 28, seed=2))
+    assert seen == [(2, 32, 26, 26)]
+
+
+def test_second_derivatives_match_pytorch():
+    """create_graph=True (a gradient penalty): the fused stage's backward hands over to PyTorch's
+    layers, so the gradient of the gradient exists and equals the unfused one."""
+    x = digits_like(8, 28, 28, seed=4)
+    y = torch.arange(8) % 10
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = CourseCNN().eval()
+        model.fused = fused
+        params = list(model.parameters())
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        penalty = sum((g**2).sum() for g in grads)
+        results.append(torch.autograd.grad(penalty, params))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+
+
+def test_torch_func_transforms_work():
+    torch.manual_seed(0)
+    model = CourseCNN().eval()
+    x = digits_like(4, 28, 28, seed=6)
+    y = torch.arange(4)
+    params = dict(model.named_parameters())
+
+    def loss(p):
+        return F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
+
+    grads = torch.func.grad(loss)(params)
+    model.zero_grad()
+    loss(params).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6)
+    per_image = torch.func.vmap(lambda xi: model(xi[None])[0])(x)
+    torch.testing.assert_close(per_image, model(x), rtol=1e-5, atol=1e-6)

@@ -59,7 +59,10 @@ def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hi
     if unknown:
         raise DataError(f"{cfg_path} has unknown keys {sorted(unknown)}")
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    module = build(config_cls(**raw))
+    try:
+        module = build(config_cls(**raw))
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as exc:
+        raise DataError(f"{cfg_path} holds settings no {kind} can be built from ({exc})") from exc
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
@@ -67,7 +70,10 @@ def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hi
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise DataError(f"{weights} does not match {cfg_path}: {str(exc).splitlines()[0]}") from exc
+        # The first line is only "Error(s) in loading state_dict for ...:"; the next says what.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = " ".join(lines[:2])[:300]
+        raise DataError(f"{weights} does not match {cfg_path}: {detail}") from exc
     return module
 
 

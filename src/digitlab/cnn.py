@@ -101,22 +101,55 @@ class CourseCNN(nn.Module):
         return torch.flatten(x, 1)
 
     def _fuses_first_stage(self, x: torch.Tensor) -> bool:
-        # The fused CPU stage (digitlab.conv_pool) computes the same function in float32; it
-        # stands aside for a GPU, bf16 autocast, or images that need a gradient of their own.
+        # The fused CPU stage (digitlab.conv_pool) computes the same function in float32. It
+        # stands aside for a GPU, bf16 autocast, images that need a gradient of their own,
+        # torch.func transforms (vmap, grad over parameters), hooks on conv1 or the pool (they
+        # would never fire), and a conv1 or pool replaced by other settings than the course's.
+        conv, pool = self.conv1, self.pool
         return (
             self.fused
             and x.device.type == "cpu"
             and x.dtype == torch.float32
-            and self.conv1.weight.dtype == torch.float32
-            and self.conv1.in_channels == 1
             and not x.requires_grad
             and not torch.is_autocast_enabled("cpu")
-            and conv_pool.available(self.conv1.kernel_size[0])
+            and not torch._C._are_functorch_transforms_active()
+            and type(conv) is nn.Conv2d
+            and conv.weight.dtype == torch.float32
+            and conv.bias is not None
+            and conv.in_channels == 1
+            and conv.groups == 1
+            and conv.kernel_size[0] == conv.kernel_size[1]
+            and conv.stride == (1, 1)
+            and conv.padding == (0, 0)
+            and conv.dilation == (1, 1)
+            and type(pool) is nn.MaxPool2d
+            and pool.kernel_size == 2
+            and pool.stride == 2
+            and pool.padding == 0
+            and pool.dilation == 1
+            and not pool.ceil_mode
+            and not pool.return_indices
+            and not _hooked(conv, pool)
+            and conv_pool.available(conv.kernel_size[0])
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, n_classes) of images (N, 1, 28, 28)."""
         return self.fc(self.dropout(self.features(x)))  # logits (N, 10)
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether forward or backward hooks would see these modules' calls (their own or global)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    if torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules
+    )
 
 
 def summary(model: CourseCNN) -> str:
