@@ -53,8 +53,8 @@ class Generator(nn.Module):
         """Images (N, 1, 28, 28) in [0, 1] for noise z (N, latent_dim) and one-hot classes."""
         x = torch.cat([z, onehot], 1)  # (N, 138)
         x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
-        x = self.act(self.up1(x))  # (N, 128, 14, 14)
-        x = self.act(self.up2(x))  # (N, 128, 28, 28)
+        x = self.act(upsample(self.up1, x))  # (N, 128, 14, 14)
+        x = self.act(upsample(self.up2, x))  # (N, 128, 28, 28)
         if x.device.type == "cpu":
             x = conv_to_one_channel(x, self.out.weight, self.out.bias)
         else:  # cuDNN's own kernel: the GPU figures in the README were measured with it
@@ -62,31 +62,144 @@ class Generator(nn.Module):
         return torch.sigmoid(x)  # (N, 1, 28, 28) in [0, 1]
 
 
+def upsample(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """`up(x)`; on the CPU, with the bias's gradient summed apart from oneDNN's backward.
+
+    The same values and gradients. Why: asking oneDNN for the bias gradient along with the
+    weight and input gradients of the generator's second transposed convolution (output
+    64 x 128 x 28 x 28) cost 9-16 ms more than without it, while summing the output gradient
+    over batch and pixels takes 1 ms (2-vCPU EPYC, 2 threads; AVX2 kind: 86 -> 79 ms, AVX512:
+    77 -> 62 ms for that layer's backward).
+    """
+    if x.device.type != "cpu" or up.bias is None or type(up) is not nn.ConvTranspose2d:
+        return up(x)
+    return _ConvTransposeBiasApart.apply(x, up.weight, up.bias, up)
+
+
+class _ConvTransposeBiasApart(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, up):
+        ctx.save_for_backward(x, weight)
+        ctx.up = up
+        return nn.functional.conv_transpose2d(
+            x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        up = ctx.up
+        if torch.is_grad_enabled():  # a gradient of this gradient: autograd's own graph
+            with torch.enable_grad():
+                out = nn.functional.conv_transpose2d(
+                    x,
+                    weight,
+                    None,
+                    up.stride,
+                    up.padding,
+                    up.output_padding,
+                    up.groups,
+                    up.dilation,
+                )
+            gx, gw = torch.autograd.grad(out, (x, weight), grad, create_graph=True)
+            return gx, gw, grad.sum((0, 2, 3)), None
+        needs_x, needs_w, needs_b, _ = ctx.needs_input_grad
+        gx, gw = None, None
+        if needs_x or needs_w:
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                list(up.stride),
+                list(up.padding),
+                list(up.dilation),
+                True,
+                list(up.output_padding),
+                up.groups,
+                [needs_x, needs_w, False],
+            )
+        gb = grad.sum((0, 2, 3)) if needs_b else None
+        return gx, gw, gb, None
+
+
 def conv_to_one_channel(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """The same result as `F.conv2d(x, weight, bias, padding=k // 2)` for ONE output channel
-    and an odd k x k kernel (stride 1, "same" padding), as one matrix product and a fold.
+    and an odd k x k kernel (stride 1, "same" padding), as one matrix product and k*k shifted
+    sums.
 
-    x: (N, C, H, W) float (either memory format); weight: (1, C, k, k); bias: (1,) or None.
-    Returns (N, 1, H, W). Why: oneDNN's direct kernels vectorise over output channels, and with
-    just one they run at a few GFLOP/s; this layer (the generator's last, 128 -> 1, 7x7) took a
-    third of a CPU training step (README, "What it measures"). Here the channel sums are one
-    GEMM, P = W (k*k, C) @ x (C, H*W) per image, and `fold` (col2im) adds each of the k*k
-    per-pixel products into the output pixel it belongs to; autograd's backward of both is
-    again one GEMM per gradient and an unfold. Only the order of the float additions differs
-    from the direct convolution (the tests compare the two).
+    x: (N, C, H, W) float (either memory format; channels-last is read in place); weight:
+    (1, C, k, k); bias: (1,) or None. Returns (N, 1, H, W). Why: oneDNN's direct kernels
+    vectorise over output channels, and with just one they run at a few GFLOP/s; this layer
+    (the generator's last, 128 -> 1, 7x7) took a third of a CPU training step. Here the channel
+    sums are one GEMM, Q (k*k, N*H*W) = W (k*k, C) @ x (C, N*H*W), and each tap's plane of Q is
+    added into the output shifted by its offset; the backward is the mirror (each tap's plane
+    of the output gradient, shifted back) and one GEMM per gradient. Shifted sums of
+    contiguous planes replaced `fold`/`unfold` and the layout copies around them (about 10 ms
+    of a 220 ms GAN step). Only the order of the float additions differs from the direct
+    convolution (the tests compare the two in float64).
     """
-    _, c, h, w = x.shape
-    k = weight.shape[-1]
+    c, k = x.shape[1], weight.shape[-1]
     if weight.shape != (1, c, k, k) or k % 2 == 0:
         raise ValueError(f"need a (1, {c}, k, k) weight with odd k, got {tuple(weight.shape)}")
-    # fold puts column j of the block at (i, j) at output (i + dy_j - k//2, ...), the mirror of
-    # a convolution's tap (i - dy_j + k//2): flipping the kernel makes the two the same.
-    taps = weight[0].flip(1, 2).reshape(c, k * k).t()  # (k*k, C)
-    per_pixel = torch.matmul(taps, x.flatten(2))  # (N, k*k, H*W): a free view when channels-last
-    out = torch.nn.functional.fold(per_pixel, (h, w), k, padding=k // 2)  # (N, 1, H, W)
+    out = _ConvToOneChannel.apply(x, weight)
     return out if bias is None else out + bias.view(1, 1, 1, 1)
+
+
+def _tap_windows(k: int, h: int, w: int):
+    """For each tap t = (u, v): the output window and the same-size window of the input
+    plane it reads (offset u - k//2, v - k//2), zero padding left out."""
+    r = k // 2
+    for u in range(k):
+        for v in range(k):
+            dy, dx = u - r, v - r
+            ys, xs = slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx))
+            yq, xq = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+            yield u * k + v, (ys, xs), (yq, xq)
+
+
+class _ConvToOneChannel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k = weight.shape[-1]
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view when channels-last
+        taps = weight.reshape(c, k * k)  # (C, k*k)
+        q = torch.mm(taps.t(), rows.t()).view(k * k, n, h, w)  # one contiguous plane per tap
+        out = x.new_zeros(n, h, w)
+        for t, (ys, xs), (yq, xq) in _tap_windows(k, h, w):
+            out[:, ys, xs] += q[t, :, yq, xq]
+        ctx.save_for_backward(x, weight)
+        ctx.shape = (n, c, h, w, k)
+        return out[:, None]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        n, c, h, w, k = ctx.shape
+        if torch.is_grad_enabled():  # a gradient of this gradient: the direct conv's graph
+            needs = ctx.needs_input_grad
+            wanted = [t for t, need in zip((x, weight), needs, strict=True) if need]
+            with torch.enable_grad():
+                out = nn.functional.conv2d(x, weight, None, padding=k // 2)
+            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
+            return tuple(next(found) if need else None for need in ctx.needs_input_grad)
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view when channels-last
+        taps = weight.reshape(c, k * k)
+        g = grad.reshape(n, h, w)
+        gq = grad.new_zeros(k * k, n, h, w)
+        for t, (ys, xs), (yq, xq) in _tap_windows(k, h, w):
+            gq[t, :, yq, xq] = g[:, ys, xs]
+        gq = gq.view(k * k, n * h * w)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            # (N*H*W, C): the gradient in channels-last order, returned as (N, C, H, W).
+            gx = torch.mm(gq.t(), taps.t()).view(n, h, w, c).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(rows.t(), gq.t()).view(1, c, k, k)
+        return gx, gw
 
 
 class Discriminator(nn.Module):
