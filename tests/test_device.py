@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from digitlab.device import bf16_is_fast, cpu_summary
@@ -50,3 +52,28 @@ def test_keep_freed_memory_reuses_training_sized_blocks():
     assert faults < 64
     with keep_freed_memory("cuda") as applied:  # not a CPU loop: nothing to do
         assert applied is False
+
+
+def test_probe_threads_counts_a_competing_process():
+    """A CPU-bound process that runs the whole time takes a core: one thread fewer."""
+    import os
+    import subprocess
+    import sys
+
+    from digitlab.device import ThreadPicker, probe_threads
+
+    assert probe_threads(1) == 1
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= probe_threads(cores) <= cores
+    if cores < 2:
+        return
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)  # they are running
+        assert probe_threads(cores) == 1  # every core is taken
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert ThreadPicker(2, decided=1).chosen == 1  # a decided count: no chunk is timed
+    assert ThreadPicker(2).chosen is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import torch
@@ -135,12 +136,19 @@ class ThreadPicker:
     starts, i.e. before torch is imported, which a library cannot guarantee.
     """
 
-    def __init__(self, n: int | None = None, warmup: int = 1, margin: float = 0.9):
+    def __init__(
+        self,
+        n: int | None = None,
+        warmup: int = 1,
+        margin: float = 0.9,
+        decided: int | None = None,
+    ):
         self.n = n if n is not None else torch.get_num_threads()
         self.margin = margin
         self._skip = warmup
         self._times: dict[int, float] = {}
-        self.chosen: int | None = None if self.n > 1 else self.n
+        # decided: a count already measured (e.g. by probe_threads); no chunk is then timed.
+        self.chosen: int | None = decided if decided is not None or self.n > 1 else self.n
 
     def next(self) -> int:
         """The thread count for the next chunk."""
@@ -159,6 +167,39 @@ class ThreadPicker:
         if len(self._times) == 2:
             one_wins = self._times[1] < self.margin * self._times[self.n]
             self.chosen = 1 if one_wins else self.n
+
+
+def probe_threads(n: int | None = None, samples: int = 3) -> int:
+    """How many of `n` threads (default: torch's count) have a core of their own right now:
+    `n` less the other runnable tasks beyond the free cores, at least 1.
+
+    Linux: the kernel's count of runnable tasks (`procs_running` in /proc/stat, this thread
+    included), its minimum over `samples` readings 2 ms apart so a passing task is not
+    counted; elsewhere `n`. Why: with one competing CPU-bound process on a 2-vCPU machine, a
+    2-thread OpenMP product waits at every barrier for the thread that lost its core: the
+    pruned kNN search's one-off set-up (its training index and PCA bounds, about 0.3 s on one
+    thread) took 0.5-0.6 s on two there. A timed trial cannot see it in time: a short product
+    runs at full speed on two threads (a thread that just woke up is scheduled at once), and
+    the set-up is a single pass. Call it before starting threads of your own.
+    """
+    n = n if n is not None else torch.get_num_threads()
+    if n <= 1:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+        running = []
+        for i in range(samples):
+            if i:
+                time.sleep(0.002)
+            with open("/proc/stat") as stat:
+                lines = [line for line in stat if line.startswith("procs_running")]
+            running += [int(line.split()[1]) for line in lines]
+    except (AttributeError, OSError, ValueError, IndexError):
+        return n
+    if not running:
+        return n
+    others = max(0, min(running) - 1)
+    return max(1, min(n, cores - others))
 
 
 def cpu_flags() -> set[str]:

@@ -41,7 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from digitlab import errors
-from digitlab.device import ThreadPicker, resolve_device, threads
+from digitlab.device import ThreadPicker, probe_threads, resolve_device, threads
 from digitlab.neighbors.bounds import BoundIndex, nearest, preload_scan, warm_scan
 from digitlab.validation import images_as_rows, whole_number
 
@@ -274,12 +274,21 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
         n_fit, kmax = self.n_samples_fit_, max(ks)
         pruned = self._takes_pruned(device, kmax)
+        set_up = busy = None
         if pruned and device.type == "cpu":
+            # Busy machine? Then the one-off set-up runs on one thread, and so does the search
+            # (no trial chunks at all threads): device.probe_threads. Before numba's load
+            # starts, which would itself look like a competing process.
+            set_up = probe_threads()
+            busy = 1 if set_up == 1 else None  # other processes took the cores
             preload_scan()  # numba's load overlaps building the index and its bounds
-        index, keep = self._pixel_index(Q, device)
-        Q = np.ascontiguousarray(Q[:, keep])
+        with threads(set_up):
+            index, keep = self._pixel_index(Q, device)
+            Q = np.ascontiguousarray(Q[:, keep])
+            if pruned:
+                index.bounds()
         if pruned:
-            return self._search_pruned(index, Q, ks)
+            return self._search_pruned(index, Q, ks, decided=busy)
         m = min(n_fit, kmax + 1 + _MARGIN)
         out_d = np.empty((len(Q), m), np.float64)
         out_i = np.empty((len(Q), m), np.int64)
@@ -347,8 +356,12 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             unsure |= top_key[:, m - 1] >= top_key[:, kmax]
         return d.cpu().numpy(), cand.cpu().numpy(), unsure.cpu().numpy()
 
-    def _search_pruned(self, index: _PixelIndex, Q: np.ndarray, ks) -> dict[int, _Neighbors]:
-        """The same exact neighbours from PCA lower bounds and a few exact distances each."""
+    def _search_pruned(
+        self, index: _PixelIndex, Q: np.ndarray, ks, decided: int | None = None
+    ) -> dict[int, _Neighbors]:
+        """The same exact neighbours from PCA lower bounds and a few exact distances each.
+
+        decided: a thread count already chosen (by `probe_threads`); else the chunks choose."""
         n_fit, kmax = self.n_samples_fit_, max(ks)
         k1 = min(n_fit, kmax + 1)
         bounds = index.bounds()
@@ -356,7 +369,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         out_i = np.empty((len(Q), k1), np.int64)
         step = self._chunk_rows()
         buf = torch.empty((min(step, len(Q)), n_fit), device=index.device)
-        picker = ThreadPicker() if index.device.type == "cpu" else None
+        picker = ThreadPicker(decided=decided) if index.device.type == "cpu" else None
         if picker:
             warm_scan()  # the compiled pass is loaded (or compiled) before any chunk is timed
         for start in range(0, len(Q), step):
