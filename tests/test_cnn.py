@@ -122,6 +122,23 @@ def test_save_and_load_round_trip(tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["conv1"] == 32
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kernel": 0},
+        {"conv1": -3},
+        {"kernel": "3"},
+        {"dropout": 1.0},
+        {"kernel": 13},
+        {"image_size": 5},
+        {"n_classes": True},
+    ],
+)
+def test_config_refuses_sizes_no_network_can_have(bad):
+    with pytest.raises(ConfigError):
+        CNNConfig(**bad)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="is missing"):
         load_model(tmp_path)
@@ -141,7 +158,14 @@ def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="unknown keys"):
         load_model(tmp_path / "a")
     # values no network can be built from: one DataError, never a traceback from torch
-    for bad in ('{"kernel": 0}', '{"conv1": -3}', '{"kernel": "3"}', '{"dropout": 2}'):
+    for bad in (
+        '{"kernel": 0}',
+        '{"conv1": -3}',
+        '{"kernel": "3"}',
+        '{"dropout": 2}',
+        '{"kernel": 13}',
+        '{"dropout": true}',
+    ):
         (tmp_path / "a" / "config.json").write_text(bad)
         with pytest.raises(DataError, match="no course_cnn can be built from"):
             load_model(tmp_path / "a")

@@ -7,6 +7,7 @@ Conv 32 3x3 + ReLU -> MaxPool 2 -> Conv 64 3x3 + ReLU -> MaxPool 2 -> Flatten ->
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from digitlab import conv_pool
+from digitlab.errors import ConfigError
 
 
 @dataclass
@@ -26,6 +28,23 @@ class CNNConfig:
     dropout: float = 0.5
     n_classes: int = 10
     image_size: int = 28
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError for sizes no network can have (e.g. from an edited config.json)."""
+        for name in ("conv1", "conv2", "kernel", "n_classes", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
+            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        first = (self.image_size - self.kernel + 1) // 2
+        if first < 1 or (first - self.kernel + 1) // 2 < 1:
+            raise ConfigError(
+                f"a {self.kernel}x{self.kernel} kernel leaves nothing of {self.image_size}-pixel "
+                "images after two convolutions and pools"
+            )
 
     @property
     def conv2_input_used(self) -> int:
