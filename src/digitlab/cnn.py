@@ -16,6 +16,7 @@ from torch import nn
 
 from digitlab import conv_pool
 from digitlab.errors import ConfigError
+from digitlab.validation import whole_number
 
 
 @dataclass
@@ -32,9 +33,7 @@ class CNNConfig:
     def __post_init__(self) -> None:
         """Raises ConfigError for sizes no network can have (e.g. from an edited config.json)."""
         for name in ("conv1", "conv2", "kernel", "n_classes", "image_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+            whole_number(name, getattr(self, name))
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
             raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if not 0 <= self.dropout < 1:
