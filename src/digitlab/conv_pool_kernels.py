@@ -17,6 +17,21 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pick(m, a, v, i):
+    # PyTorch's max_pool2d rule: a later value is taken when larger, or when NaN.
+    if (v > m) | np.isnan(v):  # `|`, not `or`: no branch, so the channel loop vectorizes
+        return v, i
+    return m, a
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row4(x, n, r, s):
+    # Four neighbouring pixels of image n, row r, from column s: a row of the 4x4 patch under
+    # a pool window of a 3x3 conv (named values, so they stay in registers).
+    return x[n, r, s], x[n, r, s + 1], x[n, r, s + 2], x[n, r, s + 3]
+
+
 @njit(cache=True, nogil=True)
 def forward_rows(x, w, b, out, choice, lo, hi):  # pragma: no cover - compiled
     """relu(max_pool2(conv(x))) for images lo..hi-1 into `out`, the window's choice into
@@ -51,20 +66,9 @@ def forward_rows(x, w, b, out, choice, lo, hi):  # pragma: no cover - compiled
                             acc[2, c] += p10 * wc
                             acc[3, c] += p11 * wc
                 for c in range(n_c):
-                    m = acc[0, c] + b[c]
-                    a = 0
-                    v1 = acc[1, c] + b[c]
-                    if (v1 > m) | np.isnan(v1):
-                        m = v1
-                        a = 1
-                    v2 = acc[2, c] + b[c]
-                    if (v2 > m) | np.isnan(v2):
-                        m = v2
-                        a = 2
-                    v3 = acc[3, c] + b[c]
-                    if (v3 > m) | np.isnan(v3):
-                        m = v3
-                        a = 3
+                    m, a = _pick(acc[0, c] + b[c], 0, acc[1, c] + b[c], 1)
+                    m, a = _pick(m, a, acc[2, c] + b[c], 2)
+                    m, a = _pick(m, a, acc[3, c] + b[c], 3)
                     # ReLU after the max: ReLU is monotone, so this is max(relu(conv)).
                     keep = not m <= 0  # NaN kept, as torch.relu does; else no gradient (4)
                     out[n, i, j, c] = m if keep else np.float32(0.0)
@@ -112,14 +116,6 @@ def weight_grad_rows(x, g, choice, dw, db, lo, hi):  # pragma: no cover - compil
                             )
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _pick(m, a, v, i):
-    # PyTorch's max_pool2d rule: a later value is taken when larger, or when NaN.
-    if (v > m) | np.isnan(v):  # `|`, not `or`: no branch, so the channel loop vectorizes
-        return v, i
-    return m, a
-
-
 @njit(cache=True, nogil=True)
 def forward_rows_3x3(x, w, b, out, choice, lo, hi):  # pragma: no cover - compiled
     """`forward_rows` for 3x3 kernels, the course's: the nine taps and the 4x4 input patch
@@ -133,25 +129,16 @@ def forward_rows_3x3(x, w, b, out, choice, lo, hi):  # pragma: no cover - compil
             r = 2 * i
             for j in range(w2):
                 s = 2 * j
-                p00, p01, p02, p03 = x[n, r, s], x[n, r, s + 1], x[n, r, s + 2], x[n, r, s + 3]
-                p10, p11, p12, p13 = (
-                    x[n, r + 1, s],
-                    x[n, r + 1, s + 1],
-                    x[n, r + 1, s + 2],
-                    x[n, r + 1, s + 3],
+                p0, p1, p2, p3 = (
+                    _row4(x, n, r, s),
+                    _row4(x, n, r + 1, s),
+                    _row4(x, n, r + 2, s),
+                    _row4(x, n, r + 3, s),
                 )
-                p20, p21, p22, p23 = (
-                    x[n, r + 2, s],
-                    x[n, r + 2, s + 1],
-                    x[n, r + 2, s + 2],
-                    x[n, r + 2, s + 3],
-                )
-                p30, p31, p32, p33 = (
-                    x[n, r + 3, s],
-                    x[n, r + 3, s + 1],
-                    x[n, r + 3, s + 2],
-                    x[n, r + 3, s + 3],
-                )
+                p00, p01, p02, p03 = p0
+                p10, p11, p12, p13 = p1
+                p20, p21, p22, p23 = p2
+                p30, p31, p32, p33 = p3
                 for c in range(n_c):
                     w0, w1, w2_, w3, w4 = w[0, c], w[1, c], w[2, c], w[3, c], w[4, c]
                     w5, w6, w7, w8 = w[5, c], w[6, c], w[7, c], w[8, c]
@@ -218,25 +205,16 @@ def weight_grad_rows_3x3(x, g, choice, dw, db, lo, hi):  # pragma: no cover - co
             r = 2 * i
             for j in range(w2):
                 s = 2 * j
-                p00, p01, p02, p03 = x[n, r, s], x[n, r, s + 1], x[n, r, s + 2], x[n, r, s + 3]
-                p10, p11, p12, p13 = (
-                    x[n, r + 1, s],
-                    x[n, r + 1, s + 1],
-                    x[n, r + 1, s + 2],
-                    x[n, r + 1, s + 3],
+                p0, p1, p2, p3 = (
+                    _row4(x, n, r, s),
+                    _row4(x, n, r + 1, s),
+                    _row4(x, n, r + 2, s),
+                    _row4(x, n, r + 3, s),
                 )
-                p20, p21, p22, p23 = (
-                    x[n, r + 2, s],
-                    x[n, r + 2, s + 1],
-                    x[n, r + 2, s + 2],
-                    x[n, r + 2, s + 3],
-                )
-                p30, p31, p32, p33 = (
-                    x[n, r + 3, s],
-                    x[n, r + 3, s + 1],
-                    x[n, r + 3, s + 2],
-                    x[n, r + 3, s + 3],
-                )
+                p00, p01, p02, p03 = p0
+                p10, p11, p12, p13 = p1
+                p20, p21, p22, p23 = p2
+                p30, p31, p32, p33 = p3
                 for c in range(n_c):
                     a = choice[n, i, j, c]
                     gn = g[n, i, j, c]
