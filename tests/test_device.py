@@ -77,3 +77,31 @@ def test_probe_threads_counts_a_competing_process():
             p.wait()
     assert ThreadPicker(2, decided=1).chosen == 1  # a decided count: no chunk is timed
     assert ThreadPicker(2).chosen is None
+
+
+def test_run_in_threads_runs_every_call_and_reraises():
+    import threading
+
+    import pytest
+
+    from digitlab.device import run_in_threads
+
+    seen = []
+    lock = threading.Lock()
+
+    def record(i):
+        with lock:
+            seen.append((i, threading.current_thread().name))
+
+    run_in_threads([(record, (i,)) for i in range(3)])
+    assert sorted(i for i, _ in seen) == [0, 1, 2]
+    assert dict(seen)[0] == threading.current_thread().name  # the first runs here
+    assert all(name.startswith("digitlab-worker") for i, name in seen if i)
+
+    def fail():
+        raise ValueError("from a worker")
+
+    with pytest.raises(ValueError, match="from a worker"):
+        run_in_threads([(record, (9,)), (fail, ())])
+    run_in_threads([(record, (5,))])  # one call: this thread only
+    assert dict(seen)[5] == threading.current_thread().name

@@ -21,13 +21,13 @@ bf16 autocast, images that need a gradient) PyTorch's layers run.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from digitlab.device import run_in_threads
 
 # The only signatures compiled (C-contiguous arrays, int64 bounds): anything else is a bug and
 # raises instead of silently compiling a strided variant (one ran 10x slower).
@@ -42,7 +42,6 @@ _BACKWARD = (
 
 _lock = threading.Lock()
 _loaded: dict = {}
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
 
 
 def _kernels(k: int = 3) -> tuple | None:
@@ -83,33 +82,6 @@ def available(k: int = 3) -> bool:
     return _kernels(k) is not None
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
-    # One pool per process, remade in a forked child (the parent's threads do not exist there).
-    global _pool
-    with _lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
-            _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, "digitlab-conv"))
-        return _pool[2]
-
-
-def _split(calls: list) -> None:
-    """Run (fn, args) calls at once: the first on this thread, the others on the pool.
-
-    The kernels release the GIL, so Python threads run them in parallel.
-    """
-    if len(calls) == 1:
-        fn, args = calls[0]
-        fn(*args)
-        return
-    pool = _executor(len(calls) - 1)
-    futures = [pool.submit(fn, *args) for fn, args in calls[1:]]
-    try:
-        calls[0][0](*calls[0][1])
-    finally:
-        for f in futures:
-            f.result()
-
-
 def _bounds(n_images: int) -> list[tuple[int, int]]:
     """Image ranges, one per thread (PyTorch's CPU thread count, as its own layers use)."""
     parts = max(1, min(torch.get_num_threads(), n_images))
@@ -134,7 +106,7 @@ class _ConvPoolReLU(torch.autograd.Function):
         out = torch.empty((n, h2, w2, n_c), dtype=torch.float32)
         choice = torch.empty((n, h2, w2, n_c), dtype=torch.uint8)
         arrays = (xs.numpy(), taps.numpy(), b.numpy(), out.numpy(), choice.numpy())
-        _split([(fn, (*arrays, lo, hi)) for lo, hi in _bounds(n)])
+        run_in_threads([(fn, (*arrays, lo, hi)) for lo, hi in _bounds(n)])
         ctx.save_for_backward(xs, choice, weight, bias)
         ctx.kernel = k
         ctx.size = (h2, w2)
@@ -156,7 +128,7 @@ class _ConvPoolReLU(torch.autograd.Function):
         acc = np.zeros((len(parts), k * k + 1 + -(-16 // n_c), n_c), np.float32)
         fn = _kernels(k)[1]
         arrays = (xs.numpy(), g.numpy(), choice.numpy())
-        _split(
+        run_in_threads(
             [
                 (fn, (*arrays, acc[t, : k * k], acc[t, k * k], lo, hi))
                 for t, (lo, hi) in enumerate(parts)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -167,6 +169,35 @@ class ThreadPicker:
         if len(self._times) == 2:
             one_wins = self._times[1] < self.margin * self._times[self.n]
             self.chosen = 1 if one_wins else self.n
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
+_pool_lock = threading.Lock()
+
+
+def run_in_threads(calls: list[tuple[Callable, tuple]]) -> None:
+    """Run the (function, args) calls at once: the first on this thread, the others on a pool
+    of Python threads kept for the process; return when all are done (re-raising the first
+    error). For compiled functions that release the GIL (numba `nogil`), which then run in
+    parallel: the kNN scan's rows, the CNN's fused first stage's images.
+    """
+    global _pool
+    if len(calls) > 1:
+        with _pool_lock:
+            # Remade in a forked child, where the parent's threads do not exist.
+            if _pool is None or _pool[0] != os.getpid() or _pool[1] < len(calls) - 1:
+                workers = len(calls) - 1
+                _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, "digitlab-worker"))
+            pool = _pool[2]
+        futures = [pool.submit(fn, *args) for fn, args in calls[1:]]
+    else:
+        futures = []
+    try:
+        fn, args = calls[0]
+        fn(*args)
+    finally:
+        for f in futures:
+            f.result()
 
 
 def probe_threads(n: int | None = None, samples: int = 3) -> int:

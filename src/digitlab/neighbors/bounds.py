@@ -21,6 +21,8 @@ import threading
 import numpy as np
 import torch
 
+from digitlab.device import run_in_threads
+
 RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a bigger product
 # Rounding margin relative to |x - mu|^2, per side. The bound is a float32 dot product of 99
 # terms whose absolute values sum to at most 2 (|a|^2 + |b|^2), so its error is at most
@@ -129,15 +131,7 @@ def nearest(
         checked = np.empty(b, np.int64)
         args = (lb.numpy(), pixels[0], pixels[1], k1, min(n, k1 + 4), out_d, out_i, checked)
         n_threads = max(1, min(torch.get_num_threads(), b))
-        workers = [
-            threading.Thread(target=scan, args=(*args, first, n_threads))
-            for first in range(1, n_threads)
-        ]
-        for w in workers:
-            w.start()
-        scan(*args, 0, n_threads)  # this thread takes its share too
-        for w in workers:
-            w.join()
+        run_in_threads([(scan, (*args, first, n_threads)) for first in range(n_threads)])
         return out_d, out_i
     width = min(n, max(WIDTH, 2 * k1))
     lb_top, cand = torch.topk(lb, width, dim=1, largest=False, sorted=True)
