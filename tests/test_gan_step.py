@@ -111,3 +111,25 @@ def test_training_reports_the_chosen_threads_and_restores_the_count(tmp_path):
     _, _, info = train_gan(x, y, cfg, tmp_path, progress=False)
     assert info["steps"] == 10 and info["threads"] in {1, before}
     assert torch.get_num_threads() == before
+
+
+def test_upsample_has_second_derivatives_like_pytorchs_layer():
+    """gradgradcheck in float64, and a gradient penalty where the input needs no gradient
+    (a frozen layer before it) equals the one through nn.ConvTranspose2d itself."""
+    from digitlab.gan import upsample
+
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1).double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w, b = up.weight, up.bias
+    assert torch.autograd.gradcheck(lambda x: upsample(up, x), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: upsample(up, x), (x,))
+    penalties = []
+    for layer in (lambda t: upsample(up, t), up):
+        up.zero_grad()
+        out = layer(x.detach())  # the input needs no gradient
+        (gw,) = torch.autograd.grad((out**2).sum(), (w,), create_graph=True)
+        (gw**2).sum().backward()
+        penalties.append((w.grad.clone(), b.grad.clone()))
+    for a, c in zip(*penalties, strict=True):
+        torch.testing.assert_close(a, c)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from digitlab.device import run_in_threads
+from digitlab.double_backward import reference_grads
 
 # The only signatures compiled (C-contiguous arrays, int64 bounds): anything else is a bug and
 # raises instead of silently compiling a strided variant (one ran 10x slower).
@@ -108,19 +109,21 @@ class _ConvPoolReLU(torch.autograd.Function):
         arrays = (xs.numpy(), taps.numpy(), b.numpy(), out.numpy(), choice.numpy())
         run_in_threads([(fn, (*arrays, lo, hi)) for lo, hi in _bounds(n)])
         ctx.save_for_backward(xs, choice, weight, bias)
-        ctx.kernel = k
-        ctx.size = (h2, w2)
         return out.permute(0, 3, 1, 2)  # (N, C, H2, W2), channels-last in memory
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         xs, choice, weight, bias = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # A gradient of this gradient is wanted (create_graph=True): PyTorch's own layers
-            # again, from the saved images, so that higher derivatives exist.
-            return (None, *_reference_grads(xs, weight, bias, grad, ctx.size), None)
-        n, _, _, n_c = choice.shape
-        k = ctx.kernel
+        n, rows, cols, n_c = choice.shape
+        k = weight.shape[-1]
+        if torch.is_grad_enabled():  # a gradient of this gradient: PyTorch's layers again
+
+            def stage(w, b):
+                out = torch.relu(F.max_pool2d(F.conv2d(xs[:, None], w, b), 2))
+                return out[:, :, :rows, :cols]
+
+            needs = ctx.needs_input_grad[1:3]
+            return (None, *reference_grads(stage, (weight, bias), needs, grad), None)
         g = grad.permute(0, 2, 3, 1).contiguous()  # free when grad is channels-last already
         parts = _bounds(n)
         # One accumulator per thread: rows 0..k*k-1 the weights', row k*k the bias', then at
@@ -137,13 +140,6 @@ class _ConvPoolReLU(torch.autograd.Function):
         total = torch.from_numpy(acc.sum(0))
         grad_w = total[: k * k].t().reshape(n_c, 1, k, k)
         return None, grad_w.contiguous(), total[k * k].clone(), None
-
-
-def _reference_grads(xs, weight, bias, grad, size):
-    rows, cols = size
-    x = xs[:, None]
-    out = torch.relu(F.max_pool2d(F.conv2d(x, weight, bias), 2))[:, :, :rows, :cols]
-    return torch.autograd.grad(out, (weight, bias), grad, create_graph=True)
 
 
 def conv_pool_relu(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digitlab.double_backward import reference_grads
 from digitlab.errors import ConfigError
 from digitlab.preprocess import centre_by_mass
 from digitlab.validation import is_whole, whole_number
@@ -79,7 +80,7 @@ def upsample(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
 class _ConvTransposeBiasApart(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, up):
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, weight, bias)
         ctx.up = up
         return nn.functional.conv_transpose2d(
             x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
@@ -87,22 +88,17 @@ class _ConvTransposeBiasApart(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
         up = ctx.up
-        if torch.is_grad_enabled():  # a gradient of this gradient: autograd's own graph
-            with torch.enable_grad():
-                out = nn.functional.conv_transpose2d(
-                    x,
-                    weight,
-                    None,
-                    up.stride,
-                    up.padding,
-                    up.output_padding,
-                    up.groups,
-                    up.dilation,
+        if torch.is_grad_enabled():  # a gradient of this gradient: PyTorch's own layer
+
+            def layer(x, w, b):
+                return nn.functional.conv_transpose2d(
+                    x, w, b, up.stride, up.padding, up.output_padding, up.groups, up.dilation
                 )
-            gx, gw = torch.autograd.grad(out, (x, weight), grad, create_graph=True)
-            return gx, gw, grad.sum((0, 2, 3)), None
+
+            needs = ctx.needs_input_grad[:3]
+            return (*reference_grads(layer, (x, weight, bias), needs, grad), None)
         needs_x, needs_w, needs_b, _ = ctx.needs_input_grad
         gx, gw = None, None
         if needs_x or needs_w:
@@ -172,20 +168,18 @@ class _ConvToOneChannel(torch.autograd.Function):
         for t, (ys, xs), (yq, xq) in _tap_windows(k, h, w):
             out[:, ys, xs] += q[t, :, yq, xq]
         ctx.save_for_backward(x, weight)
-        ctx.shape = (n, c, h, w, k)
         return out[:, None]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        n, c, h, w, k = ctx.shape
+        (n, c, h, w), k = x.shape, weight.shape[-1]
         if torch.is_grad_enabled():  # a gradient of this gradient: the direct conv's graph
-            needs = ctx.needs_input_grad
-            wanted = [t for t, need in zip((x, weight), needs, strict=True) if need]
-            with torch.enable_grad():
-                out = nn.functional.conv2d(x, weight, None, padding=k // 2)
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-            return tuple(next(found) if need else None for need in ctx.needs_input_grad)
+
+            def conv(x, w):
+                return nn.functional.conv2d(x, w, None, padding=k // 2)
+
+            return reference_grads(conv, (x, weight), ctx.needs_input_grad, grad)
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view when channels-last
         taps = weight.reshape(c, k * k)
         g = grad.reshape(n, h, w)
