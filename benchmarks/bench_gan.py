@@ -211,7 +211,7 @@ def main() -> None:
     mine, theirs = interleaved(ours, keras, 1 if args.compile_child else args.blocks)
     our_s = statistics.median(mine)
     ref = statistics.median(theirs) if theirs else None
-    chosen = ours.nets.threads.chosen
+    chosen = ours.nets.threads.current
     print(f"ours, default settings ({chosen} threads chosen): {ms(mine)} per step", flush=True)
     pair_ratios = [t / m for m, t in zip(mine, theirs, strict=True)] if theirs else []
     if ref:

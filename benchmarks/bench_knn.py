@@ -7,8 +7,10 @@ Prints a table, then one JSON line: ours_s / reference_s are fit+predict at k=3 
 includes loading its compiled scan); ratio = reference_s / ours_s. --busy runs everything with
 one competing CPU-bound process. To time the AVX2 kind on an AVX512 machine:
 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
-NUMBA_CPU_NAME=haswell OPENBLAS_CORETYPE=Haswell (PyTorch, oneDNN, MKL, numba and
-scikit-learn's OpenBLAS all held to AVX2).
+OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell
+NUMBA_CPU_FEATURES=+avx2,+fma,+avx,+sse4.2,+popcnt,+bmi,+bmi2,+f16c,+lzcnt,+movbe
+(PyTorch, oneDNN, MKL, scikit-learn's OpenBLAS and numba all held to AVX2; numba needs both
+NUMBA variables: with the CPU name alone it keeps the host's AVX512 instructions).
 """
 
 from __future__ import annotations

@@ -191,6 +191,41 @@ def test_training_learns_and_is_reproducible(small_data):
         assert torch.equal(a, b)
 
 
+def test_thread_count_is_timed_on_the_training_steps(small_data, monkeypatch):
+    """threads=None: the first real steps are the trial (4 at all cores, 4 at one thread); the
+    caller's thread count is back afterwards; asked-for threads are never timed."""
+    import digitlab.train as train_module
+    from digitlab import device
+
+    used: list[int] = []
+
+    def spying(fixed, dev):
+        picker = device.step_threads(fixed, dev)
+        record = picker.record
+
+        def spy(n, seconds, rows=1):
+            used.append(n)
+            record(n, seconds, rows)
+
+        picker.record = spy
+        return picker
+
+    monkeypatch.setattr(train_module, "step_threads", spying)
+    x, y = small_data
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _, _, info = train_cnn(x, y, _cfg(threads=None, batch_size=32, epochs=1), progress=False)
+        assert used[:8] == [2] * 4 + [1] * 4 and len(used) == 17  # 540 images, batch 32
+        assert set(used[8:]) == {info["threads"]} and info["threads"] in (1, 2)
+        assert torch.get_num_threads() == 2
+        used.clear()
+        _, _, info = train_cnn(x, y, _cfg(threads=2, batch_size=32, epochs=1), progress=False)
+        assert set(used) == {2} and info["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_interrupted_run_resumes_to_the_same_weights(small_data, tmp_path):
     x, y = small_data
     full, h_full, _ = train_cnn(x, y, _cfg(epochs=3), progress=False)

@@ -27,6 +27,15 @@ def test_cpu_summary_names_the_caps_in_force(monkeypatch):
     assert info["cores"] >= 1 and info["model"]
 
 
+def test_cpu_summary_says_when_numba_keeps_the_hosts_instructions(monkeypatch):
+    """NUMBA_CPU_NAME alone does not hold numba to that CPU's instructions: the line says so."""
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    monkeypatch.delenv("NUMBA_CPU_FEATURES", raising=False)
+    assert "NUMBA_CPU_FEATURES=unset" in cpu_summary()["limits"]
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,+fma")
+    assert "NUMBA_CPU_FEATURES=+avx2,+fma" in cpu_summary()["limits"]
+
+
 def test_keep_freed_memory_reuses_training_sized_blocks():
     """Inside the context a 20 MB block freed and allocated again, step after step, costs no
     fresh pages (glibc keeps it); on exit the setting reports whether it applied."""
@@ -105,3 +114,27 @@ def test_run_in_threads_runs_every_call_and_reraises():
         run_in_threads([(record, (9,)), (fail, ())])
     run_in_threads([(record, (5,))])  # one call: this thread only
     assert dict(seen)[5] == threading.current_thread().name
+
+
+def test_thread_picker_settles_after_each_switch_and_times_again():
+    """settle: the first unit at each count is not compared; every: a new trial that many
+    units after the last began; `current` is the count in force outside a trial."""
+    from digitlab.device import ThreadPicker
+
+    picker = ThreadPicker(2, warmup=0, settle=1, trial=2, every=8, margin=1.0)
+    assert picker.chosen is None and picker.current == 2
+    plan = []
+    for i in range(6):  # 9 s first units would decide the trial if they were counted
+        n = picker.next()
+        plan.append(n)
+        picker.record(n, 9.0 if i in (0, 3) else {2: 1.0, 1: 1.5}[n])
+    assert plan == [2, 2, 2, 1, 1, 1] and picker.chosen == 2
+    for _ in range(2):  # units 7 and 8 at the chosen count, outside any trial
+        picker.record(picker.next(), 1.0)
+    plan = []
+    for _ in range(6):  # unit 9: eight after the first trial began, so a new one
+        n = picker.next()
+        plan.append(n)
+        picker.record(n, {2: 3.0, 1: 1.0}[n])  # now one thread is faster
+    assert plan == [2, 2, 2, 1, 1, 1]
+    assert picker.chosen == 1 and picker.current == 1 and picker.next() == 1

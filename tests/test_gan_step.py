@@ -64,14 +64,13 @@ def _run_trial(picker, seconds_per_count):
     return used
 
 
-def test_step_threads_keep_the_faster_count_and_time_again(monkeypatch):
-    import digitlab.gan_train as gt
+def test_step_threads_keep_the_faster_count_and_time_again():
+    from digitlab.device import step_threads
 
-    monkeypatch.setattr(gt, "THREAD_TRIAL_EVERY", 10)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        picker = gt.StepThreads(None, torch.device("cpu"))
+        picker = step_threads(None, torch.device("cpu"), every=10)
         # A quiet machine: two threads win; the trial runs 4 steps at each count first.
         used = _run_trial(picker, {2: 0.1, 1: 0.15})
         assert used[:8] == [2] * 4 + [1] * 4 and used[8:] == [2] * 4
@@ -80,7 +79,7 @@ def test_step_threads_keep_the_faster_count_and_time_again(monkeypatch):
         used = _run_trial(picker, {2: 0.5, 1: 0.15})
         assert 1 in used and picker.chosen == 1
         # The warm-up step of each count is not counted: one slow first step changes nothing.
-        picker = gt.StepThreads(None, torch.device("cpu"))
+        picker = step_threads(None, torch.device("cpu"), every=10)
         for i, n in enumerate([2] * 4 + [1] * 4):
             assert picker.next() == n
             picker.record(n, 9.0 if i == 0 else {2: 0.1, 1: 0.2}[n])
@@ -93,10 +92,10 @@ def test_step_threads_asked_for_or_off_the_cpu_are_never_timed():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        from digitlab.gan_train import StepThreads
+        from digitlab.device import step_threads
 
-        assert _run_trial(StepThreads(1, torch.device("cpu")), {1: 0.1}) == [1] * 12
-        assert _run_trial(StepThreads(None, torch.device("cuda")), {2: 0.1}) == [2] * 12
+        assert _run_trial(step_threads(1, torch.device("cpu")), {1: 0.1}) == [1] * 12
+        assert _run_trial(step_threads(None, torch.device("cuda")), {2: 0.1}) == [2] * 12
     finally:
         torch.set_num_threads(before)
 

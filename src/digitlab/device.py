@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,8 +43,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 def requested_threads(n: int | None = None) -> int | None:
     """The thread count asked for: `n` if given, else DIGITLAB_THREADS if set, else None.
 
-    None leaves the choice to the task (the CNN measures 1 against all cores; the others use
-    PyTorch's default). Raises ConfigError for a count below 1 or a non-number in the variable.
+    None leaves the choice to the task (the kNN search and the CNN's and GAN's training time
+    it on their own work with `ThreadPicker`; the others use PyTorch's default). Raises ConfigError for a count below 1 or a non-number in the variable.
     """
     if n is not None:
         return check_threads(n)
@@ -123,52 +124,117 @@ def keep_freed_memory(device: torch.device | str = "cpu") -> Iterator[bool]:
 
 
 class ThreadPicker:
-    """Choose the thread count while a chunked job runs: a first, untimed chunk with all `n`
-    threads (it pays the one-off costs: page faults on fresh buffers, library set-up), the
-    next timed with all `n`, the next with one, then whichever ran its chunk faster per row;
-    one thread must win by `margin` (10%) to be kept, so a noisy quiet machine stays on `n`.
+    """The CPU thread count for each unit of a job (a query chunk, a training step), chosen
+    by timing the job's own units: all `n` threads against one.
 
-    Why: on a quiet machine two threads win, but with one competing CPU-bound process a
+    A trial runs `settle` untimed units and then `trial` timed units at `n` threads, the same
+    at one thread, and keeps one thread only if its median time per row beats `margin` times
+    that of `n` (so a noisy quiet machine stays on `n`). Before the first trial `warmup`
+    untimed units run at `n` (they pay one-off costs: page faults on fresh buffers, library
+    set-up). With `every`, a new trial starts every that many units (counted from the start of
+    the last), so a long run follows the load as it changes. `decided`: a count already known
+    (asked for by the user, or measured by `probe_threads`); nothing is then timed.
+
+    Why: on a quiet 2-vCPU machine two threads win, but with one competing CPU-bound process a
     two-thread OpenMP product waits at every barrier for the thread that lost its core
     (measured here: a 1,024 x 20,000 x 99 product 2.6x slower on 2 threads than on 1 under
-    load). Timing real chunks costs nothing extra, unlike a separate trial. Timing the first
-    chunk instead picked one thread on a quiet machine in 1 of 3 searches (its one-off costs
-    were charged to the all-thread count).
+    load; a GAN training step 4-8x slower). Timing real units costs nothing extra, unlike a
+    separate trial on made-up work. Timing the first unit instead picked one thread on a quiet
+    machine in 1 of 3 kNN searches (its one-off costs were charged to the all-thread count).
     OMP_WAIT_POLICY=passive would be another fix, but it is read only when the OpenMP runtime
     starts, i.e. before torch is imported, which a library cannot guarantee.
+
+    Used by the kNN search (per query chunk), and the CNN's and GAN's training loops (per step).
     """
 
     def __init__(
         self,
         n: int | None = None,
+        *,
         warmup: int = 1,
+        trial: int = 1,
+        settle: int = 0,
+        every: int | None = None,
         margin: float = 0.9,
         decided: int | None = None,
     ):
         self.n = n if n is not None else torch.get_num_threads()
         self.margin = margin
-        self._skip = warmup
-        self._times: dict[int, float] = {}
-        # decided: a count already measured (e.g. by probe_threads); no chunk is then timed.
-        self.chosen: int | None = decided if decided is not None or self.n > 1 else self.n
+        self.every = every
+        self._trial_plan = [
+            (count, timed) for count in (self.n, 1) for timed in [False] * settle + [True] * trial
+        ]
+        self._warmup = warmup
+        self._plan: list[tuple[int, bool]] = []
+        self._times: dict[int, list[float]] = {}
+        self._since = 0  # units run since the last trial started
+        self.fixed = decided if decided is not None else (self.n if self.n <= 1 else None)
+        #: The count kept by the latest trial (or the decided one); None before any decision.
+        self.chosen: int | None = self.fixed
+        if self.fixed is None:
+            self._plan = list(self._trial_plan)
+
+    @property
+    def current(self) -> int:
+        """The count in force outside a trial: the chosen one, else `n`."""
+        return self.chosen if self.chosen is not None else self.n
 
     def next(self) -> int:
-        """The thread count for the next chunk."""
-        if self.chosen is not None:
-            return self.chosen
-        return self.n if self._skip or self.n not in self._times else 1
+        """The thread count for the next unit."""
+        if self.fixed is not None:
+            return self.fixed
+        if self._warmup:
+            return self.n
+        if not self._plan and self.every is not None and self._since >= self.every:
+            self._plan = list(self._trial_plan)
+            self._since = 0
+        return self._plan[0][0] if self._plan else self.current
 
-    def record(self, n: int, seconds: float, rows: int) -> None:
-        """Report how long the chunk run with `n` threads took for `rows` rows."""
-        if self.chosen is not None:
+    def record(self, n: int, seconds: float, rows: int = 1) -> None:
+        """Report how long the unit just run with `n` threads took for `rows` rows."""
+        if self.fixed is not None:
             return
-        if self._skip:
-            self._skip -= 1
+        if self._warmup:
+            self._warmup -= 1
             return
-        self._times[n] = seconds / max(rows, 1)
-        if len(self._times) == 2:
-            one_wins = self._times[1] < self.margin * self._times[self.n]
-            self.chosen = 1 if one_wins else self.n
+        self._since += 1
+        if not self._plan or self._plan[0][0] != n:  # outside a trial (or not its count)
+            return
+        _, timed = self._plan.pop(0)
+        if timed:
+            self._times.setdefault(n, []).append(seconds / max(rows, 1))
+        if not self._plan:  # the trial is complete: the medians decide
+            one, all_ = (statistics.median(self._times.pop(k)) for k in (1, self.n))
+            self.chosen = 1 if one < self.margin * all_ else self.n
+
+
+STEP_TRIAL_EVERY = 400  # training steps between two timings of 1 thread against all cores
+STEP_TRIAL = 4  # steps per thread count in a trial; the first of each is not counted
+
+
+def step_threads(
+    fixed: int | None, device: torch.device, every: int = STEP_TRIAL_EVERY
+) -> ThreadPicker:
+    """The thread count for each step of a training loop (the CNN's, the GAN's): `fixed` if
+    given (or off the CPU), else timed on the steps themselves: every `every` steps,
+    STEP_TRIAL steps at all cores and as many at 1 thread, the first of each not counted
+    (oneDNN re-plans for a new count), and the faster median kept. A trial costs about 1% of
+    the steps and follows the load as it changes during a long run: on a quiet 2-vCPU machine
+    two threads run a GAN step about 1.5x faster than one, but with one competing CPU-bound
+    process a two-thread step ran 4-8x SLOWER than one thread (README, "What it measures").
+    """
+    cores = torch.get_num_threads()
+    if fixed is None and device.type != "cpu":
+        fixed = cores
+    return ThreadPicker(
+        cores,
+        warmup=0,
+        settle=1,
+        trial=STEP_TRIAL - 1,
+        every=every,
+        margin=1.0,  # the faster count, as measured: medians of whole steps time well
+        decided=fixed,
+    )
 
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
@@ -297,9 +363,20 @@ def cpu_summary() -> dict:
     )
     limits = {
         k: os.environ[k]
-        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        for k in (
+            "ATEN_CPU_CAPABILITY",
+            "ONEDNN_MAX_CPU_ISA",
+            "MKL_ENABLE_INSTRUCTIONS",
+            "NUMBA_CPU_NAME",
+            "NUMBA_CPU_FEATURES",
+            "OPENBLAS_CORETYPE",
+        )
         if os.environ.get(k)
     }
+    if "NUMBA_CPU_NAME" in limits and "NUMBA_CPU_FEATURES" not in limits:
+        # numba then targets the named CPU with the HOST's features: on an AVX512 machine
+        # NUMBA_CPU_NAME=haswell alone still compiles AVX512 code (seen in its assembly).
+        limits["NUMBA_CPU_FEATURES"] = "unset: numba keeps the host's instructions"
     return {
         "model": model,
         "cores": len(os.sched_getaffinity(0))

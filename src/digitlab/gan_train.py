@@ -21,7 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from digitlab.device import keep_freed_memory, requested_threads, resolve_device, threads
+from digitlab.device import (
+    keep_freed_memory,
+    requested_threads,
+    resolve_device,
+    step_threads,
+    threads,
+)
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, progress_bar
@@ -40,7 +46,7 @@ class GANTrainConfig:
     seed: int = 0
     device: str = "auto"
     # None: timed on the training steps themselves, 1 thread against all cores, again every
-    # THREAD_TRIAL_EVERY steps (`StepThreads`). A number: that many, every step (and the same
+    # STEP_TRIAL_EVERY steps (`device.step_threads`). A number: that many, every step (and the same
     # numbers on every run: the choice by timing can differ between runs, and with it the
     # order of some float additions inside oneDNN).
     threads: int | None = None
@@ -216,7 +222,7 @@ def train_gan(
                 save()
     g.eval()
     info = {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
-    return g, history, {**info, "threads": nets.threads.chosen}
+    return g, history, {**info, "threads": nets.threads.current}
 
 
 def build_nets(cfg: GANTrainConfig, gan_cfg: GANConfig, device: torch.device) -> _Nets:
@@ -248,55 +254,6 @@ def device_data(
     return x, hot.to(nets.device)
 
 
-THREAD_TRIAL_EVERY = 400  # steps between two timings of 1 thread against all cores
-_TRIAL_STEPS = 4  # per thread count; the first of each is not counted (oneDNN re-plans)
-
-
-class StepThreads:
-    """The CPU thread count for each training step: `fixed` if given, else timed.
-
-    Why time it: on a quiet 2-vCPU machine two threads run a step about 1.5x faster than one,
-    but with one competing CPU-bound process a two-thread step waits at every OpenMP barrier
-    for the thread that lost its core, and ran 4-8x SLOWER than one thread (measured here;
-    README, "What it measures"). So every THREAD_TRIAL_EVERY steps, _TRIAL_STEPS steps run at
-    all cores and as many at 1 thread, and the faster (median step time) is kept: a trial
-    costs about 1% of the steps, and follows the load as it changes during a long run.
-    """
-
-    def __init__(self, fixed: int | None, device: torch.device):
-        self.cores = torch.get_num_threads()
-        if fixed is None and (device.type != "cpu" or self.cores == 1):
-            fixed = self.cores
-        self.fixed = fixed
-        self.chosen = fixed if fixed is not None else self.cores
-        self._plan: list[int] = []
-        self._times: dict[int, list[float]] = {}
-        self._since = THREAD_TRIAL_EVERY  # the first steps are a trial
-
-    def next(self) -> int:
-        """The thread count for the next step."""
-        if self.fixed is not None:
-            return self.fixed
-        if not self._plan and self._since >= THREAD_TRIAL_EVERY:
-            self._plan = [self.cores] * _TRIAL_STEPS + [1] * _TRIAL_STEPS
-            self._times = {self.cores: [], 1: []}
-            self._since = 0
-        return self._plan[0] if self._plan else self.chosen
-
-    def record(self, n: int, seconds: float) -> None:
-        """The time of the step just run with `n` threads."""
-        if self.fixed is not None:
-            return
-        self._since += 1
-        if not self._plan:
-            return
-        self._plan.pop(0)
-        self._times[n].append(seconds)
-        if not self._plan:  # the trial is complete: the warm steps' medians decide
-            medians = {k: float(np.median(v[1:])) for k, v in self._times.items()}
-            self.chosen = min(medians, key=medians.get)
-
-
 @dataclass
 class _Nets:
     """Both networks, their optimizers and settings: what a training step works on."""
@@ -314,7 +271,7 @@ class _Nets:
             self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
         )
         self.noise = torch.Generator(device=self.device)  # reseeded each step: exact resumes
-        self.threads = StepThreads(requested_threads(self.cfg.threads), self.device)
+        self.threads = step_threads(requested_threads(self.cfg.threads), self.device)
 
 
 def _train_epoch(

@@ -29,7 +29,14 @@ from torch.optim.swa_utils import AveragedModel
 
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import stratified_split
-from digitlab.device import keep_freed_memory, requested_threads, resolve_device, threads
+from digitlab.device import (
+    ThreadPicker,
+    keep_freed_memory,
+    requested_threads,
+    resolve_device,
+    step_threads,
+    threads,
+)
 from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, progress_bar
 from digitlab.validation import subset_size, whole_number
@@ -49,7 +56,7 @@ class TrainConfig:
     train_size: int | None = 20000  # None: all 60,000
     seed: int = 0
     device: str = "auto"
-    threads: int | None = None  # None: measured at start (1 vs all cores, the faster)
+    threads: int | None = None  # None: timed on the steps (1 vs all cores, the faster)
     augment: bool = False  # random shifts (±2 px) and rotations (±10°)
     lr_schedule: str = "constant"  # the course; "cosine": decay to 0 over all the steps
     channels_last: bool = True  # measured: 1.5-1.7x faster epochs on CPU here
@@ -152,41 +159,6 @@ class WeightAverage(AveragedModel):
         self.n_averaged += 1
 
 
-_THREAD_CHOICE: dict[tuple, int] = {}
-
-
-def measured_threads(device: torch.device, batch_size: int) -> int | None:
-    """Time a few training steps at 1 thread and at all cores; return the faster count.
-
-    On a 2-vCPU machine that shares one core's worth of GEMM units, one thread ran the course
-    CNN 4x faster than two; elsewhere more threads win. Measuring costs about a second.
-    """
-    if device.type != "cpu":
-        return None
-    cores = torch.get_num_threads()
-    key = (cores, batch_size)
-    if key in _THREAD_CHOICE:
-        return _THREAD_CHOICE[key]
-    if cores == 1:
-        return 1
-    model = CourseCNN()
-    opt = torch.optim.Adam(model.parameters())
-    x = torch.rand(batch_size, 1, 28, 28)
-    y = torch.randint(0, 10, (batch_size,))
-    timings = {}
-    for n in sorted({1, cores}):
-        with threads(n):
-            for step in range(4):
-                if step == 1:
-                    start = time.perf_counter()
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-            timings[n] = time.perf_counter() - start
-    _THREAD_CHOICE[key] = min(timings, key=timings.get)
-    return _THREAD_CHOICE[key]
-
-
 def train_cnn(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -210,9 +182,8 @@ def train_cnn(
     """
     model_cfg = model_cfg or CNNConfig()
     device = resolve_device(cfg.device)
-    n_threads = requested_threads(cfg.threads)
-    if n_threads is None:
-        n_threads = measured_threads(device, cfg.batch_size)
+    # None asked for: 1 thread against all cores, timed on the training steps themselves.
+    picker = step_threads(requested_threads(cfg.threads), device)
     model, opt, averaged = _build(cfg, model_cfg, device)
     modules = {"model": model} if averaged is None else {"model": model, "ema": averaged}
     ckpt = Checkpoint(
@@ -237,11 +208,11 @@ def train_cnn(
     x_fit, y_fit = _tensors(x_train[fit_idx], y_train[fit_idx], device, cfg.channels_last)
     x_val, y_val = _tensors(x_train[val_idx], y_train[val_idx], device, cfg.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    with threads(n_threads), keep_freed_memory(device):
+    with threads(picker.next()), keep_freed_memory(device):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             loss, acc = _train_epoch(
-                model, opt, averaged, x_fit, y_fit, cfg, epoch, autocast, progress
+                model, opt, averaged, x_fit, y_fit, cfg, epoch, autocast, progress, picker
             )
             with autocast:  # the validation figures are those of the weights that get saved
                 val_loss, val_acc = _evaluate(model if averaged is None else averaged, x_val, y_val)
@@ -257,7 +228,7 @@ def train_cnn(
         model.load_state_dict(averaged.module.state_dict())
     model.eval()
     info = {
-        "threads": n_threads if n_threads is not None else torch.get_num_threads(),
+        "threads": picker.current,
         "device": str(device),
         "n_fit": len(fit_idx),
         "n_val": len(val_idx),
@@ -310,8 +281,12 @@ def _train_epoch(
     epoch: int,
     autocast: AbstractContextManager,
     progress: bool,
+    picker: ThreadPicker | None = None,
 ) -> tuple[float, float]:
-    """One pass over the fitting images; returns the mean loss and the accuracy of its batches."""
+    """One pass over the fitting images; returns the mean loss and the accuracy of its batches.
+
+    picker: the thread count for each step (CPU steps are timed for it: they are synchronous).
+    """
     device = x_fit.device
     # Seeded per epoch: a resumed run sees the same batches and dropout masks. The order moves
     # to the device once per epoch, so batches are indexed there with no host copies.
@@ -330,6 +305,10 @@ def _train_epoch(
     for b, start in enumerate(bar):
         if cfg.lr_schedule == "cosine":
             _cosine_lr(opt, cfg, (epoch * len(batches) + b) / (cfg.epochs * len(batches)))
+        n_threads = picker.next() if picker else None
+        if n_threads is not None and n_threads != torch.get_num_threads():
+            torch.set_num_threads(n_threads)
+        tick = time.perf_counter()
         idx = order[start : start + cfg.batch_size]
         xb, yb = x_fit[idx], y_fit[idx]
         if cfg.augment:
@@ -342,6 +321,8 @@ def _train_epoch(
         opt.step()
         if averaged is not None:
             averaged.update_parameters(model)
+        if picker:
+            picker.record(torch.get_num_threads(), time.perf_counter() - tick)
         seen += len(yb)
         loss_sum += loss.detach() * len(yb)
         correct += (logits.argmax(1) == yb).sum()

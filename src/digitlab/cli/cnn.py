@@ -127,7 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3, help=help_for(T, "lr"))
     t.add_argument("--val-fraction", type=float, default=0.1, help=help_for(T, "val_fraction"))
     add_train_size(t, T)
-    add_compute(t, T, "CPU threads (default: $DIGITLAB_THREADS, else measured at start)")
+    add_compute(
+        t, T, "CPU threads (default: $DIGITLAB_THREADS, else timed on the steps: 1 vs all cores)"
+    )
     t.add_argument("--augment", action="store_true", help=help_for(T, "augment", None))
     t.add_argument("--lr-schedule", default="constant", help=help_for(T, "lr_schedule"))
     t.add_argument(
