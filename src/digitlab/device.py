@@ -44,7 +44,8 @@ def requested_threads(n: int | None = None) -> int | None:
     """The thread count asked for: `n` if given, else DIGITLAB_THREADS if set, else None.
 
     None leaves the choice to the task (the kNN search and the CNN's and GAN's training time
-    it on their own work with `ThreadPicker`; the others use PyTorch's default). Raises ConfigError for a count below 1 or a non-number in the variable.
+    it on their own work with `ThreadPicker`; the others use PyTorch's default).
+    Raises ConfigError for a count below 1 or a non-number in the variable.
     """
     if n is not None:
         return check_threads(n)
