@@ -140,8 +140,13 @@ def test_config_refuses_sizes_no_network_can_have(bad):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(DataError, match="is missing"):
-        load_model(tmp_path)
+    with pytest.raises(DataError, match="config.json is missing"):
+        load_model(tmp_path)  # a folder, but not a saved model
+    with pytest.raises(DataError, match="nonexist does not exist: give the folder of a saved"):
+        load_model(tmp_path / "nonexist")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        load_model(tmp_path / "file")
     save_model(CourseCNN(CNNConfig(conv1=16)), tmp_path / "a")
     save_model(CourseCNN(), tmp_path / "b")
     # weights of a 16-filter network under a 32-filter config
@@ -226,6 +231,21 @@ def test_thread_count_is_timed_on_the_training_steps(small_data, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_train_size_takes_the_seeded_subset_the_tasks_layer_takes(small_data):
+    """More images than train_size: the same seeded subset random_subset gives (it was
+    silently ignored); fewer: all of them, as given."""
+    from digitlab.data import random_subset
+
+    x, y = small_data
+    _, h, info = train_cnn(x, y, _cfg(train_size=300, epochs=1), progress=False)
+    assert info["n_fit"] + info["n_val"] == 300
+    xs, ys = random_subset(x, y, 300, 0)
+    _, h_same, _ = train_cnn(xs, ys, _cfg(train_size=300, epochs=1), progress=False)
+    assert h.loss == h_same.loss and h.val_accuracy == h_same.val_accuracy
+    _, _, info = train_cnn(x, y, _cfg(train_size=5000, epochs=1), progress=False)
+    assert info["n_fit"] + info["n_val"] == len(x)
+
+
 def test_interrupted_run_resumes_to_the_same_weights(small_data, tmp_path):
     x, y = small_data
     full, h_full, _ = train_cnn(x, y, _cfg(epochs=3), progress=False)
@@ -274,6 +294,10 @@ def test_checkpoint_guards(small_data, tmp_path):
         (TrainConfig(device="tpu"), "unknown device"),
         (TrainConfig(ema=1.0), "ema must be in"),
         (TrainConfig(ema=0), "ema must be in"),
+        # Checked against the subset trained on, before any epoch runs.
+        (TrainConfig(train_size=5), "cannot split 5 samples of 10 classes"),
+        (TrainConfig(train_size=200, batch_size=190), "at most the 180 images trained on"),
+        (TrainConfig(train_size=60001), "train_size must be in 1..60000"),
     ],
 )
 def test_bad_train_config(cfg, message):
@@ -476,6 +500,16 @@ def test_cli_train_eval_predict(tmp_path, capsys):
     line = capsys.readouterr().out
     assert "digit.png:" in line and line.count("%") == 3
     assert (tmp_path / "seen" / "digit_28x28.png").is_file()
+
+
+def test_cli_train_refuses_a_subset_too_small_before_the_table(tmp_path, capsys):
+    """One error line and no epoch table header: the settings are checked before training."""
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=60)
+    args = ["cnn", "train", "--data-dir", str(data), "--train-size", "5", "--out"]
+    assert main([*args, str(tmp_path / "o")]) != 0
+    captured = capsys.readouterr()
+    assert "cannot split 5 samples" in captured.err and "val_loss" not in captured.out
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_cli_predict_errors(tmp_path, capsys):

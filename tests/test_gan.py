@@ -77,7 +77,7 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
     )
     with pytest.raises(DataError, match="does not match"):
         load_generator(tmp_path / "g")
-    with pytest.raises(DataError, match="is missing"):
+    with pytest.raises(DataError, match="nothing does not exist: give the folder"):
         load_generator(tmp_path / "nothing")
 
 

@@ -45,6 +45,9 @@ def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hi
     """Rebuild a network from config.json (via `build(config)`) and load its weights."""
     folder = Path(folder)
     cfg_path, weights = folder / "config.json", folder / f"{name}.safetensors"
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"{folder} {what}: give the folder of a saved {kind} ({hint})")
     for path in (cfg_path, weights):
         if not path.is_file():
             raise DataError(f"{path} is missing: {folder} is not a saved {kind} ({hint})")

@@ -476,21 +476,30 @@ def random_subset(
     return x[idx], y[idx]
 
 
+def validation_count(n: int, test_fraction: float, n_classes: int) -> int:
+    """How many of `n` samples a stratified split with `test_fraction` holds out.
+
+    Raises ConfigError for a fraction outside (0, 1), or where either side would have fewer
+    samples than there are classes (it needs one of each)."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"validation fraction must be in (0, 1), got {test_fraction}")
+    n_val = round(n * test_fraction)
+    if n_val < n_classes or n - n_val < n_classes:
+        raise ConfigError(
+            f"cannot split {n} samples of {n_classes} classes with fraction "
+            f"{test_fraction}: each side needs at least one sample per class"
+        )
+    return n_val
+
+
 def stratified_split(
     y: np.ndarray, test_fraction: float = 0.1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) keeping each class's share; seeded and reproducible."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"validation fraction must be in (0, 1), got {test_fraction}")
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     classes, y_idx = np.unique(y, return_inverse=True)
-    n_val_total = round(len(y) * test_fraction)
-    if n_val_total < len(classes) or len(y) - n_val_total < len(classes):
-        raise ConfigError(
-            f"cannot split {len(y)} samples of {len(classes)} classes with fraction "
-            f"{test_fraction}: each side needs at least one sample per class"
-        )
+    n_val_total = validation_count(len(y), test_fraction, len(classes))
     counts = np.bincount(y_idx)
     # Largest-remainder allocation: exact total, each class's share as close as possible.
     quota = counts * n_val_total / len(y)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
-from digitlab.data import stratified_split
+from digitlab.data import random_subset, stratified_split, validation_count
 from digitlab.device import (
     ThreadPicker,
     keep_freed_memory,
@@ -66,25 +66,29 @@ class TrainConfig:
     # among 0.95-0.998 at the course settings; 0.98 and 0.99 were within one validation image.
     ema: float | None = 0.95
 
-    def validate(self, n_train: int) -> None:
-        """Raise ConfigError for any setting out of range for `n_train` training images."""
+    def validate(self, n_train: int, n_classes: int = 10) -> None:
+        """Raise ConfigError for any setting out of range for `n_train` training images of
+        `n_classes` classes (the subset of train_size of them, where set)."""
         for name in ("epochs", "batch_size"):
             whole_number(name, getattr(self, name))
-        if self.batch_size > n_train:
-            raise ConfigError(
-                f"batch_size must be at most the {n_train} training images, got {self.batch_size}"
-            )
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
-        subset_size(self.train_size, n_train)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        n = subset_size(self.train_size, n_train) or n_train
+        # Before any training starts: a split that cannot be made fails here, not an epoch in.
+        n_fit = n - validation_count(n, self.val_fraction, n_classes)
+        if self.batch_size > n_fit:
+            raise ConfigError(
+                f"batch_size must be at most the {n_fit} images trained on ({n} less the "
+                f"{self.val_fraction:g} held out for validation), got {self.batch_size}"
+            )
         resolve_device(self.device)
         requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
@@ -170,17 +174,22 @@ def train_cnn(
     on_epoch: Callable[[int, History], None] | None = None,
     data: dict | None = None,
 ) -> tuple[CourseCNN, History, dict]:
-    """Train the course CNN on uint8 images (N, 28, 28) and int labels (N,), already subset.
+    """Train the course CNN on uint8 images (N, 28, 28) and int labels (N,).
 
-    10% (val_fraction) of the given images, stratified and seeded, is held out for validation.
-    With `checkpoint_dir`, a checkpoint is written after every epoch; `resume=True` continues
-    from it. Returns the model (eval mode; the weight average unless ema is None), its History
-    and an info dict (threads, device, split sizes, epoch resumed from). `data`: the data's
-    identity (`Dataset.identity()`), recorded in the checkpoint and checked on resume. Raises
-    ConfigError when a checkpoint is there without `resume`, and CheckpointMismatch when it
-    was made with other settings or data, or has more epochs than `cfg.epochs`.
+    Where more than `cfg.train_size` images are given, a seeded subset of that many is used
+    (`data.random_subset` with `cfg.seed`: the same images the tasks layer picks from a whole
+    training set); fewer or exactly that many are used as given. 10% (val_fraction) of them,
+    stratified and seeded, is held out for validation. With `checkpoint_dir`, a checkpoint is
+    written after every epoch; `resume=True` continues from it. Returns the model (eval mode;
+    the weight average unless ema is None), its History and an info dict (threads, device, split
+    sizes, epoch resumed from). `data`: the data's identity (`Dataset.identity()`), recorded in
+    the checkpoint and checked on resume. Raises ConfigError when a checkpoint is there without
+    `resume`, and CheckpointMismatch when it was made with other settings or data, or has more
+    epochs than `cfg.epochs`.
     """
     model_cfg = model_cfg or CNNConfig()
+    if cfg.train_size is not None and len(x_train) > cfg.train_size:
+        x_train, y_train = random_subset(x_train, y_train, cfg.train_size, cfg.seed)
     device = resolve_device(cfg.device)
     # None asked for: 1 thread against all cores, timed on the training steps themselves.
     picker = step_threads(requested_threads(cfg.threads), device)
