@@ -250,6 +250,12 @@ def run_in_threads(calls: list[tuple[Callable, tuple]]) -> None:
     of Python threads kept for the process; return when all are done (re-raising the first
     error). For compiled functions that release the GIL (numba `nogil`), which then run in
     parallel: the kNN scan's rows, the CNN's fused first stage's images.
+
+    Right after a PyTorch parallel op its OpenMP workers spin for a while before sleeping (GNU
+    OpenMP's default), holding a core these threads want: a 7x7 gradient pass measured 6.3 ms
+    on 2 threads with OMP_WAIT_POLICY=passive, but 11-13 ms (its one-thread time) inside a GAN
+    training step. Short passes (the CNN stage's, ~1 ms) lose little; a long pass between
+    PyTorch ops may gain nothing from a second thread.
     """
     global _pool
     if len(calls) > 1:
