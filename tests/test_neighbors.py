@@ -461,3 +461,30 @@ def test_pruned_search_equals_sklearn_on_tie_heavy_data(kind, k):
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2)
     np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+
+
+@pytest.mark.parametrize("kernel", ["auto", "int8", "float32"])
+@pytest.mark.parametrize("algorithm", ["auto", "full", "pruned"])
+def test_one_varying_column_gives_sklearns_neighbours(kernel, algorithm):
+    """One column left after the constant ones are dropped: a (n, 1) int8 matrix has strides
+    (1, 1), which oneDNN's integer product misread (wrong, changing answers); the search must
+    match scikit-learn's however the width comes about."""
+    rng = np.random.default_rng(5)
+    narrow = (
+        np.array([[0], [10], [20], [30], [40]], np.uint8),
+        np.array([[1], [19], [41]], np.uint8),
+    )
+    wide_x = np.zeros((60, 784), np.uint8)
+    wide_x[:, 400] = rng.integers(0, 256, 60)
+    wide_q = np.zeros((7, 784), np.uint8)
+    wide_q[:, 400] = rng.integers(0, 256, 7)
+    for X, Q in (narrow, (wide_x, wide_q)):
+        y = np.arange(len(X)) % 4
+        ours = KNeighborsClassifier(2, kernel=kernel, algorithm=algorithm).fit(X, y)
+        ref = SKLearnKNN(2, algorithm="brute").fit(X, y)
+        for _ in range(2):  # the misread product also changed from call to call
+            dist, ind = ours.kneighbors(Q)
+            ref_dist, ref_ind = ref.kneighbors(Q)
+            np.testing.assert_array_equal(ind, ref_ind)
+            np.testing.assert_allclose(dist, ref_dist)
+        np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))

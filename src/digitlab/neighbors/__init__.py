@@ -521,6 +521,11 @@ class _PixelIndex:
     def __init__(self, pixels: np.ndarray, device: torch.device, kernel: str):
         self.device = device
         self.kernel = _resolve_kernel(kernel, device)
+        if pixels.shape[1] < 2:
+            # One column: a (n, 1) int8 tensor has strides (1, 1), which oneDNN's _int_mm
+            # misreads (wrong, run-to-run different products: seen with torch 2.13). The
+            # float32 product of these integers is exact too.
+            self.kernel = "float32"
         u8 = np.ascontiguousarray(pixels)
         self.t = torch.from_numpy(u8).to(device, torch.float32).sub_(_SHIFT)
         self.t8 = _int8_rows(self.t) if self.kernel == "int8" else None
