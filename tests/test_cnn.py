@@ -296,13 +296,33 @@ def test_checkpoint_guards(small_data, tmp_path):
         (TrainConfig(ema=0), "ema must be in"),
         # Checked against the subset trained on, before any epoch runs.
         (TrainConfig(train_size=5), "cannot split 5 samples of 10 classes"),
-        (TrainConfig(train_size=200, batch_size=190), "at most the 180 images trained on"),
         (TrainConfig(train_size=60001), "train_size must be in 1..60000"),
+        (TrainConfig(seed=-1), "seed must be a whole number >= 0"),
+        (TrainConfig(seed=2**64), "seed must be a whole number >= 0"),
+        (TrainConfig(epochs=1.0), "epochs must be a whole number"),
     ],
 )
-def test_bad_train_config(cfg, message):
+def test_bad_train_config(cfg, message, small_data):
+    """Refused by validate (the CLI's check) and by train_cnn itself (the library's)."""
     with pytest.raises(ConfigError, match=message):
         cfg.validate(60000)
+    if cfg.train_size in (5, 60001):
+        return  # about a subset of the 60,000: train_cnn takes train_size as "at most"
+    x, y = small_data
+    with pytest.raises(ConfigError, match=message):
+        train_cnn(x, y, cfg, progress=False)
+
+
+def test_a_batch_larger_than_the_data_is_one_partial_batch(small_data):
+    """As in Keras: a batch larger than the (subset's) images trained on is one step an epoch
+    (the default 128 on a 20-image subset was refused); larger than all the images given, a
+    mistake, is refused. train_size "all" is the same as None."""
+    x, y = small_data
+    TrainConfig(batch_size=128, train_size=20, val_fraction=0.5).validate(60000)
+    _, h, info = train_cnn(x, y, _cfg(batch_size=600, epochs=2, train_size="all"), progress=False)
+    assert info["n_fit"] == 540 and len(h.loss) == 2
+    with pytest.raises(ConfigError, match="at most the 600 training images"):
+        train_cnn(x, y, _cfg(batch_size=601), progress=False)
 
 
 def test_weight_average_follows_the_recurrence():

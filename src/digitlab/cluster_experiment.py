@@ -18,7 +18,7 @@ from digitlab.errors import ConfigError
 from digitlab.kmeans import KMeans
 from digitlab.metrics import clustering_report
 from digitlab.preprocess import deskew
-from digitlab.validation import subset_size, whole_number
+from digitlab.validation import check_seed, subset_size, whole_number
 
 EMBEDDINGS = ("raw", "pca", "umap")
 METHODS = ("kmeans", "gmm")
@@ -51,6 +51,7 @@ class ClusterConfig:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("n_clusters", "n_init", "pca_components", "umap_components", "umap_neighbors"):
             whole_number(name, getattr(self, name))
+        check_seed(self.seed)
         subset_size(self.train_size, n_train)
         n = self.train_size or n_train
         if self.n_clusters > n:

@@ -19,7 +19,7 @@ from torch import nn
 from digitlab.double_backward import reference_grads
 from digitlab.errors import ConfigError
 from digitlab.preprocess import centre_by_mass
-from digitlab.validation import is_whole, whole_number
+from digitlab.validation import check_seed, is_whole, whole_number
 
 
 @dataclass
@@ -257,7 +257,7 @@ def generate(
     """
     digit = check_digit(digit, generator.cfg.n_classes)
     n = check_count("count", n, MAX_GENERATE)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(n, generator.cfg.latent_dim, generator=gen)
     return _run(generator, z, np.full(n, digit), centre)
 
@@ -272,7 +272,7 @@ def generate_grid(
     """
     k = generator.cfg.n_classes
     per_class = check_count("per_class", per_class, MAX_GENERATE // k)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(per_class, generator.cfg.latent_dim, generator=gen).repeat(k, 1)
     return _run(generator, z, np.repeat(np.arange(k), per_class), centre)
 
@@ -289,7 +289,7 @@ def interpolate(
     if steps > MAX_STEPS:
         raise ConfigError(f"steps must be at most {MAX_STEPS}, got {steps}")
     device = next(generator.parameters()).device
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(1, generator.cfg.latent_dim, generator=gen).repeat(steps, 1).to(device)
     w = torch.linspace(0, 1, steps, device=device)[:, None]
     labels = (1 - w) * one_hot([start], k, device) + w * one_hot([end], k, device)

@@ -18,6 +18,7 @@ from scipy import linalg
 from digitlab.cnn import CourseCNN, predict_proba, to_tensor
 from digitlab.gan import Generator, generate
 from digitlab.preprocess import centre_by_mass
+from digitlab.validation import check_seed
 
 
 @torch.no_grad()
@@ -65,6 +66,7 @@ def evaluate_generator(
     `raw` holds the same figures for the network's output before centring.
     """
     k = generator.cfg.n_classes
+    seed = check_seed(seed)  # before any work (digit d's noise uses seed + d)
     raw = np.concatenate(
         [generate(generator, d, per_digit, seed=seed + d, centre=False) for d in range(k)]
     )

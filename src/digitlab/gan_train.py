@@ -31,7 +31,7 @@ from digitlab.device import (
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, progress_bar
-from digitlab.validation import whole_number
+from digitlab.validation import check_seed, whole_number
 
 CHECKPOINT = "gan_checkpoint.safetensors"
 
@@ -68,6 +68,7 @@ class GANTrainConfig:
         """Raise ConfigError for any setting out of range (for `n_images` when known)."""
         for name in ("epochs", "batch_size", "checkpoint_every"):
             whole_number(name, getattr(self, name))
+        check_seed(self.seed)
         if self.max_steps is not None:
             whole_number("max_steps", self.max_steps)
         if n_images is not None and self.batch_size > n_images:

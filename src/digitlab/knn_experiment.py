@@ -20,7 +20,14 @@ from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate, knn_margin_examples
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
-from digitlab.validation import int_ranges, is_whole, positive_number, subset_size, whole_number
+from digitlab.validation import (
+    check_seed,
+    int_ranges,
+    is_whole,
+    positive_number,
+    subset_size,
+    whole_number,
+)
 
 
 @dataclass
@@ -54,6 +61,7 @@ class KNNConfig:
         self._validate_common()
 
     def _validate_common(self) -> None:
+        check_seed(self.seed)
         if self.weights not in ("uniform", "distance"):
             raise ConfigError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
         if self.pca is not None and not (is_whole(self.pca) and self.pca <= 784):

@@ -21,6 +21,7 @@ from digitlab.settings import coerce, describe_hint, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.gan import SamplesConfig
 from digitlab.train import TrainConfig
+from digitlab.validation import check_seed
 
 STAGES = ("data", "knn", "sweep", "cnn", "cluster", "gan")
 # Set once for the whole run, not per stage: every stage draws its subsets from the same seed.
@@ -183,8 +184,7 @@ def validate_config(cfg: RunConfig, n_train: int | None = None) -> None:
         except ConfigError as exc:
             raise ConfigError(f"[{section}] {exc}") from None
 
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {cfg.seed!r}")
+    check_seed(cfg.seed)
     size = cfg.data.validate()
     n = n_train if n_train is not None else size
     for name in ("knn", "sweep", "cnn", "cluster"):

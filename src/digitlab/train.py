@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from digitlab.device import (
 )
 from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, progress_bar
-from digitlab.validation import subset_size, whole_number
+from digitlab.validation import check_seed, subset_size, whole_number
 
 CHECKPOINT = "checkpoint.safetensors"
 LR_SCHEDULES = ("constant", "cosine")
@@ -71,6 +71,7 @@ class TrainConfig:
         `n_classes` classes (the subset of train_size of them, where set)."""
         for name in ("epochs", "batch_size"):
             whole_number(name, getattr(self, name))
+        check_seed(self.seed)
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -81,14 +82,14 @@ class TrainConfig:
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size must be at most the {n_train} training images, got {self.batch_size}"
+            )
         n = subset_size(self.train_size, n_train) or n_train
         # Before any training starts: a split that cannot be made fails here, not an epoch in.
-        n_fit = n - validation_count(n, self.val_fraction, n_classes)
-        if self.batch_size > n_fit:
-            raise ConfigError(
-                f"batch_size must be at most the {n_fit} images trained on ({n} less the "
-                f"{self.val_fraction:g} held out for validation), got {self.batch_size}"
-            )
+        # A batch larger than a subset's images is one partial batch an epoch, as in Keras.
+        validation_count(n, self.val_fraction, n_classes)
         resolve_device(self.device)
         requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
 
@@ -188,8 +189,11 @@ def train_cnn(
     epochs than `cfg.epochs`.
     """
     model_cfg = model_cfg or CNNConfig()
-    if cfg.train_size is not None and len(x_train) > cfg.train_size:
-        x_train, y_train = random_subset(x_train, y_train, cfg.train_size, cfg.seed)
+    size = None if isinstance(cfg.train_size, str) and cfg.train_size == "all" else cfg.train_size
+    if size is not None and len(x_train) > whole_number("train_size", size):
+        x_train, y_train = random_subset(x_train, y_train, size, cfg.seed)
+    # Every setting checked against the images actually trained on, before any work.
+    replace(cfg, train_size=None).validate(len(x_train), len(np.unique(y_train)))
     device = resolve_device(cfg.device)
     # None asked for: 1 thread against all cores, timed on the training steps themselves.
     picker = step_threads(requested_threads(cfg.threads), device)

@@ -25,6 +25,18 @@ def whole_number(name: str, value, minimum: int = 1, error: type[Exception] = Co
     return int(value)
 
 
+MAX_SEED = 2**63 - 1  # PyTorch's generators take a signed 64-bit seed (NumPy's take any size)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """`value` as an int if it is a whole number in 0..2**63 - 1, the seeds both NumPy's and
+    PyTorch's generators accept; ConfigError otherwise (a negative seed made NumPy raise a bare
+    ValueError, and a huge one PyTorch's "Overflow when unpacking long long")."""
+    if not is_whole(value, 0) or value > MAX_SEED:
+        raise ConfigError(f"{name} must be a whole number >= 0 and <= 2**63 - 1, got {value!r}")
+    return int(value)
+
+
 def feature_array(X, what: str = "X") -> np.ndarray:
     """A numeric, finite, non-empty 2-D array; images (n, h, w) are flattened to (n, h*w)."""
     X = np.asarray(X)
@@ -58,7 +70,9 @@ def images_as_rows(X):
 
 
 def subset_size(value, available: int, name: str = "train_size") -> int | None:
-    """None (all) or a whole number of samples in 1..available."""
+    """None (all) or a whole number of samples in 1..available; "all" is taken as None."""
+    if isinstance(value, str) and value == "all":
+        return None
     if value is not None and not (is_whole(value) and value <= available):
         raise ConfigError(f"{name} must be in 1..{available} (or all), got {value!r}")
     return value

@@ -17,6 +17,7 @@ from digitlab.files import check_writable, check_writable_file
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
+from digitlab.validation import check_seed
 
 
 def parse_size(text: str) -> int | None:
@@ -53,8 +54,17 @@ def add_common(p: argparse.ArgumentParser, out_help: str, seed: bool = True) -> 
 
 
 def add_seed(p: argparse.ArgumentParser, text: str = "random seed") -> None:
-    """--seed (default 0)."""
-    p.add_argument("--seed", type=int, default=0, help=f"{text} (default: 0)")
+    """--seed (default 0), checked as it is parsed: nothing runs or is written for a bad one."""
+    p.add_argument("--seed", type=seed_arg, default=0, help=f"{text} (default: 0)")
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed NumPy's and PyTorch's generators both take (0..2**63 - 1)."""
+    try:
+        return check_seed(int(text))
+    except (ValueError, ConfigError) as exc:
+        message = str(exc) if isinstance(exc, ConfigError) else f"not a whole number: {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def add_out(p: argparse.ArgumentParser, out_help: str) -> None:

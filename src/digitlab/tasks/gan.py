@@ -33,6 +33,7 @@ from digitlab.loaders import (
     load_gan_generator,
     save_generator,
 )
+from digitlab.validation import check_seed
 
 MAX_FIGURE = 1000  # generated digits in one PNG: more takes minutes and gigabytes to draw
 MAX_PER_DIGIT = 2000  # images per digit for `evaluate` (features of 10x that many are kept)
@@ -56,6 +57,7 @@ class SamplesConfig:
             check_digit(digit)
         if not (isinstance(self.steps, int) and 2 <= self.steps <= MAX_STEPS):
             raise ConfigError(f"steps must be in 2..{MAX_STEPS}, got {self.steps!r}")
+        check_seed(self.seed)
         resolve_device(self.device)
 
 
