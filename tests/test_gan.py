@@ -1,5 +1,6 @@
 """The conditional GAN's networks, sampling, interpolation, GIF, save/load and resume."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -257,6 +258,19 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
     assert main(["gan", "generate", "--model", str(out), "--digit", "12"]) == 1
     assert "digit must be" in capsys.readouterr().err
     assert main(["gan", "generate", "--model", str(tmp_path / "nothing")]) == 1
+    capsys.readouterr()
+    # Output names checked before any work: no traceback, nothing written or overwritten.
+    for argv, said in (
+        (["generate", "--digit", "3", "--out", str(tmp_path / "g.txt")], "image format"),
+        (["generate", "--digit", "3", "--out", str(tmp_path / "g")], "image format"),
+        (["interpolate", "2", "6", "--out", str(tmp_path / "m2.png")], "must end in .gif"),
+        (["generate", "--digit", "3", "--seed", "-1"], "seed must be a whole number >= 0"),
+    ):
+        with pytest.raises(SystemExit) if "--seed" in argv else contextlib.nullcontext():
+            assert main(["gan", *argv, "--model", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
+    assert not list(tmp_path.glob("g.txt")) and not (tmp_path / "m2.png").exists()
 
 
 def test_sigterm_stops_training_with_a_valid_checkpoint(tmp_path):

@@ -40,6 +40,35 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     return path
 
 
+_PICTURES = {"png", "jpg", "jpeg", "pdf", "svg", "webp", "tif", "tiff", "gif"}
+
+
+def check_figure_path(path: str | Path, what: str = "--out") -> Path:
+    """`path` if its suffix names a picture format matplotlib writes (png, jpg, pdf, svg, ...);
+    ConfigError otherwise, before any work (matplotlib raised only after the drawing)."""
+    path = Path(path)
+    # Pictures matplotlib writes without other software (pgf needs LaTeX; raw/rgba are not
+    # image files anyone can open).
+    formats = _PICTURES & set(Figure().canvas.get_supported_filetypes())
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise ConfigError(
+            f"{what} must end in an image format ({', '.join('.' + f for f in sorted(formats))}), "
+            f"got {str(path)!r}"
+        )
+    return path
+
+
+def check_gif_path(path: str | Path, what: str = "--out") -> Path:
+    """`path` if it ends in .gif (the PNG strip of the same frames goes beside it, same name
+    with .png); ConfigError otherwise (a .png name had the strip overwrite the GIF)."""
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise ConfigError(
+            f"{what} must end in .gif (its frames also go to a .png beside it), got {str(path)!r}"
+        )
+    return path
+
+
 def save_gif(
     frames: np.ndarray, path: str | Path, size: int = 112, fps: float = 6, bounce: bool = True
 ) -> Path:

@@ -22,7 +22,7 @@ from digitlab.cli.common import (
 from digitlab.files import folder_lock
 from digitlab.gan_train import GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
-from digitlab.plots import check_gif
+from digitlab.plots import check_figure_path, check_gif, check_gif_path
 from digitlab.tasks import gan as gan_task
 
 
@@ -48,11 +48,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             keep_best=args.keep_best,
             say=partial(say, args),
         )
+    samples = out / "samples"  # written at each epoch's end: none before the first ends
+    grids = f", sample grids in {samples}" if samples.is_dir() else ""
     say(
         args,
         f"trained {info['steps']} steps ({info['steps'] / info['steps_per_epoch']:.2f} "
-        f"epochs); generator saved to {out / 'generator'}, sample grids in "
-        f"{out / 'samples'}",
+        f"epochs); generator saved to {out / 'generator'}{grids}",
     )
     return 0
 
@@ -61,7 +62,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Draw generated digits of one class, or a grid of every class, to a PNG."""
     gan_task.check_generate(args.digit, args.count)  # before the generator loads
     default = "generated-grid.png" if args.digit is None else f"generated-{args.digit}.png"
-    out = out_file(args.out or Path(default))
+    out = out_file(check_figure_path(args.out or Path(default)))
     g = load_gan_generator(args.model)
     path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
     say(args, f"wrote {path}")
@@ -74,7 +75,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     gan_task.SamplesConfig(
         interpolate_from=args.start, interpolate_to=args.end, steps=args.steps
     ).validate()
-    out = out_file(args.out or Path(f"morph-{args.start}-{args.end}.gif"))
+    out = out_file(check_gif_path(args.out or Path(f"morph-{args.start}-{args.end}.gif")))
     g = load_gan_generator(args.model)
     files = gan_task.morph(
         g,
