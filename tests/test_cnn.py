@@ -532,6 +532,30 @@ def test_cli_train_refuses_a_subset_too_small_before_the_table(tmp_path, capsys)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_cli_train_resume_messages(tmp_path, capsys):
+    """--resume without a checkpoint says it starts anew; a refused --resume prints only its
+    error (no epoch table header); an interrupted run's folder is not a model yet, and
+    eval/predict say how to finish it; --ema none is the last weights, and --no-ema with
+    --ema is refused as a contradiction."""
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=60)
+    out = tmp_path / "o"
+    base = ["cnn", "train", "--data-dir", str(data), "--train-size", "300", "--threads", "1"]
+    assert main([*base, "--epochs", "1", "--ema", "none", "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "no checkpoint in" in said and "starting a new run" in said
+    assert main([*base, "--epochs", "2", "--ema", "0.9", "--out", str(out), "--resume"]) == 1
+    captured = capsys.readouterr()
+    assert "other settings (ema)" in captured.err and "val_loss" not in captured.out
+    with pytest.raises(SystemExit):
+        main([*base, "--no-ema", "--ema", "0.5", "--out", str(out)])
+    assert "not allowed with argument" in capsys.readouterr().err
+    (tmp_path / "cut").mkdir()
+    (out / CHECKPOINT).replace(tmp_path / "cut" / CHECKPOINT)  # a run stopped before saving
+    for argv in (["eval", str(tmp_path / "cut")], ["predict", str(tmp_path / "cut"), "x.png"]):
+        assert main(["cnn", *argv]) == 1
+        assert "unfinished training run" in capsys.readouterr().err
+
+
 def test_cli_predict_errors(tmp_path, capsys):
     assert main(["cnn", "predict", str(tmp_path), str(tmp_path / "x.png")]) == 1
     assert "is missing" in capsys.readouterr().err

@@ -64,24 +64,35 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Ge
     return generator.to(device).eval()
 
 
-def model_folder(path: str | Path | None, subfolder: str, shipped_dir: Path) -> Path:
+def model_folder(
+    path: str | Path | None, subfolder: str, shipped_dir: Path, train_command: str = ""
+) -> Path:
     """The folder holding a model's config.json: `path`, its `subfolder`, or `shipped_dir`.
 
     `path=None` means the shipped model; a training output folder is accepted for its
-    `subfolder` (the model it saved). Nothing is checked beyond that: the loader says what is
-    missing.
+    `subfolder` (the model it saved). A training folder holding only a checkpoint (a run
+    interrupted before it saved a model) raises DataError saying to finish it with
+    `train_command --resume`; beyond that the loader says what is missing.
     """
     if path is None:
         return shipped_dir
     path = Path(path)
     if (path / subfolder / "config.json").is_file():
         return path / subfolder
+    # The training loops' checkpoints: checkpoint.safetensors (CNN), gan_checkpoint.safetensors.
+    checkpoints = [p for p in path.glob("*checkpoint.safetensors") if p.is_file()]
+    if checkpoints and not (path / "config.json").is_file():
+        raise DataError(
+            f"{path} holds an unfinished training run (a checkpoint, no saved {subfolder} "
+            f"yet): finish it with `{train_command or 'the same training command'} --resume "
+            f"--out {path}` and the settings it started with"
+        )
     return path
 
 
 def cnn_folder(path: str | Path | None = None) -> Path:
     """Where the CNN named by `path` lives (a `cnn train` folder, its model/, or shipped)."""
-    return model_folder(path, "model", shipped.CNN)
+    return model_folder(path, "model", shipped.CNN, "digitlab cnn train")
 
 
 def generator_folder(path: str | Path | None = None) -> Path:
@@ -92,7 +103,7 @@ def generator_folder(path: str | Path | None = None) -> Path:
             "this version of digitlab ships no trained generator yet; train one "
             "with `digitlab gan train --out DIR` and pass --model DIR"
         )
-    return model_folder(path, "generator", shipped.GENERATOR)
+    return model_folder(path, "generator", shipped.GENERATOR, "digitlab gan train")
 
 
 def has_shipped_generator() -> bool:

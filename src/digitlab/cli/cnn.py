@@ -26,7 +26,7 @@ from digitlab.loaders import cnn_folder, load_cnn
 from digitlab.metrics import format_report
 from digitlab.settings import HELP
 from digitlab.tasks import cnn as cnn_task
-from digitlab.train import History, TrainConfig
+from digitlab.train import CHECKPOINT, History, TrainConfig
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -39,12 +39,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     out = out_dir(args, "cnn-out")
     ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
-    say(args, f"{'epoch':>5s} {'loss':>8s} {'acc':>8s} {'val_loss':>9s} {'val_acc':>8s} {'s':>6s}")
+    if args.resume and not (out / CHECKPOINT).is_file():
+        say(args, f"no checkpoint in {out} to resume: starting a new run there")
     shown = 0
 
     def show_epochs(epoch: int, history: History) -> None:
         # Each epoch's line as it finishes, flushed: `> log` keeps what was done if killed.
+        # The header with the first line, so a refused --resume prints only its error.
         nonlocal shown
+        if shown == 0:
+            names = ("epoch", "loss", "acc", "val_loss", "val_acc", "s")
+            say(
+                args, " ".join(f"{n:>{w}s}" for n, w in zip(names, (5, 8, 8, 9, 8, 6), strict=True))
+            )
         h = history.as_dict()
         for i in range(shown, len(h["loss"])):
             say(
@@ -65,6 +72,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     say(args, format_report(metrics))
     say(args, f"wrote the model to {out / 'model'}, metrics.json and figures to {out}")
     return 0
+
+
+def ema_arg(text: str) -> float | None:
+    """argparse type for --ema: a decay, or "none" for the last step's weights (as --help
+    and `digitlab run cnn.ema=none` say)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a decay in (0, 1) or none, got {text!r}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -138,8 +156,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep the NCHW memory layout (channels-last is faster on CPU here)",
     )
     t.add_argument("--bf16", action="store_true", help=help_for(T, "bf16", None))
-    t.add_argument("--ema", type=float, default=0.95, metavar="DECAY", help=help_for(T, "ema"))
-    t.add_argument(
+    averaging = t.add_mutually_exclusive_group()
+    averaging.add_argument(
+        "--ema", type=ema_arg, default=0.95, metavar="DECAY", help=help_for(T, "ema")
+    )
+    averaging.add_argument(
         "--no-ema",
         action="store_true",
         help="save the last step's weights, as Keras does (no averaging)",

@@ -20,7 +20,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.files import folder_lock
-from digitlab.gan_train import GANTrainConfig
+from digitlab.gan_train import CHECKPOINT, GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
 from digitlab.plots import check_figure_path, check_gif, check_gif_path
 from digitlab.tasks import gan as gan_task
@@ -37,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.validate()
     out = out_dir(args, "gan-out")
     ds = prepare(args, out=out)  # settings, then the output place, then the data
+    if args.resume and not (out / CHECKPOINT).is_file():
+        say(args, f"no checkpoint in {out} to resume: starting a new run there")
     with folder_lock(out, "--out"):  # a second `gan train` on this folder says who holds it
         info = gan_task.train(
             ds,
