@@ -130,8 +130,13 @@ def test_run_checks_every_setting_before_making_the_folder(tmp_path, capsys):
 
 
 def test_threads_env_is_read_and_checked_everywhere(monkeypatch, tmp_path, capsys):
+    from digitlab.device import available_cpus
+
     monkeypatch.setenv("DIGITLAB_THREADS", "1")
-    assert requested_threads() == 1 and requested_threads(2) == 2
+    assert requested_threads() == 1 and requested_threads(2) == min(2, available_cpus())
+    # More than the CPUs this process may use: capped (oversubscribed OpenMP ran 10x slower).
+    monkeypatch.setenv("DIGITLAB_THREADS", "999")
+    assert requested_threads() == available_cpus() == requested_threads(1000)
     monkeypatch.setenv("DIGITLAB_THREADS", "0")
     with pytest.raises(ConfigError, match="DIGITLAB_THREADS must be"):
         requested_threads()

@@ -175,6 +175,7 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
     )
     assert (out / "generator" / "generator.safetensors").is_file()
     meta = json.loads((out / "generator" / "metadata.json").read_text())
+    assert meta["threads"] == 1  # the count the steps ran on (--threads 1)
     logged = meta["quality_per_epoch"]  # 160 digits, batch 64: an epoch is 2 steps
     assert [q["epoch"] for q in logged] == [1, 2, 3]
     assert all(0 <= q["conditional_accuracy"] <= 1 for q in logged)

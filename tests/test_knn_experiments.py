@@ -43,6 +43,11 @@ def test_run_is_seeded(fake):
     b = run_knn(ds, KNNConfig(train_size=200, seed=3))
     np.testing.assert_array_equal(a["predictions"], b["predictions"])
     assert a["accuracy"] > 0.9
+    import torch
+
+    assert 1 <= a["threads"] <= torch.get_num_threads()  # what the search ran on
+    c = run_knn(ds, KNNConfig(train_size=200, seed=3, threads=1, pca=20))
+    assert c["threads"] == 1  # the float-feature path records its count too
 
 
 @pytest.mark.parametrize(

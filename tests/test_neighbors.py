@@ -488,3 +488,21 @@ def test_one_varying_column_gives_sklearns_neighbours(kernel, algorithm):
             np.testing.assert_array_equal(ind, ref_ind)
             np.testing.assert_allclose(dist, ref_dist)
         np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+
+
+@pytest.mark.parametrize("algorithm", ["full", "pruned"])
+def test_thread_count_asked_for_is_used_as_it_is(algorithm, monkeypatch):
+    """DIGITLAB_THREADS (or threads=) fixes the search's thread count: no probe, no timed
+    choice; torch's own setting is back afterwards."""
+    import torch
+
+    X, y = make_digits(5000, seed=2)
+    Q = X[:300]
+    before = torch.get_num_threads()
+    monkeypatch.setenv("DIGITLAB_THREADS", "1")
+    KNeighborsClassifier(3, algorithm=algorithm, kernel="float32").fit(X, y).predict(Q)
+    assert neighbors.LAST_SEARCH["threads"] == 1 and torch.get_num_threads() == before
+    monkeypatch.delenv("DIGITLAB_THREADS")
+    model = KNeighborsClassifier(3, algorithm=algorithm, kernel="float32", threads=1)
+    model.fit(X, y).predict(Q)
+    assert neighbors.LAST_SEARCH["threads"] == 1 and torch.get_num_threads() == before

@@ -21,7 +21,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from digitlab import errors
-from digitlab.device import resolve_device, threads
+from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.validation import images_as_rows, whole_number
 
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
@@ -126,7 +126,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     iterations, skipping the samples whose distance bounds prove their centre unchanged;
     "lloyd": every distance every step, all restarts in one product), projection (run the
     restarts on this many principal components, then refine the best in full space; None:
-    restarts in full space), device, threads.
+    restarts in full space), device, threads (None: $DIGITLAB_THREADS if set, else PyTorch's
+    current setting).
 
     Input: X is (n_samples, n_features) numeric, any dtype (uint8 pixels are converted to
     float32 once, inside `fit`), or images (n, h, w), flattened to h*w features. Dense only:
@@ -194,7 +195,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % 2**63)
         gen = torch.Generator(device=device).manual_seed(int(seed))
-        with threads(self.threads):
+        with threads(requested_threads(self.threads)):
             # A feature equal in every sample (MNIST's blank border) adds the same to every
             # distance and stays at that value in every centre: leave it out of the products.
             varying = ~(X[:1] == X).all(0)
@@ -349,7 +350,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Index of the nearest centre (n_samples,) int64."""
         X = self._check_query(X)
         device = resolve_device(self.device)
-        with threads(self.threads):
+        with threads(requested_threads(self.threads)):
             x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
             c = torch.from_numpy(self.cluster_centers_.astype(np.float32)).to(device)
             return self._assign(x, (x * x).sum(1), c[None])[:, 0].cpu().numpy()

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.decomposition import PCA
 
+from digitlab import neighbors
 from digitlab.data import Dataset, random_subset, stratified_split
 from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
@@ -173,6 +174,8 @@ def run_knn(ds: Dataset, cfg: KNNConfig) -> dict:
         "predictions": pred,
         "proba": proba,
         "timing": {"features_s": t1 - t0, "fit_predict_s": t2 - t1, "total_s": t2 - t0},
+        # The CPU threads the search ran on (asked for, or chosen by timing; None on a GPU).
+        "threads": neighbors.LAST_SEARCH["threads"],
         "n_train": len(x_train),
         "n_test": len(ds.x_test),
     }

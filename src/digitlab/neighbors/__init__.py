@@ -41,7 +41,7 @@ from sklearn.utils.validation import (
 )
 
 from digitlab import errors
-from digitlab.device import ThreadPicker, probe_threads, resolve_device, threads
+from digitlab.device import ThreadPicker, probe_threads, requested_threads, resolve_device, threads
 from digitlab.neighbors.bounds import BoundIndex, nearest, preload_scan, warm_scan
 from digitlab.validation import images_as_rows, whole_number
 
@@ -94,7 +94,8 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     p : Minkowski power; only 2 is supported.
     device : "auto", "cpu" or "cuda".
     max_memory_mb : bound on the distance block held at once (queries are chunked to fit).
-    threads : PyTorch CPU threads for the search (None: PyTorch's current setting).
+    threads : PyTorch CPU threads for the search (None: $DIGITLAB_THREADS if set, else chosen
+        between PyTorch's current setting and one by timing the search's own chunks).
     kernel : product used on pixel data: "float32", "int8" (torch._int_mm, fast on CPUs with
         VNNI/AMX and on GPUs) or "auto" (whichever a small timed trial finds faster here).
         Both are exact.
@@ -246,10 +247,14 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             )
         device = resolve_device(self.device)
         queries = _as_pixels(X) if self._pixels is not None else None
-        with threads(self.threads), _exact_float32_matmul():
-            if queries is None:
-                return self._search_float(X, ks, device)
-            result = self._search_pixels(queries, ks, device)
+        asked = requested_threads(self.threads)  # a count asked for is used as it is
+        with threads(asked), _exact_float32_matmul():
+            if queries is None:  # float features: torch's thread count as it is
+                result = self._search_float(X, ks, device)
+                cpu = torch.get_num_threads() if device.type == "cpu" else None
+                LAST_SEARCH.update(fallback_rows=0, threads=cpu)
+                return result
+            result = self._search_pixels(queries, ks, device, asked)
         # After the thread setting is restored: scikit-learn's tie order depends on its own
         # OpenMP thread count, which must be the caller's.
         _rank_ties_like_sklearn(result, X, self._fit_X)
@@ -271,16 +276,19 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             and kernel != "int8"
         )
 
-    def _search_pixels(self, Q: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
+    def _search_pixels(
+        self, Q: np.ndarray, ks: Sequence[int], device, asked: int | None = None
+    ) -> dict[int, _Neighbors]:
         n_fit, kmax = self.n_samples_fit_, max(ks)
         pruned = self._takes_pruned(device, kmax)
-        set_up = busy = None
+        set_up = busy = asked
         if pruned and device.type == "cpu":
-            # Busy machine? Then the one-off set-up runs on one thread, and so does the search
-            # (no trial chunks at all threads): device.probe_threads. Before numba's load
-            # starts, which would itself look like a competing process.
-            set_up = probe_threads()
-            busy = 1 if set_up == 1 else None  # other processes took the cores
+            if asked is None:
+                # Busy machine? Then the one-off set-up runs on one thread, and so does the
+                # search (no trial chunks at all threads): device.probe_threads. Before numba's
+                # load starts, which would itself look like a competing process.
+                set_up = probe_threads()
+                busy = 1 if set_up == 1 else None  # other processes took the cores
             preload_scan()  # numba's load overlaps building the index and its bounds
         with threads(set_up):
             index, keep = self._pixel_index(Q, device)
@@ -303,7 +311,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         else:
             dot_buf = torch.empty((rows, n_fit), device=device)
             key_buf = torch.empty_like(dot_buf)
-        picker = ThreadPicker() if device.type == "cpu" else None
+        picker = ThreadPicker(decided=asked) if device.type == "cpu" else None
         for start in range(0, len(Q), step):
             n_threads = picker.next() if picker else None
             with threads(n_threads):
@@ -327,7 +335,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        return _note_fallback(result, redo, picker.chosen if picker else None)
+        return _note_fallback(result, redo, picker.current if picker else None)
 
     def _full_chunk(self, index, Qc, key_buf, dot_buf, m: int, kmax: int, n_fit: int):
         """One chunk of the full product: candidates' exact distances, indices, unsure rows."""
@@ -389,7 +397,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(redo):
             self._rerank_like_sklearn(index, Q[redo], redo, ks, result)
-        return _note_fallback(result, redo, picker.chosen if picker else None)
+        return _note_fallback(result, redo, picker.current if picker else None)
 
     def _rerank_like_sklearn(self, index: _PixelIndex, Q, rows, ks, result) -> None:
         step = max(1, self._chunk_rows() // 2)

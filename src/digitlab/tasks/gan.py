@@ -238,6 +238,7 @@ def train(
         "steps": info["steps"],
         "epochs": info["steps"] / info["steps_per_epoch"],
         "history": history.__dict__,
+        "threads": info["threads"],  # the CPU threads the steps ran on at the end
         **base,
     }
     if quality is not None and quality.log:
