@@ -255,7 +255,8 @@ def test_cli_gan_train_generate_interpolate_evaluate(tmp_path, capsys):
     )
     quality = json.loads((tmp_path / "quality.json").read_text())
     assert quality["n_generated"] == 50 and set(quality["per_digit"]) == set("0123456789")
-    assert "conditional accuracy" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "conditional accuracy" in said and "note: Fréchet distances from 50 images" in said
     assert main(["gan", "generate", "--model", str(out), "--digit", "12"]) == 1
     assert "digit must be" in capsys.readouterr().err
     assert main(["gan", "generate", "--model", str(tmp_path / "nothing")]) == 1

@@ -115,6 +115,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if row[wrong] > 0.1 * sum(row):  # say what a weak digit is mistaken for
                 print(f"  digit {d} is read as {wrong} in {row[wrong] / sum(row):.0%} of images")
     print(f"real vs real Fréchet distance (the floor): {r['frechet_real_vs_real']:.2f}")
+    if args.per_digit < 100:  # a covariance from fewer images than it has dimensions
+        print(
+            f"note: Fréchet distances from {r['n_generated']} images are biased upward and "
+            "noisy; compare runs at the same --per-digit (500 by default)"
+        )
     return 0
 
 
