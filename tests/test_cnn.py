@@ -321,8 +321,10 @@ def test_a_batch_larger_than_the_data_is_one_partial_batch(small_data):
     TrainConfig(batch_size=128, train_size=20, val_fraction=0.5).validate(60000)
     _, h, info = train_cnn(x, y, _cfg(batch_size=600, epochs=2, train_size="all"), progress=False)
     assert info["n_fit"] == 540 and len(h.loss) == 2
+    _, _, info = train_cnn(x[:40], y[:40], _cfg(batch_size=128, val_fraction=0.5), progress=False)
+    assert info["n_fit"] == 20  # the tasks layer hands over a subset: one partial batch
     with pytest.raises(ConfigError, match="at most the 600 training images"):
-        train_cnn(x, y, _cfg(batch_size=601), progress=False)
+        TrainConfig(batch_size=601).validate(600)  # the faces' check, on all the data
 
 
 def test_weight_average_follows_the_recurrence():

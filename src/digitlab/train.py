@@ -66,9 +66,14 @@ class TrainConfig:
     # among 0.95-0.998 at the course settings; 0.98 and 0.99 were within one validation image.
     ema: float | None = 0.95
 
-    def validate(self, n_train: int, n_classes: int = 10) -> None:
+    def validate(self, n_train: int, n_classes: int = 10, whole_set: bool = True) -> None:
         """Raise ConfigError for any setting out of range for `n_train` training images of
-        `n_classes` classes (the subset of train_size of them, where set)."""
+        `n_classes` classes (the subset of train_size of them, where set).
+
+        whole_set: `n_train` is every image there is (the faces' check before loading: a batch
+        larger than that is a mistake). False for images already chosen (train_cnn's check),
+        where a larger batch is one partial batch an epoch, as in Keras.
+        """
         for name in ("epochs", "batch_size"):
             whole_number(name, getattr(self, name))
         check_seed(self.seed)
@@ -82,7 +87,7 @@ class TrainConfig:
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.batch_size > n_train:
+        if whole_set and self.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be at most the {n_train} training images, got {self.batch_size}"
             )
@@ -193,7 +198,7 @@ def train_cnn(
     if size is not None and len(x_train) > whole_number("train_size", size):
         x_train, y_train = random_subset(x_train, y_train, size, cfg.seed)
     # Every setting checked against the images actually trained on, before any work.
-    replace(cfg, train_size=None).validate(len(x_train), len(np.unique(y_train)))
+    replace(cfg, train_size=None).validate(len(x_train), len(np.unique(y_train)), whole_set=False)
     device = resolve_device(cfg.device)
     # None asked for: 1 thread against all cores, timed on the training steps themselves.
     picker = step_threads(requested_threads(cfg.threads), device)
