@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from digitlab.device import bf16_is_fast, cpu_summary
@@ -138,3 +139,23 @@ def test_thread_picker_settles_after_each_switch_and_times_again():
         picker.record(n, {2: 3.0, 1: 1.0}[n])  # now one thread is faster
     assert plan == [2, 2, 2, 1, 1, 1]
     assert picker.chosen == 1 and picker.current == 1 and picker.next() == 1
+
+
+def test_thread_picker_unit_sets_the_count_and_records_the_time():
+    """unit(): the count next() gives is set for the block (only when it differs), the block's
+    time is recorded per row, and an error inside records nothing."""
+    from digitlab.device import ThreadPicker, threads
+
+    with threads(2):
+        picker = ThreadPicker(2, warmup=0, margin=1.0)
+        seen = []
+        for _ in range(2):
+            with picker.unit(rows=10) as n:
+                seen.append((n, torch.get_num_threads()))
+                if n == 2:
+                    time.sleep(0.02)  # all cores slow here: one thread is kept
+        assert seen == [(2, 2), (1, 1)] and picker.chosen == 1
+        fixed = ThreadPicker(2, decided=2)
+        with pytest.raises(RuntimeError), fixed.unit():
+            raise RuntimeError("the block failed")
+        assert fixed.chosen == 2

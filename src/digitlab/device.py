@@ -179,14 +179,12 @@ class ThreadPicker:
             (count, timed) for count in (self.n, 1) for timed in [False] * settle + [True] * trial
         ]
         self._warmup = warmup
-        self._plan: list[tuple[int, bool]] = []
         self._times: dict[int, list[float]] = {}
         self._since = 0  # units run since the last trial started
         self.fixed = decided if decided is not None else (self.n if self.n <= 1 else None)
         #: The count kept by the latest trial (or the decided one); None before any decision.
         self.chosen: int | None = self.fixed
-        if self.fixed is None:
-            self._plan = list(self._trial_plan)
+        self._plan = [] if self.fixed is not None else list(self._trial_plan)
 
     @property
     def current(self) -> int:
@@ -203,6 +201,19 @@ class ThreadPicker:
             self._plan = list(self._trial_plan)
             self._since = 0
         return self._plan[0][0] if self._plan else self.current
+
+    @contextlib.contextmanager
+    def unit(self, rows: int = 1) -> Iterator[int]:
+        """Run one unit of work (the `with` block) at the count `next()` gives, and record its
+        time for `rows` rows. The count is set only when it differs, so a run of units at one
+        count pays no switch; a `threads()` block around the whole job gives the caller's
+        count back. CPU work only: its ops are synchronous, so the clock sees them."""
+        n = self.next()
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        tick = time.perf_counter()
+        yield n
+        self.record(n, time.perf_counter() - tick, rows)
 
     def record(self, n: int, seconds: float, rows: int = 1) -> None:
         """Report how long the unit just run with `n` threads took for `rows` rows."""

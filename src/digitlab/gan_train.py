@@ -327,12 +327,7 @@ def run_step(
     cfg = nets.cfg
     nets.noise.manual_seed(cfg.seed * 1_000_003 + step)  # by step: resumes exactly
     z = torch.randn(2, len(real), nets.gan_cfg.latent_dim, generator=nets.noise, device=nets.device)
-    n_threads = nets.threads.next()
-    if n_threads != torch.get_num_threads():
-        torch.set_num_threads(n_threads)
-    start = time.perf_counter()
-    losses = train_step(
-        nets.g, nets.d, nets.g_opt, nets.d_opt, real, hot, z, cfg.reuse_fakes, nets.autocast
-    )
-    nets.threads.record(n_threads, time.perf_counter() - start)  # CPU ops are synchronous
-    return losses
+    with nets.threads.unit():  # on a GPU the count is fixed and nothing is timed
+        return train_step(
+            nets.g, nets.d, nets.g_opt, nets.d_opt, real, hot, z, cfg.reuse_fakes, nets.autocast
+        )

@@ -299,11 +299,11 @@ def _train_epoch(
     epoch: int,
     autocast: AbstractContextManager,
     progress: bool,
-    picker: ThreadPicker | None = None,
+    picker: ThreadPicker,
 ) -> tuple[float, float]:
     """One pass over the fitting images; returns the mean loss and the accuracy of its batches.
 
-    picker: the thread count for each step (CPU steps are timed for it: they are synchronous).
+    picker: the thread count for each step, timed on the steps (`step_threads`).
     """
     device = x_fit.device
     # Seeded per epoch: a resumed run sees the same batches and dropout masks. The order moves
@@ -323,24 +323,19 @@ def _train_epoch(
     for b, start in enumerate(bar):
         if cfg.lr_schedule == "cosine":
             _cosine_lr(opt, cfg, (epoch * len(batches) + b) / (cfg.epochs * len(batches)))
-        n_threads = picker.next() if picker else None
-        if n_threads is not None and n_threads != torch.get_num_threads():
-            torch.set_num_threads(n_threads)
-        tick = time.perf_counter()
-        idx = order[start : start + cfg.batch_size]
-        xb, yb = x_fit[idx], y_fit[idx]
-        if cfg.augment:
-            xb = _augment(xb, aug_gen)
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-        loss.backward()
-        opt.step()
-        if averaged is not None:
-            averaged.update_parameters(model)
-        if picker:
-            picker.record(torch.get_num_threads(), time.perf_counter() - tick)
+        with picker.unit():
+            idx = order[start : start + cfg.batch_size]
+            xb, yb = x_fit[idx], y_fit[idx]
+            if cfg.augment:
+                xb = _augment(xb, aug_gen)
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            loss.backward()
+            opt.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
         seen += len(yb)
         loss_sum += loss.detach() * len(yb)
         correct += (logits.argmax(1) == yb).sum()

@@ -24,6 +24,7 @@ with tied distances are re-ranked the way scikit-learn would rank that dtype (se
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -313,20 +314,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             key_buf = torch.empty_like(dot_buf)
         picker = ThreadPicker(decided=asked) if device.type == "cpu" else None
         for start in range(0, len(Q), step):
-            n_threads = picker.next() if picker else None
-            with threads(n_threads):
-                tick = time.perf_counter()
-                d, cand, unsure = self._full_chunk(
-                    index,
-                    Q[start : start + step],
-                    key_buf,
-                    dot_buf,
-                    m,
-                    kmax,
-                    n_fit,
-                )
-                if picker:
-                    picker.record(n_threads, time.perf_counter() - tick, len(d))
+            Qc = Q[start : start + step]
+            with picker.unit(len(Qc)) if picker else contextlib.nullcontext():
+                d, cand, unsure = self._full_chunk(index, Qc, key_buf, dot_buf, m, kmax, n_fit)
             out_d[start : start + len(d)] = d
             out_i[start : start + len(d)] = cand
             fallback.append(start + np.flatnonzero(unsure))
@@ -381,15 +371,11 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         if picker:
             warm_scan()  # the compiled pass is loaded (or compiled) before any chunk is timed
         for start in range(0, len(Q), step):
-            n_threads = picker.next() if picker else None
-            with threads(n_threads):
-                tick = time.perf_counter()
-                Qc = Q[start : start + step]
+            Qc = Q[start : start + step]
+            with picker.unit(len(Qc)) if picker else contextlib.nullcontext():
                 q = index.queries(Qc)
                 qn = (q * q).sum(1).double()
                 d, i = nearest(q, index.t, qn, index.norms, bounds, k1, buf, index.pixel_rows(Qc))
-                if picker:
-                    picker.record(n_threads, time.perf_counter() - tick, len(q))
             out_d[start : start + len(q)] = d
             out_i[start : start + len(q)] = i
         del buf
