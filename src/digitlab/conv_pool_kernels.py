@@ -27,9 +27,16 @@ def _pick(m, a, v, i):
 
 @njit(cache=True, nogil=True, inline="always")
 def _row4(x, n, r, s):
-    # Four neighbouring pixels of image n, row r, from column s: a row of the 4x4 patch under
-    # a pool window of a 3x3 conv (named values, so they stay in registers).
+    # Four neighbouring pixels of image n, row r, from column s.
     return x[n, r, s], x[n, r, s + 1], x[n, r, s + 2], x[n, r, s + 3]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _patch4(x, n, i, j):
+    # The 4x4 input patch under pool window (i, j) of a 3x3 conv, row by row (named values,
+    # so they stay in registers): both 3x3 kernels read it the same way.
+    r, s = 2 * i, 2 * j
+    return _row4(x, n, r, s), _row4(x, n, r + 1, s), _row4(x, n, r + 2, s), _row4(x, n, r + 3, s)
 
 
 @njit(cache=True, nogil=True)
@@ -126,15 +133,8 @@ def forward_rows_3x3(x, w, b, out, choice, lo, hi):  # pragma: no cover - compil
     w2 = out.shape[2]
     for n in range(lo, hi):
         for i in range(h2):
-            r = 2 * i
             for j in range(w2):
-                s = 2 * j
-                p0, p1, p2, p3 = (
-                    _row4(x, n, r, s),
-                    _row4(x, n, r + 1, s),
-                    _row4(x, n, r + 2, s),
-                    _row4(x, n, r + 3, s),
-                )
+                p0, p1, p2, p3 = _patch4(x, n, i, j)
                 p00, p01, p02, p03 = p0
                 p10, p11, p12, p13 = p1
                 p20, p21, p22, p23 = p2
@@ -202,15 +202,8 @@ def weight_grad_rows_3x3(x, g, choice, dw, db, lo, hi):  # pragma: no cover - co
     w2 = choice.shape[2]
     for n in range(lo, hi):
         for i in range(h2):
-            r = 2 * i
             for j in range(w2):
-                s = 2 * j
-                p0, p1, p2, p3 = (
-                    _row4(x, n, r, s),
-                    _row4(x, n, r + 1, s),
-                    _row4(x, n, r + 2, s),
-                    _row4(x, n, r + 3, s),
-                )
+                p0, p1, p2, p3 = _patch4(x, n, i, j)
                 p00, p01, p02, p03 = p0
                 p10, p11, p12, p13 = p1
                 p20, p21, p22, p23 = p2
