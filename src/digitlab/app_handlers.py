@@ -6,6 +6,7 @@ range) into a message for the page instead of an exception, so a worker never di
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from concurrent.futures import Future
@@ -214,10 +215,12 @@ def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | No
         count = int(count)
         if not 1 <= count <= 64:
             raise ConfigError(f"count must be in 1..64, got {count}")
-        if seed is None or float(seed) != int(float(seed)) or int(float(seed)) < 0:
+        # A whole number from the UI's float box; generate() checks its range (check_seed).
+        whole = float(seed) if seed is not None else math.nan
+        if not whole.is_integer():
             raise ConfigError(f"seed must be a whole number >= 0, got {seed}")
         with models.lock:
-            return generate(models.generator, int(digit), count, seed=int(float(seed))), ""
+            return generate(models.generator, int(digit), count, seed=int(whole)), ""
     except (ConfigError, TypeError, ValueError) as exc:
         return None, str(exc)
 

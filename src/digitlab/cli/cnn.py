@@ -17,6 +17,7 @@ from digitlab.cli.common import (
     out_dir,
     prepare,
     say,
+    say_if_nothing_to_resume,
 )
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
@@ -39,8 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     out = out_dir(args, "cnn-out")
     ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
-    if args.resume and not (out / CHECKPOINT).is_file():
-        say(args, f"no checkpoint in {out} to resume: starting a new run there")
+    say_if_nothing_to_resume(args, out / CHECKPOINT)
     shown = 0
 
     def show_epochs(epoch: int, history: History) -> None:

@@ -136,6 +136,13 @@ def say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
+def say_if_nothing_to_resume(args: argparse.Namespace, checkpoint: Path) -> None:
+    """With --resume and no `checkpoint` there, say the run starts anew (a mistyped --out
+    would otherwise silently start over)."""
+    if args.resume and not checkpoint.is_file():
+        say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
+
+
 def out_dir(args: argparse.Namespace, default: str) -> Path:
     """--out, or `default` in the current folder (checked by `prepare(..., out=)`)."""
     return args.out if args.out is not None else Path(default)

@@ -18,6 +18,7 @@ from digitlab.cli.common import (
     out_file,
     prepare,
     say,
+    say_if_nothing_to_resume,
 )
 from digitlab.files import folder_lock
 from digitlab.gan_train import CHECKPOINT, GANTrainConfig
@@ -37,8 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.validate()
     out = out_dir(args, "gan-out")
     ds = prepare(args, out=out)  # settings, then the output place, then the data
-    if args.resume and not (out / CHECKPOINT).is_file():
-        say(args, f"no checkpoint in {out} to resume: starting a new run there")
+    say_if_nothing_to_resume(args, out / CHECKPOINT)
     with folder_lock(out, "--out"):  # a second `gan train` on this folder says who holds it
         info = gan_task.train(
             ds,
