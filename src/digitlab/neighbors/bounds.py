@@ -23,6 +23,15 @@ import torch
 
 from digitlab.device import run_in_threads
 
+# numba (a core dependency) is imported with this package, as scikit-learn imports its compiled
+# parts with sklearn. Imported inside the first search instead, its 0.24 s of GIL-held import
+# slowed the torch set-up it overlapped: that first call took 0.4 s longer (AVX2 kind, 2 vCPUs:
+# 1.38-1.47 s against 0.93-1.02 s). Only the scan's load from numba's cache is left to it.
+try:
+    from digitlab.neighbors.scan import nearest_rows as _nearest_rows
+except ImportError:  # numba missing or too old for this Python: the torch path is exact too
+    _nearest_rows = None
+
 RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a bigger product
 # Rounding margin relative to |x - mu|^2, per side. The bound is a float32 dot product of 99
 # terms whose absolute values sum to at most 2 (|a|^2 + |b|^2), so its error is at most
@@ -195,15 +204,7 @@ def _scan(q, t, qn, tn, lb, tau, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _compiled_scan():
-    if not USE_NUMBA:
-        return None
-    try:
-        from digitlab.neighbors.scan import (
-            nearest_rows,  # numba (a core dependency): only where it runs
-        )
-    except ImportError:  # numba missing or too old for this Python: the torch path is exact too
-        return None
-    return nearest_rows
+    return _nearest_rows if USE_NUMBA else None
 
 
 # The one signature the search calls the scan with (C-contiguous arrays, Python ints): loading
@@ -230,10 +231,11 @@ def _load_scan(previous_interval: float) -> None:
 def preload_scan() -> None:
     """Start loading the compiled scan in a background thread (once per process).
 
-    Importing numba and loading the scan from its on-disk cache take 0.3-0.5 s on a 2-vCPU
-    machine (the first run on a machine compiles it: about 2.4 s). Started as a search begins, that
-    load overlaps the work before the first scan (the training index and its PCA bounds,
-    about 0.3 s of GIL-free torch work) instead of adding to it.
+    Loading the scan from numba's on-disk cache takes 0.13-0.16 s on a 2-vCPU machine (numba
+    itself is imported with this module; the first run on a machine compiles the scan: about
+    2.4 s). Started as a search begins, that load overlaps the work before the first scan (the
+    training index and its PCA bounds, about 0.3 s of GIL-free torch work) instead of adding
+    to it.
     """
     global _loader
     if not USE_NUMBA:
