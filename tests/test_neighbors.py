@@ -355,6 +355,56 @@ def test_compiled_scan_equals_plain_sorting(n_train, threads):
         np.testing.assert_array_equal(d[row], exact[row, order])
 
 
+@pytest.mark.parametrize("n_train", [5, 63, 64, 65, 130, 1000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_top_keys_equal_plain_sorting(n_train, threads):
+    """The int8 search's compiled selection around its 64-wide blocks (tails, a lone partial
+    block, m = n), many ties (few distinct values) and any thread count: the m largest keys
+    2 dot - norm, largest first, each with a column that holds that key, ties by column."""
+    pytest.importorskip("numba")
+    import torch
+
+    from digitlab.device import threads as torch_threads
+    from digitlab.neighbors import _largest_keys
+
+    rng = np.random.default_rng(n_train)
+    dots = rng.integers(-3, 4, (37, n_train)).astype(np.int32) * 1000
+    dots[:, n_train // 2 :] += rng.integers(-(2**20), 2**20, (37, n_train - n_train // 2))
+    norms = rng.integers(0, 3, n_train).astype(np.int32) * 500
+    keys = 2 * dots.astype(np.int64) - norms
+    for m in sorted({1, min(n_train, 12), n_train}):
+        with torch_threads(threads):
+            top_v, top_i = _largest_keys(torch.from_numpy(dots.copy()), torch.from_numpy(norms), m)
+        top_v, top_i = top_v.numpy(), top_i.numpy()
+        want = -np.sort(-keys, axis=1)[:, :m]
+        np.testing.assert_array_equal(top_v, want)
+        np.testing.assert_array_equal(np.take_along_axis(keys, top_i, 1), want)
+        assert all(len(set(row)) == m for row in top_i)  # m different columns
+        tied = top_v[:, 1:] == top_v[:, :-1]
+        assert (top_i[:, 1:] > top_i[:, :-1])[tied].all()
+
+
+@pytest.mark.real_data
+def test_int8_search_same_with_and_without_numba(small_mnist, monkeypatch):
+    """The int8 full search with the compiled selection and with torch's topk: sklearn's
+    neighbours both ways, duplicates (distance-0 ties) included."""
+    pytest.importorskip("numba")
+    from digitlab.neighbors import bounds as _bounds
+
+    X, y, Q, _ = small_mnist
+    Q = np.concatenate([Q[:300], X[:40], X[:40]])
+    ref = SKLearnKNN(5, algorithm="brute").fit(X, y).kneighbors(Q)
+    for numba_path in (True, False):
+        monkeypatch.setattr(_bounds, "USE_NUMBA", numba_path)
+        try:
+            ours = KNeighborsClassifier(5, algorithm="full", kernel="int8").fit(X, y)
+            d, i = ours.kneighbors(Q)
+        except RuntimeError as exc:  # no int8 product on this build
+            pytest.skip(f"int8 kernel unavailable: {exc}")
+        np.testing.assert_array_equal(i, ref[1])
+        np.testing.assert_allclose(d, ref[0])
+
+
 @pytest.mark.real_data
 def test_compiled_scan_equals_torch_path_before_tie_handling(small_mnist, monkeypatch):
     """Same (distance, index) lists, in the same order, ties included, from both paths."""

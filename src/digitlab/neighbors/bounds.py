@@ -29,8 +29,9 @@ from digitlab.device import run_in_threads
 # 1.38-1.47 s against 0.93-1.02 s). Only the scan's load from numba's cache is left to it.
 try:
     from digitlab.neighbors.scan import nearest_rows as _nearest_rows
+    from digitlab.neighbors.top_keys import top_keys as _top_keys
 except ImportError:  # numba missing or too old for this Python: the torch path is exact too
-    _nearest_rows = None
+    _nearest_rows = _top_keys = None
 
 RANK = 96  # measured on MNIST: fewer dims cost more exact checks, more dims a bigger product
 # Rounding margin relative to |x - mu|^2, per side. The bound is a float32 dot product of 99
@@ -207,42 +208,52 @@ def _compiled_scan():
     return _nearest_rows if USE_NUMBA else None
 
 
-# The one signature the search calls the scan with (C-contiguous arrays, Python ints): loading
-# it explicitly fetches the compiled code from numba's cache without running it.
+def compiled_top_keys():
+    """The full int8 search's compiled per-row selection (`neighbors.top_keys`), or None."""
+    return _top_keys if USE_NUMBA else None
+
+
+# The one signature each compiled pass is called with (C-contiguous arrays, Python ints):
+# loading it explicitly fetches the compiled code from numba's cache without running it.
 _SIGNATURE = (
     "(float32[:, ::1], uint8[:, ::1], uint8[:, ::1], int64, int64, "
     "float64[:, ::1], int64[:, ::1], int64[::1], int64, int64)"
 )
+_TOP_KEYS_SIGNATURE = "(int32[:, ::1], int32[::1], int32[:, ::1], int64[:, ::1], int64, int64)"
 _loader: threading.Thread | None = None
 _loader_lock = threading.Lock()
 
 
 def _load_scan(previous_interval: float) -> None:
     try:
-        scan = _compiled_scan()
-        if scan is not None:
-            # Any failure here (a compile error) is raised again by the search's first call.
-            with contextlib.suppress(Exception):
-                scan.compile(_SIGNATURE)
+        for compiled, signature in (
+            (_compiled_scan(), _SIGNATURE),
+            (compiled_top_keys(), _TOP_KEYS_SIGNATURE),
+        ):
+            if compiled is not None:
+                # Any failure here (a compile error) is raised again by the search's first call.
+                with contextlib.suppress(Exception):
+                    compiled.compile(signature)
     finally:
         sys.setswitchinterval(previous_interval)
 
 
 def preload_scan() -> None:
-    """Start loading the compiled scan in a background thread (once per process).
+    """Start loading the compiled passes (the pruned search's scan, the int8 search's
+    selection) in a background thread (once per process).
 
-    Loading the scan from numba's on-disk cache takes 0.13-0.16 s on a 2-vCPU machine (numba
-    itself is imported with this module; the first run on a machine compiles the scan: about
-    2.4 s). Started as a search begins, that load overlaps the work before the first scan (the
-    training index and its PCA bounds, about 0.3 s of GIL-free torch work) instead of adding
-    to it.
+    Loading them from numba's on-disk cache takes 0.13-0.16 s on a 2-vCPU machine (numba itself
+    is imported with this module; the first run on a machine compiles them: about 3.5 s).
+    Started as a search begins, that load overlaps the work before the first chunk (the
+    training index, and the pruned search's PCA bounds: about 0.3 s of GIL-free torch work)
+    instead of adding to it.
     """
     global _loader
     if not USE_NUMBA:
         return
     with _loader_lock:
         if _loader is None:
-            # The import holds the GIL for most of its time, and a thread waiting for it gets
+            # The load holds the GIL for most of its time, and a thread waiting for it gets
             # it only every switch interval (5 ms): the search's short GIL-free torch calls
             # would queue behind the import. A 0.1 ms interval, only while it loads, lets
             # them through.
@@ -255,7 +266,7 @@ def preload_scan() -> None:
 
 
 def warm_scan() -> None:
-    """Wait until the compiled scan is loaded (starting the load if nobody has)."""
+    """Wait until the compiled passes are loaded (starting the load if nobody has)."""
     preload_scan()
     if _loader is not None:
         _loader.join()
