@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digitlab.gan import Generator, conv_to_one_channel, one_hot
+from digitlab.gan import Discriminator, Generator, conv_to_one_channel, one_hot
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
@@ -52,6 +52,49 @@ def test_generator_uses_the_same_last_layer_as_conv2d():
     x = g.act(g.up2(g.act(g.up1(x))))
     reference = torch.sigmoid(g.out(x))
     assert torch.allclose(g(z, hot), reference, atol=1e-6, rtol=0)
+
+
+def _stacked_discriminator(d: Discriminator, images, onehot):
+    """keras.io's discriminator as written: the image stacked with its 10 class maps."""
+    n, _, h, w = images.shape
+    maps = onehot[:, :, None, None].expand(n, onehot.shape[1], h, w)
+    x = d.act(d.conv2(d.act(d.conv1(torch.cat([images, maps], 1)))))
+    return d.fc(torch.amax(x, dim=(2, 3)))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("soft", [False, True])
+def test_discriminator_equals_the_stacked_class_maps_in_float64(channels_last, soft):
+    """The first layer without the (N, 11, 28, 28) stack: the logit and the gradients of
+    every weight and of the image equal keras.io's stacked form in float64, for one-hot and
+    for blended labels (the factoring is linear in them), in either memory format."""
+    gen = torch.Generator().manual_seed(int(soft))
+    torch.manual_seed(1)
+    d = Discriminator().double()
+    for p in d.parameters():  # Keras' zero biases would leave the bias path untested
+        p.data.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    if channels_last:
+        d = d.to(memory_format=torch.channels_last)
+    images = torch.rand(6, 1, 28, 28, generator=gen, dtype=torch.float64)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    onehot = one_hot([3, 0, 9, 3, 7, 1]).double()
+    if soft:
+        onehot = torch.softmax(torch.randn(6, 10, generator=gen, dtype=torch.float64), 1)
+    weights = torch.randn(6, 1, generator=gen, dtype=torch.float64)
+
+    def run(forward):
+        d.zero_grad()
+        x = images.clone().requires_grad_()
+        out = forward(x)
+        (out * weights).sum().backward()
+        return [out.detach(), x.grad, *(p.grad.clone() for p in d.parameters())]
+
+    ours = run(lambda x: d(x, onehot))
+    stacked = run(lambda x: _stacked_discriminator(d, x, onehot))
+    for o, s in zip(ours, stacked, strict=True):
+        assert o.shape == s.shape
+        assert (o - s).abs().max().item() <= 1e-12 * max(1.0, s.abs().max().item())
 
 
 def _run_trial(picker, seconds_per_count):

@@ -136,3 +136,23 @@ def restore(
                 _, idx, name = key.split(".", 2)
                 state.setdefault(int(idx), {})[name] = value
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"][prefix]})
+        _match_layouts(opt)
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each parameter's state tensors (Adam's moments) the parameter's own strides.
+
+    They are saved contiguous; a channels-last weight's moments then come back in the other
+    memory format. The for-loop optimizers index element by element and do not mind, but
+    PyTorch's fused Adam walks parameter, gradient and moments as flat memory: a resumed run
+    updated its weights with mismatched moments (weights 6e-3 off a run never stopped).
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for name, value in opt.state.get(p, {}).items():
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    opt.state[p][name] = torch.empty_like(p, dtype=value.dtype).copy_(value)

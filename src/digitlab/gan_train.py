@@ -30,7 +30,7 @@ from digitlab.device import (
 )
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
-from digitlab.loop import Checkpoint, progress_bar
+from digitlab.loop import Checkpoint, keras_adam, progress_bar
 from digitlab.validation import check_seed, whole_number
 
 CHECKPOINT = "gan_checkpoint.safetensors"
@@ -233,8 +233,7 @@ def build_nets(cfg: GANTrainConfig, gan_cfg: GANConfig, device: torch.device) ->
     g, d = Generator(gan_cfg).to(device), Discriminator(gan_cfg).to(device)
     if cfg.channels_last:
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, eps=1e-7)
-    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr, eps=1e-7)
+    g_opt, d_opt = keras_adam(g.parameters(), cfg.lr), keras_adam(d.parameters(), cfg.lr)
     return _Nets(g, d, g_opt, d_opt, gan_cfg, cfg, device)
 
 

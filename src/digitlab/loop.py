@@ -1,4 +1,5 @@
-"""What the two training loops (CNN and GAN) share: resume-or-refuse, checkpoints, the bar.
+"""What the two training loops (CNN and GAN) share: resume-or-refuse, checkpoints, the bar,
+the optimizer.
 
 A checkpoint is one safetensors file (networks, optimizer moments, and JSON metadata holding
 progress, history and settings), written atomically through `checkpoint.save_state`, so an
@@ -127,3 +128,17 @@ def changed_settings(
 def progress_bar(steps: Iterable, desc: str, progress: bool, unit: str) -> tqdm:
     """A transient tqdm bar over `steps` (hidden when `progress` is False or not a terminal)."""
     return tqdm(steps, desc=desc, disable=None if progress else True, leave=False, unit=unit)
+
+
+def keras_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam as Keras sets it up (epsilon 1e-7, not PyTorch's 1e-8), with PyTorch's fused
+    kernel on CPUs and CUDA GPUs.
+
+    Why fused: PyTorch's default for CPU parameters is a Python loop of small tensor calls per
+    parameter; the fused kernel does each parameter's update in one pass. The GAN's two
+    optimizers took 2.4-6.2 ms a step that way and 1.3 ms fused (2-vCPU EPYC, AVX2 kind).
+    The update is the same formula; only float rounding inside it may differ.
+    """
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, eps=1e-7, fused=fused or None)

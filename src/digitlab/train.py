@@ -38,7 +38,7 @@ from digitlab.device import (
     threads,
 )
 from digitlab.errors import ConfigError
-from digitlab.loop import Checkpoint, progress_bar
+from digitlab.loop import Checkpoint, keras_adam, progress_bar
 from digitlab.validation import check_seed, subset_size, whole_number
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -262,7 +262,7 @@ def _build(cfg: TrainConfig, model_cfg: CNNConfig, device: torch.device):
     model = CourseCNN(model_cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-7)  # Keras' epsilon
+    opt = keras_adam(model.parameters(), cfg.lr)
     averaged = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     return model, opt, averaged
 
