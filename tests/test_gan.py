@@ -104,6 +104,34 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "b" / CHECKPOINT).is_file()
 
 
+def test_an_interrupt_mid_epoch_resumes_from_the_last_checkpoint_exactly(tmp_path, monkeypatch):
+    """Interrupted after a checkpoint inside an epoch (as Ctrl-C does): the checkpoint says
+    the step its weights are at (it once said the epoch's first step, so a resume ran those
+    steps twice), and resuming gives the weights of a run never stopped, bit for bit."""
+    from digitlab import gan_train
+    from digitlab.checkpoint import load_state
+
+    x, y = make_digits(160, seed=2)
+    cfg = GANTrainConfig(epochs=1, batch_size=16, threads=1, checkpoint_every=3)  # 10 steps
+    full, _, _ = train_gan(x, y, cfg, tmp_path / "a", progress=False)
+    run_step = gan_train.run_step
+
+    def interrupted(nets, real, hot, step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return run_step(nets, real, hot, step)
+
+    monkeypatch.setattr(gan_train, "run_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(x, y, cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(gan_train, "run_step", run_step)
+    assert load_state(tmp_path / "b" / CHECKPOINT)["step"] == 6
+    resumed, _, info = train_gan(x, y, cfg, tmp_path / "b", resume=True, progress=False)
+    assert info["steps"] == 10
+    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_both_training_steps_learn(tmp_path):
     """keras.io's step (a second generator pass) and ours (one generated batch) both update
     both networks; the second step would fail if the discriminator were left frozen."""

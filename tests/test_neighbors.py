@@ -556,3 +556,35 @@ def test_thread_count_asked_for_is_used_as_it_is(algorithm, monkeypatch):
     model = KNeighborsClassifier(3, algorithm=algorithm, kernel="float32", threads=1)
     model.fit(X, y).predict(Q)
     assert neighbors.LAST_SEARCH["threads"] == 1 and torch.get_num_threads() == before
+
+
+def _exact_neighbours(X, Q, k):
+    """The k nearest by direct float64 differences, ties by index (the slow, obvious way)."""
+    exact = ((Q[:, None, :] - X[None, :, :]) ** 2).sum(2)
+    return np.argsort(exact, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4, 1e6])
+def test_float_features_far_from_the_origin_get_their_true_neighbours(offset):
+    """Values around `offset` with unit spread: a float32 shortlist of raw values lost all
+    precision there (184 of 200 rows wrong at 1,000). Centred, and proven row by row."""
+    from digitlab import neighbors
+
+    rng = np.random.default_rng(0)
+    X, Q = rng.normal(size=(2000, 30)) + offset, rng.normal(size=(200, 30)) + offset
+    ind = KNeighborsClassifier(5).fit(X, rng.integers(0, 3, 2000)).kneighbors(Q)[1]
+    np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 5))
+    assert neighbors.LAST_SEARCH["fallback_rows"] == 0  # centring alone suffices here
+
+
+def test_float_rows_float32_cannot_resolve_fall_back_to_float64():
+    """Two clusters 1e9 apart: within either, float32 keys cannot tell points apart, so the
+    shortlist cannot be proven and those rows are ranked from full float64 distances."""
+    from digitlab import neighbors
+
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(size=(600, 8)), rng.normal(size=(600, 8)) + 1e9])
+    Q = np.concatenate([rng.normal(size=(30, 8)), rng.normal(size=(30, 8)) + 1e9])
+    ind = KNeighborsClassifier(3).fit(X, rng.integers(0, 3, 1200)).kneighbors(Q)[1]
+    assert neighbors.LAST_SEARCH["fallback_rows"] > 0
+    np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 3))

@@ -198,8 +198,10 @@ def train_gan(
 
     x, hot_all = device_data(images, labels, nets)
 
-    def save() -> None:
-        ckpt.save({**state, "step": step, "history": asdict(history)})
+    def save(at: int) -> None:
+        """Checkpoint the networks as they are after `at` steps (the caller's count: a save
+        from inside an epoch must not record the epoch's first step)."""
+        ckpt.save({**state, "step": at, "history": asdict(history)})
 
     # threads(None) restores the caller's thread count after the per-step choices.
     with threads(None), keep_freed_memory(nets.device):
@@ -215,12 +217,12 @@ def train_gan(
                 history.g_loss.append(g_mean)
                 history.epoch_seconds.append(seconds)
                 history.steps_per_second.append((step - start_step) / seconds)
-                save()
+                save(step)
                 if on_epoch is not None:
                     on_epoch(epoch, g, history)
                     g.train()
             elif step - start_step:  # stopped mid-epoch (max_steps): keep what was done
-                save()
+                save(step)
     g.eval()
     info = {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
     return g, history, {**info, "threads": nets.threads.current}
@@ -282,9 +284,10 @@ def _train_epoch(
     stop_at: int,
     per_epoch: int,
     progress: bool,
-    save: Callable[[], None],
+    save: Callable[[int], None],
 ) -> tuple[int, float, float]:
-    """The rest of the epoch that `step` lies in (or up to `stop_at`); checkpoints on the way.
+    """The rest of the epoch that `step` lies in (or up to `stop_at`); `save(step)` every
+    `checkpoint_every` steps on the way.
 
     x: (N, 1, 28, 28) float32 images and hot: (N, n_classes) one-hot labels, both on the
     training device. Returns the step reached and the mean discriminator and generator losses
@@ -312,7 +315,7 @@ def _train_epoch(
             d_mean, g_mean = (sums / count).tolist()
             bar.set_postfix(d_loss=f"{d_mean:.3f}", g_loss=f"{g_mean:.3f}")
         if step % cfg.checkpoint_every == 0:
-            save()
+            save(step)
     bar.close()
     d_sum, g_sum = sums.tolist()
     return step, d_sum / max(count, 1), g_sum / max(count, 1)

@@ -210,8 +210,19 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         key = ("float", device)
         if key not in self._cache:
             t = torch.from_numpy(np.asarray(self._fit_X, np.float64)).to(device)
+            # Centred on the training mean (in float64): distances do not change, and the
+            # float32 shortlist keeps its precision for data far from the origin (values
+            # around 1,000 with unit spread lost it all: wrong neighbours).
+            mu = t.mean(0)
+            t = t - mu
             t32 = t.float()
-            self._cache[key] = {"t": t, "t32": t32, "half32": (t32 * t32).sum(1) / 2}
+            self._cache[key] = {
+                "t": t,
+                "mu": mu,
+                "t32": t32,
+                "half32": ((t * t).sum(1) / 2).float(),
+                "t_norm_max": float(t.norm(dim=1).max()) if len(t) else 0.0,
+            }
         return self._cache[key]
 
     def _pixel_index(self, Q: np.ndarray, device: torch.device) -> tuple[_PixelIndex, np.ndarray]:
@@ -264,9 +275,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         asked = requested_threads(self.threads)  # a count asked for is used as it is
         with threads(asked), _exact_float32_matmul():
             if queries is None:  # float features: torch's thread count as it is
-                result = self._search_float(X, ks, device)
+                result, redone = self._search_float(X, ks, device)
                 cpu = torch.get_num_threads() if device.type == "cpu" else None
-                LAST_SEARCH.update(fallback_rows=0, threads=cpu)
+                LAST_SEARCH.update(fallback_rows=redone, threads=cpu)
                 return result
             result = self._search_pixels(queries, ks, device, asked)
         # After the thread setting is restored: scikit-learn's tie order depends on its own
@@ -412,27 +423,65 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
                 result[k].ind[rows[s : s + step]] = ind
                 result[k].sq_dist[rows[s : s + step]] = dist[r, ind]
 
-    def _search_float(self, X: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
-        """Float features: float32 product to shortlist, float64 distances to rank the list."""
+    def _search_float(
+        self, X: np.ndarray, ks: Sequence[int], device
+    ) -> tuple[dict[int, _Neighbors], int]:
+        """Float features: a float32 product shortlists, float64 distances rank the list.
+
+        The shortlist (the kmax + 8 largest float32 keys q.t - |t|^2 / 2, on data centred on
+        the training mean) is proven row by row: every training row left out has a float32
+        key at most the list's smallest, so its exact key is at most that plus the key's
+        rounding bound E, and its squared distance at least |q|^2 - 2 (smallest key + E). A
+        row whose k-th listed distance is below that bound is exact; any other row (data
+        whose spread float32 cannot resolve) is ranked from its full float64 distance row.
+        Returns the neighbours for each k and how many rows were ranked that way.
+        """
         train = self._float_train(device)
         t32, half = train["t32"], train["half32"]
-        n_fit, kmax = self.n_samples_fit_, max(ks)
+        n_fit, kmax, d = self.n_samples_fit_, max(ks), train["t"].shape[1]
         m = min(n_fit, kmax + _MARGIN)
+        # |fl(key) - key| <= (d + 8) u (|q| |t| + |t|^2) with u = 2**-24 (the float32 rounding of
+        # both sides, a d-term dot product in any summation order, the half norm and the
+        # subtraction); taken at 2**-23, twice that, and at the largest training norm.
+        unit = (d + 8) * 2.0**-23
         out_d = np.empty((len(X), kmax), np.float64)
         out_i = np.empty((len(X), kmax), np.int64)
+        redo: list[np.ndarray] = []
         step = self._chunk_rows()
         key_buf = torch.empty((min(step, len(X)), n_fit), device=device)
         for start in range(0, len(X), step):
             q = torch.from_numpy(np.asarray(X[start : start + step], np.float64)).to(device)
+            q = q - train["mu"]
             key = key_buf[: len(q)]
             torch.mm(q.float(), t32.T, out=key)
             key.sub_(half)
-            cand = torch.topk(key, m, dim=1, largest=True, sorted=False).indices
+            top, cand = torch.topk(key, m, dim=1, largest=True, sorted=False)
             diff = train["t"][cand] - q[:, None, :]  # (rows, m, features), float64
-            d, order = torch.sort((diff * diff).sum(2), dim=1, stable=True)
-            out_d[start : start + len(q)] = d[:, :kmax].cpu().numpy()
+            dist, order = torch.sort((diff * diff).sum(2), dim=1, stable=True)
+            out_d[start : start + len(q)] = dist[:, :kmax].cpu().numpy()
             out_i[start : start + len(q)] = torch.gather(cand, 1, order)[:, :kmax].cpu().numpy()
-        return {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
+            if m < n_fit:
+                qn = q.norm(dim=1)
+                bound = unit * (qn * train["t_norm_max"] + train["t_norm_max"] ** 2)
+                floor = qn * qn - 2 * (top.double().amin(1) + bound)
+                proven = floor > dist[:, kmax - 1] * (1 + 1e-12)
+                redo.append(start + np.flatnonzero(~proven.cpu().numpy()))
+        rows = np.concatenate(redo) if redo else np.empty(0, np.int64)
+        if len(rows):
+            self._rank_full_float(X, rows, kmax, train, out_d, out_i)
+        return {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}, len(rows)
+
+    @staticmethod
+    def _rank_full_float(X, rows: np.ndarray, kmax: int, train: dict, out_d, out_i) -> None:
+        """The kmax nearest of query rows `rows` from their whole float64 distance rows
+        (differences, not the product form, so no cancellation), ties by training index."""
+        t = train["t"]
+        for r in rows:
+            q = torch.from_numpy(np.asarray(X[r], np.float64)).to(t.device) - train["mu"]
+            dist = ((t - q) ** 2).sum(1)
+            dist, order = torch.sort(dist, stable=True)
+            out_d[r] = dist[:kmax].cpu().numpy()
+            out_i[r] = order[:kmax].cpu().numpy()
 
     # ----- public API -----------------------------------------------------------------------
 
