@@ -190,3 +190,20 @@ def test_python_m_digitlab(fake_dir):
     )
     assert proc.returncode == 0 and json.loads(proc.stdout)["train"]["class_counts"] == [20] * 10
     assert np.sum(json.loads(proc.stdout)["test"]["class_counts"]) == 50
+
+
+def test_run_says_a_failed_stage_error_once(tmp_path, capsys):
+    """The error is printed once (the CLI's line); the run's own note says what was kept,
+    and run.log keeps the error with its time."""
+    data = write_fake_idx(tmp_path / "d", n_train=6000, n_test=40)
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "quick", "--data-dir", str(data), "--out", str(out)]
+    assert main([*argv, f"gan.model={tmp_path / 'nowhere'}", "--stages", "gan"]) == 1
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert said.count("does not exist") == 1 and "digitlab: error:" in captured.err
+    assert "stopped; config, metrics.json and report.html are still" in captured.out
+    assert (
+        "failed: " in (out / "run.log").read_text()
+        and "does not exist" in (out / "run.log").read_text()
+    )

@@ -358,3 +358,31 @@ def test_shipped_generator_draws_the_digits_it_is_asked_for():
         )
         accuracy = float(np.mean(predict_proba(cnn, images).argmax(1) == wanted))
         assert accuracy >= floor and abs(accuracy - recorded) < 0.03
+
+
+def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
+    """The other training command's folder: as a model, the error names what it is (it once
+    said to resume a run that did not exist); as an output folder, training is refused and
+    leaves its files as they were (the two runs' files once mixed in one folder)."""
+    from conftest import write_fake_idx
+    from digitlab.cli import main
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=400, n_test=60))
+    cnn, gan = tmp_path / "cnn", tmp_path / "gan"
+    cnn_train = ["cnn", "train", "--data-dir", data, "--train-size", "300", "--epochs", "1"]
+    gan_train = ["gan", "train", "--data-dir", data, "--max-steps", "2"]
+    assert main([*cnn_train, "--threads", "1", "--quiet", "--out", str(cnn)]) == 0
+    assert main([*gan_train, "--threads", "1", "--quiet", "--out", str(gan)]) == 0
+    capsys.readouterr()
+    assert main(["gan", "generate", "--model", str(cnn), "--out", str(tmp_path / "g.png")]) == 1
+    err = capsys.readouterr().err
+    assert "is a CNN training folder" in err and "unfinished" not in err
+    assert main(["cnn", "eval", str(gan), "--data-dir", data]) == 1
+    err = capsys.readouterr().err
+    assert "is a GAN generator training folder" in err and "unfinished" not in err
+    for other, argv, what in ((cnn, gan_train, "CNN"), (gan, cnn_train, "GAN generator")):
+        before = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
+        for resume in ([], ["--resume"]):
+            assert main([*argv, "--threads", "1", "--out", str(other), *resume]) == 1
+            assert f"holds a {what} training run" in capsys.readouterr().err
+        assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == before

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,21 @@ from safetensors.torch import load_file, save
 
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_bytes, atomic_write_json
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """What one training command leaves in its --out folder. A folder holds one kind only."""
+
+    checkpoint: str  # the resumable state's file
+    model: str  # the subfolder the saved model goes in
+    what: str  # the model, as a message names it
+    command: str  # the command that trains it
+
+
+CNN_RUN = RunKind("checkpoint.safetensors", "model", "CNN", "digitlab cnn train")
+GAN_RUN = RunKind("gan_checkpoint.safetensors", "generator", "GAN generator", "digitlab gan train")
+RUN_KINDS = (CNN_RUN, GAN_RUN)
 
 
 def save_weights(

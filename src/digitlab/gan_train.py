@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from digitlab.checkpoint import GAN_RUN
 from digitlab.device import (
     keep_freed_memory,
     requested_threads,
@@ -33,7 +34,7 @@ from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, keras_adam, progress_bar
 from digitlab.validation import check_seed, whole_number
 
-CHECKPOINT = "gan_checkpoint.safetensors"
+CHECKPOINT = GAN_RUN.checkpoint
 
 
 @dataclass

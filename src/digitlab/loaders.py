@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from digitlab import shipped
-from digitlab.checkpoint import load_weights, save_weights
+from digitlab.checkpoint import RUN_KINDS, load_weights, save_weights
 from digitlab.cnn import CNNConfig, CourseCNN
 from digitlab.errors import DataError
 from digitlab.gan import GANConfig, Generator
@@ -70,18 +70,31 @@ def model_folder(
     """The folder holding a model's config.json: `path`, its `subfolder`, or `shipped_dir`.
 
     `path=None` means the shipped model; a training output folder is accepted for its
-    `subfolder` (the model it saved). A training folder holding only a checkpoint (a run
-    interrupted before it saved a model) raises DataError saying to finish it with
-    `train_command --resume`; beyond that the loader says what is missing.
+    `subfolder` (the model it saved). Raises DataError for the other training command's
+    folder (a CNN's where a generator is wanted, or the reverse), naming what it is, and for a
+    folder holding only this kind's checkpoint (a run interrupted before it saved a model),
+    saying to finish it with `train_command --resume`; beyond that the loader says what is
+    missing.
     """
     if path is None:
         return shipped_dir
     path = Path(path)
     if (path / subfolder / "config.json").is_file():
         return path / subfolder
-    # The training loops' checkpoints: checkpoint.safetensors (CNN), gan_checkpoint.safetensors.
-    checkpoints = [p for p in path.glob("*checkpoint.safetensors") if p.is_file()]
-    if checkpoints and not (path / "config.json").is_file():
+    if (path / "config.json").is_file():
+        return path  # the model's own folder; its loader checks what it holds
+    own = next((k for k in RUN_KINDS if k.model == subfolder), None)
+    for kind in RUN_KINDS:
+        if kind is not own and (
+            (path / kind.checkpoint).is_file() or (path / kind.model / "config.json").is_file()
+        ):
+            wanted = f"a {own.what}" if own else f"a {subfolder}"
+            raise DataError(
+                f"{path} is a {kind.what} training folder (from `{kind.command}`), not "
+                f"{wanted}: pass a folder from `{train_command or 'its training command'} "
+                "--out`, or leave the option out for the shipped model"
+            )
+    if own is not None and (path / own.checkpoint).is_file():
         raise DataError(
             f"{path} holds an unfinished training run (a checkpoint, no saved {subfolder} "
             f"yet): finish it with `{train_command or 'the same training command'} --resume "

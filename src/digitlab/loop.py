@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from digitlab.checkpoint import load_state, restore, save_state
+from digitlab.checkpoint import RUN_KINDS, load_state, restore, save_state
 from digitlab.errors import CheckpointMismatch, ConfigError
 
 
@@ -53,7 +53,10 @@ class Checkpoint:
         training silently), and CheckpointMismatch (a ConfigError) when its data or settings
         differ, naming them.
         """
-        if self.path is None or not self.path.exists():
+        if self.path is None:
+            return None
+        self._refuse_other_runs()
+        if not self.path.exists():
             return None
         if not resume:
             raise ConfigError(
@@ -79,6 +82,16 @@ class Checkpoint:
                 )
         restore(meta, self.modules, self.optimizers)
         return meta
+
+    def _refuse_other_runs(self) -> None:
+        """ConfigError when the folder holds another training command's run: two kinds of run
+        in one folder would mix their files (and `--model DIR` would find the wrong one)."""
+        for kind in RUN_KINDS:
+            if kind.checkpoint != self.path.name and (self.path.parent / kind.checkpoint).exists():
+                raise ConfigError(
+                    f"{self.path.parent} holds a {kind.what} training run ({kind.checkpoint}, "
+                    f"from `{kind.command}`); choose another output folder"
+                )
 
     def _check_data(self, saved: Any, mine: Any) -> None:
         """CheckpointMismatch when the checkpoint was trained on other data than `mine`."""

@@ -75,13 +75,13 @@ class Run:
         """Where trained models and their checkpoints go."""
         return self.folder / "models"
 
-    def log(self, text: str) -> None:
-        """Append a timestamped line to run.log and, unless quiet, print it."""
+    def log(self, text: str, shown: str | None = None) -> None:
+        """Append a timestamped line to run.log and, unless quiet, print it (or `shown`)."""
         line = f"{datetime.now(UTC).strftime('%H:%M:%S')} {text}"
         with open(self.folder / "run.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if not self.quiet:
-            print(text, flush=True)
+            print(text if shown is None else shown, flush=True)
 
 
 def environment() -> dict:
@@ -153,11 +153,14 @@ def run_course(
         try:
             return _run_stages(run, stages, force)
         except BaseException as exc:
-            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
-            run.log(
-                f"{what}; config, metrics.json and report.html are still those of the last "
-                "finished run (finished stages are kept and reused on the next run)"
+            kept = (
+                "config, metrics.json and report.html are still those of the last finished "
+                "run (finished stages are kept and reused on the next run)"
             )
+            if isinstance(exc, KeyboardInterrupt):
+                run.log(f"interrupted; {kept}")
+            else:  # the error itself is the caller's to show (the CLI prints it once)
+                run.log(f"failed: {exc}; {kept}", shown=f"stopped; {kept}")
             raise
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from digitlab.checkpoint import CNN_RUN
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import random_subset, stratified_split, validation_count
 from digitlab.device import (
@@ -41,7 +42,7 @@ from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, keras_adam, progress_bar
 from digitlab.validation import check_seed, subset_size, whole_number
 
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT = CNN_RUN.checkpoint
 LR_SCHEDULES = ("constant", "cosine")
 
 
