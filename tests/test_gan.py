@@ -386,3 +386,9 @@ def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
             assert main([*argv, "--threads", "1", "--out", str(other), *resume]) == 1
             assert f"holds a {what} training run" in capsys.readouterr().err
         assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == before
+    # A saved model's own folder is no training folder either.
+    for saved, argv in ((cnn / "model", gan_train), (gan / "generator", cnn_train)):
+        before = sorted(p.name for p in saved.iterdir())
+        assert main([*argv, "--threads", "1", "--out", str(saved)]) == 1
+        assert "own folder" in capsys.readouterr().err
+        assert sorted(p.name for p in saved.iterdir()) == before

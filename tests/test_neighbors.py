@@ -588,3 +588,61 @@ def test_float_rows_float32_cannot_resolve_fall_back_to_float64():
     ind = KNeighborsClassifier(3).fit(X, rng.integers(0, 3, 1200)).kneighbors(Q)[1]
     assert neighbors.LAST_SEARCH["fallback_rows"] > 0
     np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 3))
+
+
+@pytest.mark.parametrize("scale", [1e-23, 1e-100, 1e150])
+def test_float_features_at_any_scale_get_their_true_neighbours(scale):
+    """Values of 1e-23 once underflowed in the float32 shortlist (products of 0) while its
+    proof passed: wrong neighbours. The data is scaled by a power of two first."""
+    rng = np.random.default_rng(2)
+    X, Q = rng.normal(size=(2000, 10)) * scale, rng.normal(size=(200, 10)) * scale
+    ind = KNeighborsClassifier(3).fit(X, rng.integers(0, 5, 2000)).kneighbors(Q)[1]
+    np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 3))
+
+
+def test_float_path_ties_as_scikit_learn_and_shift_invariant():
+    """Exact ties on the float path (whole numbers below zero, duplicated float rows) are
+    ranked as scikit-learn ranks them: the same predictions as scikit-learn, and shifting
+    whole-number data (pixel path -> float path) changes nothing."""
+    rng = np.random.default_rng(1)
+    Xi, Qi, y = (
+        rng.integers(0, 11, (2000, 4)),
+        rng.integers(0, 11, (200, 4)),
+        rng.integers(0, 5, 2000),
+    )
+    shifted = KNeighborsClassifier(3).fit(Xi - 5, y)
+    np.testing.assert_array_equal(
+        shifted.predict(Qi - 5), KNeighborsClassifier(3).fit(Xi, y).predict(Qi)
+    )
+    ref = SKLearnKNN(3, algorithm="brute").fit(Xi - 5, y)
+    np.testing.assert_array_equal(shifted.kneighbors(Qi - 5)[1], ref.kneighbors(Qi - 5)[1])
+    Z = np.repeat(rng.normal(size=(500, 5)), 2, 0) + 0.5
+    yz, Qz = rng.integers(0, 3, 1000), rng.normal(size=(100, 5))
+    np.testing.assert_array_equal(
+        KNeighborsClassifier(3).fit(Z, yz).predict(Qz),
+        SKLearnKNN(3, algorithm="brute").fit(Z, yz).predict(Qz),
+    )
+
+
+def test_float_path_memory_blocks_give_the_same_answer():
+    """max_memory_mb bounds the (rows, k + 8, features) candidate differences too (k = 1000
+    once took 2 GB); a tiny bound, one row per block, gives the same neighbours."""
+    rng = np.random.default_rng(3)
+    X, Q, y = rng.normal(size=(1200, 20)), rng.normal(size=(50, 20)), rng.integers(0, 3, 1200)
+    big = KNeighborsClassifier(1000).fit(X, y).kneighbors(Q)
+    small = KNeighborsClassifier(1000, max_memory_mb=0.01).fit(X, y).kneighbors(Q)
+    np.testing.assert_array_equal(big[1], small[1])
+    np.testing.assert_array_equal(big[0], small[0])
+
+
+def test_wide_pixels_distances_stay_exact():
+    """More than 1,024 columns: float32 pixel products are no longer exact (|dot| > 2**24),
+    so such data takes the proven float path: distances exact, neighbours as sorting gives."""
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (300, 2048), dtype=np.uint8)
+    Q = rng.integers(0, 256, (20, 2048), dtype=np.uint8)
+    d, ind = KNeighborsClassifier(3).fit(X, np.arange(300) % 3).kneighbors(Q)
+    exact = ((Q[:, None, :].astype(np.int64) - X[None].astype(np.int64)) ** 2).sum(2)
+    want = np.argsort(exact, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(ind, want)
+    np.testing.assert_array_equal(d, np.sqrt(np.take_along_axis(exact, want, 1).astype(float)))

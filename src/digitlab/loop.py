@@ -86,11 +86,18 @@ class Checkpoint:
     def _refuse_other_runs(self) -> None:
         """ConfigError when the folder holds another training command's run: two kinds of run
         in one folder would mix their files (and `--model DIR` would find the wrong one)."""
+        folder = self.path.parent
         for kind in RUN_KINDS:
-            if kind.checkpoint != self.path.name and (self.path.parent / kind.checkpoint).exists():
+            if kind.checkpoint != self.path.name and (folder / kind.checkpoint).exists():
                 raise ConfigError(
-                    f"{self.path.parent} holds a {kind.what} training run ({kind.checkpoint}, "
+                    f"{folder} holds a {kind.what} training run ({kind.checkpoint}, "
                     f"from `{kind.command}`); choose another output folder"
+                )
+            weights = folder / f"{kind.model}.safetensors"
+            if (folder / "config.json").is_file() and weights.is_file():
+                raise ConfigError(
+                    f"{folder} is a saved {kind.what}'s own folder (config.json, "
+                    f"{weights.name}); choose another output folder"
                 )
 
     def _check_data(self, saved: Any, mine: Any) -> None:

@@ -25,6 +25,7 @@ with tied distances are re-ranked the way scikit-learn would rank that dtype (se
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from digitlab.neighbors.bounds import (
 from digitlab.validation import images_as_rows, whole_number
 
 _SHIFT = 128.0
+_EXACT_WIDTH = 1024  # pixel columns whose float32 dot products stay exact
 _MARGIN = 8  # extra candidates per row; proven enough row by row, or the row falls back
 KERNELS = ("auto", "float32", "int8")
 # "brute" is scikit-learn's name for the exact search over every training sample: our "full".
@@ -212,16 +214,22 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             t = torch.from_numpy(np.asarray(self._fit_X, np.float64)).to(device)
             # Centred on the training mean (in float64): distances do not change, and the
             # float32 shortlist keeps its precision for data far from the origin (values
-            # around 1,000 with unit spread lost it all: wrong neighbours).
+            # around 1,000 with unit spread lost it all). Scaled by a power of two (exact) so
+            # the largest |value| is about 1: float32 neither underflows (values of 1e-23
+            # gave products of 0) nor overflows.
             mu = t.mean(0)
-            t = t - mu
-            t32 = t.float()
+            centred = t - mu
+            peak = float(centred.abs().max()) if t.numel() else 0.0
+            scale = 2.0 ** -math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 1.0
+            ts = centred * scale
+            del centred
             self._cache[key] = {
-                "t": t,
+                "t": t,  # as given: distances are direct differences of the caller's values
                 "mu": mu,
-                "t32": t32,
-                "half32": ((t * t).sum(1) / 2).float(),
-                "t_norm_max": float(t.norm(dim=1).max()) if len(t) else 0.0,
+                "scale": scale,
+                "ts": ts,
+                "half": (ts * ts).sum(1) / 2,
+                "t_norm_max": float(ts.norm(dim=1).max()) if len(ts) else 0.0,
             }
         return self._cache[key]
 
@@ -271,15 +279,18 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
                 "training samples; use at most that many"
             )
         device = resolve_device(self.device)
-        queries = _as_pixels(X) if self._pixels is not None else None
+        # Pixels' products are exact in float32 only up to 1,024 columns (|dot| <= d * 128**2
+        # <= 2**24); wider whole-number data takes the float path, whose answers are proven.
+        pixels = self._pixels is not None and self.n_features_in_ <= _EXACT_WIDTH
+        queries = _as_pixels(X) if pixels else None
         asked = requested_threads(self.threads)  # a count asked for is used as it is
         with threads(asked), _exact_float32_matmul():
             if queries is None:  # float features: torch's thread count as it is
-                result, redone = self._search_float(X, ks, device)
+                result = self._search_float(X, ks, device)
                 cpu = torch.get_num_threads() if device.type == "cpu" else None
-                LAST_SEARCH.update(fallback_rows=redone, threads=cpu)
-                return result
-            result = self._search_pixels(queries, ks, device, asked)
+                LAST_SEARCH.update(threads=cpu)
+            else:
+                result = self._search_pixels(queries, ks, device, asked)
         # After the thread setting is restored: scikit-learn's tie order depends on its own
         # OpenMP thread count, which must be the caller's.
         _rank_ties_like_sklearn(result, X, self._fit_X)
@@ -423,65 +434,116 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
                 result[k].ind[rows[s : s + step]] = ind
                 result[k].sq_dist[rows[s : s + step]] = dist[r, ind]
 
-    def _search_float(
-        self, X: np.ndarray, ks: Sequence[int], device
-    ) -> tuple[dict[int, _Neighbors], int]:
+    def _search_float(self, X: np.ndarray, ks: Sequence[int], device) -> dict[int, _Neighbors]:
         """Float features: a float32 product shortlists, float64 distances rank the list.
 
-        The shortlist (the kmax + 8 largest float32 keys q.t - |t|^2 / 2, on data centred on
-        the training mean) is proven row by row: every training row left out has a float32
-        key at most the list's smallest, so its exact key is at most that plus the key's
-        rounding bound E, and its squared distance at least |q|^2 - 2 (smallest key + E). A
-        row whose k-th listed distance is below that bound is exact; any other row (data
-        whose spread float32 cannot resolve) is ranked from its full float64 distance row.
-        Returns the neighbours for each k and how many rows were ranked that way.
+        The shortlist (the kmax + 8 largest keys q.t - |t|^2 / 2, on data centred on the
+        training mean and scaled by a power of two) is proven row by row: every training row
+        left out has a key at most the list's smallest, so its exact key is at most that plus
+        the key's rounding bound E, and its squared distance at least |q|^2 - 2 (smallest key +
+        E). Rows whose k-th listed distance is below that are exact; the others (data whose
+        spread float32 cannot resolve) take the same steps in float64, and any row still
+        unproven is ranked from its full row of direct float64 distances. Rows with tied
+        distances among their kmax + 1 nearest are ranked as scikit-learn ranks them, from
+        full distance rows in its product form (`_rerank_like_sklearn`, then its ArgKmin
+        where it uses that): exact for whole numbers, within rounding otherwise.
+        `LAST_SEARCH["fallback_rows"]`: rows that needed more than the float32 pass.
         """
         train = self._float_train(device)
-        t32, half = train["t32"], train["half32"]
-        n_fit, kmax, d = self.n_samples_fit_, max(ks), train["t"].shape[1]
+        n_fit, kmax = self.n_samples_fit_, max(ks)
         m = min(n_fit, kmax + _MARGIN)
-        # |fl(key) - key| <= (d + 8) u (|q| |t| + |t|^2) with u = 2**-24 (the float32 rounding of
-        # both sides, a d-term dot product in any summation order, the half norm and the
-        # subtraction); taken at 2**-23, twice that, and at the largest training norm.
-        unit = (d + 8) * 2.0**-23
-        out_d = np.empty((len(X), kmax), np.float64)
-        out_i = np.empty((len(X), kmax), np.int64)
-        redo: list[np.ndarray] = []
+        k1 = min(n_fit, kmax + 1)  # one more, to see a tie across the k-th place
+        out_d = np.empty((len(X), k1), np.float64)
+        out_i = np.empty((len(X), k1), np.int64)
         step = self._chunk_rows()
+        t32 = train["ts"].float()
+        half32 = train["half"].float()
+        redo = []
         key_buf = torch.empty((min(step, len(X)), n_fit), device=device)
         for start in range(0, len(X), step):
-            q = torch.from_numpy(np.asarray(X[start : start + step], np.float64)).to(device)
-            q = q - train["mu"]
-            key = key_buf[: len(q)]
-            torch.mm(q.float(), t32.T, out=key)
-            key.sub_(half)
-            top, cand = torch.topk(key, m, dim=1, largest=True, sorted=False)
-            diff = train["t"][cand] - q[:, None, :]  # (rows, m, features), float64
-            dist, order = torch.sort((diff * diff).sum(2), dim=1, stable=True)
-            out_d[start : start + len(q)] = dist[:, :kmax].cpu().numpy()
-            out_i[start : start + len(q)] = torch.gather(cand, 1, order)[:, :kmax].cpu().numpy()
-            if m < n_fit:
-                qn = q.norm(dim=1)
-                bound = unit * (qn * train["t_norm_max"] + train["t_norm_max"] ** 2)
-                floor = qn * qn - 2 * (top.double().amin(1) + bound)
-                proven = floor > dist[:, kmax - 1] * (1 + 1e-12)
-                redo.append(start + np.flatnonzero(~proven.cpu().numpy()))
-        rows = np.concatenate(redo) if redo else np.empty(0, np.int64)
-        if len(rows):
-            self._rank_full_float(X, rows, kmax, train, out_d, out_i)
-        return {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}, len(rows)
+            rows = np.arange(start, min(start + step, len(X)))
+            proven = self._float_pass(X, rows, k1, m, train, t32, half32, key_buf, out_d, out_i)
+            redo.append(rows[~proven])
+        redo = np.concatenate(redo) if redo else np.empty(0, np.int64)
+        if len(redo):  # float32 could not prove these rows: the same in float64
+            del key_buf
+            key64 = torch.empty(
+                (min(max(step // 2, 1), len(redo)), n_fit), dtype=torch.float64, device=device
+            )
+            left = []
+            for start in range(0, len(redo), len(key64)):
+                rows = redo[start : start + len(key64)]
+                proven = self._float_pass(
+                    X, rows, k1, m, train, train["ts"], train["half"], key64, out_d, out_i
+                )
+                left.append(rows[~proven])
+            left = np.concatenate(left)
+            for start in range(0, len(left), 256):
+                self._rank_full_float(X, left[start : start + 256], k1, train, out_d, out_i)
+        LAST_SEARCH.update(fallback_rows=len(redo))
+        result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
+        tied = np.flatnonzero((out_d[:, 1:] == out_d[:, :-1]).any(1))
+        if len(tied):
+            self._rerank_like_sklearn(_FloatRows(train["t"]), X[tied], tied, ks, result)
+        for nb in result.values():
+            nb.fallback = tied
+        return result
+
+    def _float_pass(self, X, rows, k1, m, train, ts, half, key_buf, out_d, out_i) -> np.ndarray:
+        """Shortlist query `rows` with the product in ts's dtype, rank the list exactly, write
+        it to out_d/out_i; returns which rows the rounding bound proves (bool per row)."""
+        n_fit, d = ts.shape
+        q = torch.from_numpy(np.asarray(X[rows], np.float64)).to(ts.device)
+        qs = (q - train["mu"]) * train["scale"]
+        key = key_buf[: len(q)]
+        torch.mm(qs.to(ts.dtype), ts.T, out=key)
+        key.sub_(half)
+        top, cand = torch.topk(key, m, dim=1, largest=True, sorted=False)
+        cand, _ = torch.sort(cand, dim=1)  # by index, so that the stable sort below keeps
+        # exact ties in index order (scikit-learn's order for ties)
+        dist = self._candidate_distances(train["t"], q, cand)
+        dist, order = torch.sort(dist, dim=1, stable=True)
+        out_d[rows] = dist[:, :k1].cpu().numpy()
+        out_i[rows] = torch.gather(cand, 1, order)[:, :k1].cpu().numpy()
+        if m == n_fit:
+            return np.ones(len(rows), bool)
+        # |fl(key) - key| <= (d + 8) u (|q| |t| + |t|^2) + (d + 8) 2**-125 (the rounding of
+        # both sides to ts's dtype, a d-term dot product in any summation order, the half
+        # norm, the subtraction; the last term for products below the normal range), with u
+        # the unit roundoff taken twice over, at the largest training norm, in scaled units.
+        u = 2.0**-23 if ts.dtype == torch.float32 else 2.0**-52
+        tmax = train["t_norm_max"]
+        qn = qs.norm(dim=1)
+        bound = (d + 8) * (u * (qn * tmax + tmax * tmax) + 2.0**-125)
+        floor = qn * qn - 2 * (top.double().amin(1) + bound)
+        kth = dist[:, k1 - 1] * train["scale"] ** 2  # in scaled units, as the keys
+        return (floor > kth * (1 + 1e-12)).cpu().numpy()
+
+    def _candidate_distances(self, t, q, cand) -> torch.Tensor:
+        """Direct float64 squared distances (rows, m) of each query row to its candidates, in
+        blocks of rows that keep the (rows, m, features) differences within max_memory_mb."""
+        m, d = cand.shape[1], t.shape[1]
+        per_row = max(1, m * d * 8 * 2)
+        block = max(1, int(self.max_memory_mb * 2**20 // per_row))
+        out = torch.empty(cand.shape, dtype=torch.float64, device=t.device)
+        for s in range(0, len(q), block):
+            diff = t[cand[s : s + block]] - q[s : s + block, None, :]
+            out[s : s + block] = (diff * diff).sum(2)
+        return out
 
     @staticmethod
-    def _rank_full_float(X, rows: np.ndarray, kmax: int, train: dict, out_d, out_i) -> None:
-        """The kmax nearest of query rows `rows` from their whole float64 distance rows
-        (differences, not the product form, so no cancellation), ties by training index."""
+    def _rank_full_float(X, rows: np.ndarray, k1: int, train: dict, out_d, out_i) -> None:
+        """The k1 nearest of query `rows` from their whole rows of direct float64 distances
+        (differences of the values as given, not the product form: no cancellation),
+        ties by training index."""
         t = train["t"]
-        for r in rows:
-            q = torch.from_numpy(np.asarray(X[r], np.float64)).to(t.device) - train["mu"]
-            dist = ((t - q) ** 2).sum(1)
-            dist, order = torch.sort(dist, stable=True)
-            out_d[r] = dist[:kmax].cpu().numpy()
-            out_i[r] = order[:kmax].cpu().numpy()
+        q = torch.from_numpy(np.asarray(X[rows], np.float64)).to(t.device)
+        dist = torch.cdist(q, t, compute_mode="donot_use_mm_for_euclid_dist")  # (rows, n)
+        dist, order = torch.sort(dist, dim=1, stable=True)
+        cand = order[:, :k1]
+        diff = t[cand] - q[:, None, :]
+        out_d[rows] = (diff * diff).sum(2).cpu().numpy()
+        out_i[rows] = cand.cpu().numpy()
 
     # ----- public API -----------------------------------------------------------------------
 
@@ -641,6 +703,21 @@ def _largest_keys(dots: torch.Tensor, norms: torch.Tensor, m: int):
     n_threads = max(1, min(torch.get_num_threads(), b))
     run_in_threads([(select, (*args, first, n_threads)) for first in range(n_threads)])
     return torch.from_numpy(top_v), torch.from_numpy(top_i)
+
+
+class _FloatRows:
+    """Full float64 distance rows of float features in scikit-learn's product form
+    (|q|^2 - 2 q.t + |t|^2), for `_rerank_like_sklearn` (what `_PixelIndex.full_rows` is for
+    pixels)."""
+
+    def __init__(self, t: torch.Tensor):
+        self.t = t
+        self.norms = (t * t).sum(1)
+
+    def full_rows(self, Q: np.ndarray) -> np.ndarray:
+        q = torch.from_numpy(np.asarray(Q, np.float64)).to(self.t.device)
+        dots = q @ self.t.T
+        return ((q * q).sum(1, keepdim=True) - 2 * dots + self.norms).cpu().numpy()
 
 
 def _int8_rows(x: torch.Tensor) -> torch.Tensor:
