@@ -384,7 +384,9 @@ def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
         before = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
         for resume in ([], ["--resume"]):
             assert main([*argv, "--threads", "1", "--out", str(other), *resume]) == 1
-            assert f"holds a {what} training run" in capsys.readouterr().err
+            captured = capsys.readouterr()
+            assert f"holds a {what} training run" in captured.err
+            assert "starting a new run" not in captured.out
         assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == before
     # A saved model's own folder is no training folder either.
     for saved, argv in ((cnn / "model", gan_train), (gan / "generator", cnn_train)):

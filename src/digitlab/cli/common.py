@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from digitlab.checkpoint import RUN_KINDS
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
 from digitlab.files import check_writable, check_writable_file
@@ -139,8 +140,11 @@ def say(args: argparse.Namespace, text: str) -> None:
 def say_if_nothing_to_resume(args: argparse.Namespace, checkpoint: Path) -> None:
     """With --resume and no `checkpoint` there, say the run starts anew (a mistyped --out
     would otherwise silently start over)."""
-    if args.resume and not checkpoint.is_file():
-        say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
+    if not args.resume or checkpoint.is_file():
+        return
+    if any((checkpoint.parent / kind.checkpoint).is_file() for kind in RUN_KINDS):
+        return  # another command's run: training refuses the folder, and says so
+    say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:
