@@ -223,12 +223,15 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             scale = 2.0 ** -math.frexp(peak)[1] if peak > 0 and math.isfinite(peak) else 1.0
             ts = centred * scale
             del centred
+            half = (ts * ts).sum(1) / 2
             self._cache[key] = {
                 "t": t,  # as given: distances are direct differences of the caller's values
                 "mu": mu,
                 "scale": scale,
                 "ts": ts,
-                "half": (ts * ts).sum(1) / 2,
+                "half": half,
+                "t32": ts.float(),
+                "half32": half.float(),
                 "t_norm_max": float(ts.norm(dim=1).max()) if len(ts) else 0.0,
             }
         return self._cache[key]
@@ -456,8 +459,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         out_d = np.empty((len(X), k1), np.float64)
         out_i = np.empty((len(X), k1), np.int64)
         step = self._chunk_rows()
-        t32 = train["ts"].float()
-        half32 = train["half"].float()
+        t32, half32 = train["t32"], train["half32"]
         redo = []
         key_buf = torch.empty((min(step, len(X)), n_fit), device=device)
         for start in range(0, len(X), step):
@@ -478,8 +480,8 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
                 )
                 left.append(rows[~proven])
             left = np.concatenate(left)
-            for start in range(0, len(left), 256):
-                self._rank_full_float(X, left[start : start + 256], k1, train, out_d, out_i)
+            for start in range(0, len(left), step):  # step rows of n float64 each
+                self._rank_full_float(X, left[start : start + step], k1, train, out_d, out_i)
         LAST_SEARCH.update(fallback_rows=len(redo))
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         tied = np.flatnonzero((out_d[:, 1:] == out_d[:, :-1]).any(1))
@@ -531,18 +533,15 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             out[s : s + block] = (diff * diff).sum(2)
         return out
 
-    @staticmethod
-    def _rank_full_float(X, rows: np.ndarray, k1: int, train: dict, out_d, out_i) -> None:
+    def _rank_full_float(self, X, rows: np.ndarray, k1: int, train: dict, out_d, out_i) -> None:
         """The k1 nearest of query `rows` from their whole rows of direct float64 distances
         (differences of the values as given, not the product form: no cancellation),
         ties by training index."""
         t = train["t"]
         q = torch.from_numpy(np.asarray(X[rows], np.float64)).to(t.device)
         dist = torch.cdist(q, t, compute_mode="donot_use_mm_for_euclid_dist")  # (rows, n)
-        dist, order = torch.sort(dist, dim=1, stable=True)
-        cand = order[:, :k1]
-        diff = t[cand] - q[:, None, :]
-        out_d[rows] = (diff * diff).sum(2).cpu().numpy()
+        cand = torch.sort(dist, dim=1, stable=True).indices[:, :k1]
+        out_d[rows] = self._candidate_distances(t, q, cand).cpu().numpy()
         out_i[rows] = cand.cpu().numpy()
 
     # ----- public API -----------------------------------------------------------------------
