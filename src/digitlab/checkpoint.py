@@ -36,6 +36,11 @@ GAN_RUN = RunKind("gan_checkpoint.safetensors", "generator", "GAN generator", "d
 RUN_KINDS = (CNN_RUN, GAN_RUN)
 
 
+def runs_in(folder: Path) -> list[RunKind]:
+    """The kinds of training run whose checkpoint is in `folder`."""
+    return [kind for kind in RUN_KINDS if (folder / kind.checkpoint).is_file()]
+
+
 def save_weights(
     module: torch.nn.Module,
     folder: str | Path,

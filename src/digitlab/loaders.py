@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from digitlab import shipped
-from digitlab.checkpoint import RUN_KINDS, load_weights, save_weights
+from digitlab.checkpoint import CNN_RUN, GAN_RUN, RUN_KINDS, RunKind, load_weights, save_weights
 from digitlab.cnn import CNNConfig, CourseCNN
 from digitlab.errors import DataError
 from digitlab.gan import GANConfig, Generator
@@ -64,48 +64,44 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Ge
     return generator.to(device).eval()
 
 
-def model_folder(
-    path: str | Path | None, subfolder: str, shipped_dir: Path, train_command: str = ""
-) -> Path:
-    """The folder holding a model's config.json: `path`, its `subfolder`, or `shipped_dir`.
+def model_folder(path: str | Path | None, run: RunKind, shipped_dir: Path) -> Path:
+    """The folder holding a model's config.json: `path`, its `run.model` subfolder, or
+    `shipped_dir`.
 
-    `path=None` means the shipped model; a training output folder is accepted for its
-    `subfolder` (the model it saved). Raises DataError for the other training command's
-    folder (a CNN's where a generator is wanted, or the reverse), naming what it is, and for a
-    folder holding only this kind's checkpoint (a run interrupted before it saved a model),
-    saying to finish it with `train_command --resume`; beyond that the loader says what is
-    missing.
+    `path=None` means the shipped model; a training output folder is accepted for the model it
+    saved. Raises DataError for the other training command's folder (a CNN's where a
+    generator is wanted, or the reverse), naming what it is, and for a folder holding only
+    this kind's checkpoint (a run interrupted before it saved a model), saying to finish it
+    with `run.command --resume`; beyond that the loader says what is missing.
     """
     if path is None:
         return shipped_dir
     path = Path(path)
-    if (path / subfolder / "config.json").is_file():
-        return path / subfolder
+    if (path / run.model / "config.json").is_file():
+        return path / run.model
     if (path / "config.json").is_file():
         return path  # the model's own folder; its loader checks what it holds
-    own = next((k for k in RUN_KINDS if k.model == subfolder), None)
     for kind in RUN_KINDS:
-        if kind is not own and (
+        if kind is not run and (
             (path / kind.checkpoint).is_file() or (path / kind.model / "config.json").is_file()
         ):
-            wanted = f"a {own.what}" if own else f"a {subfolder}"
             raise DataError(
                 f"{path} is a {kind.what} training folder (from `{kind.command}`), not "
-                f"{wanted}: pass a folder from `{train_command or 'its training command'} "
-                "--out`, or leave the option out for the shipped model"
+                f"a {run.what}: pass a folder from `{run.command} --out`, or leave the option "
+                "out for the shipped model"
             )
-    if own is not None and (path / own.checkpoint).is_file():
+    if (path / run.checkpoint).is_file():
         raise DataError(
-            f"{path} holds an unfinished training run (a checkpoint, no saved {subfolder} "
-            f"yet): finish it with `{train_command or 'the same training command'} --resume "
-            f"--out {path}` and the settings it started with"
+            f"{path} holds an unfinished training run (a checkpoint, no saved {run.model} "
+            f"yet): finish it with `{run.command} --resume --out {path}` and the settings it "
+            "started with"
         )
     return path
 
 
 def cnn_folder(path: str | Path | None = None) -> Path:
     """Where the CNN named by `path` lives (a `cnn train` folder, its model/, or shipped)."""
-    return model_folder(path, "model", shipped.CNN, "digitlab cnn train")
+    return model_folder(path, CNN_RUN, shipped.CNN)
 
 
 def generator_folder(path: str | Path | None = None) -> Path:
@@ -116,7 +112,7 @@ def generator_folder(path: str | Path | None = None) -> Path:
             "this version of digitlab ships no trained generator yet; train one "
             "with `digitlab gan train --out DIR` and pass --model DIR"
         )
-    return model_folder(path, "generator", shipped.GENERATOR, "digitlab gan train")
+    return model_folder(path, GAN_RUN, shipped.GENERATOR)
 
 
 def has_shipped_generator() -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from digitlab.checkpoint import RUN_KINDS, load_state, restore, save_state
+from digitlab.checkpoint import RUN_KINDS, load_state, restore, runs_in, save_state
 from digitlab.errors import CheckpointMismatch, ConfigError
 
 
@@ -87,12 +87,13 @@ class Checkpoint:
         """ConfigError when the folder holds another training command's run: two kinds of run
         in one folder would mix their files (and `--model DIR` would find the wrong one)."""
         folder = self.path.parent
-        for kind in RUN_KINDS:
-            if kind.checkpoint != self.path.name and (folder / kind.checkpoint).exists():
+        for kind in runs_in(folder):
+            if kind.checkpoint != self.path.name:
                 raise ConfigError(
                     f"{folder} holds a {kind.what} training run ({kind.checkpoint}, "
                     f"from `{kind.command}`); choose another output folder"
                 )
+        for kind in RUN_KINDS:
             weights = folder / f"{kind.model}.safetensors"
             if (folder / "config.json").is_file() and weights.is_file():
                 raise ConfigError(

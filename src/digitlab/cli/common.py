@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digitlab.checkpoint import RUN_KINDS
+from digitlab.checkpoint import runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
 from digitlab.files import check_writable, check_writable_file
@@ -140,11 +140,9 @@ def say(args: argparse.Namespace, text: str) -> None:
 def say_if_nothing_to_resume(args: argparse.Namespace, checkpoint: Path) -> None:
     """With --resume and no `checkpoint` there, say the run starts anew (a mistyped --out
     would otherwise silently start over)."""
-    if not args.resume or checkpoint.is_file():
-        return
-    if any((checkpoint.parent / kind.checkpoint).is_file() for kind in RUN_KINDS):
-        return  # another command's run: training refuses the folder, and says so
-    say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
+    # Any run's checkpoint there: this one's resumes, another command's is refused by training.
+    if args.resume and not runs_in(checkpoint.parent):
+        say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:
