@@ -174,6 +174,12 @@ def test_load_errors(tmp_path):
         (tmp_path / "a" / "config.json").write_text(bad)
         with pytest.raises(DataError, match="no course_cnn can be built from"):
             load_model(tmp_path / "a")
+    # JSON that is no object, or not text at all: one DataError as well
+    for bad, said in (("[1, 2]", "not an object"), (b"\xff\xfe\x00", "not valid JSON")):
+        path = tmp_path / "a" / "config.json"
+        path.write_bytes(bad) if isinstance(bad, bytes) else path.write_text(bad)
+        with pytest.raises(DataError, match=said):
+            load_model(tmp_path / "a")
 
 
 @pytest.fixture(scope="module")

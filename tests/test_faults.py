@@ -334,3 +334,33 @@ def test_cnn_train_prints_each_epoch_as_it_finishes(trained, tmp_path):
 )
 def test_reference_speed_words(ours, theirs, words):
     assert speed_words(ours, theirs) == words
+
+
+def test_damaged_json_in_a_run_folder_is_one_line_or_a_rerun(tmp_path, capsys):
+    """Hand-edited or damaged JSON files: a stage's record only means the stage runs again;
+    metrics.json, a report's inputs or a model's config that is no JSON object gives one
+    line naming the file (a list or binary bytes once raised a traceback)."""
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", str(data), "--out", str(out)]
+    assert main(base) == 0
+    accuracy = json.loads((out / "stages" / "knn.json").read_text())["metrics"]["accuracy"]
+    for damage in ("[1, 2]", "{not json", '{"key": "x"}'):
+        (out / "stages" / "knn.json").write_text(damage)
+        assert main(base) == 0
+        last = (out / "run.log").read_text().split("digitlab run:")[-1]  # this run's lines
+        assert "[knn] running" in last and "[knn] unchanged" not in last
+        assert (
+            json.loads((out / "stages" / "knn.json").read_text())["metrics"]["accuracy"] == accuracy
+        )
+    capsys.readouterr()
+    for name in ("metrics.json", "config.json"):
+        kept = (out / name).read_bytes()
+        for damage in (b"[1, 2]", b"\xff\xfe garbage"):
+            (out / name).write_bytes(damage)
+            command = ["report", str(out)] if name == "config.json" else base
+            assert main(command) == 1
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+            assert name in err
+        (out / name).write_bytes(kept)

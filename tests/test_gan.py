@@ -132,6 +132,34 @@ def test_an_interrupt_mid_epoch_resumes_from_the_last_checkpoint_exactly(tmp_pat
         assert torch.equal(a, b)
 
 
+def test_an_epoch_resumed_midway_logs_the_means_of_all_its_steps(tmp_path, monkeypatch):
+    """The checkpoint keeps the unfinished epoch's loss totals: a run interrupted at step 7
+    and resumed logs epoch 1's mean losses over its 10 steps, as a run never stopped does
+    (it once logged the mean of the 4 steps after the resume)."""
+    from digitlab import gan_train
+
+    x, y = make_digits(160, seed=2)
+    cfg = GANTrainConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=3)  # 10 a epoch
+    _, h_full, _ = train_gan(x, y, cfg, tmp_path / "a", progress=False)
+    run_step = gan_train.run_step
+
+    def interrupted(nets, real, hot, step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return run_step(nets, real, hot, step)
+
+    monkeypatch.setattr(gan_train, "run_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(x, y, cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(gan_train, "run_step", run_step)
+    _, h_resumed, _ = train_gan(x, y, cfg, tmp_path / "b", resume=True, progress=False)
+    assert len(h_resumed.d_loss) == len(h_full.d_loss) == 2
+    np.testing.assert_allclose(h_resumed.d_loss, h_full.d_loss, rtol=1e-5)
+    np.testing.assert_allclose(h_resumed.g_loss, h_full.g_loss, rtol=1e-5)
+    # Epoch 1's rate counts its 10 steps over the seconds of both runs' parts.
+    assert all(s > 0 for s in h_resumed.steps_per_second)
+
+
 def test_both_training_steps_learn(tmp_path):
     """keras.io's step (a second generator pass) and ours (one generated batch) both update
     both networks; the second step would fail if the discriminator were left frozen."""
@@ -380,6 +408,17 @@ def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
     assert main(["cnn", "eval", str(gan), "--data-dir", data]) == 1
     err = capsys.readouterr().err
     assert "is a GAN generator training folder" in err and "unfinished" not in err
+    # A saved model's own folder given for the other kind names what it holds (it once said
+    # only that the other kind's weights file was missing).
+    assert (
+        main(["gan", "generate", "--model", str(cnn / "model"), "--out", str(tmp_path / "g.png")])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "holds a saved course_cnn model, not a conditional_gan_generator" in err
+    assert main(["cnn", "eval", str(gan / "generator"), "--data-dir", data]) == 1
+    err = capsys.readouterr().err
+    assert "holds a saved conditional_gan_generator model, not a course_cnn" in err
     for other, argv, what in ((cnn, gan_train, "CNN"), (gan, cnn_train, "GAN generator")):
         before = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
         for resume in ([], ["--resume"]):

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from digitlab.errors import DataError
-from digitlab.files import atomic_write_bytes, atomic_write_json
+from digitlab.files import atomic_write_bytes, atomic_write_json, read_json_object
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,16 @@ def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hi
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise DataError(f"{folder} {what}: give the folder of a saved {kind} ({hint})")
-    for path in (cfg_path, weights):
-        if not path.is_file():
-            raise DataError(f"{path} is missing: {folder} is not a saved {kind} ({hint})")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{cfg_path} is not valid JSON ({exc})") from exc
-    if raw.pop("model", kind) != kind:
-        raise DataError(f"{cfg_path} describes another kind of model, not a {kind}")
+    if not cfg_path.is_file():
+        raise DataError(f"{cfg_path} is missing: {folder} is not a saved {kind} ({hint})")
+    raw = read_json_object(cfg_path)
+    # The config says what the folder holds: named before a missing weights file is (a saved
+    # CNN's folder given where a generator is wanted once said only that a file was missing).
+    other = raw.pop("model", kind)
+    if other != kind:
+        raise DataError(f"{folder} holds a saved {other} model, not a {kind} ({hint})")
+    if not weights.is_file():
+        raise DataError(f"{weights} is missing: {folder} is not a saved {kind} ({hint})")
     known = {f.name: f for f in fields(config_cls)}
     unknown = set(raw) - set(known)
     if unknown:

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from digitlab.errors import DigitlabError
+from digitlab.errors import DataError, DigitlabError
 
 
 class OutputError(DigitlabError):
@@ -82,6 +82,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write `obj` as indented JSON to `path` atomically; returns the path."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object (a dict) in `path`, as `atomic_write_json` writes them.
+
+    Raises DataError, one line naming the file, when it cannot be read, is not JSON text or
+    holds something else than an object (a hand-edited or damaged config, metrics or record
+    file once surfaced as a traceback)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({describe_os_error(exc)})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise DataError(f"{path} holds JSON of another shape ({kind}), not an object")
+    return data
 
 
 def save_metrics(path: str | Path, metrics: dict) -> Path:

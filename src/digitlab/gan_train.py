@@ -199,31 +199,38 @@ def train_gan(
 
     x, hot_all = device_data(images, labels, nets)
 
-    def save(at: int) -> None:
+    # The unfinished epoch's loss totals, steps and seconds so far, kept in the checkpoint:
+    # a run resumed mid-epoch logs that epoch's means over all its steps, not only the
+    # steps after the resume.
+    carried = _EpochTotals.from_meta(meta, step, per_epoch)
+
+    def save(at: int, totals: _EpochTotals | None = None) -> None:
         """Checkpoint the networks as they are after `at` steps (the caller's count: a save
-        from inside an epoch must not record the epoch's first step)."""
-        ckpt.save({**state, "step": at, "history": asdict(history)})
+        from inside an epoch must not record the epoch's first step), with the unfinished
+        epoch's totals so far."""
+        extra = {"epoch_totals": asdict(totals)} if totals is not None and totals.steps else {}
+        ckpt.save({**state, "step": at, "history": asdict(history), **extra})
 
     # threads(None) restores the caller's thread count after the per-step choices.
     with threads(None), keep_freed_memory(nets.device):
         while step < stop_at:
             epoch = step // per_epoch
-            t0, start_step = time.perf_counter(), step
-            step, d_mean, g_mean = _train_epoch(
-                nets, x, hot_all, step, stop_at, per_epoch, progress, save
+            start_step = step
+            step, totals = _train_epoch(
+                nets, x, hot_all, step, stop_at, per_epoch, progress, save, carried
             )
+            carried = None
             if step - start_step and step % per_epoch == 0:  # a finished epoch
-                seconds = time.perf_counter() - t0
-                history.d_loss.append(d_mean)
-                history.g_loss.append(g_mean)
-                history.epoch_seconds.append(seconds)
-                history.steps_per_second.append((step - start_step) / seconds)
+                history.d_loss.append(totals.d_sum / totals.steps)
+                history.g_loss.append(totals.g_sum / totals.steps)
+                history.epoch_seconds.append(totals.seconds)
+                history.steps_per_second.append(totals.steps / totals.seconds)
                 save(step)
                 if on_epoch is not None:
                     on_epoch(epoch, g, history)
                     g.train()
             elif step - start_step:  # stopped mid-epoch (max_steps): keep what was done
-                save(step)
+                save(step, totals)
     g.eval()
     info = {"steps": step, "steps_per_epoch": per_epoch, "device": str(device)}
     return g, history, {**info, "threads": nets.threads.current}
@@ -277,6 +284,26 @@ class _Nets:
         self.threads = step_threads(requested_threads(self.cfg.threads), self.device)
 
 
+@dataclass
+class _EpochTotals:
+    """One epoch's loss totals (binary cross-entropy, summed over steps), steps and seconds."""
+
+    d_sum: float = 0.0
+    g_sum: float = 0.0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_meta(cls, meta: dict | None, step: int, per_epoch: int) -> _EpochTotals | None:
+        """The totals a checkpoint kept for the epoch `step` lies inside; None if it kept none
+        (older checkpoints, or `step` at an epoch's start)."""
+        kept = (meta or {}).get("epoch_totals")
+        if not kept or step % per_epoch == 0:
+            return None
+        totals = cls(**kept)
+        return totals if 0 < totals.steps <= step % per_epoch else None
+
+
 def _train_epoch(
     nets: _Nets,
     x: torch.Tensor,
@@ -285,21 +312,29 @@ def _train_epoch(
     stop_at: int,
     per_epoch: int,
     progress: bool,
-    save: Callable[[int], None],
-) -> tuple[int, float, float]:
-    """The rest of the epoch that `step` lies in (or up to `stop_at`); `save(step)` every
-    `checkpoint_every` steps on the way.
+    save: Callable[[int, _EpochTotals], None],
+    carried: _EpochTotals | None = None,
+) -> tuple[int, _EpochTotals]:
+    """The rest of the epoch that `step` lies in (or up to `stop_at`); `save(step, totals)`
+    every `checkpoint_every` steps on the way.
 
     x: (N, 1, 28, 28) float32 images and hot: (N, n_classes) one-hot labels, both on the
-    training device. Returns the step reached and the mean discriminator and generator losses
-    of this pass.
+    training device. `carried`: this epoch's totals from before a resume. Returns the step
+    reached and the epoch's totals so far (carried ones included).
     """
     cfg, device = nets.cfg, nets.device
     epoch, within = divmod(step, per_epoch)
     order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(x)))
     order = order.to(device)  # once per epoch: batches are indexed on the device
-    sums = torch.zeros(2, device=device)  # d and g loss totals, summed on the device
-    count = 0
+    before = carried or _EpochTotals()
+    # d and g loss totals, summed on the device (a host sync only to show or save them)
+    sums = torch.tensor([before.d_sum, before.g_sum], device=device)
+    count, t0 = before.steps, time.perf_counter() - before.seconds
+
+    def totals() -> _EpochTotals:
+        d_sum, g_sum = sums.tolist()
+        return _EpochTotals(d_sum, g_sum, count, time.perf_counter() - t0)
+
     bar = progress_bar(
         range(within, per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", progress, "step"
     )
@@ -316,10 +351,9 @@ def _train_epoch(
             d_mean, g_mean = (sums / count).tolist()
             bar.set_postfix(d_loss=f"{d_mean:.3f}", g_loss=f"{g_mean:.3f}")
         if step % cfg.checkpoint_every == 0:
-            save(step)
+            save(step, totals())
     bar.close()
-    d_sum, g_sum = sums.tolist()
-    return step, d_sum / max(count, 1), g_sum / max(count, 1)
+    return step, totals()
 
 
 def run_step(

@@ -15,6 +15,7 @@ a second run on the same folder stops at once and names the process that holds i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -36,6 +37,7 @@ from digitlab.files import (
     check_writable,
     folder_lock,
     jsonable,
+    read_json_object,
     save_metrics,
 )
 from digitlab.report import write_report
@@ -171,7 +173,7 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     validate_config(cfg, len(ds.x_train))
     identity = ds.identity()
     metrics_path = folder / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = read_json_object(metrics_path) if metrics_path.exists() else {}
     metrics.setdefault("stages", {})
     metrics["environment"] = environment()
     spec = get_spec(ds.name)
@@ -186,8 +188,11 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         record = folder / "stages" / f"{stage}.json"
         key = _stage_key(cfg, stage, identity["digest"])
         if not force and record.exists():
-            saved = json.loads(record.read_text())
-            if saved.get("key") == key:
+            # A damaged record only means the stage cannot be reused: it runs again.
+            saved = {}
+            with contextlib.suppress(DataError):
+                saved = read_json_object(record)
+            if saved.get("key") == key and "metrics" in saved:
                 run.log(f"[{stage}] unchanged since it finished: reused")
                 metrics["stages"][stage] = saved["metrics"]
                 continue

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from digitlab import figures
 from digitlab.errors import DataError
-from digitlab.files import atomic_write_text
+from digitlab.files import atomic_write_text, read_json_object
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5b6478; --line:#e3e6ee; --accent:#2f6fdf; --bg:#fbfcfe; }
@@ -512,9 +511,9 @@ def write_report(folder: str | Path) -> Path:
     """Build report.html from a run folder."""
     folder = Path(folder)
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        metrics = read_json_object(folder / "metrics.json")
+        config = read_json_object(folder / "config.json")
+    except DataError as exc:
         raise DataError(
             f"{folder} is not a digitlab run folder (no readable metrics.json and "
             f"config.json): {exc}"

@@ -239,6 +239,7 @@ def run_sweep(
     from dataclasses import asdict
 
     from digitlab.errors import DataError
+    from digitlab.files import read_json_object
     from digitlab.sweep import adapter
     from digitlab.sweep.engine import RAY_DIR, collect, require_ray, run_plan
     from digitlab.sweep.outputs import write_outputs
@@ -257,7 +258,7 @@ def run_sweep(
     state = folder / "plan.json"
     fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
     if state.is_file():
-        saved = json.loads(state.read_text())
+        saved = read_json_object(state)
         if not resume:
             raise DataError(
                 f"{folder} already holds a sweep; pass --resume to continue it, or choose "

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.errors import ConfigError
-from digitlab.files import jsonable, save_metrics
+from digitlab.errors import ConfigError, DataError
+from digitlab.files import jsonable, read_json_object, save_metrics
 from digitlab.run_config import (
     RUN_WIDE,
     STAGES,
@@ -175,8 +175,8 @@ def _knn_validation(cfg: RunConfig, folder: Path) -> dict:
     path = folder / "stages" / "knn_validation.json"
     if path.is_file():
         try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            saved = read_json_object(path)
+        except DataError:
             saved = {}
         if saved.get("key") == key:
             return saved["metrics"]

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitlab.errors import ConfigError, DigitlabError
-from digitlab.files import atomic_write_json
+from digitlab.errors import ConfigError, DataError, DigitlabError
+from digitlab.files import atomic_write_json, read_json_object
 from digitlab.sweep import adapter
 from digitlab.sweep.space import SEED_KEY, SearchSpace
 
@@ -148,8 +148,8 @@ def _read_record(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(path)
+    except DataError:
         return None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from digitlab.cnn import CourseCNN
 from digitlab.data import Dataset
 from digitlab.device import resolve_device
 from digitlab.errors import ConfigError
-from digitlab.files import save_metrics
+from digitlab.files import read_json_object, save_metrics
 from digitlab.gan import (
     MAX_STEPS,
     Generator,
@@ -130,7 +129,7 @@ def course_samples(cfg: SamplesConfig, out_dir: str | Path, dataset: str | None 
             "gan train --out DIR` and run with gan.model=DIR"
         }
     meta_path = generator_folder(cfg.model) / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_json_object(meta_path) if meta_path.is_file() else {}
     trained_on = meta.get("dataset", "mnist")  # generators before the field: MNIST's
     if dataset is not None and trained_on != dataset:
         which = "the shipped generator" if cfg.model is None else f"the generator {cfg.model}"
@@ -256,11 +255,11 @@ class _QualityLog:
         self.best_dir = out / "generator-best"
         self.best, self.log = -1.0, []
         if resume and keep_best and (self.best_dir / "metadata.json").is_file():
-            saved = json.loads((self.best_dir / "metadata.json").read_text())
+            saved = read_json_object(self.best_dir / "metadata.json")
             self.best = saved["quality"]["conditional_accuracy"]
         previous = out / "generator" / "metadata.json"
         if resume and previous.is_file():
-            self.log = json.loads(previous.read_text()).get("quality_per_epoch", [])
+            self.log = read_json_object(previous).get("quality_per_epoch", [])
 
     def record(self, epoch: int, generator: Generator, real: np.ndarray, meta: dict, say) -> list:
         """Score `generator` after `epoch`, log it, keep it if best; returns the log so far."""
