@@ -294,7 +294,11 @@ def test_checkpoint_guards(small_data, tmp_path):
     [
         (TrainConfig(epochs=0), "epochs must be"),
         (TrainConfig(lr=-1.0), "lr must be"),
-        (TrainConfig(val_fraction=1.5), "val_fraction"),
+        (TrainConfig(val_fraction=1.5), "val_fraction must be in"),
+        # not numbers: one ConfigError (a string once raised a TypeError)
+        (TrainConfig(val_fraction="0.1"), "val_fraction must be in"),
+        (TrainConfig(val_fraction=True), "val_fraction must be in"),
+        (TrainConfig(val_fraction=float("nan")), "val_fraction must be in"),
         (TrainConfig(lr_schedule="step"), "lr_schedule must be one of constant, cosine"),
         (TrainConfig(threads=0), "threads must be"),
         (TrainConfig(device="tpu"), "unknown device"),

@@ -65,6 +65,28 @@ def test_bad_config(fake, cfg, message):
         run_knn(load_dataset("mnist", fake), cfg)
 
 
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, "0.1", True, float("nan"), None])
+def test_bad_validation_fraction(fake, fraction):
+    """The sweep's settings, the validation run and a CNN's settings refuse it alike."""
+    from digitlab.knn_experiment import SweepConfig, run_knn_validation
+    from digitlab.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="val_fraction must be in"):
+        SweepConfig(train_size=300, val_fraction=fraction).validate(60000)
+    with pytest.raises(ConfigError, match="val_fraction must be in"):
+        run_knn_validation(load_dataset("mnist", fake), KNNConfig(train_size=300), fraction)
+    with pytest.raises(ConfigError, match="val_fraction must be in"):
+        TrainConfig(val_fraction=fraction).validate(60000)
+
+
+def test_sweep_checks_k_against_the_fitting_share():
+    from digitlab.knn_experiment import SweepConfig
+
+    SweepConfig(train_size=100, ks="1-90", val_fraction=0.1).validate(60000)  # 90 to fit on
+    with pytest.raises(ConfigError, match=r"largest k \(91\) exceeds the 90 fitting samples"):
+        SweepConfig(train_size=100, ks="1-91", val_fraction=0.1).validate(60000)
+
+
 def test_cli_knn_writes_metrics_and_figures(fake, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["knn", "--k", "3", "--train-size", "300", "--data-dir", str(fake), "--out", str(out)]

@@ -476,14 +476,29 @@ def random_subset(
     return x[idx], y[idx]
 
 
-def validation_count(n: int, test_fraction: float, n_classes: int) -> int:
+def held_out_count(n: int, fraction: float, name: str = "val_fraction") -> int:
+    """How many of `n` samples a split with `fraction` holds out: round(n * fraction).
+
+    The one place this is worked out (the k sweep's settings check it before any data is
+    read; `stratified_split` makes the split). Raises ConfigError unless `fraction` is a number
+    in (0, 1), naming it as `name`."""
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.integer, np.floating))
+        or not 0 < fraction < 1
+    ):
+        raise ConfigError(f"{name} must be in (0, 1), got {fraction!r}")
+    return round(n * fraction)
+
+
+def validation_count(
+    n: int, test_fraction: float, n_classes: int, name: str = "val_fraction"
+) -> int:
     """How many of `n` samples a stratified split with `test_fraction` holds out.
 
-    Raises ConfigError for a fraction outside (0, 1), or where either side would have fewer
-    samples than there are classes (it needs one of each)."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"validation fraction must be in (0, 1), got {test_fraction}")
-    n_val = round(n * test_fraction)
+    Raises ConfigError for a fraction outside (0, 1) (named `name`), or where either side
+    would have fewer samples than there are classes (it needs one of each)."""
+    n_val = held_out_count(n, test_fraction, name)
     if n_val < n_classes or n - n_val < n_classes:
         raise ConfigError(
             f"cannot split {n} samples of {n_classes} classes with fraction "
@@ -499,7 +514,7 @@ def stratified_split(
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     classes, y_idx = np.unique(y, return_inverse=True)
-    n_val_total = validation_count(len(y), test_fraction, len(classes))
+    n_val_total = validation_count(len(y), test_fraction, len(classes), "test_fraction")
     counts = np.bincount(y_idx)
     # Largest-remainder allocation: exact total, each class's share as close as possible.
     quota = counts * n_val_total / len(y)

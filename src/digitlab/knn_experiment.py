@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from digitlab import neighbors
-from digitlab.data import Dataset, random_subset, stratified_split
+from digitlab.data import Dataset, held_out_count, random_subset, stratified_split
 from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate, knn_margin_examples
@@ -90,11 +90,8 @@ class SweepConfig(KNNConfig):
     def validate(self, n_train: int) -> None:
         """Raise ConfigError for any setting out of range for `n_train` training images."""
         ks = self.k_values()
-        subset_size(self.train_size, n_train)
-        if not (isinstance(self.val_fraction, float | int) and 0 < self.val_fraction < 1):
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        n = self.train_size or n_train
-        n_fit = n - round(n * self.val_fraction)  # as stratified_split leaves for fitting
+        n = subset_size(self.train_size, n_train) or n_train
+        n_fit = n - held_out_count(n, self.val_fraction)  # as stratified_split leaves to fit on
         if max(ks) > n_fit:
             raise ConfigError(
                 f"largest k ({max(ks)}) exceeds the {n_fit} fitting samples "
@@ -273,8 +270,7 @@ def run_knn_validation(ds: Dataset, cfg: KNNConfig, val_fraction: float = 0.1) -
     of range (k above the fitting samples included).
     """
     cfg.validate(len(ds.x_train))
-    if not (isinstance(val_fraction, float | int) and 0 < val_fraction < 1):
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    held_out_count(len(ds.x_train), val_fraction)  # checks the fraction before any work
     x_train, y_train = random_subset(ds.x_train, ds.y_train, cfg.train_size, cfg.seed)
     t0 = time.perf_counter()
     val_acc, n_fit, n_val = _validation_accuracy(x_train, y_train, cfg, [cfg.k], val_fraction)

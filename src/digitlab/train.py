@@ -86,8 +86,6 @@ class TrainConfig:
             )
         if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
             raise ConfigError(f"ema must be in (0, 1) (or None for no averaging), got {self.ema!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if whole_set and self.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be at most the {n_train} training images, got {self.batch_size}"
