@@ -14,7 +14,7 @@ from digitlab.cnn import (
     summary,
     to_tensor,
 )
-from digitlab.errors import ConfigError, DataError
+from digitlab.errors import CheckpointMismatch, ConfigError, DataError
 from digitlab.loaders import load_model, save_model
 from digitlab.preprocess import to_mnist
 from digitlab.train import CHECKPOINT, TrainConfig, WeightAverage, train_cnn
@@ -422,6 +422,24 @@ def test_cosine_schedule_resumes_on_the_same_curve(small_data, tmp_path):
     resumed, _, _ = train_cnn(x, y, cfg, checkpoint_dir=tmp_path, resume=True, progress=False)
     for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
+    # More epochs would lay the curve out again over a run half decayed: refused (it once
+    # jumped from ~0 back to half the rate and ended another model), while under the
+    # constant rate more epochs continue the run exactly.
+    with pytest.raises(CheckpointMismatch, match="epochs"):
+        train_cnn(
+            x,
+            y,
+            _cfg(epochs=4, lr_schedule="cosine"),
+            checkpoint_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    train_cnn(x, y, _cfg(epochs=1), checkpoint_dir=tmp_path / "c", progress=False)
+    more, _, _ = train_cnn(
+        x, y, _cfg(epochs=3), checkpoint_dir=tmp_path / "c", resume=True, progress=False
+    )
+    for a, b in zip(constant.parameters(), more.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 # ----- turning real pictures into MNIST-style images ------------------------------------------
@@ -532,6 +550,20 @@ def test_cli_train_eval_predict(tmp_path, capsys):
     line = capsys.readouterr().out
     assert "digit.png:" in line and line.count("%") == 3
     assert (tmp_path / "seen" / "digit_28x28.png").is_file()
+    # Two pictures of one name (from two folders), and one already named like the second's
+    # place: each keeps its own 28x28 (the second once overwrote the first).
+    (tmp_path / "b").mkdir()
+    _as_photo(x[0], offset=(10, 10)).save(tmp_path / "b" / "digit.png")
+    _as_photo(x[0]).save(tmp_path / "b" / "digit-2.png")
+    b = tmp_path / "b"
+    pictures = [tmp_path / "digit.png", b / "digit.png", b / "digit-2.png"]
+    seen = tmp_path / "seen2"
+    assert main(["cnn", "predict", str(out), *map(str, pictures), "--out", str(seen)]) == 0
+    assert sorted(p.name for p in seen.glob("*.png")) == [
+        "digit-2-2_28x28.png",
+        "digit-2_28x28.png",
+        "digit_28x28.png",
+    ]
 
 
 def test_cli_train_refuses_a_subset_too_small_before_the_table(tmp_path, capsys):
@@ -606,3 +638,43 @@ def test_centre_by_mass_moves_shifted_digits_back(mnist):
         np.testing.assert_array_equal(centre_by_mass(moved[kept]), x[kept])
     blank = np.zeros((2, 28, 28), np.uint8)
     np.testing.assert_array_equal(centre_by_mass(blank), blank)
+
+
+def test_a_tampered_checkpoint_is_one_data_error(small_data, tmp_path):
+    """A checkpoint that is valid safetensors but does not fit (a tensor missing, no history,
+    a word for the epoch, metadata of another shape, history lists of unequal length): resuming
+    is one DataError saying to delete it (each once raised KeyError, ValueError, TypeError or
+    RuntimeError, or crashed while plotting after training)."""
+    import json as json_lib
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    x, y = small_data
+    train_cnn(x, y, _cfg(epochs=1), checkpoint_dir=tmp_path / "good", progress=False)
+    good = tmp_path / "good" / CHECKPOINT
+    with safe_open(str(good), framework="pt") as f:
+        meta = json_lib.loads(f.metadata()["digitlab"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+    def tampered(meta_value, drop=None):
+        kept = {k: v for k, v in tensors.items() if k != drop}
+        return {"meta": meta_value, "tensors": kept}
+
+    history = meta["history"]
+    cases = [
+        tampered(meta, drop="model.conv1.bias"),
+        tampered({k: v for k, v in meta.items() if k != "history"}),
+        tampered({**meta, "epoch": "two"}),
+        tampered([1, 2]),
+        tampered({**meta, "history": {**history, "loss": history["loss"] * 2}}),
+        tampered({**meta, "history": {**history, "colour": []}}),
+    ]
+    for i, case in enumerate(cases):
+        folder = tmp_path / f"bad{i}"
+        folder.mkdir()
+        save_file(
+            case["tensors"], str(folder / CHECKPOINT), {"digitlab": json_lib.dumps(case["meta"])}
+        )
+        with pytest.raises(DataError, match="delete it to start over"):
+            train_cnn(x, y, _cfg(epochs=2), checkpoint_dir=folder, resume=True, progress=False)

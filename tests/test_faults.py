@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, write_fake_idx
@@ -364,3 +365,106 @@ def test_damaged_json_in_a_run_folder_is_one_line_or_a_rerun(tmp_path, capsys):
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1
             assert name in err
         (out / name).write_bytes(kept)
+
+
+def test_a_folder_holds_one_commands_output(tmp_path, capsys):
+    """Each writing command claims its --out: another command's folder is refused before any
+    work and left as it was (knn once replaced a run folder's metrics.json, and its report
+    then lost every figure), the same command may write it again, and a folder in use is
+    refused naming its holder (knn and cluster once wrote into a run's folder mid-run)."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    d = ["--data-dir", data, "--quiet"]
+    run, knn, cnn = tmp_path / "run", tmp_path / "knn", tmp_path / "cnn"
+    assert (
+        main(["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(run)]) == 0
+    )
+    assert main(["knn", *d, "--train-size", "100", "--out", str(knn)]) == 0
+    assert main(["cnn", "train", *d, *CNN_TINY, "--epochs", "1", "--out", str(cnn)]) == 0
+    capsys.readouterr()
+    refused = [
+        (["knn", *d, "--train-size", "100"], run, "run"),
+        (["cluster", *d, "--train-size", "100"], run, "run"),
+        (["cnn", "train", *d, *CNN_TINY, "--epochs", "1"], run, "run"),
+        (["gan", "train", *d, "--max-steps", "1"], run, "run"),
+        (["knn", "sweep", *d, "--train-size", "100"], knn, "knn"),
+        (["cluster", *d, "--train-size", "100"], knn, "knn"),
+        (["run", *RUN_TINY, "--stages", "data", "--data-dir", data], cnn, "cnn train"),
+        (["knn", *d, "--train-size", "100"], cnn, "cnn train"),
+        (["cnn", "eval", str(cnn), *d], cnn, "cnn train"),
+        (["knn", *d, "--train-size", "100"], cnn / "model", None),
+    ]
+    for argv, folder, holder in refused:
+        before = {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        assert main([*argv, "--out", str(folder)]) == 1, argv
+        err = capsys.readouterr().err
+        said = f"holds the output of `digitlab {holder}`" if holder else "holds a saved model"
+        assert said in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} == before
+    assert main(["knn", *d, "--train-size", "120", "--out", str(knn)]) == 0  # its own: again
+    assert json.loads((knn / "metrics.json").read_text())["n_train"] == 120
+    with folder_lock(knn, "--out"):  # another process's work in progress
+        assert main(["knn", *d, "--train-size", "100", "--out", str(knn)]) == 1
+        assert "is in use by process" in capsys.readouterr().err
+
+
+def test_stages_not_run_keep_only_results_of_these_settings(tmp_path):
+    """`run --stages knn --seed 1` in a folder of a seed-0 run: the data stage, made with
+    seed 0, leaves the results (it once stayed beside seed 1's config); run again with seed 0
+    it is reused from its record."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--data-dir", data, "--out", str(out)]
+    assert main([*base, "--stages", "data,knn"]) == 0
+    assert main([*base, "--stages", "knn", "--seed", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["stages"]) == {"knn"}
+    assert "[data] left out of these results" in (out / "run.log").read_text()
+    assert main([*base, "--stages", "knn"]) == 0  # seed 0 again: its data stage is back
+    assert set(json.loads((out / "metrics.json").read_text())["stages"]) == {"knn", "data"}
+
+
+def test_data_without_a_class_draws_its_figures(tmp_path, capsys):
+    """Training data with no 9s (and only 3 of digit 8): the data stage and `data gallery`
+    draw blank places where a class has too few (numpy's sampling error once stopped them);
+    for data with every class the picks are those of one seeded choice per class, as before."""
+    from conftest import make_digits
+    from digitlab.idx import write_idx
+    from digitlab.tasks.data import rows_per_class
+
+    x, y = make_digits(400, 1)
+    keep = (y != 9) & ((y != 8) | (np.cumsum(y == 8) <= 3))
+    folder = tmp_path / "no9"
+    write_fake_idx(folder, n_train=10, n_test=60)
+    write_idx(folder / "train-images-idx3-ubyte", x[keep])
+    write_idx(folder / "train-labels-idx1-ubyte", y[keep])
+    out = tmp_path / "run"
+    argv = ["run", *RUN_TINY, "--stages", "data", "--data-dir", str(folder), "--out", str(out)]
+    assert main(argv) == 0
+    gallery = ["data", "gallery", "--data-dir", str(folder), "--count", "5", "--quiet"]
+    assert main([*gallery, "--out", str(tmp_path / "g.png")]) == 0
+    images, idx = rows_per_class(x[keep], y[keep], 10, 5, seed=0)
+    rows = idx.reshape(10, 5)
+    assert (rows[9] == -1).all() and (rows[8, :3] >= 0).all() and (rows[8, 3:] == -1).all()
+    assert not images[idx == -1].any()
+    rng = np.random.default_rng(0)  # complete data: one seeded choice per class, in order
+    expected = [rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)]
+    np.testing.assert_array_equal(rows_per_class(x, y, 10, 5, 0)[1], np.concatenate(expected))
+
+
+def test_a_run_checks_its_generator_before_any_stage(tmp_path, capsys):
+    """gan.model naming no generator (missing, or a CNN's folder) is one line before any work:
+    no folder is made (it once came after every other stage had run)."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    cnn = tmp_path / "cnn"
+    assert (
+        main(["cnn", "train", "--data-dir", data, *CNN_TINY, "--epochs", "1", "--out", str(cnn)])
+        == 0
+    )
+    capsys.readouterr()
+    for model in (tmp_path / "nowhere", cnn):
+        out = tmp_path / f"run-{model.name}"
+        argv = ["run", *RUN_TINY, "--data-dir", data, f"gan.model='{model}'", "--out", str(out)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not out.exists()

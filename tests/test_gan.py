@@ -50,6 +50,11 @@ def test_generate_is_seeded_and_validated():
             generate(g, digit)
     with pytest.raises(ConfigError, match="count must be"):
         generate(g, 3, -2)
+    # Sampling leaves the network in the mode it was in (it once left a training one in eval).
+    for mode in (True, False):
+        g.train(mode)
+        generate(g, 1), generate_grid(g, per_class=1), interpolate(g, 1, 2, steps=3)
+        assert g.training is mode
 
 
 def test_interpolation_holds_noise_and_blends_labels(tmp_path):
@@ -419,17 +424,17 @@ def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
     assert main(["cnn", "eval", str(gan / "generator"), "--data-dir", data]) == 1
     err = capsys.readouterr().err
     assert "holds a saved conditional_gan_generator model, not a course_cnn" in err
-    for other, argv, what in ((cnn, gan_train, "CNN"), (gan, cnn_train, "GAN generator")):
+    for other, argv, what in ((cnn, gan_train, "cnn"), (gan, cnn_train, "gan")):
         before = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
         for resume in ([], ["--resume"]):
             assert main([*argv, "--threads", "1", "--out", str(other), *resume]) == 1
             captured = capsys.readouterr()
-            assert f"holds a {what} training run" in captured.err
+            assert f"holds the output of `digitlab {what} train`" in captured.err
             assert "starting a new run" not in captured.out
         assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == before
     # A saved model's own folder is no training folder either.
     for saved, argv in ((cnn / "model", gan_train), (gan / "generator", cnn_train)):
         before = sorted(p.name for p in saved.iterdir())
         assert main([*argv, "--threads", "1", "--out", str(saved)]) == 1
-        assert "own folder" in capsys.readouterr().err
+        assert "holds a saved model" in capsys.readouterr().err
         assert sorted(p.name for p in saved.iterdir()) == before

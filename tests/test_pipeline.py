@@ -65,6 +65,19 @@ def test_stage_choice():
     assert choose_stages(None, ["cnn"]) == ["data", "knn", "sweep", "cluster", "gan"]
     with pytest.raises(ConfigError, match="unknown stage 'gann'"):
         choose_stages(["gann"])
+    # None left: refused (an empty choice once ran nothing and rewrote config and report)
+    for only, skip in (([], []), (["knn"], ["knn"]), (None, list(STAGES))):
+        with pytest.raises(ConfigError, match="no stage left to run"):
+            choose_stages(only, skip)
+
+
+def test_cli_empty_stage_choice_is_refused(tmp_path, capsys):
+    from digitlab.cli import main
+
+    for argv in (["--stages", ""], ["--stages", ","], ["--stages", "knn", "--skip", "knn"]):
+        assert main(["run", *argv, "--out", str(tmp_path / "r")]) == 1
+        assert "no stage left to run" in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()
 
 
 def test_whole_course_reuse_and_report(tmp_path):
@@ -217,3 +230,14 @@ def test_gan_stage_without_a_generator_is_skipped_not_fatal(tmp_path, monkeypatc
     assert "Skipped: no generator is shipped" in (tmp_path / "run" / "report.html").read_text()
     with pytest.raises(ConfigError, match=r"\[gan\] digit must be"):
         run_course(load_config("quick", overrides=["gan.digit=11"]), tmp_path / "run2")
+
+
+def test_show_index_beyond_the_dataset_is_refused(tmp_path, capsys):
+    """data.show_index past the training set is refused before any work (it once showed image
+    0 silently); the default index on smaller local data still falls back to image 0."""
+    from digitlab.cli import main
+
+    for bad in ("60000", "-1", "99999999"):
+        assert main(["run", f"data.show_index={bad}", "--out", str(tmp_path / "r")]) == 1
+        assert "show_index must be a whole number in 0..59999" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

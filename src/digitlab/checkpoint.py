@@ -137,6 +137,8 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise DataError(
             f"{path} is not a readable digitlab checkpoint ({exc}); delete it to start over"
         ) from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} is not a readable digitlab checkpoint; delete it to start over")
     return meta | {"_tensors": tensors}
 
 

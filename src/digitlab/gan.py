@@ -10,6 +10,7 @@ loading are in `loaders`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -320,8 +321,8 @@ def interpolate(
     z = torch.randn(1, generator.cfg.latent_dim, generator=gen).repeat(steps, 1).to(device)
     w = torch.linspace(0, 1, steps, device=device)[:, None]
     labels = (1 - w) * one_hot([start], k, device) + w * one_hot([end], k, device)
-    generator.eval()
-    return _finish(to_uint8(generator(z, labels)), centre)
+    with _eval_mode(generator):
+        return _finish(to_uint8(generator(z, labels)), centre)
 
 
 MAX_GENERATE = 10_000  # images per call: bounds the memory a request can take
@@ -340,15 +341,27 @@ def check_count(name: str, n, limit: int) -> int:
 def _run(generator: Generator, z: torch.Tensor, labels: np.ndarray, centre: bool) -> np.ndarray:
     """The generator's images for noise z (N, latent_dim) and class labels (N,), batch by batch."""
     device = next(generator.parameters()).device
-    generator.eval()
     k = generator.cfg.n_classes
-    parts = [
-        to_uint8(
-            generator(z[i : i + _BATCH].to(device), one_hot(labels[i : i + _BATCH], k, device))
-        )
-        for i in range(0, len(z), _BATCH)
-    ]
+    with _eval_mode(generator):
+        parts = [
+            to_uint8(
+                generator(z[i : i + _BATCH].to(device), one_hot(labels[i : i + _BATCH], k, device))
+            )
+            for i in range(0, len(z), _BATCH)
+        ]
     return _finish(np.concatenate(parts), centre)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """`module` in eval mode inside the block, back in its own mode after (sampling from a
+    generator in training once left it in eval mode)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def _finish(images: np.ndarray, centre: bool) -> np.ndarray:

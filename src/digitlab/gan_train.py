@@ -193,8 +193,9 @@ def train_gan(
         {k: v for k, v in state.items() if k != "gan_config"},
         may_change=("epochs", "device", "threads", "max_steps", "checkpoint_every", "bf16"),
         progress=("step", stop_at, "steps"),
+        history=GANHistory,
     )
-    history = GANHistory(**meta["history"]) if meta else GANHistory()
+    history = meta["history"] if meta else GANHistory()
     step = meta["step"] if meta else 0
 
     x, hot_all = device_data(images, labels, nets)

@@ -6,7 +6,6 @@ becomes one `ImageError` in its answer and the files after it are still read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ import numpy as np
 
 from digitlab.cnn import predict_proba
 from digitlab.data import DATASETS
-from digitlab.errors import ImageError
+from digitlab.errors import DataError, ImageError
+from digitlab.files import read_json_object
 from digitlab.preprocess import Prepared, prepare
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -53,8 +53,8 @@ def model_classes(model_dir: str | Path) -> tuple[tuple[str, ...], str | None]:
     with no metadata at all, the ten digits."""
     path = Path(model_dir) / "metadata.json"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json_object(path)
+    except DataError:  # missing or damaged (a list once raised): the ten digits
         return DIGITS, None
     dataset = meta.get("dataset")
     if isinstance(meta.get("classes"), list) and meta["classes"]:

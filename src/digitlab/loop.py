@@ -9,7 +9,7 @@ interruption always leaves the last one whole.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from digitlab.checkpoint import RUN_KINDS, load_state, restore, runs_in, save_state
-from digitlab.errors import CheckpointMismatch, ConfigError
+from digitlab.errors import CheckpointMismatch, ConfigError, DataError, DigitlabError
+from digitlab.validation import whole_number
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Checkpoint:
         may_change: Iterable[str] = (),
         legacy: dict[str, dict[str, Any]] | None = None,
         progress: tuple[str, int, str] | None = None,
+        history: type | None = None,
     ) -> dict[str, Any] | None:
         """Restore the saved state when asked to resume; None when there is nothing to resume.
 
@@ -51,7 +53,9 @@ class Checkpoint:
         already further than that is refused, since its model was not made with those settings.
         Raises ConfigError when a checkpoint exists and `resume` is False (never overwrite
         training silently), and CheckpointMismatch (a ConfigError) when its data or settings
-        differ, naming them.
+        differ, naming them. `history`: the dataclass of per-epoch lists the run logs;
+        meta["history"] comes back as one. A checkpoint whose contents do not fit these networks
+        or that history (a hand-edited or foreign one) is a DataError, one line.
         """
         if self.path is None:
             return None
@@ -64,6 +68,18 @@ class Checkpoint:
                 "pass --resume to continue it, or choose another output folder"
             )
         meta = load_state(self.path)
+        try:
+            return self._resume(meta, settings, may_change, legacy, progress, history)
+        except DigitlabError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DataError(
+                f"{self.path} does not hold a run these networks can continue ({detail}); "
+                "delete it to start over"
+            ) from exc
+
+    def _resume(self, meta, settings, may_change, legacy, progress, history):
         self._check_data(meta.get("data"), settings.get("data"))
         changed = changed_settings(meta, settings, set(may_change), legacy or {})
         if changed:
@@ -73,13 +89,18 @@ class Checkpoint:
             )
         if progress is not None:
             key, asked, noun = progress
-            done = int(meta.get(key, 0))
+            done = meta[key] = whole_number(key, meta.get(key, 0), 0, ValueError)
             if done > asked:
                 raise CheckpointMismatch(
                     f"the checkpoint in {self.path.parent} is already at {done} {noun}, more "
                     f"than the {asked} asked for; ask for {done} or more, or train afresh in "
                     "another folder"
                 )
+        if history is not None:
+            meta["history"] = history(**meta["history"])
+            lengths = {len(v) for v in asdict(meta["history"]).values()}
+            if len(lengths) > 1:
+                raise ValueError(f"its history's lists differ in length {sorted(lengths)}")
         restore(meta, self.modules, self.optimizers)
         return meta
 

@@ -35,11 +35,11 @@ from digitlab.files import (
     atomic_write_json,
     atomic_write_text,
     check_writable,
-    folder_lock,
     jsonable,
     read_json_object,
     save_metrics,
 )
+from digitlab.folders import claim
 from digitlab.report import write_report
 from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
 from digitlab.tasks import cluster as cluster_task
@@ -116,10 +116,7 @@ def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
 def _check_folder(folder: Path) -> None:
     cfg_path = folder / "config.json"
     if cfg_path.exists():
-        try:
-            fmt = json.loads(cfg_path.read_text()).get("run_format")
-        except (json.JSONDecodeError, AttributeError):
-            fmt = None
+        fmt = read_json_object(cfg_path).get("run_format")  # a damaged one: named, one line
         if fmt != RUN_FORMAT:
             raise DataError(
                 f"{folder} is a run folder of another digitlab version (format "
@@ -143,14 +140,16 @@ def run_course(
     them to its early-stopping scheduler.
     """
     validate_config(cfg)
+    stages = list(stages) if stages is not None else list(STAGES)
+    if "gan" in stages:
+        gan_task.check_model(cfg.stage("gan"))
     folder = Path(folder)
     _check_folder(folder)
     check_writable(folder)  # before the lock, the data and any work (OutputError)
-    with folder_lock(folder, "--out"):
+    with claim(folder, "run"):  # refuses another command's folder, and a second writer
         run = Run(folder, cfg, quiet, on_epoch=on_epoch)
         for sub in (run.figures, run.models, folder / "stages"):
             sub.mkdir(exist_ok=True)
-        stages = list(stages) if stages is not None else list(STAGES)
         run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
         try:
             return _run_stages(run, stages, force)
@@ -203,6 +202,20 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         metrics["stages"][stage] = jsonable(result)
         save_metrics(record, {"key": key, "metrics": result})
         run.log(f"[{stage}] done in {result['seconds']:.1f} s")
+    # Stages not run this time are in the results only as their records made with these
+    # settings and data (their key): `--stages knn --seed 1` once kept seed 0's CNN beside
+    # seed 1's config.
+    for stage in [s for s in (*STAGES, *metrics["stages"]) if s not in stages]:
+        saved = {}
+        with contextlib.suppress(DataError):
+            saved = read_json_object(folder / "stages" / f"{stage}.json")
+        if saved.get("key") == _stage_key(cfg, stage, identity["digest"]) and "metrics" in saved:
+            metrics["stages"][stage] = saved["metrics"]
+        elif metrics["stages"].pop(stage, None) is not None:
+            run.log(
+                f"[{stage}] left out of these results: it was made with other settings or "
+                f"data (run it again with --stages {stage})"
+            )
     # Together, and only now: the folder never pairs one run's settings with another's results.
     atomic_write_json(folder / "config.json", jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()}))
     atomic_write_text(folder / "config.toml", config_toml(cfg))

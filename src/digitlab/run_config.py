@@ -193,9 +193,14 @@ def validate_config(cfg: RunConfig, n_train: int | None = None) -> None:
 
 
 def choose_stages(only: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:
-    """The stages to run, in course order: `only` (default: all) less `skip`."""
+    """The stages to run, in course order: `only` (None: all) less `skip`. ConfigError for an
+    unknown name, or when none is left (an empty list once ran nothing and still rewrote the
+    folder's config and report)."""
     for name in [*(only or []), *skip]:
         if name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    chosen = list(only) if only else list(STAGES)
-    return [s for s in STAGES if s in chosen and s not in skip]
+    chosen = list(only) if only is not None else list(STAGES)
+    stages = [s for s in STAGES if s in chosen and s not in skip]
+    if not stages:
+        raise ConfigError(f"no stage left to run; stages: {', '.join(STAGES)}")
+    return stages

@@ -214,11 +214,17 @@ def train_cnn(
     meta = ckpt.resume_or_refuse(
         resume,
         identity,
-        may_change=("epochs", "device", "threads"),
+        # More epochs continue a constant learning rate exactly; a cosine schedule is laid out
+        # over all the epochs, so under it they are part of the run (a resumed 2-epoch run
+        # once jumped back from ~0 to half the rate and ended another model than a 4-epoch one).
+        may_change=("epochs", "device", "threads")
+        if cfg.lr_schedule == "constant"
+        else ("device", "threads"),
         legacy={"train_config": {"ema": None}},  # checkpoints from before averaging
         progress=("epoch", cfg.epochs, "epochs"),
+        history=History,
     )
-    history = History(**meta["history"]) if meta else History()
+    history = meta["history"] if meta else History()
     start_epoch = meta["epoch"] if meta else 0
 
     fit_idx, val_idx = stratified_split(y_train, cfg.val_fraction, cfg.seed)

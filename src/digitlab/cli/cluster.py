@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.cluster_experiment import EMBEDDINGS, METHODS, ClusterConfig
+from digitlab.folders import claim
 from digitlab.tasks import cluster as cluster_task
 
 # The scores printed, in order, with their names.
@@ -36,8 +37,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster, score and draw; print the scores and the cluster -> digit mapping."""
     cfg = config(ClusterConfig, args)
     out = out_dir(args, "cluster-out")
-    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
-    result = cluster_task.cluster(ds, cfg, out)
+    ds = prepare(args, cfg, out=out, command="cluster")  # settings, output place, then data
+    with claim(out, "cluster"):
+        result = cluster_task.cluster(ds, cfg, out)
     say(
         args,
         f"{cfg.method} with {cfg.n_clusters} clusters on {cfg.embedding} features of "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from digitlab.cli.common import (
 )
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
-from digitlab.files import check_writable, folder_lock
+from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn
 from digitlab.metrics import format_report
@@ -39,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ema=None if args.no_ema else args.ema,
     )
     out = out_dir(args, "cnn-out")
-    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
+    ds = prepare(args, cfg, out=out, command="cnn train")  # settings, output place, data
     say_if_nothing_to_resume(args, out / CHECKPOINT)
     shown = 0
 
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         shown = len(h["loss"])
 
-    with folder_lock(out, "--out"):  # a second `cnn train` on this folder says who holds it
+    with claim(out, "cnn train"):  # a second writer of this folder is told who holds it
         metrics = cnn_task.train_and_save(
             ds, cfg, out, args.resume, args.quiet, on_epoch=show_epochs
         )
@@ -97,8 +98,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"its scores there would mean nothing; leave out --dataset (or pass "
             f"--dataset {trained_on})"
         )
-    ds = prepare(args, out=args.out)  # the dataset, then the output place, then the data
-    report = cnn_task.evaluate_saved(model, ds, args.out)
+    ds = prepare(args, out=args.out, command="cnn eval")  # dataset, output place, then data
+    with claim(args.out, "cnn eval") if args.out else contextlib.nullcontext():
+        report = cnn_task.evaluate_saved(model, ds, args.out)
     say(args, format_report(report))
     if args.out:
         say(args, f"wrote metrics.json and figures to {args.out}")
@@ -108,16 +110,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file; one line per unreadable file."""
     check_range("--top", args.top, 1, 10)
-    if args.out is not None:
-        check_writable(args.out)
     failed = 0
-    # One bad file is one line on stderr; the others are still read; exit 1 at the end.
-    for answer in cnn_task.read_images(args.model_dir, args.images, args.out):
-        if answer.error is not None:
-            print(answer.line(), file=sys.stderr)
-            failed += 1
-        else:
-            print(answer.line(args.top))
+    with claim(args.out, "cnn predict") if args.out else contextlib.nullcontext():
+        # One bad file is one line on stderr; the others are still read; exit 1 at the end.
+        for answer in cnn_task.read_images(args.model_dir, args.images, args.out):
+            if answer.error is not None:
+                print(answer.line(), file=sys.stderr)
+                failed += 1
+            else:
+                print(answer.line(args.top))
     return 1 if failed else 0
 
 

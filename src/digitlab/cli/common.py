@@ -15,6 +15,7 @@ from digitlab.checkpoint import runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
 from digitlab.files import check_writable, check_writable_file
+from digitlab.folders import refuse_others
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -110,14 +111,16 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return cfg
 
 
-def prepare(args: argparse.Namespace, *configs: Any, out: Path | None = None) -> Dataset:
+def prepare(
+    args: argparse.Namespace, *configs: Any, out: Path | None = None, command: str | None = None
+) -> Dataset:
     """Check every config against the dataset's size before loading it, then load it.
 
     The one place a command's numeric settings are checked: against the datasets table first
     (nothing is read or written when one is out of range), then against the data as loaded
-    (a local folder may hold fewer images). `out`, the command's output folder, is made and
-    checked writable after the settings and before the data loads. Raises ConfigError,
-    OutputError or DataError.
+    (a local folder may hold fewer images). `out`, the command's output folder, is checked
+    writable (and, for `command`, not another command's: `folders.refuse_others`) after the
+    settings and before the data loads. Raises ConfigError, OutputError or DataError.
     """
     data = data_config(args)
     n_train = data.validate()
@@ -125,6 +128,8 @@ def prepare(args: argparse.Namespace, *configs: Any, out: Path | None = None) ->
         cfg.validate(n_train)
     if out is not None:
         check_writable(out)
+        if command is not None:
+            refuse_others(out, command)
     ds = load_data(data, quiet=getattr(args, "quiet", False))
     for cfg in configs:
         cfg.validate(len(ds.x_train))

@@ -20,7 +20,7 @@ from digitlab.cli.common import (
     say,
     say_if_nothing_to_resume,
 )
-from digitlab.files import folder_lock
+from digitlab.folders import claim
 from digitlab.gan_train import CHECKPOINT, GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
 from digitlab.plots import check_figure_path, check_gif, check_gif_path
@@ -37,9 +37,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     cfg.validate()
     out = out_dir(args, "gan-out")
-    ds = prepare(args, out=out)  # settings, then the output place, then the data
+    ds = prepare(args, out=out, command="gan train")  # settings, output place, then data
     say_if_nothing_to_resume(args, out / CHECKPOINT)
-    with folder_lock(out, "--out"):  # a second `gan train` on this folder says who holds it
+    with claim(out, "gan train"):  # a second writer of this folder is told who holds it
         info = gan_task.train(
             ds,
             cfg,

@@ -14,6 +14,7 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
+from digitlab.folders import claim
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.metrics import format_report
 from digitlab.tasks import knn as knn_task
@@ -25,8 +26,9 @@ def cmd_knn(args: argparse.Namespace) -> int:
         return cmd_sweep(args)
     cfg = config(KNNConfig, args)
     out = out_dir(args, "knn-out")
-    ds = prepare(args, cfg, out=out)  # settings, then the output place, then the data
-    result = knn_task.evaluate_knn(ds, cfg, out)
+    ds = prepare(args, cfg, out=out, command="knn")  # settings, output place, then data
+    with claim(out, "knn"):
+        result = knn_task.evaluate_knn(ds, cfg, out)
     say(
         args,
         f"kNN k={cfg.k} on {result['n_train']} training images, "
@@ -41,8 +43,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Score every k on a validation split and choose one: sweep.json and its plot in --out."""
     cfg = config(SweepConfig, args, ks=args.k)
     out = out_dir(args, "knn-sweep-out")
-    ds = prepare(args, cfg, out=out)
-    result = knn_task.sweep(ds, cfg, out)
+    ds = prepare(args, cfg, out=out, command="knn sweep")
+    with claim(out, "knn sweep"):
+        result = knn_task.sweep(ds, cfg, out)
     say(args, f"{'k':>3s} {'validation':>10s} {'test':>8s}")
     for k in result["ks"]:
         mark = "  <- chosen" if k == result["chosen_k"] else ""

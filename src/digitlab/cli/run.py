@@ -22,7 +22,8 @@ from digitlab.settings import HELP
 
 
 def _names(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+    """The comma-separated names of an option; None when it was not given ("" names none)."""
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

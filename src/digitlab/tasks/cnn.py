@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -92,18 +93,26 @@ def read_images(
     model's stored class names label the answers; digit models get MNIST's crop-and-centre
     recipe, other datasets (Fashion-MNIST, ...) a plain fit. A file that cannot be read gives
     an answer with `error` set (an ImageError naming the file) and the rest are still read.
-    With `out`, the 28x28 the model saw is drawn to `out/<name>_28x28.png`.
+    With `out`, the 28x28 the model saw is drawn to `out/<name>_28x28.png` (`<name>-2_28x28.png`
+    and so on for a name met again: pictures of one name from two folders once overwrote).
     """
     folder = cnn_folder(model_dir)
     model = load_model(folder)
     classes, dataset = model_classes(folder)
+    used: set[str] = set()
     for answer in predict_images(
         model, paths, classes=classes, recipe=recipe_for(dataset, classes)
     ):
         if out is not None and answer.error is None:
             best, p = answer.top(1)[0]
+            stem = name = Path(answer.name).stem
+            for n in itertools.count(2):
+                if name not in used:
+                    break
+                name = f"{stem}-{n}"
+            used.add(name)
             plots.save(
                 plots.digit(answer.prepared.image, f"as the model saw it: {best} ({p:.0%})"),
-                Path(out) / f"{Path(answer.name).stem}_28x28.png",
+                Path(out) / f"{name}_28x28.png",
             )
         yield answer

@@ -31,8 +31,13 @@ class DataConfig:
         other settings against it before anything loads.
         """
         spec = get_spec(self.dataset)
-        if not is_whole(self.show_index, 0):
-            raise ConfigError(f"show_index must be a whole number >= 0, got {self.show_index!r}")
+        # Beyond the dataset's table size it can never be shown (it was once silently image 0);
+        # local data with fewer images still falls back to image 0 for the default index.
+        n_train = spec.counts[0]
+        if not (is_whole(self.show_index, 0) and self.show_index < n_train):
+            raise ConfigError(
+                f"show_index must be a whole number in 0..{n_train - 1}, got {self.show_index!r}"
+            )
         if not (is_whole(self.gallery_digit, 0) and self.gallery_digit < len(spec.classes)):
             raise ConfigError(
                 f"gallery_digit must be in 0..{len(spec.classes) - 1}, got {self.gallery_digit!r}"
@@ -91,22 +96,35 @@ def gallery(
     x, y = split(ds, split_name)
     check_gallery(len(ds.classes), digit, count)
     if digit is None:  # one row per class
-        rng = np.random.default_rng(seed)
-        idx = np.concatenate(
-            [
-                rng.choice(np.flatnonzero(y == c), size=count, replace=False)
-                for c in range(len(ds.classes))
-            ]
-        )
-        ncols = count
-    else:
-        members = np.flatnonzero(y == digit)
-        if random:
-            members = np.sort(np.random.default_rng(seed).permutation(members))
-        idx = members[:count]
-        ncols = min(count, 10)
+        images, idx = rows_per_class(x, y, len(ds.classes), count, seed)
+        titles = [f"#{i}: {ds.classes[int(y[i])]}" if i >= 0 else "" for i in idx]
+        figure = plots.digits_grid(images, titles, ncols=count)
+        return plots.save(figure, out), int(np.sum(idx >= 0))
+    members = np.flatnonzero(y == digit)
+    if random:
+        members = np.sort(np.random.default_rng(seed).permutation(members))
+    idx = members[:count]
     titles = [f"#{i}: {ds.classes[int(y[i])]}" for i in idx]
-    return plots.save(plots.digits_grid(x[idx], titles, ncols=ncols), out), len(idx)
+    return plots.save(plots.digits_grid(x[idx], titles, ncols=min(count, 10)), out), len(idx)
+
+
+def rows_per_class(
+    x: np.ndarray, y: np.ndarray, n_classes: int, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` seeded random images of each class, one row per class in class order:
+    images (n_classes * count, H, W) of x's dtype, blank where a class has fewer, and their
+    indices (int64, -1 at the blanks). Data without some class once stopped the data stage
+    with numpy's sampling error."""
+    rng = np.random.default_rng(seed)
+    idx = np.full((n_classes, count), -1, np.int64)
+    for c in range(n_classes):
+        members = np.flatnonzero(y == c)
+        take = min(count, len(members))
+        idx[c, :take] = rng.choice(members, size=take, replace=False)
+    idx = idx.ravel()
+    images = np.zeros((len(idx), *x.shape[1:]), x.dtype)
+    images[idx >= 0] = x[idx[idx >= 0]]
+    return images, idx
 
 
 def overview(ds: Dataset, cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
@@ -130,16 +148,10 @@ def overview(ds: Dataset, cfg: DataConfig, seed: int, out_dir: str | Path) -> di
         ),
         out_dir / names["three"],
     )
-    rng = np.random.default_rng(seed)
-    idx = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(ds.y_train == c), 10, replace=False)
-            for c in range(len(ds.classes))
-        ]
-    )
+    images, _ = rows_per_class(ds.x_train, ds.y_train, len(ds.classes), 10, seed)
     plots.save(
         plots.digits_grid(
-            ds.x_train[idx],
+            images,
             None,
             ncols=10,
             size=0.9,

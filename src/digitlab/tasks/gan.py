@@ -115,6 +115,13 @@ def morph(
     return files
 
 
+def check_model(cfg: SamplesConfig) -> None:
+    """DataError, before any work, if `cfg.model` names no loadable generator (a missing
+    folder, a CNN's, damaged files): a run once found out after all its other stages."""
+    if cfg.model is not None:
+        load_gan_generator(cfg.model)
+
+
 def course_samples(cfg: SamplesConfig, out_dir: str | Path, dataset: str | None = None) -> dict:
     """The course's GAN step: every digit, one digit ten times, the morph (GIF and frames).
 

@@ -1,0 +1,79 @@
+"""Output folders: each holds one command's output, written by one process at a time.
+
+Every command that writes a folder (`run`, `knn`, `knn sweep`, `cluster`, `cnn train`,
+`cnn eval --out`, `cnn predict --out`, `gan train`) claims it first. The claim refuses a
+folder holding another command's output (their files once replaced each other's metrics.json,
+and a report was then built from another command's), takes the folder's lock (a second writer
+is refused, naming the first), and records the command in `.digitlab-folder.json`. Folders
+written before that record are told by their files (a run's config.json, a training run's
+checkpoint or saved model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from digitlab.checkpoint import RUN_KINDS
+from digitlab.errors import DataError
+from digitlab.files import (
+    LOCK_NAME,
+    OutputError,
+    atomic_write_json,
+    check_writable,
+    folder_lock,
+    read_json_object,
+)
+
+MARKER = ".digitlab-folder.json"
+_OURS = (MARKER, LOCK_NAME)  # files of the claim itself: a folder holding only these is free
+
+
+def owner(folder: str | Path) -> str | None:
+    """The command whose output `folder` holds ("run", "knn", "cnn train", ...), "a saved
+    model" for a model's own folder, or None: no folder, an empty one, or one whose output
+    cannot be told (another program's files are not ours to judge)."""
+    folder = Path(folder)
+    if not folder.is_dir() or all(p.name in _OURS for p in folder.iterdir()):
+        return None
+    with contextlib.suppress(DataError):
+        recorded = read_json_object(folder / MARKER).get("command")
+        if isinstance(recorded, str):
+            return recorded
+    # Folders written before the record: told by what they hold.
+    with contextlib.suppress(DataError):
+        config = read_json_object(folder / "config.json")
+        if "run_format" in config:
+            return "run"
+        if "model" in config:
+            return "a saved model"
+    for kind in RUN_KINDS:
+        if (folder / kind.checkpoint).is_file() or (folder / kind.model / "config.json").is_file():
+            return kind.command.removeprefix("digitlab ")
+    return None
+
+
+def refuse_others(folder: str | Path, command: str) -> None:
+    """OutputError if `folder` holds another command's output (before any work is done)."""
+    found = owner(folder)
+    if found is not None and found != command:
+        what = found if found == "a saved model" else f"the output of `digitlab {found}`"
+        raise OutputError(
+            f"{folder} holds {what}; `digitlab {command}` writes its own folder: choose "
+            "another --out"
+        )
+
+
+@contextlib.contextmanager
+def claim(folder: str | Path, command: str) -> Iterator[Path]:
+    """Hold `folder` for `command` while the block runs: refused (OutputError) if it holds
+    another command's output, (FolderBusy) while another process holds it; made if missing,
+    and recorded as `command`'s. Yields the folder."""
+    folder = Path(folder)
+    check_writable(folder)
+    refuse_others(folder, command)
+    with folder_lock(folder, "--out"):
+        refuse_others(folder, command)  # again, now that no other process can claim it
+        atomic_write_json(folder / MARKER, {"command": command})
+        yield folder
