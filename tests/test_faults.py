@@ -442,6 +442,8 @@ def test_data_without_a_class_draws_its_figures(tmp_path, capsys):
     assert main(argv) == 0
     gallery = ["data", "gallery", "--data-dir", str(folder), "--count", "5", "--quiet"]
     assert main([*gallery, "--out", str(tmp_path / "g.png")]) == 0
+    assert main([*gallery, "--digit", "9", "--out", str(tmp_path / "g9.png")]) == 1
+    assert "holds no image of '9'" in capsys.readouterr().err
     images, idx = rows_per_class(x[keep], y[keep], 10, 5, seed=0)
     rows = idx.reshape(10, 5)
     assert (rows[9] == -1).all() and (rows[8, :3] >= 0).all() and (rows[8, 3:] == -1).all()

@@ -438,3 +438,24 @@ def test_cnn_and_gan_folders_are_told_apart(tmp_path, capsys):
         assert main([*argv, "--threads", "1", "--out", str(saved)]) == 1
         assert "holds a saved model" in capsys.readouterr().err
         assert sorted(p.name for p in saved.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        ({"leak": "NaN"}, "leak must be"),
+        ({"latent_dim": -3}, "latent_dim must be"),
+        ({"d_channels": [64]}, "d_channels must be"),
+        ({"image_size": 30}, "image_size must be"),
+    ],
+)
+def test_an_edited_generator_config_is_refused(tmp_path, edit, said):
+    """Settings no generator of this design can have, in a saved generator's config.json:
+    one DataError naming them (a NaN slope was once taken, a negative size surfaced as a
+    tensor size mismatch)."""
+    save_generator(Generator(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    raw = json.dumps({**config, **edit}).replace('"NaN"', "NaN")
+    (tmp_path / "config.json").write_text(raw)
+    with pytest.raises(DataError, match=said):
+        load_generator(tmp_path)

@@ -5,14 +5,20 @@ from sklearn import metrics as skm
 from digitlab.metrics import classification_report, confusion_matrix, format_report
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_matches_sklearn(seed):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, 500)
     p = np.where(rng.random(500) < 0.7, y, rng.integers(0, 10, 500))
     if seed == 2:
         p[p == 3] = 4  # a class never predicted: precision 0/0
+    if seed == 3:  # class 9 neither in the truth nor predicted (data without 9s)
+        y[y == 9], p[p == 9] = 8, 8
     rep = classification_report(y, p, n_classes=10)
+    for name in ("precision", "recall"):
+        assert rep[f"{name}_macro"] == pytest.approx(
+            getattr(skm, f"{name}_score")(y, p, average="macro", zero_division=0)
+        )
     np.testing.assert_array_equal(
         rep["confusion_matrix"], skm.confusion_matrix(y, p, labels=range(10))
     )

@@ -34,6 +34,21 @@ class GANConfig:
     d_channels: tuple[int, int] = (64, 128)
     leak: float = 0.2
 
+    def __post_init__(self) -> None:
+        """Raises ConfigError for shapes no network of this design can have (e.g. from an
+        edited config.json: a negative latent size once surfaced as a size mismatch, a NaN
+        slope was taken)."""
+        for name in ("latent_dim", "n_classes", "g_channels"):
+            whole_number(name, getattr(self, name))
+        if not (is_whole(self.image_size) and self.image_size % 4 == 0):
+            raise ConfigError(f"image_size must be a whole multiple of 4, got {self.image_size!r}")
+        channels = tuple(self.d_channels) if isinstance(self.d_channels, (list, tuple)) else ()
+        if len(channels) != 2 or not all(is_whole(c) for c in channels):
+            raise ConfigError(f"d_channels must be two whole numbers, got {self.d_channels!r}")
+        leak = self.leak
+        if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0 <= leak < 1:
+            raise ConfigError(f"leak must be a number in [0, 1), got {leak!r}")
+
 
 class Generator(nn.Module):
     """Noise (N, latent_dim) float + one-hot class (N, n_classes) -> images (N, 1, 28, 28) in

@@ -59,6 +59,9 @@ def classification_report(
     f1 = _safe_div(2 * precision * recall, precision + recall)
     support = cm.sum(1)
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    # Macro averages run over the classes that occur (as truth or as prediction), as
+    # scikit-learn's do: a class absent from both once counted as an F1 of 0.
+    seen = (support + cm.sum(0)) > 0
     per_class = [
         {
             "class": names[i],
@@ -75,10 +78,10 @@ def classification_report(
     ]
     return {
         "accuracy": float(tp.sum() / total),
-        "f1_macro": float(f1.mean()),
+        "f1_macro": float(f1[seen].mean()),
         "f1_weighted": float(_safe_div(np.array([(f1 * support).sum()]), np.array([total]))[0]),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
+        "precision_macro": float(precision[seen].mean()),
+        "recall_macro": float(recall[seen].mean()),
         "n_samples": total,
         "n_errors": int(total - tp.sum()),
         "confusion_matrix": cm.tolist(),

@@ -101,6 +101,8 @@ def gallery(
         figure = plots.digits_grid(images, titles, ncols=count)
         return plots.save(figure, out), int(np.sum(idx >= 0))
     members = np.flatnonzero(y == digit)
+    if not len(members):  # an empty figure said nothing (data without that class)
+        raise ConfigError(f"the {split_name} split holds no image of {ds.classes[digit]!r}")
     if random:
         members = np.sort(np.random.default_rng(seed).permutation(members))
     idx = members[:count]
