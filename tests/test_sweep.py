@@ -367,3 +367,23 @@ def test_sizes_are_checked_against_the_data_before_ray_starts(fake_dir, tmp_path
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_another_commands_folder_is_refused_before_ray_starts(fake_dir, tmp_path, capsys):
+    """A sweep's --out holds the sweep alone: another command's folder is one line, left as
+    it was, and no trial runs (a sweep once wrote its plan and trials beside a knn's output)."""
+    pytest.importorskip("ray.tune")
+    knn = tmp_path / "knn"
+    assert main(["knn", "--data-dir", str(fake_dir), "--train-size", "100", "--quiet",
+                 "--out", str(knn)]) == 0  # fmt: skip
+    before = sorted(p.name for p in knn.iterdir())
+    argv = ["sweep", "knn.k=1,3", "--metric", "knn.val_accuracy", "--data-dir", str(fake_dir),
+            *[w.replace("300", "100") for w in SMALL], "--out", str(knn)]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the output of `digitlab knn`" in err
+    assert sorted(p.name for p in knn.iterdir()) == before
+    import ray
+
+    assert not ray.is_initialized()

@@ -240,6 +240,7 @@ def run_sweep(
 
     from digitlab.errors import DataError
     from digitlab.files import read_json_object
+    from digitlab.folders import claim
     from digitlab.sweep import adapter
     from digitlab.sweep.engine import RAY_DIR, collect, require_ray, run_plan
     from digitlab.sweep.outputs import write_outputs
@@ -255,54 +256,58 @@ def run_sweep(
         adapter.check_with_data(base, candidate_points(plan.space, plan.search))
     say = say or (print if not quiet else (lambda _text: None))
     folder = Path(out).resolve()
-    state = folder / "plan.json"
-    fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
-    if state.is_file():
-        saved = read_json_object(state)
-        if not resume:
-            raise DataError(
-                f"{folder} already holds a sweep; pass --resume to continue it, or choose "
-                "another --out"
-            )
-        if saved.get("fingerprint") != fingerprint:
-            diff = [k for k in fingerprint if fingerprint[k] != saved.get("fingerprint", {}).get(k)]
-            raise DataError(
-                f"the sweep in {folder} was planned with other settings ({', '.join(diff)}); "
-                "resume it with the same command"
-            )
-    elif (folder / RAY_DIR).exists() or (folder / "trials").exists():
-        raise DataError(f"{folder} holds files of an unknown sweep; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
-    from digitlab.files import atomic_write_json
+    # The folder is this sweep's alone: another command's is refused, and so is a second
+    # sweep (or any writer) while this one runs, naming it.
+    with claim(folder, "sweep"):
+        state = folder / "plan.json"
+        fingerprint = json.loads(json.dumps(plan.fingerprint(), default=str))
+        if state.is_file():
+            saved = read_json_object(state)
+            if not resume:
+                raise DataError(
+                    f"{folder} already holds a sweep; pass --resume to continue it, or choose "
+                    "another --out"
+                )
+            if saved.get("fingerprint") != fingerprint:
+                planned = saved.get("fingerprint") or {}
+                diff = [k for k in fingerprint if fingerprint[k] != planned.get(k)]
+                raise DataError(
+                    f"the sweep in {folder} was planned with other settings ({', '.join(diff)}); "
+                    "resume it with the same command"
+                )
+        elif (folder / RAY_DIR).exists() or (folder / "trials").exists():
+            raise DataError(f"{folder} holds files of an unknown sweep; choose another --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
+        from digitlab.files import atomic_write_json
 
-    atomic_write_json(state, {"fingerprint": fingerprint, "base": adapter.config_dict(base)})
-    say(
-        f"sweep: {plan.n_planned()} trials ({plan.search}), objective {plan.metric} "
-        f"({plan.mode}), stages {','.join(plan.stages)} -> {folder}"
-    )
-    results = run_plan(plan, base, folder, address, resume and state.is_file(), say, quiet)
-    records = collect(plan, folder, results)
-    summary = {
-        "format": 1,
-        "metric": plan.metric,
-        "mode": plan.mode,
-        "test_metric": plan.test_metric,
-        "search": plan.search,
-        "keys": plan.space.keys,
-        "seeds": plan.space.seeds,
-        "space": plan.space.as_dict(),
-        "stages": plan.stages,
-        "base": adapter.config_dict(base),
-        "plan": {k: v for k, v in asdict(plan).items() if k != "space"},
-        "n_planned": plan.n_planned(),
-        **aggregate(records, plan.space.keys, plan.mode),
-    }
-    paths = write_outputs(folder, summary, records)
-    complete = len(records) >= plan.n_planned() and not any(
-        r["status"] == "unfinished" for r in records
-    )
-    return SweepResult(folder, records, summary, paths, complete)
+        atomic_write_json(state, {"fingerprint": fingerprint, "base": adapter.config_dict(base)})
+        say(
+            f"sweep: {plan.n_planned()} trials ({plan.search}), objective {plan.metric} "
+            f"({plan.mode}), stages {','.join(plan.stages)} -> {folder}"
+        )
+        results = run_plan(plan, base, folder, address, resume and state.is_file(), say, quiet)
+        records = collect(plan, folder, results)
+        summary = {
+            "format": 1,
+            "metric": plan.metric,
+            "mode": plan.mode,
+            "test_metric": plan.test_metric,
+            "search": plan.search,
+            "keys": plan.space.keys,
+            "seeds": plan.space.seeds,
+            "space": plan.space.as_dict(),
+            "stages": plan.stages,
+            "base": adapter.config_dict(base),
+            "plan": {k: v for k, v in asdict(plan).items() if k != "space"},
+            "n_planned": plan.n_planned(),
+            **aggregate(records, plan.space.keys, plan.mode),
+        }
+        paths = write_outputs(folder, summary, records)
+        complete = len(records) >= plan.n_planned() and not any(
+            r["status"] == "unfinished" for r in records
+        )
+        return SweepResult(folder, records, summary, paths, complete)
 
 
 def sweep(space: Sequence[str] | Mapping[str, object] = (), **options):
