@@ -1,7 +1,7 @@
 """Output folders: each holds one command's output, written by one process at a time.
 
 Every command that writes a folder (`run`, `knn`, `knn sweep`, `cluster`, `cnn train`,
-`cnn eval --out`, `cnn predict --out`, `gan train`) claims it first. The claim refuses a
+`cnn eval --out`, `cnn predict --out`, `gan train`, `sweep`) claims it first. The claim refuses a
 folder holding another command's output (their files once replaced each other's metrics.json,
 and a report was then built from another command's), takes the folder's lock (a second writer
 is refused, naming the first), and records the command in `.digitlab-folder.json`. Folders

@@ -299,10 +299,14 @@ class _EpochTotals:
         """The totals a checkpoint kept for the epoch `step` lies inside; None if it kept none
         (older checkpoints, or `step` at an epoch's start)."""
         kept = (meta or {}).get("epoch_totals")
-        if not kept or step % per_epoch == 0:
+        if not isinstance(kept, dict) or step % per_epoch == 0:
             return None
-        totals = cls(**kept)
-        return totals if 0 < totals.steps <= step % per_epoch else None
+        try:
+            totals = cls(**kept)
+            fits = 0 < totals.steps <= step % per_epoch
+        except TypeError:  # a hand-edited checkpoint: the epoch's means cover what follows
+            return None
+        return totals if fits else None
 
 
 def _train_epoch(

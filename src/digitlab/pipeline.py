@@ -34,7 +34,6 @@ from digitlab.errors import CheckpointMismatch, DataError
 from digitlab.files import (
     atomic_write_json,
     atomic_write_text,
-    check_writable,
     jsonable,
     read_json_object,
     save_metrics,
@@ -145,8 +144,9 @@ def run_course(
         gan_task.check_model(cfg.stage("gan"))
     folder = Path(folder)
     _check_folder(folder)
-    check_writable(folder)  # before the lock, the data and any work (OutputError)
-    with claim(folder, "run"):  # refuses another command's folder, and a second writer
+    # Before the data and any work: an unwritable place (OutputError), another command's
+    # folder, and a second writer are refused here.
+    with claim(folder, "run"):
         run = Run(folder, cfg, quiet, on_epoch=on_epoch)
         for sub in (run.figures, run.models, folder / "stages"):
             sub.mkdir(exist_ok=True)
