@@ -470,3 +470,32 @@ def test_a_run_checks_its_generator_before_any_stage(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert not out.exists()
+
+
+def test_a_folder_inside_another_commands_output_is_refused(tmp_path, capsys):
+    """A run's figures/, stages/ or models/cnn/ as another command's --out is refused before
+    work (knn once replaced a run's confusion matrix, and `report` showed it beside the run's
+    own figures); a sweep's trials, runs inside a sweep's folder, are its design."""
+    from digitlab.folders import MARKER, refuse_others
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    run = tmp_path / "run"
+    argv = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for inside, argv in (
+        (run / "figures", ["knn", "--data-dir", data, "--train-size", "100"]),
+        (run / "stages", ["cluster", "--data-dir", data, "--train-size", "100"]),
+        (run / "models" / "cnn", ["cnn", "train", "--data-dir", data, *CNN_TINY, "--resume"]),
+    ):
+        before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+        assert main([*argv, "--out", str(inside)]) == 1
+        err = capsys.readouterr().err
+        assert f"lies inside {run}, which holds the output of `digitlab run`" in err
+        assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / MARKER).write_text('{"command": "sweep"}')
+    refuse_others(sweep / "trials" / "t0", "run")  # allowed
+    with pytest.raises(Exception, match="lies inside"):
+        refuse_others(sweep / "trials" / "t0", "knn")

@@ -37,10 +37,8 @@ def owner(folder: str | Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir() or all(p.name in _OURS for p in folder.iterdir()):
         return None
-    with contextlib.suppress(DataError):
-        recorded = read_json_object(folder / MARKER).get("command")
-        if isinstance(recorded, str):
-            return recorded
+    if (command := recorded(folder)) is not None:
+        return command
     # Folders written before the record: told by what they hold.
     with contextlib.suppress(DataError):
         config = read_json_object(folder / "config.json")
@@ -54,8 +52,15 @@ def owner(folder: str | Path) -> str | None:
     return None
 
 
+# Commands whose folders hold other commands' folders by design: a sweep's trials are runs.
+_NESTED = {"sweep": {"run"}}
+
+
 def refuse_others(folder: str | Path, command: str) -> None:
-    """OutputError if `folder` holds another command's output (before any work is done)."""
+    """OutputError if `folder` holds another command's output, or lies inside one (a run's
+    figures/ or models/cnn/ once took `knn` or `cnn train` output, and its report then showed
+    another run's figure), before any work is done."""
+    folder = Path(folder)
     found = owner(folder)
     if found is not None and found != command:
         what = found if found == "a saved model" else f"the output of `digitlab {found}`"
@@ -63,6 +68,22 @@ def refuse_others(folder: str | Path, command: str) -> None:
             f"{folder} holds {what}; `digitlab {command}` writes its own folder: choose "
             "another --out"
         )
+    # Above it only the record counts: files of other programs there are not ours to judge.
+    for above in folder.absolute().parents:
+        found = recorded(above)
+        if found is not None and command not in _NESTED.get(found, ()):
+            raise OutputError(
+                f"{folder} lies inside {above}, which holds the output of `digitlab {found}`; "
+                "choose an --out outside it"
+            )
+
+
+def recorded(folder: Path) -> str | None:
+    """The command `folder`'s record names, or None (no record, or an unreadable one)."""
+    with contextlib.suppress(DataError):
+        command = read_json_object(folder / MARKER).get("command")
+        return command if isinstance(command, str) else None
+    return None
 
 
 @contextlib.contextmanager
