@@ -156,6 +156,15 @@ def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="does not match") as caught:
         load_model(tmp_path / "b")
     assert "size mismatch for conv1" in str(caught.value)  # what, not just "Error(s) in ..."
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "a" / "model.safetensors"))
+    state["fc.weight"] = state["fc.weight"] * float("nan")  # a damaged file, loadable
+    save_file(state, str(tmp_path / "b" / "model.safetensors"))
+    save_model(CourseCNN(CNNConfig(conv1=16)), tmp_path / "b2")
+    save_file(state, str(tmp_path / "b2" / "model.safetensors"))
+    with pytest.raises(DataError, match="not finite numbers"):
+        load_model(tmp_path / "b2")
     (tmp_path / "b" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable safetensors"):
         load_model(tmp_path / "b")

@@ -202,3 +202,17 @@ def test_files_of_another_dataset_are_named(mnist_dir, tmp_path, capsys, asked, 
     assert main(["data", "info", "--data-dir", str(tmp_path), "--dataset", asked]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--dataset mnist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_an_empty_split_is_one_data_error(tmp_path, empty):
+    """A Keras-style npz whose train or test split holds no images: one DataError as it
+    loads (an empty test split once crashed every command in its own way)."""
+    from conftest import make_digits
+
+    x, y = make_digits(300, 1)
+    parts = {"x_train": x[:200], "y_train": y[:200], "x_test": x[200:], "y_test": y[200:]}
+    parts[f"x_{empty}"], parts[f"y_{empty}"] = x[:0], y[:0]
+    np.savez(tmp_path / "mnist.npz", **parts)
+    with pytest.raises(DataError, match=f"the {empty} split holds no images"):
+        load_dataset("mnist", tmp_path)

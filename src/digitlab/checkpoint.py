@@ -98,6 +98,11 @@ def load_weights(folder: str | Path, name: str, kind: str, config_cls, build, hi
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = " ".join(lines[:2])[:300]
         raise DataError(f"{weights} does not match {cfg_path}: {detail}") from exc
+    # A network with NaN or infinite weights answers NaN for every input (a damaged file once
+    # printed "nan%" predictions with exit code 0).
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DataError(f"{weights} holds weights that are not finite numbers ({bad[0]}, ...)")
     return module
 
 

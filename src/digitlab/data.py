@@ -233,7 +233,9 @@ def _validate(arrays: dict[str, np.ndarray], source: str, n_classes: int) -> Non
                 f"{source}: {len(x)} {split} images but {len(y)} {split} labels; "
                 "the files do not belong together"
             )
-        if len(y) and int(y.max()) >= n_classes:
+        if not len(x):  # every step needs some: an empty test split once crashed each command
+            raise DataError(f"{source}: the {split} split holds no images")
+        if int(y.max()) >= n_classes:
             raise DataError(f"{source}: {split} label {int(y.max())} is not in 0..{n_classes - 1}")
 
 
