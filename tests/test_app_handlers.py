@@ -206,3 +206,24 @@ def test_neighbours_strip_has_one_captioned_picture_each():
         assert np.array_equal(_decode_data_uri(uri), 255 - img)
         assert f"{lab} · dist {d:.0f}" in html
     assert app.neighbours_html([]) == ""
+
+
+def test_odd_numbers_from_the_ui_are_one_message(models, tmp_path):
+    """Infinity, NaN, fractions and a zero count from the number boxes: a message, never an
+    exception (infinity raised OverflowError, count 0 ZeroDivisionError, and a fractional digit
+    was truncated)."""
+    inf, nan = float("inf"), float("nan")
+    for digit, count, seed in ((3, inf, 0), (inf, 4, 0), (3.7, 4, 0), (3, 4, nan), (3, 0, 0)):
+        images, message = h.generate_digits(models, digit, count, seed)
+        assert images is None and "must be a whole number" in message
+    for start, end, steps in ((2, 6, inf), (inf, 6, 9), (2.5, 6, 9)):
+        path, message = h.morph(models, start, end, steps, tmp_path)
+        assert path is None and "must be a whole number" in message
+    for kwargs in ({"digit": inf}, {"digit": 3, "page": inf}, {"digit": 3, "count": 0},
+                   {"digit": 3.9}):  # fmt: skip
+        dataset = type("DS", (), {"y_train": np.repeat(np.arange(10), 3),
+                                  "x_train": np.zeros((30, 28, 28), np.uint8)})()  # fmt: skip
+        images, message = h.browse(h.Models(dataset=dataset), **kwargs)
+        assert images is None and "must be a whole number" in message
+    images, message = h.generate_digits(models, 3.0, 2.0, 5.0)  # whole floats are fine
+    assert images.shape == (2, 28, 28) and message == ""

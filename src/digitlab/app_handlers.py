@@ -207,20 +207,29 @@ def classify(models: Models, image) -> dict:
     return out
 
 
+def ui_whole(name: str, value, low: int, high: int | None = None) -> int:
+    """A whole number from the UI's number boxes (an int, or a float with no fraction) in
+    low..high, as an int; ConfigError otherwise. Infinity once raised OverflowError out of the
+    handlers, a fraction was silently truncated (digit 3.7 drew 3s), and a count of 0 divided
+    by zero."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and value.is_integer():
+        whole, value = True, int(value)
+    if not whole or value < low or (high is not None and value > high):
+        span = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{name} must be a whole number {span}, got {value!r}")
+    return int(value)
+
+
 def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | None, str]:
     """`count` (1..64) generated images of `digit`, uint8 (count, 28, 28), or None and why."""
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
-        count = int(count)
-        if not 1 <= count <= 64:
-            raise ConfigError(f"count must be in 1..64, got {count}")
-        # A whole number from the UI's float box; generate() checks its range (check_seed).
-        whole = float(seed) if seed is not None else math.nan
-        if not whole.is_integer():
-            raise ConfigError(f"seed must be a whole number >= 0, got {seed}")
-        with models.lock:
-            return generate(models.generator, int(digit), count, seed=int(whole)), ""
+        count = ui_whole("count", count, 1, 64)
+        digit, seed = ui_whole("digit", digit, 0, 9), ui_whole("seed", seed, 0)
+        with models.lock:  # generate() checks the seed's range (check_seed)
+            return generate(models.generator, digit, count, seed=seed), ""
     except (ConfigError, TypeError, ValueError) as exc:
         return None, str(exc)
 
@@ -230,12 +239,11 @@ def morph(models: Models, start, end, steps, out_dir: Path) -> tuple[Path | None
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
-        steps = int(steps)
-        if not 2 <= steps <= 60:
-            raise ConfigError(f"steps must be in 2..60, got {steps}")
-        path = Path(out_dir) / f"morph-{int(start)}-{int(end)}-{steps}.gif"
+        steps = ui_whole("steps", steps, 2, 60)
+        start, end = ui_whole("start", start, 0, 9), ui_whole("end", end, 0, 9)
+        path = Path(out_dir) / f"morph-{start}-{end}-{steps}.gif"
         with models.lock:
-            write_morph(models.generator, int(start), int(end), steps, path, size=168, fps=8)
+            write_morph(models.generator, start, end, steps, path, size=168, fps=8)
         return path, ""
     except (ConfigError, TypeError, ValueError) as exc:
         return None, str(exc)
@@ -252,11 +260,8 @@ def browse(
     if models.dataset is None:
         return None, "No dataset is loaded (start the app with --data-dir DIR)."
     try:
-        digit, page, seed = int(digit), int(page), int(seed)
-        if not 0 <= digit <= 9:
-            raise ValueError(f"digit must be in 0..9, got {digit}")
-        if page < 0 or seed < 0:
-            raise ValueError("page and seed must be whole numbers >= 0")
+        digit, count = ui_whole("digit", digit, 0, 9), ui_whole("count", count, 1, 256)
+        page, seed = ui_whole("page", page, 0), ui_whole("seed", seed, 0)
     except (TypeError, ValueError) as exc:
         return None, str(exc)
     members = np.random.default_rng(seed).permutation(
