@@ -109,27 +109,33 @@ def test_training_resumes_exactly(tmp_path):
     assert (tmp_path / "b" / CHECKPOINT).is_file()
 
 
-def test_an_interrupt_mid_epoch_resumes_from_the_last_checkpoint_exactly(tmp_path, monkeypatch):
-    """Interrupted after a checkpoint inside an epoch (as Ctrl-C does): the checkpoint says
-    the step its weights are at (it once said the epoch's first step, so a resume ran those
-    steps twice), and resuming gives the weights of a run never stopped, bit for bit."""
+def _interrupt_at_step(at, x, y, cfg, out, monkeypatch) -> None:
+    """Train into `out` as Ctrl-C would stop it: KeyboardInterrupt as step `at` begins."""
     from digitlab import gan_train
-    from digitlab.checkpoint import load_state
 
-    x, y = make_digits(160, seed=2)
-    cfg = GANTrainConfig(epochs=1, batch_size=16, threads=1, checkpoint_every=3)  # 10 steps
-    full, _, _ = train_gan(x, y, cfg, tmp_path / "a", progress=False)
     run_step = gan_train.run_step
 
     def interrupted(nets, real, hot, step):
-        if step == 7:
+        if step == at:
             raise KeyboardInterrupt
         return run_step(nets, real, hot, step)
 
     monkeypatch.setattr(gan_train, "run_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_gan(x, y, cfg, tmp_path / "b", progress=False)
+        train_gan(x, y, cfg, out, progress=False)
     monkeypatch.setattr(gan_train, "run_step", run_step)
+
+
+def test_an_interrupt_mid_epoch_resumes_from_the_last_checkpoint_exactly(tmp_path, monkeypatch):
+    """Interrupted after a checkpoint inside an epoch (as Ctrl-C does): the checkpoint says
+    the step its weights are at (it once said the epoch's first step, so a resume ran those
+    steps twice), and resuming gives the weights of a run never stopped, bit for bit."""
+    from digitlab.checkpoint import load_state
+
+    x, y = make_digits(160, seed=2)
+    cfg = GANTrainConfig(epochs=1, batch_size=16, threads=1, checkpoint_every=3)  # 10 steps
+    full, _, _ = train_gan(x, y, cfg, tmp_path / "a", progress=False)
+    _interrupt_at_step(7, x, y, cfg, tmp_path / "b", monkeypatch)
     assert load_state(tmp_path / "b" / CHECKPOINT)["step"] == 6
     resumed, _, info = train_gan(x, y, cfg, tmp_path / "b", resume=True, progress=False)
     assert info["steps"] == 10
@@ -141,22 +147,10 @@ def test_an_epoch_resumed_midway_logs_the_means_of_all_its_steps(tmp_path, monke
     """The checkpoint keeps the unfinished epoch's loss totals: a run interrupted at step 7
     and resumed logs epoch 1's mean losses over its 10 steps, as a run never stopped does
     (it once logged the mean of the 4 steps after the resume)."""
-    from digitlab import gan_train
-
     x, y = make_digits(160, seed=2)
     cfg = GANTrainConfig(epochs=2, batch_size=16, threads=1, checkpoint_every=3)  # 10 a epoch
     _, h_full, _ = train_gan(x, y, cfg, tmp_path / "a", progress=False)
-    run_step = gan_train.run_step
-
-    def interrupted(nets, real, hot, step):
-        if step == 7:
-            raise KeyboardInterrupt
-        return run_step(nets, real, hot, step)
-
-    monkeypatch.setattr(gan_train, "run_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(x, y, cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(gan_train, "run_step", run_step)
+    _interrupt_at_step(7, x, y, cfg, tmp_path / "b", monkeypatch)
     _, h_resumed, _ = train_gan(x, y, cfg, tmp_path / "b", resume=True, progress=False)
     assert len(h_resumed.d_loss) == len(h_full.d_loss) == 2
     np.testing.assert_allclose(h_resumed.d_loss, h_full.d_loss, rtol=1e-5)

@@ -30,6 +30,11 @@ class RunKind:
     what: str  # the model, as a message names it
     command: str  # the command that trains it
 
+    def made(self, folder: Path) -> bool:
+        """True when `folder` holds this kind's run: its checkpoint, or the model it saved."""
+        saved_model = folder / self.model / "config.json"
+        return (folder / self.checkpoint).is_file() or saved_model.is_file()
+
 
 CNN_RUN = RunKind("checkpoint.safetensors", "model", "CNN", "digitlab cnn train")
 GAN_RUN = RunKind("gan_checkpoint.safetensors", "generator", "GAN generator", "digitlab gan train")

@@ -7,7 +7,6 @@ Conv 32 3x3 + ReLU -> MaxPool 2 -> Conv 64 3x3 + ReLU -> MaxPool 2 -> Flatten ->
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ from torch import nn
 
 from digitlab import conv_pool
 from digitlab.errors import ConfigError
-from digitlab.validation import whole_number
+from digitlab.validation import unit_fraction, whole_number
 
 
 @dataclass
@@ -34,10 +33,7 @@ class CNNConfig:
         """Raises ConfigError for sizes no network can have (e.g. from an edited config.json)."""
         for name in ("conv1", "conv2", "kernel", "n_classes", "image_size"):
             whole_number(name, getattr(self, name))
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
-            raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        unit_fraction("dropout", self.dropout)
         first = (self.image_size - self.kernel + 1) // 2
         if first < 1 or (first - self.kernel + 1) // 2 < 1:
             raise ConfigError(

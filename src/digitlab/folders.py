@@ -47,7 +47,7 @@ def owner(folder: str | Path) -> str | None:
         if "model" in config:
             return "a saved model"
     for kind in RUN_KINDS:
-        if (folder / kind.checkpoint).is_file() or (folder / kind.model / "config.json").is_file():
+        if kind.made(folder):
             return kind.command.removeprefix("digitlab ")
     return None
 

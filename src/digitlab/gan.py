@@ -20,7 +20,7 @@ from torch import nn
 from digitlab.double_backward import reference_grads
 from digitlab.errors import ConfigError
 from digitlab.preprocess import centre_by_mass
-from digitlab.validation import check_seed, is_whole, whole_number
+from digitlab.validation import check_seed, is_whole, unit_fraction, whole_number
 
 
 @dataclass
@@ -45,9 +45,7 @@ class GANConfig:
         channels = tuple(self.d_channels) if isinstance(self.d_channels, (list, tuple)) else ()
         if len(channels) != 2 or not all(is_whole(c) for c in channels):
             raise ConfigError(f"d_channels must be two whole numbers, got {self.d_channels!r}")
-        leak = self.leak
-        if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0 <= leak < 1:
-            raise ConfigError(f"leak must be a number in [0, 1), got {leak!r}")
+        unit_fraction("leak", self.leak)
 
 
 class Generator(nn.Module):

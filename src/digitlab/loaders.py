@@ -82,9 +82,7 @@ def model_folder(path: str | Path | None, run: RunKind, shipped_dir: Path) -> Pa
     if (path / "config.json").is_file():
         return path  # the model's own folder; its loader checks what it holds
     for kind in RUN_KINDS:
-        if kind is not run and (
-            (path / kind.checkpoint).is_file() or (path / kind.model / "config.json").is_file()
-        ):
+        if kind is not run and kind.made(path):
             raise DataError(
                 f"{path} is a {kind.what} training folder (from `{kind.command}`), not "
                 f"a {run.what}: pass a folder from `{run.command} --out`, or leave the option "

@@ -112,6 +112,16 @@ def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _finished(record: Path, key: str) -> dict | None:
+    """The metrics a stage's record holds if it finished with `key` (these settings and data);
+    None otherwise. A missing or damaged record only means the stage cannot be reused."""
+    with contextlib.suppress(DataError):
+        saved = read_json_object(record)
+        if saved.get("key") == key and isinstance(saved.get("metrics"), dict):
+            return saved["metrics"]
+    return None
+
+
 def _check_folder(folder: Path) -> None:
     cfg_path = folder / "config.json"
     if cfg_path.exists():
@@ -186,15 +196,11 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     for stage in stages:
         record = folder / "stages" / f"{stage}.json"
         key = _stage_key(cfg, stage, identity["digest"])
-        if not force and record.exists():
-            # A damaged record only means the stage cannot be reused: it runs again.
-            saved = {}
-            with contextlib.suppress(DataError):
-                saved = read_json_object(record)
-            if saved.get("key") == key and "metrics" in saved:
-                run.log(f"[{stage}] unchanged since it finished: reused")
-                metrics["stages"][stage] = saved["metrics"]
-                continue
+        saved = None if force else _finished(record, key)
+        if saved is not None:
+            run.log(f"[{stage}] unchanged since it finished: reused")
+            metrics["stages"][stage] = saved
+            continue
         run.log(f"[{stage}] running")
         start = time.perf_counter()
         result = STAGE_FUNCTIONS[stage](run, ds)
@@ -206,11 +212,10 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     # settings and data (their key): `--stages knn --seed 1` once kept seed 0's CNN beside
     # seed 1's config.
     for stage in [s for s in (*STAGES, *metrics["stages"]) if s not in stages]:
-        saved = {}
-        with contextlib.suppress(DataError):
-            saved = read_json_object(folder / "stages" / f"{stage}.json")
-        if saved.get("key") == _stage_key(cfg, stage, identity["digest"]) and "metrics" in saved:
-            metrics["stages"][stage] = saved["metrics"]
+        key = _stage_key(cfg, stage, identity["digest"])
+        saved = _finished(folder / "stages" / f"{stage}.json", key)
+        if saved is not None:
+            metrics["stages"][stage] = saved
         elif metrics["stages"].pop(stage, None) is not None:
             run.log(
                 f"[{stage}] left out of these results: it was made with other settings or "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import sys
 
 import numpy as np
@@ -76,6 +77,16 @@ def subset_size(value, available: int, name: str = "train_size") -> int | None:
     if value is not None and not (is_whole(value) and value <= available):
         raise ConfigError(f"{name} must be in 1..{available} (or all), got {value!r}")
     return value
+
+
+def unit_fraction(name: str, value) -> float:
+    """`value` as a float if it is a real number (never a bool) in [0, 1): a dropout rate, a
+    LeakyReLU slope. ConfigError otherwise (NaN included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+    if not 0 <= value < 1:
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
 
 
 def positive_number(name: str, value, error: type[Exception] = ConfigError) -> float:
