@@ -54,6 +54,44 @@ def test_kmeans_matches_sklearn_on_blobs():
     assert ours.score(X) == pytest.approx(-ours.inertia_, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "scale, offset", [(1e-30, 0), (1e-150, 0), (1e20, 0), (1e150, 0), (1, 1e8), (1e-20, 1e6)]
+)
+def test_kmeans_is_the_same_at_any_scale_and_offset(scale, offset):
+    """k-means does not change when the data are scaled or shifted. Its float32 products
+    did: data near 1e20 overflowed, near 1e-30 underflowed, values near 1e8 with unit spread
+    lost the spread (each gave a clustering no better than chance). The truth: the clusters
+    of the unscaled data, the centres, inertia and distances in the caller's units."""
+    X, y = make_blobs(1500, n_features=30, centers=5, cluster_std=1.0, random_state=5)
+    base = KMeans(5, random_state=0).fit(X)
+    Xs = (X + offset) * scale
+    model = KMeans(5, random_state=0).fit(Xs)
+    assert matched_accuracy(y, model.labels_)[0] == 1.0
+    assert model.inertia_ == pytest.approx(base.inertia_ * scale * scale, rel=1e-5)
+    np.testing.assert_allclose(
+        model.cluster_centers_[np.argsort(model.cluster_centers_[:, 0])],
+        (base.cluster_centers_[np.argsort(base.cluster_centers_[:, 0])] + offset) * scale,
+        rtol=1e-5,
+        atol=1e-5 * scale,
+    )
+    np.testing.assert_array_equal(model.predict(Xs), model.labels_)
+    dist = model.transform(Xs[:50])
+    np.testing.assert_allclose(
+        np.sort(dist, 1), np.sort(base.transform(X[:50]), 1) * scale, rtol=1e-5
+    )
+    assert model.score(Xs) == pytest.approx(-model.inertia_, rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_kmeans_clusters_right_where_even_float64_squares_do_not_fit(scale):
+    """Squared distances of 1e-300 (1e300) underflow (overflow) float64: the inertia is then
+    0 (inf), as the true value is not representable, but the clusters are right."""
+    X, y = make_blobs(600, n_features=10, centers=4, cluster_std=1.0, random_state=6)
+    model = KMeans(4, random_state=0).fit(X * scale)
+    assert matched_accuracy(y, model.labels_)[0] == 1.0
+    np.testing.assert_array_equal(model.predict(X * scale), model.labels_)
+
+
 def test_projected_restarts_match_full_space_restarts_and_sklearn():
     """On wide data the restarts run on 50 principal components, then refine in full space:
     the same clustering quality as restarts in full space (and scikit-learn)."""

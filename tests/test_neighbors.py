@@ -590,14 +590,20 @@ def test_float_rows_float32_cannot_resolve_fall_back_to_float64():
     np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 3))
 
 
-@pytest.mark.parametrize("scale", [1e-23, 1e-100, 1e150])
+@pytest.mark.parametrize("scale", [1e-23, 1e-100, 1e-160, 1e-300, 1e150, 1e300])
 def test_float_features_at_any_scale_get_their_true_neighbours(scale):
     """Values of 1e-23 once underflowed in the float32 shortlist (products of 0) while its
-    proof passed: wrong neighbours. The data is scaled by a power of two first."""
+    proof passed: wrong neighbours. The data is scaled by a power of two first. Below about
+    1e-154 (or above 1e154) even float64 squares of the differences underflow (overflow):
+    1e-160 raised OverflowError; the candidates' distances are now ranked in the scaled units.
+    The truth is the neighbours of the unscaled data."""
     rng = np.random.default_rng(2)
-    X, Q = rng.normal(size=(2000, 10)) * scale, rng.normal(size=(200, 10)) * scale
-    ind = KNeighborsClassifier(3).fit(X, rng.integers(0, 5, 2000)).kneighbors(Q)[1]
-    np.testing.assert_array_equal(ind, _exact_neighbours(X, Q, 3))
+    X, Q = rng.normal(size=(2000, 10)), rng.normal(size=(200, 10))
+    y = rng.integers(0, 5, 2000)
+    model = KNeighborsClassifier(3).fit(X * scale, y)
+    np.testing.assert_array_equal(model.kneighbors(Q * scale)[1], _exact_neighbours(X, Q, 3))
+    expected = KNeighborsClassifier(3).fit(X, y).predict(Q)
+    np.testing.assert_array_equal(model.predict(Q * scale), expected)
 
 
 def test_float_path_ties_as_scikit_learn_and_shift_invariant():

@@ -7,7 +7,8 @@ restarts run on the top 50 principal components, and only the best two continue 
 space, with Hamerly's bounds, which skip the samples whose centre cannot change. Initialisation
 is scikit-learn's greedy k-means++; convergence uses its tolerance (a fraction of the mean
 feature variance); the best restart by full-space inertia wins. Distances are float32
-products, inertia is reported in float64.
+products, on data scaled (and, far from the origin, shifted) to where float32 holds them;
+inertia is reported in float64, in the caller's units.
 """
 
 from __future__ import annotations
@@ -26,6 +27,40 @@ from digitlab.validation import images_as_rows, whole_number
 
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
+
+
+def _conditioning(X: np.ndarray) -> tuple[np.ndarray | float, float]:
+    """(offset, scale) that bring X (n, d) to where float32 holds it: (X - offset) * scale.
+
+    k-means' answer does not change when the data are shifted or scaled, so the products run
+    on conditioned values and the centres and inertia are mapped back (scikit-learn, in
+    float64, centres its data for the same reason). The scale is a power of two, which is
+    exact, and taken only when the largest |value| is outside 2**-32..2**32 (squares of data
+    near 1e20 overflow float32, of data near 1e-30 underflow); the offset (the feature means,
+    float64) only when the data sit far from the origin for their spread (values near 1e8 with
+    unit spread keep nothing of it in float32). MNIST's pixels get neither: whole numbers stay
+    whole and the clustering is what it was.
+    """
+    if X.size == 0:
+        return 0.0, 1.0
+    # Column extremes, not |X - mean|: no n-by-d temporary for 20,000 MNIST rows.
+    low, high = X.min(0).astype(np.float64), X.max(0).astype(np.float64)
+    peak = float(np.maximum(-low, high).max())
+    offset: np.ndarray | float = 0.0
+    mean = X.mean(0, dtype=np.float64)
+    spread = float(np.maximum(mean - low, high - mean).max())
+    if peak > 16 * spread:
+        offset, peak = mean, spread
+    if not (peak > 0 and math.isfinite(peak)) or 2.0**-32 <= peak <= 2.0**32:
+        return offset, 1.0
+    return offset, 2.0 ** -math.frexp(peak)[1]
+
+
+def _conditioned(X: np.ndarray, offset, scale: float, dtype=np.float32) -> np.ndarray:
+    """(X - offset) * scale as a C-contiguous `dtype` array; X itself is never changed."""
+    if isinstance(offset, float) and offset == 0.0 and scale == 1.0:
+        return np.ascontiguousarray(X, dtype=dtype)
+    return np.ascontiguousarray((np.asarray(X, np.float64) - offset) * scale, dtype=dtype)
 
 
 def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -199,8 +234,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             # A feature equal in every sample (MNIST's blank border) adds the same to every
             # distance and stays at that value in every centre: leave it out of the products.
             varying = ~(X[:1] == X).all(0)
-            x = torch.from_numpy(np.ascontiguousarray(X[:, varying], dtype=np.float32))
-            x = x.to(device)
+            offset, scale = _conditioning(X[:, varying])
+            x = torch.from_numpy(_conditioned(X[:, varying], offset, scale)).to(device)
             x_sq = (x * x).sum(1)
             x64 = x.double()  # cluster sums and the inertia, without drift
             total_sq = float(torch.dot(x64.flatten(), x64.flatten()))
@@ -231,11 +266,15 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             best = int(torch.argmin(inertias))
             inertia = self._inertia(x64, total_sq, centres[best], labels[:, best])
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
-        full[:, varying] = centres[best].cpu().numpy()
+        full[:, varying] = centres[best].cpu().double().numpy() / scale + offset
         self.cluster_centers_ = full
+        self._conditioning = (offset, scale, varying)
         self.labels_ = labels[:, best].cpu().numpy()
-        self.inertia_ = float(inertia)
-        self.inertias_ = inertias.cpu().numpy()
+        # Back to the caller's units (two divisions: scale**2 itself may overflow). Data near
+        # 1e300 have an inertia float64 cannot hold: inf, as it is, without a warning.
+        self.inertia_ = float(inertia) / scale / scale
+        with np.errstate(over="ignore"):
+            self.inertias_ = inertias.cpu().double().numpy() / scale / scale
         self.n_iter_ = int(n_iter[best])
         return self
 
@@ -342,18 +381,35 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Euclidean distances (n_samples, n_clusters) float64 to every centre."""
         X = self._check_query(X)
-        x = torch.from_numpy(np.asarray(X, np.float64))
-        c = torch.from_numpy(self.cluster_centers_)
-        return torch.cdist(x, c).numpy()
+        offset, scale, varying = self._fitted_conditioning()
+        # In the fit's units: distances of data near 1e-160 or 1e200 neither under- nor
+        # overflow, and data far from the origin keeps its spread.
+        x = torch.from_numpy(_conditioned(X[:, varying], offset, scale, np.float64))
+        c = torch.from_numpy(
+            _conditioned(self.cluster_centers_[:, varying], offset, scale, np.float64)
+        )
+        return torch.cdist(x, c).numpy() / scale
 
     def predict(self, X) -> np.ndarray:
         """Index of the nearest centre (n_samples,) int64."""
         X = self._check_query(X)
         device = resolve_device(self.device)
+        offset, scale, varying = self._fitted_conditioning()
         with threads(requested_threads(self.threads)):
-            x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
-            c = torch.from_numpy(self.cluster_centers_.astype(np.float32)).to(device)
+            # The fit's float32 values: predict(X) on the training data gives labels_.
+            x = torch.from_numpy(_conditioned(X[:, varying], offset, scale)).to(device)
+            centres = _conditioned(self.cluster_centers_[:, varying], offset, scale)
+            c = torch.from_numpy(centres).to(device)
             return self._assign(x, (x * x).sum(1), c[None])[:, 0].cpu().numpy()
+
+    def _fitted_conditioning(self):
+        """(offset, scale, varying columns) of the fit; set by `fit`, or for centres set by
+        hand, worked out from them."""
+        if not hasattr(self, "_conditioning"):
+            centres = self.cluster_centers_
+            varying = np.ones(centres.shape[1], bool)
+            return (*_conditioning(centres), varying)
+        return self._conditioning
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Minus the inertia of X under the fitted centres (scikit-learn's convention).

@@ -483,8 +483,12 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             for start in range(0, len(left), step):  # step rows of n float64 each
                 self._rank_full_float(X, left[start : start + step], k1, train, out_d, out_i)
         LAST_SEARCH.update(fallback_rows=len(redo))
-        result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         tied = np.flatnonzero((out_d[:, 1:] == out_d[:, :-1]).any(1))
+        # out_d holds squared distances in the scaled units (data near 1e-160 or 1e200 keep
+        # their order there); back to the caller's units, in two steps (scale**2 may overflow).
+        out_d /= train["scale"]
+        out_d /= train["scale"]
+        result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(tied):
             self._rerank_like_sklearn(_FloatRows(train["t"]), X[tied], tied, ks, result)
         for nb in result.values():
@@ -503,7 +507,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         top, cand = torch.topk(key, m, dim=1, largest=True, sorted=False)
         cand, _ = torch.sort(cand, dim=1)  # by index, so that the stable sort below keeps
         # exact ties in index order (scikit-learn's order for ties)
-        dist = self._candidate_distances(train["t"], q, cand)
+        dist = self._candidate_distances(train["t"], q, cand, train["scale"])
         dist, order = torch.sort(dist, dim=1, stable=True)
         out_d[rows] = dist[:, :k1].cpu().numpy()
         out_i[rows] = torch.gather(cand, 1, order)[:, :k1].cpu().numpy()
@@ -518,18 +522,24 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         qn = qs.norm(dim=1)
         bound = (d + 8) * (u * (qn * tmax + tmax * tmax) + 2.0**-125)
         floor = qn * qn - 2 * (top.double().amin(1) + bound)
-        kth = dist[:, k1 - 1] * train["scale"] ** 2  # in scaled units, as the keys
+        kth = dist[:, k1 - 1]  # in scaled units, as the keys
         return (floor > kth * (1 + 1e-12)).cpu().numpy()
 
-    def _candidate_distances(self, t, q, cand) -> torch.Tensor:
+    def _candidate_distances(self, t, q, cand, scale: float) -> torch.Tensor:
         """Direct float64 squared distances (rows, m) of each query row to its candidates, in
-        blocks of rows that keep the (rows, m, features) differences within max_memory_mb."""
+        blocks of rows that keep the (rows, m, features) differences within max_memory_mb.
+
+        The differences are of the values as given, then scaled by `scale` (a power of two:
+        exact), so the squares of data near 1e-160 do not underflow, nor near 1e200 overflow.
+        """
         m, d = cand.shape[1], t.shape[1]
         per_row = max(1, m * d * 8 * 2)
         block = max(1, int(self.max_memory_mb * 2**20 // per_row))
         out = torch.empty(cand.shape, dtype=torch.float64, device=t.device)
         for s in range(0, len(q), block):
             diff = t[cand[s : s + block]] - q[s : s + block, None, :]
+            if scale != 1.0:
+                diff *= scale
             out[s : s + block] = (diff * diff).sum(2)
         return out
 
@@ -537,11 +547,13 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         """The k1 nearest of query `rows` from their whole rows of direct float64 distances
         (differences of the values as given, not the product form: no cancellation),
         ties by training index."""
-        t = train["t"]
+        t, scale = train["t"], train["scale"]
         q = torch.from_numpy(np.asarray(X[rows], np.float64)).to(t.device)
-        dist = torch.cdist(q, t, compute_mode="donot_use_mm_for_euclid_dist")  # (rows, n)
+        # Scaled (exactly) so that distances neither underflow nor overflow; the order is the
+        # order of the direct distances.
+        dist = torch.cdist(q * scale, t * scale, compute_mode="donot_use_mm_for_euclid_dist")
         cand = torch.sort(dist, dim=1, stable=True).indices[:, :k1]
-        out_d[rows] = self._candidate_distances(t, q, cand).cpu().numpy()
+        out_d[rows] = self._candidate_distances(t, q, cand, scale).cpu().numpy()
         out_i[rows] = cand.cpu().numpy()
 
     # ----- public API -----------------------------------------------------------------------
