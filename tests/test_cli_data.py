@@ -129,3 +129,15 @@ def test_console_script_runs(fake_dir):
     assert (
         proc.returncode == 1 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run"], ["knn"], ["cluster"], ["sweep"], ["data", "gallery"], ["gan", "generate"]],
+)
+def test_empty_out_is_refused(argv, capsys):
+    """`--out ""` (an unset shell variable) was the current folder, and a run wrote there."""
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", ""])
+    assert info.value.code == 2
+    assert "--out: an empty path names no place to write" in capsys.readouterr().err

@@ -92,6 +92,69 @@ def test_kmeans_clusters_right_where_even_float64_squares_do_not_fit(scale):
     np.testing.assert_array_equal(model.predict(X * scale), model.labels_)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"projection": None}, {"algorithm": "lloyd"}])
+def test_kmeans_sample_weight_as_repetition_and_as_sklearn(kwargs):
+    """Whole-number weights are repeated samples: the same clusters, centres and inertia as
+    the repeated data (and as scikit-learn with the weights); weight 0 removes a sample."""
+    X, y = make_blobs(2000, n_features=60, centers=6, cluster_std=1.5, random_state=7)
+    w = np.random.default_rng(0).integers(0, 4, len(X))
+    X = np.concatenate([X, np.full((5, 60), 500.0)])  # far outliers, weight 0
+    y, w = np.concatenate([y, np.full(5, 6)]), np.concatenate([w, np.zeros(5, int)])
+    weighted = KMeans(6, random_state=0, **kwargs).fit(X, sample_weight=w)
+    repeated = KMeans(6, random_state=0, **kwargs).fit(np.repeat(X, w, axis=0))
+    ref = SKLearnKMeans(6, n_init=10, random_state=0).fit(X, sample_weight=w)
+    assert matched_accuracy(y[w > 0], weighted.labels_[w > 0])[0] == 1.0
+    order = lambda c: c[np.lexsort(c[:, :3].T)]  # noqa: E731
+    np.testing.assert_allclose(
+        order(weighted.cluster_centers_), order(repeated.cluster_centers_), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        order(weighted.cluster_centers_), order(ref.cluster_centers_), rtol=1e-5, atol=1e-5
+    )
+    assert weighted.inertia_ == pytest.approx(repeated.inertia_, rel=1e-6)
+    assert weighted.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    assert weighted.score(X, sample_weight=w) == pytest.approx(-weighted.inertia_, rel=1e-6)
+    # All ones is the unweighted fit, bit for bit.
+    plain = KMeans(6, random_state=0, **kwargs).fit(X)
+    ones = KMeans(6, random_state=0, **kwargs).fit(X, sample_weight=np.ones(len(X)))
+    np.testing.assert_array_equal(plain.cluster_centers_, ones.cluster_centers_)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ([1.0, -1.0, 1.0, 1.0], "Negative values"),
+        ([0.0] * 4, "at least one non-zero"),
+        ([1.0] * 3, r"expected \(4,\)"),
+        ([1.0, np.nan, 1.0, 1.0], "NaN"),
+    ],
+)
+def test_kmeans_bad_sample_weight(weights, message):
+    with pytest.raises(ValueError, match=message):
+        KMeans(2).fit(np.arange(8.0).reshape(4, 2), sample_weight=weights)
+
+
+def test_kmeans_random_state_names_and_warnings_as_sklearn():
+    """A RandomState raised TypeError; get_feature_names_out was missing; duplicate points
+    gave duplicate centres silently; an exact fit had inertia 1.8e-15 (or -1.8e-15)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _ = make_blobs(300, n_features=4, centers=3, random_state=8)
+    a = KMeans(3, random_state=np.random.RandomState(0)).fit(X)
+    b = KMeans(3, random_state=np.random.default_rng(0)).fit(X)
+    assert a.inertia_ == pytest.approx(b.inertia_)
+    assert list(a.get_feature_names_out()) == ["kmeans0", "kmeans1", "kmeans2"]
+    with pytest.raises(ValueError, match="random_state"):
+        KMeans(3, random_state=-1).fit(X)
+    with pytest.warns(ConvergenceWarning, match="distinct clusters"):
+        KMeans(3).fit(np.ones((10, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert KMeans(10).fit(X[:10]).inertia_ == 0.0
+
+
 def test_projected_restarts_match_full_space_restarts_and_sklearn():
     """On wide data the restarts run on 50 principal components, then refine in full space:
     the same clustering quality as restarts in full space (and scikit-learn)."""

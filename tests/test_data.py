@@ -174,6 +174,20 @@ def test_raw_idx_bytes_under_gz_names_are_accepted(mnist, mnist_dir, tmp_path):
         load_dataset("mnist", tmp_path)
 
 
+@pytest.mark.real_data
+@pytest.mark.parametrize("content", [b"<html><body>Not Found</body></html>", b"", b"\0\0"])
+def test_neither_gzip_nor_idx_under_a_gz_name_is_said_so(mnist_dir, tmp_path, content):
+    """A web page saved under the .gz name was diagnosed as "uncompressed IDX bytes"."""
+    import shutil
+
+    for f in mnist_dir.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(content)
+    with pytest.raises(DataError, match=r"ubyte\.gz: is neither gzip nor IDX data") as info:
+        load_dataset("mnist", tmp_path)
+    assert "download it again" in str(info.value)
+
+
 def test_raw_bytes_under_gz_name_without_published_raw_md5(tmp_path):
     """KMNIST publishes only the .gz md5: say exactly that the raw file cannot be verified."""
     folder = write_fake_idx(tmp_path / "k")

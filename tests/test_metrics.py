@@ -50,3 +50,17 @@ def test_bad_input():
         confusion_matrix([0, 12], [0, 1], n_classes=10)
     with pytest.raises(ValueError, match="class indices"):
         confusion_matrix([0.5], [1.0])
+
+
+def test_cluster_scores_take_any_cluster_ids():
+    """A clusterer's -1 (noise) made np.bincount raise "must have no negative elements"."""
+    from digitlab.metrics import cluster_to_label, consistency, matched_accuracy, purity
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    c = np.array([-1, -1, 7, 7, 7, -1])
+    acc, mapping = matched_accuracy(y, c)
+    assert acc == pytest.approx(4 / 6) and mapping == {-1: 0, 7: 1}
+    assert cluster_to_label(y, c) == {-1: 0, 7: 1}
+    assert purity(y, c) == pytest.approx(4 / 6) and consistency(y, c) == pytest.approx(5 / 6)
+    # The same scores for the same partition under other ids.
+    assert matched_accuracy(y, c + 1)[0] == acc and purity(y, np.where(c < 0, 3, 0)) == purity(y, c)

@@ -652,3 +652,64 @@ def test_wide_pixels_distances_stay_exact():
     want = np.argsort(exact, axis=1, kind="stable")[:, :3]
     np.testing.assert_array_equal(ind, want)
     np.testing.assert_array_equal(d, np.sqrt(np.take_along_axis(exact, want, 1).astype(float)))
+
+
+def test_negative_strides_and_reversed_views_as_sklearn():
+    """A reversed view (negative strides) reached torch.from_numpy uncopied: ValueError."""
+    rng = np.random.default_rng(3)
+    X, y, Q = rng.normal(size=(300, 6)), rng.integers(0, 3, 300), rng.normal(size=(40, 6))
+    for Xv, Qv in ((X[::-1], Q[::-1]), (X[:, ::-1], Q[:, ::-1])):
+        ours = KNeighborsClassifier(3).fit(Xv, y).kneighbors(Qv)[1]
+        ref = SKLearnKNN(3, algorithm="brute").fit(Xv, y).kneighbors(Qv)[1]
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_pickle_holds_only_what_fit_stored():
+    """predict builds prepared copies of the training data (`_cache`); a pickle made after it
+    held them too (50x3 floats: 2,161 -> 7,735 bytes; 2,000 MNIST rows: 1.6 -> 9.3 MB)."""
+    import pickle
+
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(500, 8)), rng.integers(0, 2, 500)
+    model = KNeighborsClassifier(3).fit(X, y)
+    before = len(pickle.dumps(model))
+    expected = model.predict(X[:20])
+    after = pickle.dumps(model)
+    assert len(after) <= before + 64
+    np.testing.assert_array_equal(pickle.loads(after).predict(X[:20]), expected)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"device": "bogus"}, "unknown device"),
+        ({"threads": 0}, "threads must be"),
+        ({"threads": 2.5}, "threads must be"),
+        ({"max_memory_mb": float("inf")}, "finite"),
+    ],
+)
+def test_bad_search_settings_fail_in_fit(params, message):
+    """These were accepted by fit and raised only at the first predict."""
+    with pytest.raises(ValueError, match=message):
+        KNeighborsClassifier(3, **params).fit(np.eye(4), [0, 1, 0, 1])
+
+
+def test_parameters_set_after_fit_are_checked_at_predict():
+    """set_params(n_neighbors=0) after fit made predict return all zeros, without an error."""
+    model = KNeighborsClassifier(3).fit(np.eye(4), [0, 1, 0, 1]).set_params(n_neighbors=0)
+    for method in (model.predict, model.predict_proba, model.kneighbors):
+        with pytest.raises(ValueError, match="n_neighbors must be"):
+            method(np.eye(4))
+
+
+def test_images_of_another_shape_than_fitted_are_refused():
+    """(n, 14, 56) after fitting (n, 28, 28) has 784 values per row too and was silently
+    compared pixel by pixel with the wrong places; rows of 784 are still taken."""
+    from digitlab.kmeans import KMeans
+
+    X = np.random.default_rng(5).integers(0, 256, (60, 28, 28)).astype(np.uint8)
+    y = np.arange(60) % 3
+    for model in (KNeighborsClassifier(3).fit(X, y), KMeans(3, n_init=2).fit(X)):
+        np.testing.assert_array_equal(model.predict(X[:5]), model.predict(X[:5].reshape(5, -1)))
+        with pytest.raises(ValueError, match="images of 14x56 pixels.*fitted on images of 28x28"):
+            model.predict(X[:5].reshape(5, 14, 56))

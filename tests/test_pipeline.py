@@ -120,6 +120,49 @@ def test_whole_course_reuse_and_report(tmp_path):
     assert not any("[cnn] running" in line for line in log[-12:])
 
 
+def test_same_data_found_another_way_reuses_the_stages(tmp_path, monkeypatch):
+    """The stage key held the data folder: the same files given by --data-dir and then found
+    through $DIGITLAB_DATA (or copied elsewhere) counted as new settings and reran everything.
+    What the data are is their digest; other files still rerun."""
+    import shutil
+
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    out = tmp_path / "run"
+    stages = ["data", "knn"]
+    run_course(
+        load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"']),
+        out,
+        stages=stages,
+        quiet=True,
+    )
+    monkeypatch.setenv("DIGITLAB_DATA", str(shutil.copytree(data, tmp_path / "copy")))
+    run_course(load_config("quick", overrides=TINY), out, stages=stages, quiet=True)
+    log = (out / "run.log").read_text().splitlines()
+    assert sum("reused" in line for line in log[-8:]) == 2, log[-8:]
+    other = write_fake_idx(tmp_path / "other", n_train=400, n_test=60)
+    monkeypatch.setenv("DIGITLAB_DATA", str(other))
+    run_course(load_config("quick", overrides=TINY), out, stages=stages, quiet=True)
+    log = (out / "run.log").read_text().splitlines()
+    assert any("[knn] running" in line for line in log[-12:])
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"stages": [1, 2]}', ""])
+def test_damaged_metrics_file_is_rebuilt_from_the_stage_records(tmp_path, damage):
+    """A damaged metrics.json stopped every rerun (one line, but no way on). Its figures are
+    all in the stage records: the rerun reuses them, logs the damage and writes it anew."""
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"'])
+    out = tmp_path / "run"
+    first = run_course(cfg, out, stages=["data", "knn"], quiet=True)
+    (out / "metrics.json").write_text(damage)
+    again = run_course(cfg, out, stages=["data", "knn"], quiet=True)
+    assert again["stages"]["knn"] == first["stages"]["knn"]
+    log = (out / "run.log").read_text().splitlines()
+    assert sum("reused" in line for line in log[-8:]) == 2
+    assert any("rebuilt from the stage records" in line for line in log[-8:])
+    assert json.loads((out / "metrics.json").read_text())["stages"]["knn"] == first["stages"]["knn"]
+
+
 def test_incompatible_run_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"run_format": 99}))
     with pytest.raises(DataError, match="another digitlab version"):

@@ -19,7 +19,7 @@ import numpy as np
 from digitlab.download import download, file_digest
 from digitlab.errors import ConfigError, DataError
 from digitlab.files import atomic_open
-from digitlab.idx import read_idx
+from digitlab.idx import is_idx_header, read_idx
 
 PARTS = ("train_images", "train_labels", "test_images", "test_labels")
 _STEMS = {
@@ -249,9 +249,14 @@ def _find_idx(folder: Path, part: str) -> Path | None:
     return None
 
 
-def _is_gzip(path: Path) -> bool:
+def _head(path: Path) -> bytes:
+    """A file's first 8 bytes (what tells gzip, IDX and anything else apart)."""
     with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+        return handle.read(8)
+
+
+def _is_gzip(path: Path) -> bool:
+    return _head(path)[:2] == b"\x1f\x8b"
 
 
 def _published_as(digest: str, part: str) -> tuple[DatasetSpec, str] | None:
@@ -288,6 +293,12 @@ def _verify(path: Path, spec: DatasetSpec, part: str) -> None:
         )
     if not gz_name:
         return  # an unpacked file of unknown origin: checked for structure when read
+    if raw and not is_idx_header(_head(path)):
+        raise DataError(
+            f"{path}: is neither gzip nor IDX data (it starts {_head(path)[:8]!r}; a web page "
+            f"or an error message saved under the name?): not the {spec.title} file; delete it "
+            "and download it again, or point --data-dir at a good copy"
+        )
     if raw:
         published = spec.raw_md5.get(part)
         expected = (

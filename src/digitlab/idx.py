@@ -48,6 +48,12 @@ def read_bytes(path: Path) -> bytes:
         ) from exc
 
 
+def is_idx_header(head: bytes) -> bool:
+    """Whether `head` (a file's first bytes, at least 4) starts as an IDX file does: two zero
+    bytes, a known type code and a dimension count of 1 or more."""
+    return len(head) >= 4 and head[:2] == b"\0\0" and head[2] in _DTYPES and head[3] > 0
+
+
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Parse IDX bytes into an array (native byte order). Any inconsistency raises DataError."""
     if len(data) < 4:

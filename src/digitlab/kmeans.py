@@ -14,16 +14,23 @@ inertia is reported in float64, in the caller's units.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from digitlab import errors
 from digitlab.device import requested_threads, resolve_device, threads
-from digitlab.validation import images_as_rows, whole_number
+from digitlab.validation import check_seed, images_as_rows, whole_number
 
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
@@ -63,31 +70,63 @@ def _conditioned(X: np.ndarray, offset, scale: float, dtype=np.float32) -> np.nd
     return np.ascontiguousarray((np.asarray(X, np.float64) - offset) * scale, dtype=dtype)
 
 
+def _weights(sample_weight, X: np.ndarray) -> np.ndarray | None:
+    """sample_weight checked as scikit-learn checks it: (n,) float64, finite, >= 0, not all
+    zero; None when it is None or all ones (the unweighted path, bit for bit)."""
+    if sample_weight is None:
+        return None
+    w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    return None if (w == 1).all() else w
+
+
+def _seed(random_state) -> int:
+    """A torch seed from scikit-learn's random_state: an int (itself), None (fresh entropy) or
+    a numpy RandomState / Generator (one draw from it, so repeated fits differ, as there)."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % 2**63)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    return check_seed(random_state, "random_state")
+
+
+def _weighted(values: torch.Tensor, w) -> torch.Tensor:
+    """values (n, ...) times each sample's weight w (n,); values as they are without weights."""
+    if w is None:
+        return values
+    return values * w.reshape(-1, *([1] * (values.dim() - 1)))
+
+
 def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Squared distances (n, m) from rows of x to rows of c, clamped at zero."""
     return (x_sq[:, None] - 2 * (x @ c.T) + (c * c).sum(1)[None, :]).clamp_(min=0)
 
 
-def _kmeans_plusplus(x, x_sq, k: int, n_init: int, gen: torch.Generator) -> torch.Tensor:
+def _kmeans_plusplus(x, x_sq, k: int, n_init: int, gen: torch.Generator, w=None) -> torch.Tensor:
     """Greedy k-means++ (scikit-learn's), for `n_init` restarts in lockstep: (n_init, k, d).
 
     Each step draws 2 + ln(k) candidates per restart with probability proportional to the
-    squared distance to the nearest chosen centre and keeps the one that lowers the potential
-    most. All restarts' candidates are measured in one matrix product.
+    squared distance to the nearest chosen centre (times the sample's weight `w`, (n,) float64,
+    when given, as scikit-learn >= 1.3) and keeps the one that lowers the potential most. All
+    restarts' candidates are measured in one matrix product.
     """
     n = len(x)
     trials = 2 + int(math.log(k))
-    first = torch.randint(n, (n_init,), generator=gen, device=x.device)
+    if w is None:
+        first = torch.randint(n, (n_init,), generator=gen, device=x.device)
+    else:
+        first = torch.multinomial(w, n_init, replacement=True, generator=gen)
     chosen = [first]
     closest = _sq_dist(x, x_sq, x[first])  # (n, n_init)
     for _ in range(1, k):
-        cum = torch.cumsum(closest.double(), 0)  # (n, n_init)
+        cum = torch.cumsum(_weighted(closest.double(), w), 0)  # (n, n_init)
         u = torch.rand(n_init, trials, generator=gen, device=x.device, dtype=torch.float64)
         u = u * cum[-1][:, None]
         cand = torch.searchsorted(cum.T.contiguous(), u).clamp_(max=n - 1)  # (n_init, trials)
         d = _sq_dist(x, x_sq, x[cand.reshape(-1)]).reshape(n, n_init, trials)
         new_closest = torch.minimum(closest[:, :, None], d)
-        best = new_closest.double().sum(0).argmin(1)  # (n_init,)
+        best = _weighted(new_closest.double(), w).sum(0).argmin(1)  # (n_init,)
         rows = torch.arange(n_init, device=x.device)
         closest = new_closest[:, rows, best]
         chosen.append(cand[rows, best])
@@ -102,8 +141,11 @@ def _top2(x, x_sq, c):
     return idx[:, 0], vals[:, 0].sqrt(), second.sqrt()
 
 
-def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int):
+def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int, w=None):
     """Lloyd's algorithm with Hamerly's bounds (one restart); returns (centres, iterations).
+
+    x64 is x in float64; with weights `w` (n,) float64 the cluster sums add weighted rows and
+    the counts are sums of weights.
 
     Each sample keeps an upper bound on the distance to its centre and a lower bound on the
     distance to any other; when the upper bound is below both the lower bound and half the
@@ -114,8 +156,8 @@ def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int):
     n, k = len(x), len(c)
     a, u, lo = _top2(x, x_sq, c)
     sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
-    sums.index_add_(0, a, x64)
-    counts = torch.bincount(a, minlength=k).double()
+    sums.index_add_(0, a, _weighted(x64, w))
+    counts = torch.bincount(a, weights=w, minlength=k).double()
     eps = 1e-4  # bounds come from float32 products: keep a small relative safety margin
     n_iter = max_iter
     for it in range(max_iter):
@@ -146,14 +188,17 @@ def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int):
         moved = torch.nonzero(na != old).flatten()
         if len(moved):
             who, to, frm = cand[moved], na[moved], old[moved]
-            sums.index_add_(0, to, x64[who])
-            sums.index_add_(0, frm, -x64[who])
-            counts += torch.bincount(to, minlength=k) - torch.bincount(frm, minlength=k)
+            moved_w = None if w is None else w[who]
+            rows = _weighted(x64[who], moved_w)
+            sums.index_add_(0, to, rows)
+            sums.index_add_(0, frm, -rows)
+            counts += torch.bincount(to, weights=moved_w, minlength=k)
+            counts -= torch.bincount(frm, weights=moved_w, minlength=k)
         a[cand], u[cand], lo[cand] = na, nu * (1 + eps), nl
     return c, n_iter
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means with scikit-learn's interface: `fit`, `predict`, `transform`, `inertia_`.
 
     Parameters: n_clusters, n_init (restarts, best inertia kept), max_iter, tol (relative to
@@ -169,8 +214,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     a scipy sparse X raises scikit-learn's TypeError ("Sparse data was passed ..."). Errors:
     ValueError for bad parameters or data, and `digitlab.errors.NotFittedError`, a subclass of
     `sklearn.exceptions.NotFittedError`, when used before `fit`. It passes scikit-learn's
-    `check_estimator` (tests/test_sklearn_contract.py). Unlike scikit-learn's, `fit` takes no
-    sample_weight.
+    `check_estimator` (tests/test_sklearn_contract.py), sample-weight checks included.
     """
 
     def __init__(
@@ -216,20 +260,21 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.sparse = False  # MNIST pixels are dense; sparse X is refused in fit
         return tags
 
-    def fit(self, X, y=None) -> KMeans:
+    def fit(self, X, y=None, sample_weight=None) -> KMeans:
         """Cluster X (n_samples, n_features); y is ignored. Returns self.
 
-        Learns cluster_centers_ (n_clusters, n_features) float64, labels_ (n_samples,) int64,
-        inertia_ (float, the sum of squared distances to the nearest centre), inertias_
-        (n_init,), n_iter_ and n_features_in_.
+        sample_weight (n_samples,), non-negative, not all zero (default: all 1): each
+        sample's weight in the k-means++ draws, the centres (weighted means) and the inertia,
+        as scikit-learn's; the tolerance stays unweighted, as there. Learns cluster_centers_
+        (n_clusters, n_features) float64, labels_ (n_samples,) int64, inertia_ (float, the
+        (weighted) sum of squared distances to the nearest centre), inertias_ (n_init,),
+        n_iter_ and n_features_in_. Raises ValueError for bad parameters, data or weights.
         """
-        X = validate_data(self, images_as_rows(X), dtype="numeric")
+        X = validate_data(self, images_as_rows(X, self), dtype="numeric")
         self._check_params(len(X))
+        w = _weights(sample_weight, X)
         device = resolve_device(self.device)
-        seed = self.random_state
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**63)
-        gen = torch.Generator(device=device).manual_seed(int(seed))
+        gen = torch.Generator(device=device).manual_seed(_seed(self.random_state))
         with threads(requested_threads(self.threads)):
             # A feature equal in every sample (MNIST's blank border) adds the same to every
             # distance and stays at that value in every centre: leave it out of the products.
@@ -241,30 +286,33 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             total_sq = float(torch.dot(x64.flatten(), x64.flatten()))
             mean = x64.mean(0)
             # scikit-learn's tolerance: a fraction of the mean variance (np.var) over *all*
-            # features; the constant ones have none.
+            # features; the constant ones have none. Unweighted, as there.
             variance = total_sq / len(x) - float(mean @ mean)
+            if w is not None:
+                w = torch.from_numpy(w).to(device)
             tol = float(self.tol * variance / X.shape[1])
             k, r = self.n_clusters, self.n_init
             if self.projection is not None and min(len(x), x.shape[1]) > self.projection:
-                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen)
+                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen, w)
             elif self.algorithm == "lloyd":
-                centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
-                centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter)
+                centres = _kmeans_plusplus(x, x_sq, k, r, gen, w)  # (r, k, d)
+                centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter, w)
             else:
-                centres = _kmeans_plusplus(x, x_sq, k, r, gen)  # (r, k, d)
+                centres = _kmeans_plusplus(x, x_sq, k, r, gen, w)  # (r, k, d)
                 # The first steps move most samples, so bounds save nothing yet: take them in
                 # lockstep (one wide product for all restarts is several times faster than
                 # n_init narrow ones), then let Hamerly's bounds skip the settled samples.
                 warm = min(self.max_iter, WARM_STEPS)
-                centres, n_iter, active = self._lloyd(x, x_sq, centres, tol, warm)
+                centres, n_iter, active = self._lloyd(x, x_sq, centres, tol, warm, w)
                 unfinished = active.cpu().numpy() & (self.max_iter > warm)
+                left = self.max_iter - warm
                 for j in np.flatnonzero(unfinished):
-                    centres[j], more = _hamerly(x, x_sq, x64, centres[j], tol, self.max_iter - warm)
+                    centres[j], more = _hamerly(x, x_sq, x64, centres[j], tol, left, w)
                     n_iter[j] += more
             labels, dist = self._assign(x, x_sq, centres, with_dist=True)
-            inertias = dist.double().sum(0)  # to rank the restarts
+            inertias = _weighted(dist.double(), w).sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
-            inertia = self._inertia(x64, total_sq, centres[best], labels[:, best])
+            inertia = self._inertia(x64, centres[best], labels[:, best], w)
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
         full[:, varying] = centres[best].cpu().double().numpy() / scale + offset
         self.cluster_centers_ = full
@@ -276,9 +324,22 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         with np.errstate(over="ignore"):
             self.inertias_ = inertias.cpu().double().numpy() / scale / scale
         self.n_iter_ = int(n_iter[best])
+        found = len(np.unique(self.labels_))
+        if found < self.n_clusters:  # scikit-learn's warning, in its words
+            warnings.warn(
+                f"Number of distinct clusters ({found}) found smaller than n_clusters "
+                f"({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
-    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator):
+    @property
+    def _n_features_out(self) -> int:
+        """Output columns of `transform` (for get_feature_names_out: kmeans0, kmeans1, ...)."""
+        return self.cluster_centers_.shape[0]
+
+    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator, w=None):
         """Restarts on the top principal components, the best refined in full space.
 
         k-means++ and Lloyd's steps for all restarts run on a `projection`-dimensional PCA of
@@ -293,18 +354,18 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         _, vecs = torch.linalg.eigh(centred.T @ centred)
         p = (x - mu) @ vecs[:, -self.projection :]
         p_sq = (p * p).sum(1)
-        centres = _kmeans_plusplus(p, p_sq, k, r, gen)
-        centres, n_iter, _ = self._lloyd(p, p_sq, centres, tol, self.max_iter)
+        centres = _kmeans_plusplus(p, p_sq, k, r, gen, w)
+        centres, n_iter, _ = self._lloyd(p, p_sq, centres, tol, self.max_iter, w)
         labels = self._assign(p, p_sq, centres)  # (n, r)
-        full = self._centres(x, labels, mu.expand(r, k, -1))  # an empty cluster: the mean
+        full = self._centres(x, labels, mu.expand(r, k, -1), w)  # an empty cluster: the mean
         _, dist = self._assign(x, x_sq, full, with_dist=True)
-        for j in torch.argsort(dist.double().sum(0))[:REFINE].tolist():
-            full[j], more = _hamerly(x, x_sq, x64, full[j].clone(), tol, self.max_iter)
+        for j in torch.argsort(_weighted(dist.double(), w).sum(0))[:REFINE].tolist():
+            full[j], more = _hamerly(x, x_sq, x64, full[j].clone(), tol, self.max_iter, w)
             n_iter[j] += more
         return full, n_iter
 
     @staticmethod
-    def _lloyd(x, x_sq, centres, tol, max_iter):
+    def _lloyd(x, x_sq, centres, tol, max_iter, w=None):
         """Plain Lloyd steps for all restarts at once (one product per step).
 
         Returns the centres, each restart's step count and which restarts have not converged.
@@ -315,7 +376,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         for it in range(max_iter):
             idx = torch.nonzero(active).flatten()
             labels = KMeans._assign(x, x_sq, centres[idx])  # (n, active restarts)
-            new = KMeans._centres(x, labels, centres[idx])
+            new = KMeans._centres(x, labels, centres[idx], w)
             shift = ((new - centres[idx]) ** 2).sum((1, 2))
             centres[idx] = new
             n_iter[idx.cpu().numpy()] = it + 1
@@ -342,33 +403,38 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return labels.T
 
     @staticmethod
-    def _centres(x, labels, old) -> torch.Tensor:
-        """Means of each restart's clusters; an empty cluster keeps its old centre.
+    def _centres(x, labels, old, w=None) -> torch.Tensor:
+        """(Weighted) means of each restart's clusters; an empty cluster (or one of weight
+        0) keeps its old centre.
 
         The sums are one product with a one-hot membership matrix (exact for pixel data:
-        20,000 values of at most 255 stay below 2**24 in float32).
+        20,000 values of at most 255 stay below 2**24 in float32), its ones the weights `w`
+        (n,) when given.
         """
         r, k, d = old.shape
         cols = labels + torch.arange(r, device=x.device) * k  # (n, r): column per restart
         onehot = torch.zeros(len(x), r * k, device=x.device)
-        onehot.scatter_(1, cols, 1.0)
+        if w is None:
+            onehot.scatter_(1, cols, 1.0)
+        else:
+            onehot.scatter_(1, cols, w.float()[:, None].expand(-1, r).contiguous())
         sums = onehot.T @ x  # (r*k, d)
         counts = onehot.sum(0)[:, None]
         means = torch.where(counts > 0, sums / counts.clamp(min=1), old.reshape(r * k, d))
         return means.reshape(r, k, d)
 
     @staticmethod
-    def _inertia(x64, total_sq: float, centres, labels) -> float:
-        """sum |x - c|^2 = sum |x|^2 - 2 sum_j c_j . S_j + sum_j n_j |c_j|^2, in float64.
-
-        S_j (the sum of cluster j's samples) is one pass over the data; no n-by-d temporaries.
-        """
-        k = len(centres)
+    def _inertia(x64, centres, labels, w=None) -> float:
+        """sum_i w_i |x_i - c(i)|^2 in float64, from the differences themselves (no
+        cancellation: ten samples in ten clusters give 0, not 1.8e-15), in blocks of rows so
+        that no n-by-d temporary is made."""
         c = centres.double()
-        sums = torch.zeros(k, x64.shape[1], dtype=torch.float64, device=x64.device)
-        sums.index_add_(0, labels, x64)
-        counts = torch.bincount(labels, minlength=k).double()
-        return total_sq - 2 * float((c * sums).sum()) + float((counts * (c * c).sum(1)).sum())
+        total = 0.0
+        for s in range(0, len(x64), 4096):
+            diff = x64[s : s + 4096] - c[labels[s : s + 4096]]
+            sq = (diff * diff).sum(1)
+            total += float(sq.sum() if w is None else (sq * w[s : s + 4096]).sum())
+        return total
 
     def _check_query(self, X) -> np.ndarray:
         """X checked as scikit-learn checks it (fitted, dense, finite, same features)."""
@@ -376,7 +442,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             check_is_fitted(self)
         except SklearnNotFittedError as exc:
             raise errors.NotFittedError(str(exc)) from None
-        return validate_data(self, images_as_rows(X), dtype="numeric", reset=False)
+        return validate_data(
+            self, images_as_rows(X, self, reset=False), dtype="numeric", reset=False
+        )
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distances (n_samples, n_clusters) float64 to every centre."""

@@ -109,14 +109,33 @@ def format_report(report: dict) -> str:
 
 
 def contingency(y_true, clusters, n_classes: int | None = None, n_clusters: int | None = None):
-    """counts[c, j] = number of samples of true class c placed in cluster j."""
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    c = np.asarray(clusters).astype(np.int64).ravel()
+    """counts[c, j] = number of samples of true class c placed in cluster j.
+
+    Both are whole numbers >= 0 (class and cluster indices), of equal, non-zero length;
+    ValueError otherwise. For labels of any kind, see `_table`.
+    """
+    y, c = np.asarray(y_true).ravel(), np.asarray(clusters).ravel()
     if y.shape != c.shape or len(y) == 0:
         raise ValueError("labels and clusters must be non-empty and of equal length")
+    for name, v in (("labels", y), ("clusters", c)):
+        if v.dtype.kind not in "iub" or v.min() < 0:
+            raise ValueError(f"{name} must be whole numbers >= 0 here, got {v.min()}")
+    y, c = y.astype(np.int64), c.astype(np.int64)
     nc = int(y.max()) + 1 if n_classes is None else n_classes
     nk = int(c.max()) + 1 if n_clusters is None else n_clusters
     return np.bincount(y * nk + c, minlength=nc * nk).reshape(nc, nk)
+
+
+def _table(y_true, clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(counts, label values, cluster ids): the contingency table of labels and cluster ids
+    of any kind (-1 for a clusterer's noise, strings), one row per label that occurs and one
+    column per cluster that occurs."""
+    y, c = np.asarray(y_true).ravel(), np.asarray(clusters).ravel()
+    if y.shape != c.shape or len(y) == 0:
+        raise ValueError("labels and clusters must be non-empty and of equal length")
+    labels, yi = np.unique(y, return_inverse=True)
+    ids, ci = np.unique(c, return_inverse=True)
+    return contingency(yi, ci), labels, ids
 
 
 def consistency(y_true, clusters) -> float:
@@ -125,28 +144,29 @@ def consistency(y_true, clusters) -> float:
     It rewards keeping each digit together but not keeping digits apart: one giant cluster
     scores 1.0. Read it beside purity and the matched accuracy.
     """
-    table = contingency(y_true, clusters)
+    table = _table(y_true, clusters)[0]
     return float(table.max(1).sum() / table.sum())
 
 
 def purity(y_true, clusters) -> float:
     """For each cluster, its most common digit's count, summed / N."""
-    table = contingency(y_true, clusters)
+    table = _table(y_true, clusters)[0]
     return float(table.max(0).sum() / table.sum())
 
 
-def cluster_to_label(y_true, clusters) -> dict[int, int]:
-    """Each cluster's most likely digit (its majority label)."""
-    table = contingency(y_true, clusters)
-    return {int(j): int(table[:, j].argmax()) for j in range(table.shape[1]) if table[:, j].any()}
+def cluster_to_label(y_true, clusters) -> dict:
+    """Each cluster's most likely digit (its majority label): {cluster id: label}."""
+    table, labels, ids = _table(y_true, clusters)
+    return {ids[j].item(): labels[table[:, j].argmax()].item() for j in range(len(ids))}
 
 
-def matched_accuracy(y_true, clusters) -> tuple[float, dict[int, int]]:
-    """Accuracy after the best one-to-one matching of clusters to digits (Hungarian)."""
-    table = contingency(y_true, clusters)
+def matched_accuracy(y_true, clusters) -> tuple[float, dict]:
+    """Accuracy after the best one-to-one matching of clusters to digits (Hungarian), and the
+    matching {cluster id: label}. Labels and ids of any kind (a clusterer's -1 for noise)."""
+    table, labels, ids = _table(y_true, clusters)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / table.sum()), {
-        int(c): int(r) for r, c in zip(rows, cols, strict=True)
+        ids[c].item(): labels[r].item() for r, c in zip(rows, cols, strict=True)
     }
 
 

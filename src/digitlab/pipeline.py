@@ -101,12 +101,18 @@ def environment() -> dict:
 
 def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
     settings = cfg.as_dict()
+    data = dict(settings["data"])
+    if data_digest:
+        # The digest says what the data are; where they were found (--data-dir, $DIGITLAB_DATA,
+        # the cache, a copy) does not change a result. With the folder in the key, the same
+        # files reached two ways reran every stage.
+        data.pop("data_dir", None)
     parts = {
         "stage": stage,
         "seed": cfg.seed,
-        "data": settings["data"],
+        "data": data,
         "data_digest": data_digest,  # the files' contents: replaced files rerun the stage
-        "settings": settings[stage],
+        "settings": data if stage == "data" else settings[stage],
         "version": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -120,6 +126,25 @@ def _finished(record: Path, key: str) -> dict | None:
         if saved.get("key") == key and isinstance(saved.get("metrics"), dict):
             return saved["metrics"]
     return None
+
+
+def _previous_metrics(run: Run, path: Path) -> dict:
+    """The last finished run's metrics.json, whose stages this run keeps or replaces.
+
+    Every figure in it is also in a stage record (stages/*.json), from which this run takes
+    what it keeps: a damaged or hand-broken metrics.json is logged and rebuilt from them, not
+    a stop (it once stopped every rerun, naming the file but not what to do).
+    """
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        metrics = read_json_object(path)
+        if not isinstance(metrics.setdefault("stages", {}), dict):
+            raise DataError(f"{path} holds no table of stages")
+    except DataError as exc:
+        run.log(f"{exc}: rebuilt from the stage records")
+        return {"stages": {}}
+    return metrics
 
 
 def _check_folder(folder: Path) -> None:
@@ -182,8 +207,7 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     validate_config(cfg, len(ds.x_train))
     identity = ds.identity()
     metrics_path = folder / "metrics.json"
-    metrics = read_json_object(metrics_path) if metrics_path.exists() else {}
-    metrics.setdefault("stages", {})
+    metrics = _previous_metrics(run, metrics_path)
     metrics["environment"] = environment()
     spec = get_spec(ds.name)
     metrics["dataset"] = {

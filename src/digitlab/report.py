@@ -516,7 +516,8 @@ def write_report(folder: str | Path) -> Path:
     except DataError as exc:
         raise DataError(
             f"{folder} is not a digitlab run folder (no readable metrics.json and "
-            f"config.json): {exc}"
+            f"config.json): {exc}; `digitlab run --out {folder}` with its settings rebuilds "
+            "them from its finished stages"
         ) from exc
     stages = [s for s in SECTIONS if s in metrics.get("stages", {})]
     env = metrics.get("environment", {})

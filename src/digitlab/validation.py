@@ -56,15 +56,29 @@ def feature_array(X, what: str = "X") -> np.ndarray:
     return X
 
 
-def images_as_rows(X):
+def images_as_rows(X, estimator=None, *, reset: bool = True):
     """Images (n, h, w) as rows (n, h*w), a view, not a copy; anything else unchanged.
 
     For estimators that take MNIST images as they are stored; scikit-learn's `validate_data`
-    then checks the result like any X.
+    then checks the result like any X. With `estimator`, its fit (`reset=True`) remembers the
+    images' (h, w) and later calls refuse images of another shape with ValueError: (n, 14, 56)
+    after fitting (n, 28, 28) has the same 784 values per row and was silently compared pixel
+    by pixel with the wrong places. Rows (n, h*w) are always taken.
     """
     # A sparse X can only exist once scipy.sparse is imported: no import cost otherwise.
     sparse = sys.modules.get("scipy.sparse")
-    if getattr(X, "ndim", None) == 3 and not (sparse and sparse.issparse(X)):
+    images = getattr(X, "ndim", None) == 3 and not (sparse and sparse.issparse(X))
+    shape = tuple(np.shape(X)[1:]) if images else None
+    if estimator is not None and reset:
+        estimator._image_shape = shape
+    elif estimator is not None and images:
+        fitted = getattr(estimator, "_image_shape", None)
+        if fitted is not None and fitted != shape:
+            raise ValueError(
+                f"X holds images of {shape[0]}x{shape[1]} pixels, but "
+                f"{type(estimator).__name__} was fitted on images of {fitted[0]}x{fitted[1]}"
+            )
+    if images:
         X = np.asarray(X)
         return X.reshape(len(X), -1)
     return X

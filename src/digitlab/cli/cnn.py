@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     check_range,
     config,
     help_for,
+    out_arg,
     out_dir,
     prepare,
     say,
@@ -182,7 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"{HELP['dataset']} (default: the one the model was trained on)",
     )
     e.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
-    e.add_argument("--out", type=Path, default=None, help="also write metrics and figures here")
+    e.add_argument("--out", type=out_arg, default=None, help="also write metrics and figures here")
     add_quiet(e)
     e.set_defaults(func=cmd_eval)
 
@@ -195,5 +196,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
     r.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files, any size")
     r.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
-    r.add_argument("--out", type=Path, default=None, help="save each 28x28 the model saw here")
+    r.add_argument("--out", type=out_arg, default=None, help="save each 28x28 the model saw here")
     r.set_defaults(func=cmd_predict)

@@ -69,9 +69,17 @@ def seed_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def out_arg(text: str) -> Path:
+    """argparse type for --out: a path, not an empty string (Path("") is the current folder,
+    where `--out ""` from an unset shell variable once wrote a run)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no place to write; give a path")
+    return Path(text)
+
+
 def add_out(p: argparse.ArgumentParser, out_help: str) -> None:
     """--out and --quiet."""
-    p.add_argument("--out", type=Path, default=None, help=out_help)
+    p.add_argument("--out", type=out_arg, default=None, help=out_help)
     add_quiet(p)
 
 

@@ -14,6 +14,7 @@ from digitlab.cli.common import (
     add_seed,
     config,
     help_for,
+    out_arg,
     out_dir,
     out_file,
     prepare,
@@ -206,7 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6,
         help=f"images (per digit for a grid; at most {gan_task.MAX_FIGURE} in all)",
     )
-    g.add_argument("--out", type=Path, default=None, help="PNG file to write")
+    g.add_argument("--out", type=out_arg, default=None, help="PNG file to write")
     _no_centre_option(g)
     _model_options(g)
     add_quiet(g)
@@ -222,7 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--steps", type=int, default=9, help="frames (default: 9)")
     i.add_argument("--fps", type=float, default=6, help="GIF frame rate (default: 6)")
     i.add_argument("--size", type=int, default=112, help="GIF size in pixels (default: 112)")
-    i.add_argument("--out", type=Path, default=None, help="GIF file to write")
+    i.add_argument("--out", type=out_arg, default=None, help="GIF file to write")
     _no_centre_option(i)
     _model_options(i)
     add_quiet(i)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from digitlab import app_handlers
-from digitlab.cli.common import add_quiet, seed_arg
+from digitlab.cli.common import add_quiet, out_arg, seed_arg
 from digitlab.pipeline import run_course
 from digitlab.report import write_report
 from digitlab.run_config import (
@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
     p.add_argument("--seed", type=seed_arg, default=None, help=f"{HELP['seed']} (default: 0)")
     p.add_argument("--device", default=None, help=f"every stage's device: {HELP['device']}")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/PRESET)")
+    p.add_argument("--out", type=out_arg, default=None, help="run folder (default: runs/PRESET)")
     add_quiet(p)
     p.set_defaults(func=cmd_run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from digitlab.cli.common import out_arg
 from digitlab.errors import DigitlabError
 from digitlab.files import check_writable
 from digitlab.run_config import PRESETS, STAGES, parse_overrides
@@ -195,7 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the IDX files")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     p.add_argument(
-        "--out", type=Path, default=Path("runs/sweep"), help="sweep folder (default: runs/sweep)"
+        "--out", type=out_arg, default=Path("runs/sweep"), help="sweep folder (default: runs/sweep)"
     )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_sweep)

@@ -45,6 +45,7 @@ from sklearn.utils.validation import (
 from digitlab import errors
 from digitlab.device import (
     ThreadPicker,
+    check_threads,
     probe_threads,
     requested_threads,
     resolve_device,
@@ -169,14 +170,31 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        if not self.max_memory_mb > 0:
-            raise ValueError(f"max_memory_mb must be positive, got {self.max_memory_mb!r}")
+        if not 0 < self.max_memory_mb < math.inf:
+            raise ValueError(
+                f"max_memory_mb must be a positive, finite number, got {self.max_memory_mb!r}"
+            )
+        # Where the search will run and on how many threads: wrong ones fail here, in fit,
+        # not at the first predict (ConfigError is a ValueError).
+        resolve_device(self.device)
+        if self.threads is not None:
+            check_threads(self.threads)
 
     def _check_fitted(self) -> None:
+        """NotFittedError before `fit`; then the parameters again, which `set_params` may have
+        changed since (n_neighbors=0 once predicted all zeros)."""
         try:
             check_is_fitted(self)
         except SklearnNotFittedError as exc:
             raise errors.NotFittedError(str(exc)) from None
+        self._check_params()
+
+    def __getstate__(self):
+        # The search's prepared copies of the training data (`_cache`, built by predict) are
+        # rebuilt on demand: a pickle holds only what fit stored (it grew 1.6 -> 9.3 MB).
+        state = super().__getstate__()
+        state = {**state, "_cache": {}} if "_cache" in state else state
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -194,7 +212,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         continuous y ("Unknown label type"); TypeError for sparse X.
         """
         self._check_params()
-        X, y = validate_data(self, images_as_rows(X), y, dtype="numeric")
+        X, y = validate_data(self, images_as_rows(X, self), y, dtype="numeric")
         check_classification_targets(y)
         self.classes_, self._y = np.unique(y, return_inverse=True)
         self.n_samples_fit_ = len(X)
@@ -211,7 +229,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         """Float64 training matrix and squared norms (the float-feature path), once per device."""
         key = ("float", device)
         if key not in self._cache:
-            t = torch.from_numpy(np.asarray(self._fit_X, np.float64)).to(device)
+            t = torch.from_numpy(np.ascontiguousarray(self._fit_X, np.float64)).to(device)
             # Centred on the training mean (in float64): distances do not change, and the
             # float32 shortlist keeps its precision for data far from the origin (values
             # around 1,000 with unit spread lost it all). Scaled by a power of two (exact) so
@@ -262,7 +280,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def _prepare_queries(self, X) -> np.ndarray:
         """Queries checked as scikit-learn checks them (fitted, dense, finite, same features)."""
         self._check_fitted()
-        return validate_data(self, images_as_rows(X), dtype="numeric", reset=False)
+        return validate_data(
+            self, images_as_rows(X, self, reset=False), dtype="numeric", reset=False
+        )
 
     def _chunk_rows(self) -> int:
         """Query rows per chunk: each holds 8 bytes per training sample (two float32 rows).
@@ -486,8 +506,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         tied = np.flatnonzero((out_d[:, 1:] == out_d[:, :-1]).any(1))
         # out_d holds squared distances in the scaled units (data near 1e-160 or 1e200 keep
         # their order there); back to the caller's units, in two steps (scale**2 may overflow).
-        out_d /= train["scale"]
-        out_d /= train["scale"]
+        with np.errstate(over="ignore", under="ignore"):  # inf / 0 where float64 cannot hold it
+            out_d /= train["scale"]
+            out_d /= train["scale"]
         result = {k: _Neighbors(out_d[:, :k].copy(), out_i[:, :k].copy()) for k in ks}
         if len(tied):
             self._rerank_like_sklearn(_FloatRows(train["t"]), X[tied], tied, ks, result)
