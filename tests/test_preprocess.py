@@ -199,7 +199,7 @@ def test_a_fat_markers_closed_loop_is_ink_throughout():
 
     yy, xx = np.mgrid[:300, :400]
     blob = (yy - 150) ** 2 + (xx - 200) ** 2 < 110**2
-    flat, _, inverted = _flatten(np.where(blob, 0.15, 0.85))
+    flat, _, inverted, _ = _flatten(np.where(blob, 0.15, 0.85))
     inside = flat[(yy - 150) ** 2 + (xx - 200) ** 2 < 100**2]
     assert inverted and inside.min() > 0.9 * inside.max()
     outside = (yy - 150) ** 2 + (xx - 200) ** 2 > 115**2  # past the blob's smoothed edge
@@ -345,3 +345,159 @@ def test_render_is_seeded():
         a = render(digit, kind, np.random.default_rng(1))
         assert a == render(digit, kind, np.random.default_rng(1))
         Image.open(io.BytesIO(a)).load()
+
+
+# ----- pictures in the wild, second round (a fresh tester's kinds) -------------------------
+
+SECOND_ROUND = ("tight_crop", "tiny_in_big", "alpha_paper", "stencil", "form_box")
+SECOND_ROUND += ("underlined", "framed_board")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("kind", SECOND_ROUND)
+def test_seeded_pictures_of_the_second_round(kind, mnist, shipped):
+    """Digits cropped to their box (read as the paper once: 11/14), small on a big page (7/14,
+    "blank"), on partly transparent paper (9/14; the rest crashed), cut out of an opaque sheet
+    (0/14, "blank"), in a printed box (9/14), underlined, chalk on a framed board (3/14): now
+    at least 11 of 14 each, on a seed of their own (old code, seed 21: 53 of 98 in all)."""
+    rng = np.random.default_rng(31)
+    idx = rng.choice(len(mnist.x_test), 14, replace=False)
+    images = np.stack([prepare(render(d, kind, rng)).image for d in mnist.x_test[idx]])
+    ok = predict_proba(shipped, images).argmax(1) == mnist.y_test[idx]
+    assert ok.sum() >= 11, np.flatnonzero(~ok)
+
+
+def _blank_pages() -> dict[str, np.ndarray]:
+    """Blank paper as people photograph it: nothing on it but light and its own edge."""
+    h, w = 600, 800
+    yy, xx = np.mgrid[:h, :w]
+    centred = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+    return {
+        "vignette": 0.9 - 0.5 * centred,
+        "gradient": np.tile(np.linspace(0.2, 1.0, w), (h, 1)),
+        "paper edge": np.where(xx < 650, 0.85, 0.2),
+        "paper on a table": np.where((abs(yy - 300) < 220) & (abs(xx - 400) < 300), 0.85, 0.25),
+        "shadowed corner": np.where(xx + yy < 300, 0.45, 0.9),
+    }
+
+
+@pytest.mark.parametrize("page", list(_blank_pages()))
+def test_blank_pages_in_uneven_light_are_blank(page):
+    """These got a digit at 70-100% (a vignette 0 at 99.8%, a gradient 1 at 100%)."""
+    grey = _blank_pages()[page]
+    noisy = np.clip(grey + np.random.default_rng(0).normal(0, 0.01, grey.shape), 0, 1)
+    for picture in (grey, noisy):
+        with pytest.raises(ImageError, match="no digit found"):
+            prepare(picture)
+
+
+def test_a_filled_shape_is_one_clear_error_everywhere(shipped):
+    """A filled square made an erosion of ~100 px radius: MemoryError (800 MB), a traceback
+    for the file and for every file after it, and the app's request crashed."""
+    square = np.full((400, 400), 255, np.uint8)
+    square[100:300, 100:300] = 0
+    yy, xx = np.mgrid[:400, :400]
+    disc = np.where((yy - 200) ** 2 + (xx - 200) ** 2 < 120**2, 0, 255).astype(np.uint8)
+    for picture in (square, disc):
+        with pytest.raises(ImageError, match="one filled shape"):
+            prepare(picture)
+    rgba = np.dstack([np.repeat(square[..., None], 3, 2), np.full((400, 400), 255, np.uint8)])
+    text = app_handlers.classify({"cnn": shipped}, {"composite": rgba})
+    assert "filled shape" in str(text)
+
+
+def test_pixel_values_a_scan_or_a_float_file_can_hold(tmp_path, shipped):
+    """One hot pixel (65535 in a 16-bit scan of 500..3000, 1e30 in a float file) squeezed the
+    picture into 4% of the range (read as blank); inf or NaN in a float TIFF gave a traceback
+    or "blank": now the hot pixel is clipped and non-finite values are one message."""
+    grey, _ = _page()
+    scan = (500 + 2500 * grey).astype(np.uint16)
+    scan[0, 0] = 65535
+    Image.fromarray(scan).save(tmp_path / "scan.png")
+    assert _corr(prepare(tmp_path / "scan.png").image, to_mnist(grey)) > 0.95
+    hot = grey.astype(np.float32)
+    hot[0, 0] = 1e30
+    Image.fromarray(hot, "F").save(tmp_path / "hot.tif")
+    assert _corr(prepare(tmp_path / "hot.tif").image, to_mnist(grey)) > 0.95
+    for bad in (np.inf, np.nan):
+        f = grey.astype(np.float32)
+        f[5, 5] = bad
+        Image.fromarray(f, "F").save(tmp_path / "bad.tif")
+        with pytest.raises(ImageError, match="NaN or infinite"):
+            prepare(tmp_path / "bad.tif")
+
+
+def test_odd_sources_are_read_or_named(tmp_path):
+    """Open files and BytesIO are read; None, a number, "", a pipe, a closed image, complex
+    pixels and an over-size bomb each get an ImageError (some were misleading, a raw
+    ValueError, or a wait forever); Pillow's warning about corrupt EXIF stays quiet."""
+    import os
+    import warnings
+
+    grey, _ = _page()
+    png = io.BytesIO()
+    Image.fromarray((grey * 255).astype(np.uint8)).save(png, "PNG")
+    want = to_mnist(grey)
+    assert _corr(prepare(io.BytesIO(png.getvalue())).image, want) > 0.99
+    (tmp_path / "d.png").write_bytes(png.getvalue())
+    with open(tmp_path / "d.png", "rb") as handle:
+        assert _corr(prepare(handle).image, want) > 0.99
+    assert _corr(prepare(memoryview(png.getvalue())).image, want) > 0.99
+    la = Image.fromarray((grey * 255).astype(np.uint8)).convert("LA").convert("La")
+    assert _corr(prepare(la).image, want) > 0.95
+    closed = Image.open(tmp_path / "d.png")
+    closed.close()
+    os.mkfifo(tmp_path / "pipe.png")
+    for source, text in [
+        (None, "expected a picture"),
+        (7, "expected a picture"),
+        ("", "empty path"),
+        (tmp_path / "pipe.png", "not a regular file"),
+        (closed, "Pillow cannot read"),
+        (grey.astype(complex), "real numbers"),
+    ]:
+        with pytest.raises(ImageError, match=text):
+            prepare(source)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    with pytest.raises(ImageError, match=r"too large \(far more pixels than at most 4096x4096"):
+        prepare(bomb)
+    jpeg = io.BytesIO()
+    Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB").save(
+        jpeg, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\xff\xff"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _corr(prepare(jpeg.getvalue()).image, want) > 0.95
+
+
+def test_cnn_predict_checks_the_model_before_out_and_writes_what_it_saw(tmp_path, capsys):
+    """A wrong model left --out's folder marker behind; --out held a titled matplotlib figure
+    (341x363) under the name *_28x28.png; warnings were never shown."""
+    grey, _ = _page()
+    Image.fromarray((grey * 255).astype(np.uint8)).save(tmp_path / "seven.png")
+    assert (
+        main(
+            [
+                "cnn",
+                "predict",
+                str(tmp_path / "nope"),
+                str(tmp_path / "seven.png"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
+    assert not (tmp_path / "o").exists()
+    capsys.readouterr()
+    edge = grey[:, 60:]  # the 7's bar now starts at the left edge: "may be cut off"
+    Image.fromarray((edge * 255).astype(np.uint8)).save(tmp_path / "edge.png")
+    pictures = [str(tmp_path / "seven.png"), str(tmp_path / "edge.png")]
+    out = ["--out", str(tmp_path / "o")]
+    assert main(["cnn", "predict", str(SHIPPED_CNN), *pictures, *out]) == 0
+    seen = Image.open(tmp_path / "o" / "seven_28x28.png")
+    assert seen.size == (28, 28) and seen.mode == "L"
+    np.testing.assert_array_equal(np.asarray(seen), prepare(tmp_path / "seven.png").image)
+    err = capsys.readouterr().err
+    assert "edge.png: note: the ink touches the edge" in err

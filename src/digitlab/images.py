@@ -3,7 +3,8 @@
 Everything ends up as two float maps in [0, 1]: the grey level (0 black, 1 white) and, where
 the picture has a meaningful alpha channel, its opacity. The orientation stored in EXIF is
 applied first (`ImageOps.exif_transpose`), so the picture is upright as a viewer shows it.
-16-bit, 32-bit and float pictures are scaled by their own range, never clipped at 255.
+16-bit, 32-bit and float pictures are scaled by their own range (a few outlying pixels, a
+scanner's hot pixel, left out of it), never clipped at 255.
 
 Every failure is an `ImageError` whose message names the file and says what is wrong.
 """
@@ -53,12 +54,24 @@ def read_picture(
     """
     if isinstance(source, Picture):
         return source
+    if isinstance(source, memoryview):
+        source = source.tobytes()
+    elif hasattr(source, "read") and not isinstance(source, Image.Image):
+        source = _read_stream(source, name, max_bytes)  # an open file, io.BytesIO
     if isinstance(source, (str, Path, bytes, bytearray)) or hasattr(source, "__fspath__"):
         return _read_file(source, name, max_pixels, max_bytes)
     name = name or "the image"
     if isinstance(source, Image.Image):
         _check_size(name, source.width, source.height, max_pixels)
-        return _from_pil(source, name)
+        try:
+            return _from_pil(source, name)
+        except ValueError as exc:  # a closed image, a mode Pillow cannot convert
+            raise ImageError(f"{name}: Pillow cannot read this image ({exc})") from exc
+    if source is None or np.isscalar(source):
+        raise ImageError(
+            f"{name}: expected a picture (a path, bytes, an open file, a PIL image or an "
+            f"array), got {type(source).__name__}"
+        )
     arr = np.asarray(source)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ImageError(f"{name}: expected an image array (H, W) or (H, W, 3|4), got {arr.shape}")
@@ -67,30 +80,39 @@ def read_picture(
         arr = arr[..., 0]
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    if not (np.issubdtype(arr.dtype, np.number)):
-        raise ImageError(f"{name}: pixels must be numbers, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ImageError(f"{name}: the image holds NaN or infinite values")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ImageError(f"{name}: pixels must be real numbers, got dtype {arr.dtype}")
     alpha = rgb = None
     if arr.ndim == 3 and arr.shape[2] == 4:
-        alpha = _unit(arr[..., 3], arr.dtype)
+        alpha = _unit(arr[..., 3], arr.dtype, name)
         arr = arr[..., :3]
-    grey = _unit(arr, arr.dtype)
+    grey = _unit(arr, arr.dtype, name)
     if grey.ndim == 3:
         rgb = np.clip(grey, 0, 1)
         grey = rgb @ _LUMA
     return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, f"array {arr.dtype}", rgb=rgb)
 
 
-def _unit(arr: np.ndarray, dtype) -> np.ndarray:
-    """Pixels as floats in [0, 1]: uint8 by 255, wider types by their own range."""
+def _unit(arr: np.ndarray, dtype, name: str) -> np.ndarray:
+    """Pixels as floats in [0, 1]: uint8 by 255, floats in [0, 1] as they are, other types
+    by their own range. That range is the bulk's (0.1 to 99.9 percentile) widened by its own
+    width on each side, so a hot pixel (65535 in a scan of 500..3000, one 1e30 in a float
+    picture) is clipped instead of squeezing the whole picture into 4% of the range (it then
+    read as blank); the ink of a tiny digit keeps at least the bulk's width of contrast.
+    Raises ImageError for NaN or infinite values."""
     a = arr.astype(np.float64)
     if dtype == np.uint8:
         return a / 255.0
+    if np.issubdtype(dtype, np.floating) and not np.isfinite(a).all():
+        raise ImageError(f"{name}: the image holds NaN or infinite values")
     if np.issubdtype(dtype, np.floating) and a.size and a.min() >= 0 and a.max() <= 1:
         return a
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    if not a.size:
+        return a
+    p_lo, p_hi = (float(v) for v in np.percentile(a, [0.1, 99.9]))
+    spread = p_hi - p_lo
+    lo, hi = max(float(a.min()), p_lo - spread), min(float(a.max()), p_hi + spread)
+    return np.clip((a - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(a)
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
@@ -117,8 +139,12 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
             size = path.stat().st_size
         except OSError as exc:
             raise ImageError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
+        if not str(source).strip():
+            raise ImageError("an empty path names no picture")
         if path.is_dir():
             raise ImageError(f"{name}: is a folder, not an image")
+        if not path.is_file():  # a named pipe or a device: reading it could wait forever
+            raise ImageError(f"{name}: is not a regular file")
         stream = path
     if size > max_bytes:
         raise ImageError(
@@ -127,8 +153,11 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
         )
     try:
         with warnings.catch_warnings():
-            # Pillow warns, then raises, on decompression bombs; our own limit is lower.
+            # Pillow warns, then raises, on decompression bombs; our own limit is lower. It
+            # also warns of corrupt EXIF data it then ignores (two lines naming site-packages
+            # on stderr, beside a right answer).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(stream) as im:
                 _check_size(name, im.width, im.height, max_pixels)  # before decoding
                 im.load()
@@ -138,11 +167,25 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not an image (Pillow cannot identify the file)") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: the image is too large ({exc})") from exc
+        side = int(max_pixels**0.5)
+        raise ImageError(
+            f"{name}: the image is too large (far more pixels than at most {side}x{side})"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt data surfaces as OSError ("image file is truncated"), broken
         # PNG chunks as SyntaxError, odd headers as ValueError.
         raise ImageError(f"{name}: the image data is damaged or incomplete ({exc})") from exc
+
+
+def _read_stream(stream, name: str | None, max_bytes: int) -> bytes:
+    """The bytes of an open binary file or io.BytesIO, at most max_bytes (+1, to tell)."""
+    try:
+        data = stream.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:  # closed, not readable
+        raise ImageError(f"{name or 'the file'}: cannot read it ({exc})") from exc
+    if not isinstance(data, (bytes, bytearray)):
+        raise ImageError(f"{name or 'the file'}: a file opened as text; open it with 'rb'")
+    return bytes(data)
 
 
 def _from_pil(im, name: str) -> Picture:
@@ -159,7 +202,9 @@ def _from_pil(im, name: str) -> Picture:
         im = im.convert("LA")
     elif im.mode == "RGB" and "transparency" in im.info:
         im = im.convert("RGBA")
-    if im.mode in ("RGBa", "La"):  # premultiplied alpha
+    if im.mode == "La":  # premultiplied alpha; Pillow converts La only to LA
+        im = im.convert("LA")
+    elif im.mode == "RGBa":
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):
         alpha = np.asarray(im.getchannel("A"), dtype=np.float64) / 255.0
@@ -167,7 +212,7 @@ def _from_pil(im, name: str) -> Picture:
     if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         # Scaled by the picture's own range: a 16-bit scan with paper at 52000 and ink at 9000
         # keeps its contrast instead of being clipped to white by an 8-bit conversion.
-        grey = _unit(np.asarray(im), np.asarray(im).dtype)
+        grey = _unit(np.asarray(im), np.asarray(im).dtype, name)
     elif im.mode == "L":
         grey = np.asarray(im, dtype=np.float64) / 255.0
     elif im.mode == "1":

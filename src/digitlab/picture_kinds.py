@@ -7,7 +7,10 @@ dim grey paper, sensor noise and JPEG, specks, thin pens (the digit's skeleton),
 small off-centre digits, EXIF rotations, Pillow's other modes, a phone photo that has
 several of these at once, coloured ink that differs from its paper more in colour than in
 brightness (blue, red, green... on white or tinted paper), and lined or squared paper whose
-faint rules cross the digit. New kinds are added at the end, so the pictures of the earlier
+faint rules cross the digit; then (issue: pictures in the wild, second round) a digit cropped
+to its own box, a small digit on a big page, ink on partly transparent paper, a digit cut
+out of an opaque sheet (a stencil), a digit in a printed box, an underlined digit, and chalk
+on a board with a lighter frame. New kinds are added at the end, so the pictures of the earlier
 kinds for a seed stay the same. Used by benchmarks/bench_images.py and the tests; the same seed
 gives the same bytes.
 """
@@ -37,6 +40,13 @@ KINDS = (
     "phone_photo",
     "coloured_ink",
     "ruled_paper",
+    "tight_crop",
+    "tiny_in_big",
+    "alpha_paper",
+    "stencil",
+    "form_box",
+    "underlined",
+    "framed_board",
 )
 
 # Pens: pure colours, lightened toward the paper until their brightness is close to it.
@@ -54,6 +64,8 @@ def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
     side = int(rng.integers(200, 1001))
     canvas = (side, int(np.clip(side * rng.uniform(0.7, 1.4), 200, 1000)))
     fraction = rng.uniform(0.08, 0.2) if kind == "small_off_centre" else rng.uniform(0.35, 0.85)
+    if kind in _LATER:
+        return _later(digit, kind, rng)
     pen = {"thin_pen": "skeleton", "thick_marker": "fat"}.get(kind, "normal")
     ink = _ink(digit, canvas, fraction, pen, rng, corner=kind == "small_off_centre")
     h, w = canvas
@@ -107,6 +119,78 @@ def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
         _save_other_mode(grey, rng, buf)
     else:
         Image.fromarray(_tint(grey, rng), "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+_LATER = ("tight_crop", "tiny_in_big", "alpha_paper", "stencil", "form_box", "underlined")
+_LATER += ("framed_board",)
+
+
+def _later(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
+    """The kinds of the second round, each drawn whole here (their canvases differ)."""
+    buf = io.BytesIO()
+    if kind == "tiny_in_big":  # a 28-64 px digit somewhere on a 1,400-2,400 px page
+        side = int(rng.integers(1400, 2401))
+        canvas = (side, int(side * rng.uniform(0.75, 1.33)))
+        ink = _ink(digit, canvas, rng.uniform(28, 64) / min(canvas), "normal", rng)
+        grey = rng.uniform(0.8, 1.0) + (rng.uniform(0.0, 0.2) - 0.9) * ink
+        grey = grey + rng.normal(0, 0.01, canvas)
+        _save_rgb(np.repeat(np.clip(grey, 0, 1)[..., None], 3, 2), rng, buf)
+        return buf.getvalue()
+    side = int(rng.integers(250, 801))
+    canvas = (side, int(side * rng.uniform(0.8, 1.25)))
+    ink = _ink(digit, canvas, rng.uniform(0.45, 0.7), "normal", rng)
+    rows, cols = np.flatnonzero(ink.max(1) > 0.3), np.flatnonzero(ink.max(0) > 0.3)
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    size = max(r1 - r0, c1 - c0)
+    paper, colour = rng.uniform(0.82, 1.0), rng.uniform(0.0, 0.2)
+    grey = paper + (colour - paper) * ink
+    if kind == "tight_crop":  # cropped to the ink's box, 0-2% of margin
+        m = int(rng.uniform(0, 0.02) * size)
+        grey = grey[max(0, r0 - m) : r1 + m, max(0, c0 - m) : c1 + m]
+        if rng.random() < 0.3:  # a white digit on black, cropped as tight
+            grey = 1 - grey
+        Image.fromarray(_u8(grey)).save(buf, "PNG")
+    elif kind == "alpha_paper":  # opaque ink on paper of 20-60% opacity
+        px = np.empty((*canvas, 4), np.uint8)
+        pen = (0, 0, 0) if rng.random() < 0.5 else tuple(int(v) for v in rng.integers(0, 120, 3))
+        under = (255, 255, 255) if rng.random() < 0.5 else (0, 0, 0)
+        px[..., :3] = np.where(ink[..., None] > 0.5, np.array(pen), np.array(under))
+        px[..., 3] = _u8(np.maximum(rng.uniform(0.2, 0.6), ink))
+        Image.fromarray(px, "RGBA").save(buf, "PNG")
+    elif kind == "stencil":  # an opaque sheet, the digit cut out as transparency
+        px = np.empty((*canvas, 4), np.uint8)
+        px[..., :3] = rng.integers(0, 90, 3) if rng.random() < 0.7 else rng.integers(170, 256, 3)
+        px[..., 3] = _u8(1 - ink)
+        Image.fromarray(px, "RGBA").save(buf, "PNG")
+    elif kind in ("form_box", "underlined"):
+        h, w = canvas
+        line = int(rng.integers(2, 6))
+        if kind == "form_box":  # a printed box 5-20% of the digit's size around it
+            m = int(rng.uniform(0.05, 0.2) * size)
+            t, b, left, right = max(0, r0 - m), min(h, r1 + m), max(0, c0 - m), min(w, c1 + m)
+            box = np.zeros(canvas, bool)
+            box[t:b, left:right] = True
+            box[t + line : b - line, left + line : right - line] = False
+        else:  # a line 3-10% of the digit's size below it, 1-1.4 times its width
+            top = min(h - line, r1 + int(rng.uniform(0.03, 0.1) * size))
+            half = int((c1 - c0) * rng.uniform(1.0, 1.4) / 2)
+            mid = (c0 + c1) // 2
+            box = np.zeros(canvas, bool)
+            box[top : top + line, max(0, mid - half) : mid + half] = True
+        grey = np.where(box, rng.uniform(0.0, 0.3), grey)
+        _save_rgb(np.repeat(grey[..., None], 3, 2), rng, buf)
+    else:  # framed_board: chalk on a dark board inside a lighter frame along every edge
+        board = np.array([0.1, 0.25, 0.15]) * rng.uniform(0.6, 1.4)
+        frame = np.array([0.55, 0.4, 0.2]) * rng.uniform(0.8, 1.3)
+        chalk = np.array([0.9, 0.9, 0.85])
+        rgb = board + (chalk - board) * (0.8 * ink)[..., None]
+        room = min(r0, c0, canvas[0] - r1, canvas[1] - c1) - 2  # the frame keeps off the digit
+        band = max(2, min(int(rng.uniform(0.04, 0.1) * min(canvas)), room))
+        rgb[:band], rgb[-band:], rgb[:, :band], rgb[:, -band:] = frame, frame, frame, frame
+        rgb = rgb + rng.normal(0, 0.02, rgb.shape)
+        im = Image.fromarray(_u8(np.clip(rgb, 0, 1)), "RGB")
+        im.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
     return buf.getvalue()
 
 

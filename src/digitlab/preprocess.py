@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from digitlab.errors import ImageError
-from digitlab.images import read_picture
+from digitlab.images import Picture, read_picture
 
 
 def deskew(images: np.ndarray, batch: int = 2048) -> np.ndarray:
@@ -70,6 +70,12 @@ MNIST_STROKE = 0.13
 MNIST_SATURATED = 0.38
 _WORK_MAX, _WORK_MIN = 512, 128  # the working picture's long side (area-averaged down to it)
 _FINE = 80  # long side of the digit's box while its strokes are normalised
+# A mark whose stroke width (area over centre-line length) passes its long side is a filled
+# shape, not strokes: MNIST's strokes measure 0.13 (99th percentile 0.26), the fattest markers'
+# 0.41 at most, a filled square or disc 25-40 (its centre line is a few pixels long).
+SOLID = 1.0
+MIN_MARK = 2e-4  # share of the working picture's area under which a mark is a speck
+_ZOOM_BELOW = 32  # a digit found smaller than this (working pixels) is read again closer
 
 
 @dataclass
@@ -148,27 +154,29 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     pic = read_picture(image, name=name)
     H, W = pic.grey.shape
     factor = min(1.0, _WORK_MAX / max(H, W)) if max(H, W) > _WORK_MIN else _WORK_MIN / max(H, W)
-    shape = (max(1, round(H * factor)), max(1, round(W * factor)))
-    warn: list[str] = []
     alpha_ink = pic.alpha is not None and float(np.mean(pic.alpha < 0.5)) >= 0.5
-    by_colour = False
-    if alpha_ink:
-        # A canvas export: strokes of any colour on transparency. The opacity is the ink.
-        flat = _resize(pic.alpha, shape)
-        noise, inverted = 0.0, False
-    else:
-        grey, by_colour = _contrast_grey(pic)
-        if pic.alpha is not None:  # a few transparent pixels: fill them with the paper
-            fill = float(np.median(grey[pic.alpha >= 0.5]))
-            grey = grey * pic.alpha + fill * (1 - pic.alpha)
-        flat, noise, inverted = _flatten(_resize(grey, shape))
-        flat, ruled = _drop_rules(flat, noise)
-        if ruled:
-            warn.append("ruled lines of the paper removed")
-    mask, dropped = _find_digit(flat, noise, pic.name)
+    grey, by_colour = (None, False) if alpha_ink else _contrast_grey(pic)
+    if grey is not None and pic.alpha is not None:
+        grey = _fill_transparent(grey, pic.alpha)
+    # The picture's own range of grey, which a blank page's shading spans.
+    contrast = 1.0 if grey is None else float(np.ptp(np.percentile(grey, [0.5, 99.5])))
+    try:
+        flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
+        mask, dropped = _find_digit(flat, noise, pic.name, MIN_MARK, contrast, tight)
+    except ImageError:
+        if factor >= 1.0:
+            raise
+        # Nothing at the working size: a small digit on a big page (40 px in 2000) shrinks
+        # to a speck there. Look again at up to four times the detail before calling it blank.
+        # The smallest mark kept stays as many pixels as at the working size.
+        share = MIN_MARK * (factor / min(1.0, 4 * factor)) ** 2
+        factor = min(1.0, 4 * factor)
+        flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
+        mask, dropped = _find_digit(flat, noise, pic.name, share, contrast, tight)
+    shape = flat.shape
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    if r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]:
+    if (r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]) and not tight:
         warn.append("the ink touches the edge of the picture: part of it may be cut off")
     box = (
         int(c0 / factor),
@@ -176,6 +184,10 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
         min(W, int(np.ceil(c1 / factor))),
         min(H, int(np.ceil(r1 / factor))),
     )
+    if factor < 1 and max(r1 - r0, c1 - c0) < _ZOOM_BELOW:
+        # Found on a shrunk page, the digit is a few pixels there (a 40 px digit on a 2000 px
+        # page: 10 px, read as a blur). Read it again from the picture's own pixels around it.
+        return _read_closer(pic, box, recipe)
     if max(box[2] - box[0], box[3] - box[1]) < 16:
         warn.append(f"the digit is tiny ({box[2] - box[0]}x{box[3] - box[1]} pixels)")
     from skimage.morphology import dilation, disk  # heavy (~0.3 s): only when reading pictures
@@ -200,9 +212,74 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     if recipe == "object":
         result.image = _place(_fit(ink, 28), centre_mass=False)
         return result
-    ink, result.stroke_scale = _normalise_strokes(ink)
+    ink, result.stroke_scale = _normalise_strokes(ink, pic.name)
     result.image = _place(_fit(ink, 20), centre_mass=True)
     return result
+
+
+def _read_closer(pic, box: tuple[int, int, int, int], recipe: str) -> Prepared:
+    """`prepare` of the part of `pic` around `box` (left, top, right, bottom; the digit's
+    size again on every side), at full resolution, with the crop box in `pic`'s pixels."""
+    left, top, right, bottom = box
+    size = max(right - left, bottom - top)
+    H, W = pic.grey.shape
+    r0, r1 = max(0, top - size), min(H, bottom + size)
+    c0, c1 = max(0, left - size), min(W, right + size)
+
+    def part(a):
+        return None if a is None else a[r0:r1, c0:c1]
+
+    near = Picture(
+        part(pic.grey), part(pic.alpha), pic.name, pic.mode, pic.rotated, rgb=part(pic.rgb)
+    )
+    result = prepare(near, recipe=recipe)
+    if result.crop_box is not None:
+        x0, y0, x1, y1 = result.crop_box
+        result.crop_box = (x0 + c0, y0 + r0, x1 + c0, y1 + r0)
+    return result
+
+
+def _ink_map(pic, grey: np.ndarray | None, factor: float):
+    """Ink as a non-negative map at `factor` of the picture's size, with the noise level,
+    whether it was inverted, whether it is a tight crop, and warnings. grey: the grey map to
+    read (None: the ink is the alpha channel)."""
+    H, W = pic.grey.shape
+    shape = (max(1, round(H * factor)), max(1, round(W * factor)))
+    warn: list[str] = []
+    if grey is None:
+        # A canvas export: strokes of any colour on transparency. The opacity is the ink.
+        flat = _resize(pic.alpha, shape)
+        # Paper that is only partly transparent (40% opaque, say) is paper all the same: the
+        # ink is what stands above its level (it once made the whole page one mark).
+        return np.clip(flat - float(np.median(flat)), 0, None), 0.0, False, False, warn
+    flat, noise, inverted, tight = _flatten(_resize(grey, shape))
+    flat, ruled = _drop_rules(flat, noise)
+    if ruled:
+        warn.append("ruled lines of the paper removed")
+    return flat, noise, inverted, tight, warn
+
+
+def _fill_transparent(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """grey with its (partly) transparent pixels filled in, where under half are transparent.
+
+    - Transparency inside a picture that keeps off its border is the digit cut out of an
+      opaque sheet (a stencil, or a shape knocked out of a layer): filled with the opposite
+      of the paper, as a viewer shows it over a page (it once read as blank).
+    - Paper that is partly transparent all over (ink opaque on a 40%-opaque page) is shown
+      over a backdrop: of white and black, the one that leaves the picture the most contrast
+      (black ink on half-transparent black paper shows only over white).
+    - Otherwise (rounded corners, a rotated photo's fill) the transparency is filled with the
+      paper, which hides it.
+    """
+    clear = alpha < 0.5
+    paper = float(np.median(grey[~clear]))
+    if float(clear.mean()) >= 0.005 and float(_border(clear).mean()) < 0.02:
+        fill = 0.0 if paper > 0.5 else 1.0
+        return grey * alpha + fill * (1 - alpha)
+    if 0.05 < float(np.median(alpha)) < 0.95:
+        shown = [grey * alpha + backdrop * (1 - alpha) for backdrop in (1.0, 0.0)]
+        return max(shown, key=lambda g: float(np.ptp(np.percentile(g, [1, 99]))))
+    return grey * alpha + paper * (1 - alpha)
 
 
 def to_mnist(image, *, recipe: str = "digit", name: str | None = None) -> np.ndarray:
@@ -262,9 +339,10 @@ def _drop_rules(flat: np.ndarray, noise: float) -> tuple[np.ndarray, bool]:
     return flat, ruled
 
 
-def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """Ink as a non-negative map on a flat zero background, the noise level, and whether the
-    picture was dark on light (then inverted). grey: (H, W) float in [0, 1], 1 = white."""
+def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+    """Ink as a non-negative map on a flat zero background, the noise level, whether the
+    picture was dark on light (then inverted) and whether it is cropped tight to the digit.
+    grey: (H, W) float in [0, 1], 1 = white."""
     from skimage.filters import gaussian, rank  # heavy (~0.3 s): only when reading pictures
     from skimage.morphology import disk, opening  # heavy (~0.3 s): only when reading pictures
 
@@ -283,9 +361,13 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
     light_marks = float(np.clip(unit - local - floor, 0, None).sum())
     dark_marks = float(np.clip(local - unit - floor, 0, None).sum())
     inverted = dark_marks > light_marks
+    tight = _tight_crop(unit)
+    if tight is not None:
+        inverted = tight
     if inverted:
         smooth, small = 1.0 - smooth, 1.0 - small
-    level = _even_paper(small)
+    # A tight crop's frame is its paper (strokes as wide as its would pass the opening).
+    level = float(np.median(_border(small))) if tight is not None else _even_paper(small)
     if level is not None:
         # Evenly lit paper: one level for all of it. An opening would take the inside of a fat
         # marker's closed loop (wider than its reach) for paper and grey it out.
@@ -297,8 +379,44 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool]:
         paper = opening(small, disk(reach, decomposition="sequence"))  # fast, near-same shape
         paper = _resize(gaussian(paper, sigma=1.0), grey.shape)
     residual = smooth - paper
-    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    return np.clip(residual - np.median(residual), 0, None), noise, inverted
+    # The paper's own spread (a robust MAD). In a tight crop up to half the pixels are ink and
+    # would make it the ink's: there the paper is the frame.
+    bulk = _border(residual) if tight is not None else residual
+    centre = float(np.median(bulk))
+    noise = 1.4826 * float(np.median(np.abs(bulk - centre)))
+    return np.clip(residual - centre, 0, None), noise, inverted, tight is not None
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The outermost pixels of a 2-D array, each once."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def _tight_crop(unit: np.ndarray) -> bool | None:
+    """For a digit cropped tight to its box: whether its marks are the dark side; else None.
+
+    Such a crop has ink in up to half of it, so the local medians `_flatten` compares with see
+    ink as often as paper (6 of 10 tight crops of dark digits read as light ink). It is told
+    by its frame: the border is mostly (3/4) one side of the Otsu split, the paper, while the
+    other side reaches within 3.5% of all four edges and covers under 60% of the picture. A
+    sheet photographed on a table has its table as the border too, but the sheet is most of
+    the picture, or keeps further from the edges.
+    """
+    from skimage.filters import threshold_otsu  # heavy (~0.3 s): only when reading pictures
+
+    if float(unit.max()) - float(unit.min()) < 1e-6:
+        return None
+    dark = unit <= threshold_otsu(unit)
+    ring = _border(dark)
+    paper_dark = float(ring.mean()) >= 0.75
+    if not (paper_dark or float(ring.mean()) <= 0.25):
+        return None
+    marks = ~dark if paper_dark else dark
+    rows, cols = np.flatnonzero(marks.any(1)), np.flatnonzero(marks.any(0))
+    if not len(rows) or float(marks.mean()) >= 0.6:
+        return None
+    span = min((rows[-1] - rows[0] + 1) / marks.shape[0], (cols[-1] - cols[0] + 1) / marks.shape[1])
+    return (not paper_dark) if span >= 0.93 else None
 
 
 def _even_paper(small: np.ndarray) -> float | None:
@@ -323,8 +441,18 @@ def _even_paper(small: np.ndarray) -> float | None:
     return float(mid) if gap > 0 and hi - lo < 0.25 * gap else None
 
 
-def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, int]:
-    """The digit's pixels (bool, flat's shape) and how many other marks were dropped."""
+def _find_digit(
+    flat: np.ndarray,
+    noise: float,
+    name: str,
+    min_share: float = MIN_MARK,
+    contrast: float = 1.0,
+    tight: bool = False,
+) -> tuple[np.ndarray, int]:
+    """The digit's pixels (bool, flat's shape) and how many other marks were dropped; marks
+    under `min_share` of the picture's area (and under 4 pixels) are specks. `contrast`: the
+    picture's own range of grey (what a faint mark is faint against); `tight`: the picture is
+    cropped tight to its digit, which then touches every edge."""
     from skimage.filters import (
         apply_hysteresis_threshold,
         threshold_otsu,
@@ -340,14 +468,61 @@ def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, 
     marks = label(apply_hysteresis_threshold(flat, low, high), connectivity=2)
     props = regionprops(marks, intensity_image=flat)
     h, w = flat.shape
-    min_area = max(4, 2e-4 * h * w)
-    props = [p for p in props if p.area >= min_area]
-    if not props:
-        raise blank
+    min_area = max(4, min_share * h * w)
 
     def at_border(p) -> bool:
         r0, c0, r1, c1 = p.bbox
         return r0 == 0 or c0 == 0 or r1 == h or c1 == w
+
+    def lighting(p) -> bool:
+        # A blank page's uneven light or its edge on a table leaves marks too: a ring along
+        # all four edges (a vignette), a faint band straight across (a gradient, the paper's
+        # edge), a solid, convex patch lying along an edge (the table beside the sheet) or
+        # the straight edge of a shadow across a corner. A digit is none of these: a "1" from edge to edge stands out
+        # strongly, and a digit at the edge meets it over a short stretch or is no solid patch.
+        if tight:
+            return False
+        r0, c0, r1, c1 = p.bbox
+        ring = r0 == 0 and c0 == 0 and r1 == h and c1 == w
+        across = (r0 == 0 and r1 == h) or (c0 == 0 and c1 == w)
+        faint = p.intensity_mean < 0.25 * contrast
+        along = max(
+            p.image[0].sum() / w if r0 == 0 else 0,
+            p.image[-1].sum() / w if r1 == h else 0,
+            p.image[:, 0].sum() / h if c0 == 0 else 0,
+            p.image[:, -1].sum() / h if c1 == w else 0,
+        )
+        patch = p.solidity >= 0.9 and along >= 0.25
+        # A shadow's or a sheet's edge cutting a corner off: a straight line from one edge to
+        # the next (a "1" that runs off the page meets opposite edges, or one).
+        sides = (r0 == 0, c1 == w, r1 == h, c0 == 0)  # top, right, bottom, left
+        corner = sum(sides) == 2 and not (sides[0] and sides[2]) and not (sides[1] and sides[3])
+        chord = corner and p.eccentricity >= 0.97
+        return ring or patch or chord or (across and p.extent >= 0.8 and faint)
+
+    def encloses(p, q) -> bool:
+        return (
+            p.bbox[0] <= q.bbox[0]
+            and p.bbox[1] <= q.bbox[1]
+            and p.bbox[2] >= q.bbox[2]
+            and p.bbox[3] >= q.bbox[3]
+        )
+
+    props = [p for p in props if p.area >= min_area and not lighting(p)]
+    # A printed box around the digit (a form's field, a frame drawn round it) is a thin
+    # outline (under 15% of its box inked) enclosing a mark of at least half its ink: never
+    # the digit nor part of it (it once stayed in the 28x28 and a 2 read as 3). A dotted 8's
+    # loop of dots encloses only smaller clusters.
+    props = [
+        p
+        for p in props
+        if not (
+            p.extent < 0.15
+            and any(q is not p and q.area >= 0.5 * p.area and encloses(p, q) for q in props)
+        )
+    ]
+    if not props:
+        raise blank
 
     biggest = max(p.area for p in props)
     inner = [p for p in props if not at_border(p)]
@@ -367,6 +542,8 @@ def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, 
             gap = max(
                 box[0] - p.bbox[2], p.bbox[0] - box[2], box[1] - p.bbox[3], p.bbox[1] - box[3], 0
             )
+            if _underline(p, box, size):
+                continue
             near = p.area >= 0.02 * main.area and gap <= 0.15 * size
             part = p.area >= 0.15 * main.area and gap <= 0.5 * size and not at_border(p)
             if near or part:
@@ -382,9 +559,20 @@ def _find_digit(flat: np.ndarray, noise: float, name: str) -> tuple[np.ndarray, 
     return mask, int(marks.max()) - len(kept)  # tiny marks under min_area count too
 
 
-def _normalise_strokes(ink: np.ndarray) -> tuple[np.ndarray, float]:
+def _underline(p, box: list[int], size: int) -> bool:
+    """Whether region `p` is a line drawn under the digit's box (rows, cols as regionprops'
+    bbox): flat (at least 6 times as wide as high), about as wide as the digit or wider, and
+    below its lower part. A 5's separate flag or a 7's bar sit higher."""
+    r0, c0, r1, c1 = p.bbox
+    flat = (c1 - c0) >= 6 * (r1 - r0)
+    wide = (c1 - c0) >= 0.6 * (box[3] - box[1])
+    return flat and wide and r0 >= box[2] - 0.1 * size
+
+
+def _normalise_strokes(ink: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     """Bring the strokes toward MNIST's width at a fixed size; returns the ink (long side
-    `_FINE`, float in [0, 1]) and the factor the stroke width changed by."""
+    `_FINE`, float in [0, 1]) and the factor the stroke width changed by. Raises ImageError
+    (naming `name`) for a filled shape, which has no strokes."""
     from skimage.morphology import (
         dilation,
         disk,
@@ -401,8 +589,13 @@ def _normalise_strokes(ink: np.ndarray) -> tuple[np.ndarray, float]:
     if length == 0:
         return fine, 1.0
     width = strokes.sum() / length  # area over centre-line length
+    if width > SOLID * max(fine.shape):
+        # A filled square or disc (a scribbled blob) has no strokes: its "width" is most of its
+        # size (an erosion that wide once ran out of memory).
+        raise ImageError(f"{name}: the ink is one filled shape, not the strokes of a digit")
     target = MNIST_STROKE * _FINE
-    radius = round((target - width) / 2)
+    # At most one MNIST stroke width thinner per step (a bound on the erosion's disk).
+    radius = max(round((target - width) / 2), -round(target))
     if width < 0.75 * target and radius >= 1:
         fine = dilation(fine, disk(radius))
     elif width > 1.5 * target and radius <= -1:

@@ -112,14 +112,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file; one line per unreadable file."""
     check_range("--top", args.top, 1, 10)
     failed = 0
+    # The model first: a wrong one is refused before --out is claimed (it once left the
+    # folder's marker behind).
+    answers = cnn_task.read_images(args.model_dir, args.images, args.out)
     with claim(args.out, "cnn predict") if args.out else contextlib.nullcontext():
         # One bad file is one line on stderr; the others are still read; exit 1 at the end.
-        for answer in cnn_task.read_images(args.model_dir, args.images, args.out):
+        for answer in answers:
             if answer.error is not None:
                 print(answer.line(), file=sys.stderr)
                 failed += 1
-            else:
-                print(answer.line(args.top))
+                continue
+            print(answer.line(args.top), flush=True)
+            for warning in answer.prepared.warnings:  # worth knowing beside the answer
+                print(f"{answer.name}: note: {warning}", file=sys.stderr)
     return 1 if failed else 0
 
 

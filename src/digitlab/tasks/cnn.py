@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from PIL import Image
+
 from digitlab import figures, plots
 from digitlab.cnn import CourseCNN, predict_proba, summary
 from digitlab.data import Dataset, random_subset
 from digitlab.evaluation import evaluate
-from digitlab.files import save_metrics
+from digitlab.files import atomic_write_bytes, save_metrics
 from digitlab.image_predict import ImageAnswer, model_classes, predict_images, recipe_for
 from digitlab.loaders import cnn_folder, load_model, save_model
 from digitlab.tasks.figures import names, write_evaluation
@@ -89,30 +92,34 @@ def read_images(
 ) -> Iterator[ImageAnswer]:
     """Read every picture file with a saved CNN: one `ImageAnswer` per path, in order.
 
-    `model_dir`: a training folder, its `model/` subfolder, or None for the shipped CNN. The
-    model's stored class names label the answers; digit models get MNIST's crop-and-centre
-    recipe, other datasets (Fashion-MNIST, ...) a plain fit. A file that cannot be read gives
-    an answer with `error` set (an ImageError naming the file) and the rest are still read.
-    With `out`, the 28x28 the model saw is drawn to `out/<name>_28x28.png` (`<name>-2_28x28.png`
-    and so on for a name met again: pictures of one name from two folders once overwrote).
+    `model_dir`: a training folder, its `model/` subfolder, or None for the shipped CNN; it
+    is loaded now (a missing or damaged model raises DataError before anything is read or
+    written), the pictures as the answers are taken. The model's stored class names label the
+    answers; digit models get MNIST's crop-and-centre recipe, other datasets (Fashion-MNIST,
+    ...) a plain fit. A file that cannot be read gives an answer with `error` set (an
+    ImageError naming the file) and the rest are still read. With `out`, the 28x28 the model
+    saw (uint8, light ink on black, as MNIST; give it back and it reads the same) is written to
+    `out/<name>_28x28.png` (`<name>-2_28x28.png` and so on for a name met again: pictures of
+    one name from two folders once overwrote).
     """
     folder = cnn_folder(model_dir)
     model = load_model(folder)
     classes, dataset = model_classes(folder)
+    answers = predict_images(model, paths, classes=classes, recipe=recipe_for(dataset, classes))
+    return _saving_what_was_seen(answers, out)
+
+
+def _saving_what_was_seen(answers: Iterable[ImageAnswer], out) -> Iterator[ImageAnswer]:
     used: set[str] = set()
-    for answer in predict_images(
-        model, paths, classes=classes, recipe=recipe_for(dataset, classes)
-    ):
+    for answer in answers:
         if out is not None and answer.error is None:
-            best, p = answer.top(1)[0]
             stem = name = Path(answer.name).stem
             for n in itertools.count(2):
                 if name not in used:
                     break
                 name = f"{stem}-{n}"
             used.add(name)
-            plots.save(
-                plots.digit(answer.prepared.image, f"as the model saw it: {best} ({p:.0%})"),
-                Path(out) / f"{name}_28x28.png",
-            )
+            picture = io.BytesIO()
+            Image.fromarray(answer.prepared.image).save(picture, "PNG")
+            atomic_write_bytes(Path(out) / f"{name}_28x28.png", picture.getvalue())
         yield answer
