@@ -478,8 +478,9 @@ def _find_digit(
         # A blank page's uneven light or its edge on a table leaves marks too: a ring along
         # all four edges (a vignette), a faint band straight across (a gradient, the paper's
         # edge), a solid, convex patch lying along an edge (the table beside the sheet) or
-        # the straight edge of a shadow across a corner. A digit is none of these: a "1" from edge to edge stands out
-        # strongly, and a digit at the edge meets it over a short stretch or is no solid patch.
+        # the straight edge of a shadow across a corner. A digit is none of these: a "1" from
+        # edge to edge stands out strongly, and a digit at the edge meets it over a short
+        # stretch or is no solid patch.
         if tight:
             return False
         r0, c0, r1, c1 = p.bbox
