@@ -3,6 +3,7 @@ centring by mass."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,8 +187,10 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     )
     if factor < 1 and max(r1 - r0, c1 - c0) < _ZOOM_BELOW:
         # Found on a shrunk page, the digit is a few pixels there (a 40 px digit on a 2000 px
-        # page: 10 px, read as a blur). Read it again from the picture's own pixels around it.
-        return _read_closer(pic, box, recipe)
+        # page: 10 px, read as a blur). Read it again from the picture's own pixels around it;
+        # should that part alone find nothing, what was found here stands.
+        with contextlib.suppress(ImageError):
+            return _read_closer(pic, box, recipe)
     if max(box[2] - box[0], box[3] - box[1]) < 16:
         warn.append(f"the digit is tiny ({box[2] - box[0]}x{box[3] - box[1]} pixels)")
     from skimage.morphology import dilation, disk  # heavy (~0.3 s): only when reading pictures
@@ -433,7 +436,7 @@ def _even_paper(small: np.ndarray) -> float | None:
         return None
     # A shadowed corner or a table top splits off like marks but runs along the border;
     # a digit touches the border, if at all, over a short stretch.
-    border = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    border = _border(small)
     if float(np.mean(border > split)) > 0.05:
         return None
     lo, mid, hi = np.percentile(paper, [1, 50, 99])
