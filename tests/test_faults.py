@@ -502,3 +502,31 @@ def test_a_folder_inside_another_commands_output_is_refused(tmp_path, capsys):
     refuse_others(sweep / "trials" / "t0", "run")  # allowed
     with pytest.raises(Exception, match="lies inside"):
         refuse_others(sweep / "trials" / "t0", "knn")
+
+
+def test_a_stale_lock_is_taken_over_once(tmp_path):
+    """Two processes judging one dead holder's lock stale: the second one's removal deleted the
+    fresh lock the first had just taken, and both held the folder. Removal now happens only
+    while the lock still holds the record judged stale."""
+    from digitlab.files import _take_over
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = {"pid": dead.pid, "host": socket.gethostname(), "started": "then"}
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps(stale))
+    with folder_lock(tmp_path):  # the first process takes it over and holds it
+        mine = json.loads(lock.read_text())
+        assert mine["pid"] == os.getpid()
+        _take_over(lock, stale)  # the second process acts on what it read before
+        assert lock.is_file() and json.loads(lock.read_text()) == mine
+        with pytest.raises(FolderBusy, match=f"process {os.getpid()}"), folder_lock(tmp_path):
+            pass
+    assert not lock.exists() and not (tmp_path / (LOCK_NAME + ".takeover")).exists()
+    # A guard left behind by a crash is cleared after a minute.
+    lock.write_text(json.dumps(stale))
+    guard = tmp_path / (LOCK_NAME + ".takeover")
+    guard.touch()
+    os.utime(guard, (time.time() - 120, time.time() - 120))
+    with folder_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()

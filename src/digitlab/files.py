@@ -234,14 +234,13 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    for _ in range(3):
+    for _ in range(20):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_lock(lock)
             if _lock_is_stale(lock, holder):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock)
+                _take_over(lock, holder)
                 continue
             who = (
                 f"process {holder.get('pid')} on {holder.get('host')} "
@@ -269,6 +268,33 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             if _read_lock(lock).get("pid") == os.getpid():
                 os.unlink(lock)
+
+
+def _take_over(lock: Path, stale: dict) -> None:
+    """Remove `lock`, judged stale with holder record `stale`, unless it changed meanwhile.
+
+    Two processes can judge one dead holder's lock stale at once; the first removes it and
+    takes a fresh lock, and the second, removing "the stale lock", would delete that fresh one
+    and take its own: two holders. So removal runs under a guard file (O_EXCL) and only while
+    the lock still holds the record judged stale. A guard left by a crash is cleared after a
+    minute; a guard in use means wait a moment and look again.
+    """
+    guard = lock.with_name(lock.name + ".takeover")
+    try:
+        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if time.time() - guard.stat().st_mtime > 60:
+                os.unlink(guard)
+        time.sleep(0.05)
+        return
+    try:
+        if _read_lock(lock) == stale and _lock_is_stale(lock, stale):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(guard)
 
 
 _HEARTBEAT_S = 30.0
