@@ -398,10 +398,12 @@ def test_a_filled_shape_is_one_clear_error_everywhere(shipped):
     square[100:300, 100:300] = 0
     yy, xx = np.mgrid[:400, :400]
     disc = np.where((yy - 200) ** 2 + (xx - 200) ** 2 < 120**2, 0, 255).astype(np.uint8)
-    for picture in (square, disc):
-        with pytest.raises(ImageError, match="one filled shape"):
-            prepare(picture)
-    rgba = np.dstack([np.repeat(square[..., None], 3, 2), np.full((400, 400), 255, np.uint8)])
+    with pytest.raises(ImageError, match="one filled shape"):
+        prepare(disc)
+    # A black square in a white frame is as well a black picture with white padding: blank.
+    with pytest.raises(ImageError, match="one filled shape|no digit found"):
+        prepare(square)
+    rgba = np.dstack([np.repeat(disc[..., None], 3, 2), np.full((400, 400), 255, np.uint8)])
     text = app_handlers.classify({"cnn": shipped}, {"composite": rgba})
     assert "filled shape" in str(text)
 
@@ -501,3 +503,59 @@ def test_cnn_predict_checks_the_model_before_out_and_writes_what_it_saw(tmp_path
     np.testing.assert_array_equal(np.asarray(seen), prepare(tmp_path / "seven.png").image)
     err = capsys.readouterr().err
     assert "edge.png: note: the ink touches the edge" in err
+
+
+def _on_page(digit: np.ndarray, side: int = 300) -> np.ndarray:
+    """An MNIST digit drawn dark on a white page, uint8 (side, side)."""
+    big = Image.fromarray(255 - digit).resize((side // 2, side // 2), Image.Resampling.BICUBIC)
+    page = np.full((side, side), 255, np.uint8)
+    page[side // 4 : side // 4 + side // 2, side // 4 : side // 4 + side // 2] = np.asarray(big)
+    return page
+
+
+def _padded(page: np.ndarray, how: str, rng) -> np.ndarray:
+    """The page letterboxed, padded with transparency, or inside a printed border."""
+    h, w = page.shape
+    if how == "letterbox":  # black bands on all four sides, 25-35% of the page each
+        m = int(rng.uniform(0.25, 0.35) * h)
+        return np.pad(page, m, constant_values=0)
+    if how == "transparent padding":  # opaque page, transparent margins wider than itself
+        m = int(rng.uniform(0.5, 0.8) * h)
+        rgba = np.zeros((h + 2 * m, w + 2 * m, 4), np.uint8)
+        rgba[m : m + h, m : m + w, :3] = page[..., None]
+        rgba[m : m + h, m : m + w, 3] = 255
+        return rgba
+    framed = page.copy()  # a printed border 2-4 px wide, 5-12% inside the edges
+    m, t = int(rng.uniform(0.05, 0.12) * h), int(rng.integers(2, 5))
+    framed[m : h - m, m : m + t] = framed[m : h - m, w - m - t : w - m] = 0
+    framed[m : m + t, m : w - m] = framed[h - m - t : h - m, m : w - m] = 0
+    return framed
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("how", ["letterbox", "transparent padding", "page border"])
+def test_padding_and_borders_are_not_the_digit(how, mnist, shipped):
+    """A fresh tester's third round: the picture's outline was read as the digit (letterboxed
+    on four sides 9/12, a printed page border 4/12, a 0 at 100%) or refused as one filled shape
+    (transparent padding wider than the picture, 0/12)."""
+    rng = np.random.default_rng(41)
+    idx = rng.choice(len(mnist.x_test), 10, replace=False)
+    images = np.stack([prepare(_padded(_on_page(d), how, rng)).image for d in mnist.x_test[idx]])
+    ok = predict_proba(shipped, images).argmax(1) == mnist.y_test[idx]
+    assert ok.sum() >= 9, np.flatnonzero(~ok)
+    # A page's own white margin is no padding: a fat 7 whose bar makes a plain row stays whole.
+    _, ink = _page()
+    from skimage.morphology import dilation, disk
+
+    fat = prepare(np.where(dilation(ink, disk(14)), 0.0, 1.0))
+    assert fat.crop_box[1] > 30  # the bar starts 46 px down; trimming would put it at 0
+
+
+@pytest.mark.real_data
+def test_a_second_digit_beside_it_is_said(mnist):
+    """ "87" answered one digit at 100% with "1 speck dropped"; now a note says a digit-sized
+    mark was left out."""
+    pair = np.concatenate([_on_page(mnist.x_test[0]), _on_page(mnist.x_test[1])], axis=1)
+    seen = prepare(pair)
+    assert any("digit-sized mark" in w for w in seen.warnings) and seen.dropped == 0
+    assert not any("digit-sized" in w for w in prepare(_on_page(mnist.x_test[0])).warnings)

@@ -153,6 +153,9 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     if recipe not in ("digit", "object"):
         raise ValueError(f"recipe must be 'digit' or 'object', got {recipe!r}")
     pic = read_picture(image, name=name)
+    inner, top, left = _trim_padding(pic)
+    if inner is not pic:
+        return _shifted(prepare(inner, recipe=recipe), top, left)
     H, W = pic.grey.shape
     factor = min(1.0, _WORK_MAX / max(H, W)) if max(H, W) > _WORK_MIN else _WORK_MIN / max(H, W)
     alpha_ink = pic.alpha is not None and float(np.mean(pic.alpha < 0.5)) >= 0.5
@@ -163,7 +166,7 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     contrast = 1.0 if grey is None else float(np.ptp(np.percentile(grey, [0.5, 99.5])))
     try:
         flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
-        mask, dropped = _find_digit(flat, noise, pic.name, MIN_MARK, contrast, tight)
+        mask, dropped, rivals = _find_digit(flat, noise, pic.name, MIN_MARK, contrast, tight)
     except ImageError:
         if factor >= 1.0:
             raise
@@ -173,8 +176,13 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
         share = MIN_MARK * (factor / min(1.0, 4 * factor)) ** 2
         factor = min(1.0, 4 * factor)
         flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
-        mask, dropped = _find_digit(flat, noise, pic.name, share, contrast, tight)
+        mask, dropped, rivals = _find_digit(flat, noise, pic.name, share, contrast, tight)
     shape = flat.shape
+    if rivals:
+        warn.append(
+            f"{rivals} more digit-sized mark{'s' * (rivals > 1)} left out: one digit is read, "
+            "the most prominent"
+        )
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     if (r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]) and not tight:
@@ -209,7 +217,7 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
         rotated=pic.rotated,
         ink_from_alpha=alpha_ink,
         ink_by_colour=by_colour,
-        dropped=dropped,
+        dropped=dropped - rivals,  # specks; the rivals have their own warning
         warnings=warn,
     )
     if recipe == "object":
@@ -235,11 +243,77 @@ def _read_closer(pic, box: tuple[int, int, int, int], recipe: str) -> Prepared:
     near = Picture(
         part(pic.grey), part(pic.alpha), pic.name, pic.mode, pic.rotated, rgb=part(pic.rgb)
     )
-    result = prepare(near, recipe=recipe)
+    return _shifted(prepare(near, recipe=recipe), r0, c0)
+
+
+def _shifted(result: Prepared, top: int, left: int) -> Prepared:
+    """`result` of a part of a picture whose top-left corner is at (top, left) in it, with
+    its crop box in the whole picture's pixels."""
     if result.crop_box is not None:
         x0, y0, x1, y1 = result.crop_box
-        result.crop_box = (x0 + c0, y0 + r0, x1 + c0, y1 + r0)
+        result.crop_box = (x0 + left, y0 + top, x1 + left, y1 + top)
     return result
+
+
+def _trim_padding(pic: Picture) -> tuple[Picture, int, int]:
+    """The picture without its padding, and where that part starts (top, left).
+
+    Padding is what surrounds a picture rather than belonging to it: fully transparent rows
+    and columns around an opaque picture (trimmed only when what is left is opaque: strokes on
+    transparency are the ink, not padding), and perfectly uniform bands along an edge whose
+    colour differs from the picture inside (letterboxing, a black frame round a white
+    drawing). A page's own even margin is the paper's colour and stays. Both once made the
+    picture's outline the "digit" (a 0 at 100%, or one filled shape).
+    """
+    H, W = pic.grey.shape
+    r0, r1, c0, c1 = 0, H, 0, W
+    if pic.alpha is not None:
+        shown = pic.alpha >= 0.02
+        rows, cols = np.flatnonzero(shown.any(1)), np.flatnonzero(shown.any(0))
+        if len(rows):
+            box = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            opaque = float((pic.alpha[box[0] : box[1], box[2] : box[3]] >= 0.5).mean()) >= 0.9
+            # A picture inside has paper and ink; one plain block is a stroke (a drawn "1").
+            shows = float(np.ptp(pic.grey[box[0] : box[1], box[2] : box[3]])) > 0.1
+            if opaque and shows:
+                r0, r1, c0, c1 = box
+    grey = pic.grey[r0:r1, c0:c1]
+    h, w = grey.shape
+    paper = float(np.median(grey[h // 4 : h - h // 4, w // 4 : w - w // 4]))  # the middle's
+    top, bottom = _band(grey, paper), _band(grey[::-1], paper)
+    left, right = _band(grey.T, paper), _band(grey.T[::-1], paper)
+    r0, r1, c0, c1 = r0 + top, r1 - bottom, c0 + left, c1 - right
+    if (r0, r1, c0, c1) == (0, H, 0, W) or min(r1 - r0, c1 - c0) < 8:
+        return pic, 0, 0
+
+    def part(a):
+        return None if a is None else a[r0:r1, c0:c1]
+
+    inner = Picture(
+        part(pic.grey), part(pic.alpha), pic.name, pic.mode, pic.rotated, rgb=part(pic.rgb)
+    )
+    return inner, r0, c0
+
+
+def _band(lines: np.ndarray, paper: float) -> int:
+    """How many of `lines` (rows from one edge inward) form a uniform band of padding: rows
+    of one colour (within 0.03) meeting a row whose middle half is plain (within 0.1), of the
+    paper's colour (`paper`, the middle of the picture's, within 0.25) and over 0.25 from the
+    band's: a clean step from the band to the picture's own paper. A page's margin meets the
+    digit's strokes instead (a row of ink and paper, or a 7's bar: ink), so it stays; 0 if
+    no band."""
+    if not len(lines) or float(np.ptp(lines[0])) > 0.03:
+        return 0
+    colour = float(lines[0].mean())
+    spread = np.ptp(lines, axis=1)
+    same = (spread <= 0.03) & (np.abs(lines.mean(axis=1) - colour) <= 0.03)
+    k = int(np.argmin(same)) if not same.all() else len(lines)
+    if not 0 < k < len(lines) // 2:
+        return 0
+    n = len(lines[k])
+    step = lines[k][n // 4 : n - n // 4]  # its middle: bands on the other edges cross its ends
+    plain = float(np.ptp(step)) <= 0.1 and abs(float(step.mean()) - paper) <= 0.25
+    return k if plain and abs(float(step.mean()) - colour) > 0.25 else 0
 
 
 def _ink_map(pic, grey: np.ndarray | None, factor: float):
@@ -451,11 +525,12 @@ def _find_digit(
     min_share: float = MIN_MARK,
     contrast: float = 1.0,
     tight: bool = False,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, int]:
     """The digit's pixels (bool, flat's shape) and how many other marks were dropped; marks
     under `min_share` of the picture's area (and under 4 pixels) are specks. `contrast`: the
     picture's own range of grey (what a faint mark is faint against); `tight`: the picture is
-    cropped tight to its digit, which then touches every edge."""
+    cropped tight to its digit, which then touches every edge. Also returns how many marks
+    left out are as big as a digit (a second digit beside it)."""
     from skimage.filters import (
         apply_hysteresis_threshold,
         threshold_otsu,
@@ -516,13 +591,17 @@ def _find_digit(
     # A printed box around the digit (a form's field, a frame drawn round it) is a thin
     # outline (under 15% of its box inked) enclosing a mark of at least half its ink: never
     # the digit nor part of it (it once stayed in the 28x28 and a 2 read as 3). A dotted 8's
-    # loop of dots encloses only smaller clusters.
+    # loop of dots encloses only smaller clusters. A rectangle's outline (a page's printed
+    # border) is left out whatever it encloses.
     props = [
         p
         for p in props
         if not (
-            p.extent < 0.15
-            and any(q is not p and q.area >= 0.5 * p.area and encloses(p, q) for q in props)
+            (p.extent < 0.15 or _outline(p))
+            and any(
+                q is not p and q.area >= (0 if _outline(p) else 0.5) * p.area and encloses(p, q)
+                for q in props
+            )
         )
     ]
     if not props:
@@ -560,7 +639,28 @@ def _find_digit(
                 ]
                 grown = True
     mask = np.isin(marks, [p.label for p in kept])
-    return mask, int(marks.max()) - len(kept)  # tiny marks under min_area count too
+    height = main.bbox[2] - main.bbox[0]
+    rivals = [
+        p
+        for p in props
+        if not any(p is k for k in kept)
+        and p.area >= 0.4 * main.area
+        and p.bbox[2] - p.bbox[0] >= 0.6 * height
+    ]
+    # Tiny marks under min_area count as dropped too.
+    return mask, int(marks.max()) - len(kept), len(rivals)
+
+
+def _outline(p) -> bool:
+    """Whether region `p` is the outline of a rectangle: under 30% of its box inked, and at
+    least 85% of its pixels within 8% of the box's edges (a 0's loop meets its box only near
+    four points)."""
+    if p.extent >= 0.3:
+        return False
+    h, w = p.image.shape
+    band = max(2, round(0.08 * min(h, w)))
+    inner = p.image[band:-band, band:-band]
+    return h > 2 * band and w > 2 * band and inner.sum() <= 0.15 * p.area
 
 
 def _underline(p, box: list[int], size: int) -> bool:
