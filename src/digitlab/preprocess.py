@@ -193,6 +193,15 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
         min(W, int(np.ceil(c1 / factor))),
         min(H, int(np.ceil(r1 / factor))),
     )
+    sheet = None if tight else _sheet(mask)
+    if sheet is not None:
+        # The "digit" is a sheet, note or canvas smaller than the photo, the digit its hole:
+        # read inside it, what surrounds it (the desk in its box's corners) painted over.
+        (s0, s1, t0, t1), inside = sheet
+        part = (int(s0 / factor), int(np.ceil(s1 / factor)), int(t0 / factor))
+        part = (*part[:2], part[2], int(np.ceil(t1 / factor)))
+        with contextlib.suppress(ImageError):
+            return _read_part(pic, part, recipe, inside)
     if factor < 1 and max(r1 - r0, c1 - c0) < _ZOOM_BELOW:
         # Found on a shrunk page, the digit is a few pixels there (a 40 px digit on a 2000 px
         # page: 10 px, read as a blur). Read it again from the picture's own pixels around it;
@@ -234,16 +243,70 @@ def _read_closer(pic, box: tuple[int, int, int, int], recipe: str) -> Prepared:
     left, top, right, bottom = box
     size = max(right - left, bottom - top)
     H, W = pic.grey.shape
-    r0, r1 = max(0, top - size), min(H, bottom + size)
-    c0, c1 = max(0, left - size), min(W, right + size)
+    part = (max(0, top - size), min(H, bottom + size), max(0, left - size), min(W, right + size))
+    return _read_part(pic, part, recipe)
 
-    def part(a):
-        return None if a is None else a[r0:r1, c0:c1]
 
-    near = Picture(
-        part(pic.grey), part(pic.alpha), pic.name, pic.mode, pic.rotated, rgb=part(pic.rgb)
-    )
+def _read_part(
+    pic, part: tuple[int, int, int, int], recipe: str, inside: np.ndarray | None = None
+) -> Prepared:
+    """`prepare` of rows r0:r1, columns c0:c1 (`part`) of `pic`, its crop box in `pic`'s
+    pixels. `inside` (bool, any size, stretched to the part): where the part is the sheet;
+    elsewhere it is painted the sheet's own colour."""
+    r0, r1, c0, c1 = part
+    grey, rgb = pic.grey[r0:r1, c0:c1], None if pic.rgb is None else pic.rgb[r0:r1, c0:c1]
+    alpha = None if pic.alpha is None else pic.alpha[r0:r1, c0:c1]
+    if inside is not None:
+        size = (grey.shape[1], grey.shape[0])
+        keep = np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))
+        grey = np.where(keep, grey, float(np.median(grey[keep])))
+        if rgb is not None:
+            rgb = np.where(keep[..., None], rgb, np.median(rgb[keep], axis=0))
+    near = Picture(grey, alpha, pic.name, pic.mode, pic.rotated, rgb=rgb)
     return _shifted(prepare(near, recipe=recipe), r0, c0)
+
+
+def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Rows and columns (r0, r1, c0, c1) inside a sheet that `mask` (the marks taken for
+    the digit) really is, and where in that box the sheet is (bool, inset from its edge);
+    None when it is a digit.
+
+    A sheet of paper, a sticky note or an app's canvas photographed smaller than the photo
+    stands out from the desk as one big solid mark, the digit a hole in it: at least 8% of the
+    picture, holes 1-25% of its outline (a "0" is mostly hole, a stroke has none), and that
+    outline a rectangle (turned any way), not an oval (a fat 0 or 8 filled in).
+    """
+    from scipy.ndimage import binary_fill_holes
+    from skimage.measure import label, regionprops  # heavy (~0.3 s): only when reading pictures
+
+    regions = regionprops(label(mask, connectivity=2))
+    if not regions:
+        return None
+    p = max(regions, key=lambda r: r.area)
+    filled = binary_fill_holes(p.image)
+    holes = 1 - p.area / max(1, int(filled.sum()))
+    if p.area < 0.08 * mask.size or not 0.01 <= holes <= 0.25:
+        return None
+    # A rectangle, turned any way, fills the box turned with it (tried every 3 degrees); a
+    # filled-in 0 or 8 (an oval) fills at most pi/4 of any box.
+    rows, cols = np.nonzero(filled)
+    rows, cols = rows - rows.mean(), cols - cols.mean()
+    best = 0.0
+    for angle in np.radians(np.arange(0, 90, 3)):
+        along = rows * np.cos(angle) + cols * np.sin(angle)
+        across = cols * np.cos(angle) - rows * np.sin(angle)
+        best = max(best, len(rows) / ((np.ptp(along) + 1) * (np.ptp(across) + 1)))
+    if best < 0.88:
+        return None
+    from scipy.ndimage import binary_erosion
+    from skimage.morphology import disk
+
+    r0, c0, r1, c1 = p.bbox
+    inset = max(2, round(0.04 * min(r1 - r0, c1 - c0)))  # off the sheet's edge
+    if r1 - r0 <= 4 * inset or c1 - c0 <= 4 * inset:
+        return None
+    inside = binary_erosion(filled, structure=disk(inset))
+    return (r0, r1, c0, c1), inside
 
 
 def _shifted(result: Prepared, top: int, left: int) -> Prepared:
