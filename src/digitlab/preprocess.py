@@ -153,9 +153,9 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     if recipe not in ("digit", "object"):
         raise ValueError(f"recipe must be 'digit' or 'object', got {recipe!r}")
     pic = read_picture(image, name=name)
-    inner, top, left = _trim_padding(pic)
-    if inner is not pic:
-        return _shifted(prepare(inner, recipe=recipe), top, left)
+    inner = _trim_padding(pic)
+    if inner is not None:
+        return _read_part(pic, inner, recipe)
     H, W = pic.grey.shape
     factor = min(1.0, _WORK_MAX / max(H, W)) if max(H, W) > _WORK_MIN else _WORK_MIN / max(H, W)
     alpha_ink = pic.alpha is not None and float(np.mean(pic.alpha < 0.5)) >= 0.5
@@ -318,8 +318,9 @@ def _shifted(result: Prepared, top: int, left: int) -> Prepared:
     return result
 
 
-def _trim_padding(pic: Picture) -> tuple[Picture, int, int]:
-    """The picture without its padding, and where that part starts (top, left).
+def _trim_padding(pic: Picture) -> tuple[int, int, int, int] | None:
+    """The rows and columns (r0, r1, c0, c1) of the picture without its padding; None when
+    it has none.
 
     Padding is what surrounds a picture rather than belonging to it: fully transparent rows
     and columns around an opaque picture (trimmed only when what is left is opaque: strokes on
@@ -347,15 +348,8 @@ def _trim_padding(pic: Picture) -> tuple[Picture, int, int]:
     left, right = _band(grey.T, paper), _band(grey.T[::-1], paper)
     r0, r1, c0, c1 = r0 + top, r1 - bottom, c0 + left, c1 - right
     if (r0, r1, c0, c1) == (0, H, 0, W) or min(r1 - r0, c1 - c0) < 8:
-        return pic, 0, 0
-
-    def part(a):
-        return None if a is None else a[r0:r1, c0:c1]
-
-    inner = Picture(
-        part(pic.grey), part(pic.alpha), pic.name, pic.mode, pic.rotated, rgb=part(pic.rgb)
-    )
-    return inner, r0, c0
+        return None
+    return r0, r1, c0, c1
 
 
 def _band(lines: np.ndarray, paper: float) -> int:
