@@ -530,3 +530,83 @@ def test_a_stale_lock_is_taken_over_once(tmp_path):
     os.utime(guard, (time.time() - 120, time.time() - 120))
     with folder_lock(tmp_path):
         assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_report_of_hand_edited_figures_is_one_line_and_embeds_only_its_files(tmp_path, capsys):
+    """Hand-edited metrics.json ({"cnn": null}, a string accuracy) gave tracebacks from the
+    report; a figure that is a link to /etc/passwd was embedded in it."""
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", str(data), "--out", str(out)]
+    assert main(base) == 0
+    figure = next((out / "figures").glob("knn_*.png"))
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"root:x:0:0:not a picture")
+    figure.unlink()
+    figure.symlink_to(secret)
+    assert main(["report", str(out)]) == 0
+    assert "cm9vdDp4" not in (out / "report.html").read_text()  # base64 of "root:x"
+    kept = (out / "metrics.json").read_text()
+    good = json.loads(kept)
+    for damage in ({"knn": None}, {"knn": {**good["stages"]["knn"], "accuracy": "x"}}, {"knn": {}}):
+        (out / "metrics.json").write_text(json.dumps({**good, "stages": damage}))
+        assert main(["report", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1 and "metrics.json" in err
+
+
+def test_umap_without_its_extra_is_refused_before_any_work(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is not None:
+        pytest.skip("umap is installed here")
+    out = tmp_path / "um"
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "quick",
+                "--stages",
+                "cluster",
+                "cluster.embedding=umap",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "digitlab[umap]" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_ctrl_c_during_the_imports_is_one_line():
+    """SIGINT in the first seconds (PyTorch and scikit-learn importing) printed a 47-line
+    KeyboardInterrupt traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", "data", "info"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip() == "digitlab: interrupted"
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    """On a full disk the lock file was created but its record not written: an empty lock
+    then refused the folder ("in use by another process") for a minute."""
+    import digitlab.files as files
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.json, "dump", full)
+    with pytest.raises(OSError), folder_lock(tmp_path):
+        pass
+    assert not (tmp_path / LOCK_NAME).exists()

@@ -5,6 +5,7 @@ Configuration in, results dict out; figures and files are the caller's business.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,6 +22,7 @@ from digitlab.preprocess import deskew
 from digitlab.validation import check_seed, subset_size, whole_number
 
 EMBEDDINGS = ("raw", "pca", "umap")
+_NO_UMAP = "the UMAP embedding needs the optional extra: pip install 'digitlab[umap]'"
 METHODS = ("kmeans", "gmm")
 
 
@@ -64,6 +66,9 @@ class ClusterConfig:
                 )
         resolve_device(self.device)
         requested_threads(self.threads)  # checks $DIGITLAB_THREADS too
+        if self.embedding == "umap" and importlib.util.find_spec("umap") is None:
+            # Found now, before a folder is made or data loaded (not imported: it is slow).
+            raise ConfigError(_NO_UMAP)
 
 
 def _embedder(cfg: ClusterConfig):
@@ -73,9 +78,7 @@ def _embedder(cfg: ClusterConfig):
         try:  # an optional extra, and slow to import: only when asked for
             import umap
         except ImportError:
-            raise ImportError(
-                "the UMAP embedding needs the optional extra: pip install 'digitlab[umap]'"
-            ) from None
+            raise ConfigError(_NO_UMAP) from None
         return umap.UMAP(
             n_components=cfg.umap_components,
             n_neighbors=cfg.umap_neighbors,

@@ -252,8 +252,14 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
                 f"{folder} is in use by {who}: wait for it, or choose another {what}; "
                 f"if that process is gone, remove {lock}"
             ) from None
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+        except OSError:
+            # A full disk: no empty lock left behind to block the folder for a minute.
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            raise
         break
     else:
         raise FolderBusy(f"could not take the lock {lock}; try again")

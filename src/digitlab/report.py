@@ -122,7 +122,8 @@ EMBEDDINGS = {"raw": "raw-pixel", "pca": "PCA", "umap": "UMAP"}
 
 def _img(folder: Path, name: str, caption: str) -> str:
     path = folder / "figures" / name
-    if not path.is_file():
+    # A link could point anywhere (it once embedded /etc/passwd): only the run's own files.
+    if not path.is_file() or path.is_symlink():
         return ""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     kind = "gif" if path.suffix == ".gif" else "png"
@@ -519,6 +520,21 @@ def write_report(folder: str | Path) -> Path:
             f"config.json): {exc}; `digitlab run --out {folder}` with its settings rebuilds "
             "them from its finished stages"
         ) from exc
+    try:
+        page = _page(folder, metrics, config)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # Hand-edited figures (a string for an accuracy, a stage that is null) once gave a
+        # traceback here, for `report` and for every later `run` of the folder.
+        raise DataError(
+            f"{folder / 'metrics.json'} does not hold the figures a report needs "
+            f"({type(exc).__name__}: {exc}); delete it (and any hand-edited stages/*.json) "
+            f"and rerun `digitlab run --out {folder}` with its settings"
+        ) from exc
+    return atomic_write_text(folder / "report.html", page)
+
+
+def _page(folder: Path, metrics: dict, config: dict) -> str:
+    """The report's HTML from a run folder's metrics and config (and its figures)."""
     stages = [s for s in SECTIONS if s in metrics.get("stages", {})]
     env = metrics.get("environment", {})
     dataset = metrics.get("dataset", {})
@@ -560,4 +576,4 @@ reproduces these numbers (on CPU).</p></section>
 <div id="zoom" role="dialog" aria-label="Figure at full size"><p>Tap anywhere to close</p><img
 alt=""></div><script>{SCRIPT}</script></body></html>
 """
-    return atomic_write_text(folder / "report.html", page)
+    return page
