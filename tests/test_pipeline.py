@@ -2,6 +2,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from conftest import write_fake_idx
 from digitlab.cli import main
@@ -161,6 +162,27 @@ def test_damaged_metrics_file_is_rebuilt_from_the_stage_records(tmp_path, damage
     assert sum("reused" in line for line in log[-8:]) == 2
     assert any("rebuilt from the stage records" in line for line in log[-8:])
     assert json.loads((out / "metrics.json").read_text())["stages"]["knn"] == first["stages"]["knn"]
+
+
+def test_gan_stage_reruns_when_its_generator_changes(tmp_path):
+    """A generator trained further in the same folder left the stage "unchanged": its old
+    pictures and figures were reused."""
+    from digitlab.gan import Generator
+    from digitlab.loaders import save_generator
+
+    data = write_fake_idx(tmp_path / "d", n_train=400, n_test=80)
+    gen = tmp_path / "gen"
+    save_generator(Generator(), gen, {"epochs": 0})
+    cfg = load_config("quick", overrides=[*TINY, f'data.data_dir="{data}"', f'gan.model="{gen}"'])
+    out = tmp_path / "run"
+    run_course(cfg, out, stages=["gan"], quiet=True)
+    run_course(cfg, out, stages=["gan"], quiet=True)
+    assert "[gan] unchanged since it finished: reused" in (out / "run.log").read_text()
+    torch.manual_seed(1)
+    save_generator(Generator(), gen, {"epochs": 1})  # trained further, same folder
+    run_course(cfg, out, stages=["gan"], quiet=True)
+    last = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert "[gan] running" in last and "reused" not in last
 
 
 def test_incompatible_run_folder(tmp_path):

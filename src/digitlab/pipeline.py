@@ -115,6 +115,9 @@ def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
         "settings": data if stage == "data" else settings[stage],
         "version": __version__,
     }
+    if stage == "gan":  # the generator's files, as the data's digest: replaced, it reruns
+        with contextlib.suppress(DataError, OSError):
+            parts["generator"] = gan_task.model_digest(cfg.stage("gan"))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

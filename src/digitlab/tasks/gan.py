@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from digitlab import figures, plots
 from digitlab.cnn import CourseCNN
 from digitlab.data import Dataset
 from digitlab.device import resolve_device
+from digitlab.download import file_digest
 from digitlab.errors import ConfigError
 from digitlab.files import read_json_object, save_metrics
 from digitlab.gan import (
@@ -120,6 +122,21 @@ def check_model(cfg: SamplesConfig) -> None:
     folder, a CNN's, damaged files): a run once found out after all its other stages."""
     if cfg.model is not None:
         load_gan_generator(cfg.model)
+
+
+def model_digest(cfg: SamplesConfig) -> str:
+    """SHA-256 over the files of the generator `cfg.model` names (or the shipped one): what
+    the GAN stage's results depend on beyond its settings ("" when there is none). A generator
+    trained further in the same folder once left the stage "unchanged" and its old figures
+    reused."""
+    if cfg.model is None and not has_shipped_generator():
+        return ""
+    folder = generator_folder(cfg.model)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(path.name.encode())
+        h.update(file_digest(path, "sha256").encode())
+    return h.hexdigest()
 
 
 def course_samples(cfg: SamplesConfig, out_dir: str | Path, dataset: str | None = None) -> dict:
