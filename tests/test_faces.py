@@ -204,6 +204,8 @@ def test_run_says_a_failed_stage_error_once(tmp_path, capsys):
     captured = capsys.readouterr()
     error = captured.err.split("digitlab: error: ", 1)[1].strip()
     assert (captured.out + captured.err).count(error) == 1
-    assert "stopped; config, metrics.json and report.html are still" in captured.out
+    # No run finished in this folder before: the note says so (it claimed the last finished
+    # run's files were kept when there never was one).
+    assert "stopped; no results were written yet" in captured.out
     log = (out / "run.log").read_text()
     assert "failed: " in log and error in log

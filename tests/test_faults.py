@@ -610,3 +610,32 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch)
     with pytest.raises(OSError), folder_lock(tmp_path):
         pass
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_runs_files_change_together_or_not_at_all(tmp_path, monkeypatch):
+    """config.json, config.toml, metrics.json and report.html were four separate writes: an
+    interrupt or a full disk between them left k=5's config beside k=3's results, and the
+    message said they were all the last finished run's. Now all are written in full first,
+    then renamed in together."""
+    from digitlab import files
+
+    names = ["config.json", "config.toml", "metrics.json", "report.html"]
+    for name in names:
+        (tmp_path / name).write_text("old")
+    calls = {"n": 0}
+    real = os.fsync
+
+    def fails_third(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fails_third)
+    with pytest.raises(OSError):
+        files.replace_together({tmp_path / n: "new" for n in names})
+    assert [(tmp_path / n).read_text() for n in names] == ["old"] * 4
+    assert not list(tmp_path.glob(".*.part"))
+    monkeypatch.setattr(files.os, "fsync", real)
+    files.replace_together({tmp_path / n: "new" for n in names})
+    assert [(tmp_path / n).read_text() for n in names] == ["new"] * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -63,6 +64,52 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def replace_together(contents: dict[Path, str]) -> None:
+    """Write several text files so that they change together: every one is written in full
+    beside its place first (a full disk or a failure leaves all the old ones), then all are
+    renamed into place with SIGINT held back until the last is in (renames take microseconds;
+    only a SIGKILL or a power cut in between can split them).
+
+    A run's config.json, config.toml, metrics.json and report.html were four separate atomic
+    writes: an interrupt between them paired one run's settings with another's results.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in contents.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_parts(path)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+            )
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, _FILE_MODE)
+        with _sigint_held():
+            for tmp, path in staged:
+                os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT (Ctrl-C) held back for the block, delivered after it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -31,15 +31,9 @@ import torch
 from digitlab import __version__
 from digitlab.data import Dataset, get_spec
 from digitlab.errors import CheckpointMismatch, DataError
-from digitlab.files import (
-    atomic_write_json,
-    atomic_write_text,
-    jsonable,
-    read_json_object,
-    save_metrics,
-)
+from digitlab.files import jsonable, read_json_object, replace_together, save_metrics
 from digitlab.folders import claim
-from digitlab.report import write_report
+from digitlab.report import render_report
 from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
 from digitlab.tasks import cluster as cluster_task
 from digitlab.tasks import cnn as cnn_task
@@ -195,6 +189,9 @@ def run_course(
             kept = (
                 "config, metrics.json and report.html are still those of the last finished "
                 "run (finished stages are kept and reused on the next run)"
+                if (folder / "config.json").exists()
+                else "no results were written yet (finished stages are kept and reused on "
+                "the next run)"
             )
             if isinstance(exc, KeyboardInterrupt):
                 run.log(f"interrupted; {kept}")
@@ -248,11 +245,18 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
                 f"[{stage}] left out of these results: it was made with other settings or "
                 f"data (run it again with --stages {stage})"
             )
-    # Together, and only now: the folder never pairs one run's settings with another's results.
-    atomic_write_json(folder / "config.json", jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()}))
-    atomic_write_text(folder / "config.toml", config_toml(cfg))
-    save_metrics(metrics_path, metrics)
-    write_report(folder)
+    # Together, and only now: the folder never pairs one run's settings with another's results
+    # (written in full first, then renamed into place with Ctrl-C held back).
+    config = jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()})
+    metrics = jsonable(metrics)
+    replace_together(
+        {
+            folder / "config.json": json.dumps(config, indent=2) + "\n",
+            folder / "config.toml": config_toml(cfg),
+            metrics_path: json.dumps(metrics, indent=2) + "\n",
+            folder / "report.html": render_report(folder, metrics, config),
+        }
+    )
     run.log(f"report: {folder / 'report.html'}")
     return metrics
 

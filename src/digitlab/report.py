@@ -520,17 +520,23 @@ def write_report(folder: str | Path) -> Path:
             f"config.json): {exc}; `digitlab run --out {folder}` with its settings rebuilds "
             "them from its finished stages"
         ) from exc
+    return atomic_write_text(folder / "report.html", render_report(folder, metrics, config))
+
+
+def render_report(folder: str | Path, metrics: dict, config: dict) -> str:
+    """The report's HTML for a run folder from its metrics and config (as metrics.json and
+    config.json hold them) and its figures/. Raises DataError when the figures are not what a
+    report needs (hand-edited: a string for an accuracy, a stage that is null)."""
+    folder = Path(folder)
     try:
-        page = _page(folder, metrics, config)
+        return _page(folder, metrics, config)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        # Hand-edited figures (a string for an accuracy, a stage that is null) once gave a
-        # traceback here, for `report` and for every later `run` of the folder.
+        # These once gave a traceback, for `report` and for every later `run` of the folder.
         raise DataError(
             f"{folder / 'metrics.json'} does not hold the figures a report needs "
             f"({type(exc).__name__}: {exc}); delete it (and any hand-edited stages/*.json) "
             f"and rerun `digitlab run --out {folder}` with its settings"
         ) from exc
-    return atomic_write_text(folder / "report.html", page)
 
 
 def _page(folder: Path, metrics: dict, config: dict) -> str:
