@@ -134,6 +134,19 @@ def test_kmeans_bad_sample_weight(weights, message):
         KMeans(2).fit(np.arange(8.0).reshape(4, 2), sample_weight=weights)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e20, 1e-30])
+def test_kmeans_transform_counts_features_constant_in_the_training_data(scale):
+    """The scale-aware transform once measured only the features that vary in the training
+    data; a query differing in a constant one (MNIST's border, inked) got too short a distance."""
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(200, 5))
+    X[:, 0] = 3.0
+    model = KMeans(3, random_state=0).fit(X * scale)
+    Q = rng.normal(size=(6, 5))
+    direct = np.sqrt(((Q[:, None, :] - model.cluster_centers_[None] / scale) ** 2).sum(2))
+    np.testing.assert_allclose(model.transform(Q * scale), direct * scale, rtol=1e-12)
+
+
 def test_kmeans_random_state_names_and_warnings_as_sklearn():
     """A RandomState raised TypeError; get_feature_names_out was missing; duplicate points
     gave duplicate centres silently; an exact fit had inertia 1.8e-15 (or -1.8e-15)."""

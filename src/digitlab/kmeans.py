@@ -451,11 +451,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         X = self._check_query(X)
         offset, scale, varying = self._fitted_conditioning()
         # In the fit's units: distances of data near 1e-160 or 1e200 neither under- nor
-        # overflow, and data far from the origin keeps its spread.
-        x = torch.from_numpy(_conditioned(X[:, varying], offset, scale, np.float64))
-        c = torch.from_numpy(
-            _conditioned(self.cluster_centers_[:, varying], offset, scale, np.float64)
-        )
+        # overflow, and data far from the origin keeps its spread. Every feature counts: a
+        # query differs from the centres in the features constant in the training data too
+        # (shifted there by their constant, which changes no distance).
+        shift = self.cluster_centers_[0].copy()
+        shift[varying] = offset
+        x = torch.from_numpy(_conditioned(X, shift, scale, np.float64))
+        c = torch.from_numpy(_conditioned(self.cluster_centers_, shift, scale, np.float64))
         return torch.cdist(x, c).numpy() / scale
 
     def predict(self, X) -> np.ndarray:
