@@ -37,9 +37,9 @@ _FILE_MODE = _file_mode()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; on success it is fsync'd and renamed over `path`."""
-    path = Path(path)
+def _part_file(path: Path, mode: str) -> Iterator[tuple[IO[Any], str]]:
+    """A temporary file beside `path` (handle, its name), fsync'd with the usual permissions
+    when the block ends; removed if the block fails. The caller renames it into place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -55,10 +55,23 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, mode) as handle:
-            yield handle
+            yield handle, tmp
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the file the usual permissions
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; on success it is fsync'd and renamed over `path`."""
+    path = Path(path)
+    with _part_file(path, mode) as (handle, tmp):
+        yield handle
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -78,17 +91,9 @@ def replace_together(contents: dict[Path, str]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for path, text in contents.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_parts(path)
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
-            )
-            staged.append((tmp, path))
-            with os.fdopen(fd, "w") as handle:
+            with _part_file(path, "w") as (handle, tmp):
                 handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, _FILE_MODE)
+            staged.append((tmp, path))
         with _sigint_held():
             for tmp, path in staged:
                 os.replace(tmp, path)

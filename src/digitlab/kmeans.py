@@ -316,7 +316,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
         full[:, varying] = centres[best].cpu().double().numpy() / scale + offset
         self.cluster_centers_ = full
-        self._conditioning = (offset, scale, varying)
+        self._units = (offset, scale, varying)
         self.labels_ = labels[:, best].cpu().numpy()
         # Back to the caller's units (two divisions: scale**2 itself may overflow). Data near
         # 1e300 have an inertia float64 cannot hold: inf, as it is, without a warning.
@@ -475,11 +475,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     def _fitted_conditioning(self):
         """(offset, scale, varying columns) of the fit; set by `fit`, or for centres set by
         hand, worked out from them."""
-        if not hasattr(self, "_conditioning"):
+        if not hasattr(self, "_units"):
             centres = self.cluster_centers_
             varying = np.ones(centres.shape[1], bool)
             return (*_conditioning(centres), varying)
-        return self._conditioning
+        return self._units
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Minus the inertia of X under the fitted centres (scikit-learn's convention).
