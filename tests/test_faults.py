@@ -639,3 +639,91 @@ def test_a_runs_files_change_together_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "fsync", real)
     files.replace_together({tmp_path / n: "new" for n in names})
     assert [(tmp_path / n).read_text() for n in names] == ["new"] * 4
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.*")}
+
+
+def test_an_interrupted_rerun_leaves_the_finished_runs_figures_and_models(tmp_path, monkeypatch):
+    """A rerun with other settings wrote its figures, its CNN and its stage records straight
+    into the folder: killed before the end, it left k=5's figures and another CNN beside k=3's
+    metrics and report. Now they wait under .staged/ and move in with the results; the next
+    run with the same settings reuses them."""
+    from digitlab import pipeline
+
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn,cnn,cluster", "--data-dir", str(data)]
+    assert main([*base, "--out", str(out), "knn.k=3", "cnn.epochs=1"]) == 0
+    before = {
+        name: _files(out / name) for name in ("figures", "models", "stages")
+    } | {"metrics": (out / "metrics.json").read_bytes()}
+    assert before["figures"] and before["models"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # knn and the CNN finish with new settings; the run is interrupted in the next stage.
+    monkeypatch.setattr(pipeline.cluster_task, "cluster", killed)
+    new = [*base, "--out", str(out), "knn.k=5", "cnn.epochs=2", "cluster.n_init=3"]
+    assert main(new) != 0
+    after = {name: _files(out / name) for name in ("figures", "models", "stages")}
+    assert after == {k: v for k, v in before.items() if k != "metrics"}
+    assert (out / "metrics.json").read_bytes() == before["metrics"]
+    assert (out / pipeline.STAGED / "knn" / pipeline.RECORD).is_file()
+    monkeypatch.undo()
+
+    # The same settings again: knn and the CNN are taken from where they waited, not rerun.
+    assert main(new) == 0
+    log = (out / "run.log").read_text()
+    assert log.count("(not yet committed): reused") == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stages"]["knn"]["config"]["k"] == 5
+    assert metrics["stages"]["cnn"]["train_config"]["epochs"] == 2
+    meta = json.loads((out / "models" / "cnn" / "model" / "metadata.json").read_text())
+    assert meta["train_config"]["epochs"] == 2
+    assert _files(out / "figures")["cnn_training_curves.png"] != (
+        before["figures"]["knn_confusion_matrix.png"]
+    )
+    record = json.loads((out / "stages" / "knn.json").read_text())
+    assert record["metrics"]["config"]["k"] == 5
+    # Nothing of the finished stages is left waiting; the old CNN is gone.
+    assert not list((out / pipeline.STAGED).iterdir())
+    assert not list((out / "models").glob(".*"))
+
+
+def test_a_truncated_cnn_checkpoint_in_a_run_is_trained_afresh(tmp_path):
+    """A run's own CNN checkpoint cut short (a full disk, a copy) stopped every rerun ("delete
+    it") while one of other settings was retrained: both are the run's to replace."""
+    from digitlab import pipeline
+
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "cnn", "--data-dir", str(data), "--out", str(out)]
+    assert main([*base, "cnn.epochs=1"]) == 0
+    checkpoint = out / "models" / "cnn" / pipeline.CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert main([*base, "cnn.epochs=2"]) == 0
+    assert "training afresh" in (out / "run.log").read_text()
+    cnn = json.loads((out / "metrics.json").read_text())["stages"]["cnn"]
+    assert len(cnn["history"]["loss"]) == 2 and cnn["training"]["resumed_from_epoch"] == 0
+
+
+def test_a_hand_edited_stage_record_is_rerun_not_reused(tmp_path, capsys):
+    """A stage record edited by hand (its key kept, its figures broken) was reused, and then
+    every report of the folder failed until the record was deleted by hand."""
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", str(data), "--out", str(out)]
+    assert main(base) == 0
+    record = out / "stages" / "knn.json"
+    saved = json.loads(record.read_text())
+    saved["metrics"] = {"accuracy": "x"}
+    record.write_text(json.dumps(saved))
+    assert main(base) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    log = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert "[knn] running" in log and "[data] unchanged since it finished: reused" in log
+    assert json.loads(record.read_text())["metrics"]["accuracy"] > 0.1
+    assert main(["report", str(out)]) == 0

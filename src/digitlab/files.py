@@ -10,7 +10,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,11 +79,13 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def replace_together(contents: dict[Path, str]) -> None:
+def replace_together(contents: dict[Path, str], first: Callable[[], None] | None = None) -> None:
     """Write several text files so that they change together: every one is written in full
     beside its place first (a full disk or a failure leaves all the old ones), then all are
     renamed into place with SIGINT held back until the last is in (renames take microseconds;
-    only a SIGKILL or a power cut in between can split them).
+    only a SIGKILL or a power cut in between can split them). `first()`, when given, runs in
+    that same held-back moment before the renames (a run's moves of its staged figures and
+    models); if it raises, none of the files is replaced.
 
     A run's config.json, config.toml, metrics.json and report.html were four separate atomic
     writes: an interrupt between them paired one run's settings with another's results.
@@ -95,6 +97,8 @@ def replace_together(contents: dict[Path, str]) -> None:
                 handle.write(text)
             staged.append((tmp, path))
         with _sigint_held():
+            if first is not None:
+                first()
             for tmp, path in staged:
                 os.replace(tmp, path)
     except BaseException:

@@ -9,8 +9,12 @@ Each stage is one call into the task layer (`digitlab.tasks`).
 
 The config, metrics.json and report.html are written together, only when the run finishes:
 a failed or interrupted rerun leaves the last finished run's three consistent (the failure is
-in run.log). While a run works in its folder it holds the folder's lock (`files.folder_lock`):
-a second run on the same folder stops at once and names the process that holds it.
+in run.log). So do the stages' figures and models: a stage writes them, and its record, under
+`.staged/<stage>/`, and they are moved into `figures/`, `models/` and `stages/` with the
+results (a killed rerun with other settings once left its figures and CNN beside the last
+finished run's metrics). A staged stage is reused by the next run with the same settings.
+While a run works in its folder it holds the folder's lock (`files.folder_lock`): a second
+run on the same folder stops at once and names the process that holds it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab import __version__
+from digitlab import __version__, figures
+from digitlab.checkpoint import load_state
 from digitlab.data import Dataset, get_spec
 from digitlab.errors import CheckpointMismatch, DataError
 from digitlab.files import jsonable, read_json_object, replace_together, save_metrics
 from digitlab.folders import claim
-from digitlab.report import render_report
+from digitlab.report import check_stage, render_report
 from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
 from digitlab.tasks import cluster as cluster_task
 from digitlab.tasks import cnn as cnn_task
@@ -43,6 +50,10 @@ from digitlab.tasks import knn as knn_task
 from digitlab.train import CHECKPOINT, History
 
 RUN_FORMAT = 1
+#: Where a finished stage's figures, models and record wait until the run's results are
+#: committed together (`_commit`).
+STAGED = ".staged"
+RECORD = "record.json"
 
 #: `on_epoch(stage, epoch, figures)`: a training stage's figures after each finished epoch
 #: (0-based epoch; figures are that epoch's history values, e.g. "val_accuracy", "val_loss").
@@ -59,6 +70,7 @@ class Run:
     log_lines: list[str] = field(default_factory=list)
     # Per-epoch figures of a training stage: on_epoch(stage, epoch, {"val_accuracy": ...}).
     on_epoch: EpochCallback | None = None
+    force: bool = False  # every stage afresh: no reuse, no checkpoint continued
 
     @property
     def figures(self) -> Path:
@@ -67,8 +79,13 @@ class Run:
 
     @property
     def models(self) -> Path:
-        """Where trained models and their checkpoints go."""
+        """Where the finished run's trained models are."""
         return self.folder / "models"
+
+    def staged(self, stage: str) -> Path:
+        """Where `stage` writes its figures (`figures/`), models (`models/`) and record until
+        the run's results are committed."""
+        return self.folder / STAGED / stage
 
     def log(self, text: str, shown: str | None = None) -> None:
         """Append a timestamped line to run.log and, unless quiet, print it (or `shown`)."""
@@ -115,12 +132,15 @@ def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _finished(record: Path, key: str) -> dict | None:
+def _finished(stage: str, record: Path, key: str) -> dict | None:
     """The metrics a stage's record holds if it finished with `key` (these settings and data);
-    None otherwise. A missing or damaged record only means the stage cannot be reused."""
+    None otherwise. A missing or damaged record only means the stage cannot be reused; so does
+    one whose figures a report cannot show (hand-edited: it was reused, then every report
+    failed until it was deleted by hand)."""
     with contextlib.suppress(DataError):
         saved = read_json_object(record)
         if saved.get("key") == key and isinstance(saved.get("metrics"), dict):
+            check_stage(stage, saved["metrics"])
             return saved["metrics"]
     return None
 
@@ -179,7 +199,7 @@ def run_course(
     # Before the data and any work: an unwritable place (OutputError), another command's
     # folder, and a second writer are refused here.
     with claim(folder, "run"):
-        run = Run(folder, cfg, quiet, on_epoch=on_epoch)
+        run = Run(folder, cfg, quiet, on_epoch=on_epoch, force=force)
         for sub in (run.figures, run.models, folder / "stages"):
             sub.mkdir(exist_ok=True)
         run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
@@ -201,7 +221,8 @@ def run_course(
 
 
 def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
-    """Load the data, run or reuse each stage, then write config, metrics and report together."""
+    """Load the data, run or reuse each stage, then commit config, metrics, report and the
+    stages' figures, models and records together."""
     cfg, folder = run.cfg, run.folder
     ds = data_task.load(cfg.data)
     validate_config(cfg, len(ds.x_train))
@@ -217,27 +238,43 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         "classes": list(ds.classes),
         "digest": identity["digest"],
     }
+    ready: dict[str, Path] = {}  # stage -> its staged outputs, committed with the results
     for stage in stages:
-        record = folder / "stages" / f"{stage}.json"
         key = _stage_key(cfg, stage, identity["digest"])
-        saved = None if force else _finished(record, key)
-        if saved is not None:
-            run.log(f"[{stage}] unchanged since it finished: reused")
-            metrics["stages"][stage] = saved
-            continue
+        staged = run.staged(stage)
+        if not force:
+            saved = _finished(stage, staged / RECORD, key)
+            if saved is not None:
+                run.log(
+                    f"[{stage}] finished earlier with these settings (not yet committed): reused"
+                )
+                metrics["stages"][stage] = saved
+                ready[stage] = staged
+                continue
+            saved = _finished(stage, folder / "stages" / f"{stage}.json", key)
+            if saved is not None:
+                run.log(f"[{stage}] unchanged since it finished: reused")
+                metrics["stages"][stage] = saved
+                continue
+        _clear_staged(staged, keep_models=not force)
         run.log(f"[{stage}] running")
         start = time.perf_counter()
-        result = STAGE_FUNCTIONS[stage](run, ds)
+        result = STAGE_FUNCTIONS[stage](run, ds, staged)
         result["seconds"] = time.perf_counter() - start
         metrics["stages"][stage] = jsonable(result)
-        save_metrics(record, {"key": key, "metrics": result})
+        save_metrics(staged / RECORD, {"key": key, "metrics": result})
+        ready[stage] = staged
         run.log(f"[{stage}] done in {result['seconds']:.1f} s")
     # Stages not run this time are in the results only as their records made with these
     # settings and data (their key): `--stages knn --seed 1` once kept seed 0's CNN beside
     # seed 1's config.
     for stage in [s for s in (*STAGES, *metrics["stages"]) if s not in stages]:
         key = _stage_key(cfg, stage, identity["digest"])
-        saved = _finished(folder / "stages" / f"{stage}.json", key)
+        saved = _finished(stage, run.staged(stage) / RECORD, key)
+        if saved is not None:
+            ready[stage] = run.staged(stage)
+        else:
+            saved = _finished(stage, folder / "stages" / f"{stage}.json", key)
         if saved is not None:
             metrics["stages"][stage] = saved
         elif metrics["stages"].pop(stage, None) is not None:
@@ -245,59 +282,123 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
                 f"[{stage}] left out of these results: it was made with other settings or "
                 f"data (run it again with --stages {stage})"
             )
-    # Together, and only now: the folder never pairs one run's settings with another's results
-    # (written in full first, then renamed into place with Ctrl-C held back).
     config = jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()})
     metrics = jsonable(metrics)
+    # Together, and only now: the folder never pairs one run's settings with another's results
+    # or figures (written in full first, then renamed into place with Ctrl-C held back). The
+    # report is rendered from the staged figures before they move.
+    figure_dirs = {stage: staged / "figures" for stage, staged in ready.items()}
     replace_together(
         {
             folder / "config.json": json.dumps(config, indent=2) + "\n",
             folder / "config.toml": config_toml(cfg),
             metrics_path: json.dumps(metrics, indent=2) + "\n",
-            folder / "report.html": render_report(folder, metrics, config),
-        }
+            folder / "report.html": render_report(folder, metrics, config, figure_dirs),
+        },
+        first=lambda: _move_staged(run, ready),
     )
+    _tidy_staged(run, ready)
     run.log(f"report: {folder / 'report.html'}")
     return metrics
 
 
-# ----- stages: one task call each ----------------------------------------------------------
+def _clear_staged(staged: Path, keep_models: bool) -> None:
+    """Make `staged` ready for its stage to run: no record, no figures; an unfinished CNN's
+    checkpoint kept (`keep_models`) so that it resumes."""
+    if keep_models:
+        (staged / RECORD).unlink(missing_ok=True)
+        shutil.rmtree(staged / "figures", ignore_errors=True)
+    else:
+        shutil.rmtree(staged, ignore_errors=True)
+    (staged / "figures").mkdir(parents=True, exist_ok=True)
 
 
-def stage_data(run: Run, ds: Dataset) -> dict:
+def _move_staged(run: Run, ready: dict[str, Path]) -> None:
+    """Move each ready stage's figures, models and record into the run's own places (renames
+    in one folder: called by `replace_together` with Ctrl-C held back)."""
+    for stage, staged in ready.items():
+        made = set()
+        source = staged / "figures"
+        for path in sorted(source.rglob("*")) if source.is_dir() else []:
+            if path.is_file():
+                name = path.relative_to(source)
+                (run.figures / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, run.figures / name)
+                made.add(name.as_posix())
+        for name in figures.BY_STAGE.get(stage, {}).values():
+            if name not in made:  # no longer made (a GAN stage now skipped): not the old one
+                (run.figures / name).unlink(missing_ok=True)
+        models = staged / "models"
+        for model in sorted(models.iterdir()) if models.is_dir() else []:
+            target = run.models / model.name
+            old = run.models / f".{model.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(model, target)
+        os.replace(staged / RECORD, run.folder / "stages" / f"{stage}.json")
+
+
+def _tidy_staged(run: Run, ready: dict[str, Path]) -> None:
+    """After a commit: the replaced models and the committed stages' leftovers go, and so do
+    finished stages of other settings; an unfinished stage (a CNN's checkpoint) stays to resume."""
+    for old in run.models.glob(".*.old"):
+        shutil.rmtree(old, ignore_errors=True)
+    root = run.folder / STAGED
+    for staged in sorted(root.iterdir()) if root.is_dir() else []:
+        if staged in ready.values() or (staged / RECORD).exists():
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+# ----- stages: one task call each; `out` is the stage's staged folder ---------------------
+
+
+def stage_data(run: Run, ds: Dataset, out: Path) -> dict:
     """The dataset's summary and its first pictures."""
-    return data_task.overview(ds, run.cfg.data, run.cfg.seed, run.figures)
+    return data_task.overview(ds, run.cfg.data, run.cfg.seed, out / "figures")
 
 
-def stage_knn(run: Run, ds: Dataset) -> dict:
+def stage_knn(run: Run, ds: Dataset, out: Path) -> dict:
     """kNN at the configured k, fully evaluated (and compared with scikit-learn)."""
-    return knn_task.evaluate_knn(ds, run.cfg.stage("knn"), run.figures, metrics_file=None)
+    return knn_task.evaluate_knn(ds, run.cfg.stage("knn"), out / "figures", metrics_file=None)
 
 
-def stage_sweep(run: Run, ds: Dataset) -> dict:
+def stage_sweep(run: Run, ds: Dataset, out: Path) -> dict:
     """k chosen on a validation split."""
-    return knn_task.sweep(ds, run.cfg.stage("sweep"), run.figures, metrics_file=None)
+    return knn_task.sweep(ds, run.cfg.stage("sweep"), out / "figures", metrics_file=None)
 
 
-def stage_cnn(run: Run, ds: Dataset) -> dict:
-    """The CNN, trained (or resumed from the run's checkpoint), saved and evaluated."""
+def stage_cnn(run: Run, ds: Dataset, out: Path) -> dict:
+    """The CNN, trained (or resumed from its checkpoint), saved and evaluated."""
     cfg = run.cfg.stage("cnn")
-    out = run.models / "cnn"
-    resume = (out / CHECKPOINT).exists()
+    model_dir = out / "models" / "cnn"
+    checkpoint = model_dir / CHECKPOINT
+    finished = run.models / "cnn" / CHECKPOINT
+    if not checkpoint.exists() and finished.is_file() and not run.force:
+        # The finished run's training continues where it can (more epochs asked for); one
+        # made with other settings is refused below and trained afresh.
+        shutil.copytree(run.models / "cnn", model_dir, dirs_exist_ok=True)
+    if checkpoint.exists():
+        try:
+            load_state(checkpoint)
+        except DataError as exc:  # a truncated checkpoint: the run's own, so start over
+            run.log(f"[cnn] {exc}: training afresh")
+            checkpoint.unlink()
+    resume = checkpoint.exists()
     if resume:
         run.log("[cnn] continuing from its checkpoint")
     report = _epoch_figures("cnn", run.on_epoch) if run.on_epoch is not None else None
     try:
         return cnn_task.train_and_save(
-            ds, cfg, out, resume, run.quiet, figures_dir=run.figures, on_epoch=report
+            ds, cfg, model_dir, resume, run.quiet, figures_dir=out / "figures", on_epoch=report
         )
     except CheckpointMismatch as exc:
         # The checkpoint belongs to other settings or data, or has more epochs than asked for
         # (the stage key changed): train afresh, so the model is made with these settings.
         run.log(f"[cnn] {exc}: training afresh")
-        (out / CHECKPOINT).unlink()
+        checkpoint.unlink()
         return cnn_task.train_and_save(
-            ds, cfg, out, False, run.quiet, figures_dir=run.figures, on_epoch=report
+            ds, cfg, model_dir, False, run.quiet, figures_dir=out / "figures", on_epoch=report
         )
 
 
@@ -315,20 +416,20 @@ def _epoch_figures(stage: str, on_epoch: EpochCallback) -> Callable[[int, Histor
     return report
 
 
-def stage_cluster(run: Run, ds: Dataset) -> dict:
+def stage_cluster(run: Run, ds: Dataset, out: Path) -> dict:
     """k-means (or the configured method), scored, with its pictures."""
-    return cluster_task.cluster(ds, run.cfg.stage("cluster"), run.figures, metrics_file=None)
+    return cluster_task.cluster(ds, run.cfg.stage("cluster"), out / "figures", metrics_file=None)
 
 
-def stage_gan(run: Run, ds: Dataset) -> dict:
+def stage_gan(run: Run, ds: Dataset, out: Path) -> dict:
     """Generated digits and the morph (skipped with a note when there is no generator)."""
-    result = gan_task.course_samples(run.cfg.stage("gan"), run.figures, dataset=ds.name)
+    result = gan_task.course_samples(run.cfg.stage("gan"), out / "figures", dataset=ds.name)
     if "skipped" in result:
         run.log(f"[gan] skipped: {result['skipped']}")
     return result
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Run, Dataset], dict]] = {
+STAGE_FUNCTIONS: dict[str, Callable[[Run, Dataset, Path], dict]] = {
     "data": stage_data,
     "knn": stage_knn,
     "sweep": stage_sweep,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Mapping
 from pathlib import Path
 
 from digitlab import figures
@@ -120,8 +121,8 @@ METHODS = {"kmeans": "k-means", "gmm": "a Gaussian mixture"}
 EMBEDDINGS = {"raw": "raw-pixel", "pca": "PCA", "umap": "UMAP"}
 
 
-def _img(folder: Path, name: str, caption: str) -> str:
-    path = folder / "figures" / name
+def _img(figures_dir: Path, name: str, caption: str) -> str:
+    path = figures_dir / name
     # A link could point anywhere (it once embedded /etc/passwd): only the run's own files.
     if not path.is_file() or path.is_symlink():
         return ""
@@ -192,7 +193,7 @@ def _size(n) -> str:
     return "all 60,000" if n is None else f"{n:,d}"
 
 
-def section_data(folder: Path, m: dict) -> str:
+def section_data(figures_dir: Path, m: dict) -> str:
     """The HTML of the dataset's section, from its metrics and figures."""
     s = m["summary"]
     rows = [
@@ -218,13 +219,13 @@ def section_data(folder: Path, m: dict) -> str:
         + _table(["split", "images", "dtype", "pixels", "mean"], rows)
         + "<h3>Images per class</h3>"
         + _table(["split", *s["classes"]], counts)
-        + _img(folder, figures.DATA["digit"], "One training image and its label")
-        + _img(folder, figures.DATA["three"], "Three examples of one digit")
-        + _img(folder, figures.DATA["gallery"], "Ten random training images of every class")
+        + _img(figures_dir, figures.DATA["digit"], "One training image and its label")
+        + _img(figures_dir, figures.DATA["three"], "Three examples of one digit")
+        + _img(figures_dir, figures.DATA["gallery"], "Ten random training images of every class")
     )
 
 
-def section_knn(folder: Path, m: dict) -> str:
+def section_knn(figures_dir: Path, m: dict) -> str:
     """The HTML of kNN's section, from its metrics and figures."""
     c = m["config"]
     extras = [
@@ -253,16 +254,16 @@ def section_knn(folder: Path, m: dict) -> str:
         )
         + _reference(m)
         + _img(
-            folder,
+            figures_dir,
             figures.KNN["confusion_matrix"],
             "Confusion matrix: rows are true digits, columns predictions; errors in red",
         )
-        + _img(folder, figures.KNN["per_class"], "Precision, recall and F1 per digit")
+        + _img(figures_dir, figures.KNN["per_class"], "Precision, recall and F1 per digit")
         + "<h3>Per-class figures</h3>"
         + _per_class_table(m)
-        + _img(folder, figures.KNN["misclassified"], "The first misclassified test digits")
+        + _img(figures_dir, figures.KNN["misclassified"], "The first misclassified test digits")
         + _img(
-            folder,
+            figures_dir,
             figures.KNN["misclassified_confident"],
             (
                 "The most confidently wrong: ranked by how much farther the nearest training "
@@ -319,7 +320,7 @@ def _reference(m: dict) -> str:
     )
 
 
-def section_sweep(folder: Path, m: dict) -> str:
+def section_sweep(figures_dir: Path, m: dict) -> str:
     """The HTML of the k sweep's section, from its metrics and figures."""
     ks = m["ks"]
     rows = [
@@ -347,12 +348,14 @@ def section_sweep(folder: Path, m: dict) -> str:
             chosen=ks.index(m["chosen_k"]),
         )
         + _img(
-            folder, figures.SWEEP["sweep"], "Accuracy vs k on the validation split and the test set"
+            figures_dir,
+            figures.SWEEP["sweep"],
+            "Accuracy vs k on the validation split and the test set",
         )
     )
 
 
-def section_cnn(folder: Path, m: dict) -> str:
+def section_cnn(figures_dir: Path, m: dict) -> str:
     """The HTML of the CNN's section, from its metrics and figures."""
     cfg = m["train_config"]
     h = m["history"]
@@ -391,22 +394,22 @@ def section_cnn(folder: Path, m: dict) -> str:
         )
         + "<p class='cue' aria-hidden='true'>scroll sideways for more →</p>"
         + f"<div class='scroll'><pre class='summary'>{html.escape(m['summary'])}</pre></div>"
-        + _img(folder, figures.CNN["curves"], "Training and validation loss and accuracy")
+        + _img(figures_dir, figures.CNN["curves"], "Training and validation loss and accuracy")
         + _table(["epoch", "loss", "accuracy", "val loss", "val accuracy", "seconds"], rows)
-        + _img(folder, figures.CNN["confusion_matrix"], "CNN confusion matrix")
-        + _img(folder, figures.CNN["per_class"], "Precision, recall and F1 per digit")
+        + _img(figures_dir, figures.CNN["confusion_matrix"], "CNN confusion matrix")
+        + _img(figures_dir, figures.CNN["per_class"], "Precision, recall and F1 per digit")
         + "<h3>Per-class figures</h3>"
         + _per_class_table(m)
-        + _img(folder, figures.CNN["misclassified"], "The first misclassified test digits")
+        + _img(figures_dir, figures.CNN["misclassified"], "The first misclassified test digits")
         + _img(
-            folder,
+            figures_dir,
             figures.CNN["misclassified_confident"],
             "The CNN's most confidently wrong (its probability for the wrong digit)",
         )
     )
 
 
-def section_cluster(folder: Path, m: dict) -> str:
+def section_cluster(figures_dir: Path, m: dict) -> str:
     """The HTML of clustering's section, from its metrics and figures."""
     c = m["config"]
     names = [
@@ -450,12 +453,12 @@ def section_cluster(folder: Path, m: dict) -> str:
             "than to the next one (−1..1), on a seeded sample of 2,000 images of each set.</p>"
         )
         + _img(
-            folder,
+            figures_dir,
             figures.CLUSTER["centres"],
             "Each cluster's mean image and its most likely digit",
         )
         + _img(
-            folder,
+            figures_dir,
             figures.CLUSTER["scatter"],
             "Test images projected on the first two principal components; each centre is "
             "labelled with its cluster and that cluster's most likely digit",
@@ -463,7 +466,7 @@ def section_cluster(folder: Path, m: dict) -> str:
     )
 
 
-def section_gan(folder: Path, m: dict) -> str:
+def section_gan(figures_dir: Path, m: dict) -> str:
     """The HTML of the GAN's section, from its metrics and figures."""
     if "skipped" in m:
         return f"<p class='lead'>Skipped: {html.escape(m['skipped'])}.</p>"
@@ -486,15 +489,17 @@ def section_gan(folder: Path, m: dict) -> str:
         "and real images.</p>"
         + (_cards(cards) if cards else "")
         + _img(
-            folder, figures.GAN["grid"], "Every digit, ten samples each (row d asks for digit d)"
+            figures_dir,
+            figures.GAN["grid"],
+            "Every digit, ten samples each (row d asks for digit d)",
         )
-        + _img(folder, figures.GAN["digit"], "One chosen digit, ten times")
+        + _img(figures_dir, figures.GAN["digit"], "One chosen digit, ten times")
         + _img(
-            folder,
+            figures_dir,
             figures.GAN["morph"],
             "Morphing one digit into another: the noise stays fixed while the label is blended",
         )
-        + _img(folder, figures.GAN["morph_strip"], "The same morph, frame by frame")
+        + _img(figures_dir, figures.GAN["morph_strip"], "The same morph, frame by frame")
     )
 
 
@@ -523,13 +528,20 @@ def write_report(folder: str | Path) -> Path:
     return atomic_write_text(folder / "report.html", render_report(folder, metrics, config))
 
 
-def render_report(folder: str | Path, metrics: dict, config: dict) -> str:
+def render_report(
+    folder: str | Path,
+    metrics: dict,
+    config: dict,
+    figure_dirs: Mapping[str, Path] | None = None,
+) -> str:
     """The report's HTML for a run folder from its metrics and config (as metrics.json and
-    config.json hold them) and its figures/. Raises DataError when the figures are not what a
-    report needs (hand-edited: a string for an accuracy, a stage that is null)."""
+    config.json hold them) and its figures/. `figure_dirs` maps a stage to another folder of
+    its figures (a run renders its report from the stages' staged figures before it moves them
+    into figures/). Raises DataError when the figures are not what a report needs
+    (hand-edited: a string for an accuracy, a stage that is null)."""
     folder = Path(folder)
     try:
-        return _page(folder, metrics, config)
+        return _page(folder, metrics, config, figure_dirs or {})
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # These once gave a traceback, for `report` and for every later `run` of the folder.
         raise DataError(
@@ -539,7 +551,17 @@ def render_report(folder: str | Path, metrics: dict, config: dict) -> str:
         ) from exc
 
 
-def _page(folder: Path, metrics: dict, config: dict) -> str:
+def check_stage(stage: str, m: dict) -> None:
+    """Raise DataError when `m`, a stage's figures (a stages/<stage>.json record), cannot be
+    shown in a report: a hand-edited record is rerun, not reused into a report that fails."""
+    try:
+        SECTIONS[stage](Path("/nonexistent"), m)  # the HTML only: no figure is read
+        float(m.get("seconds", 0))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(f"its figures cannot be shown ({type(exc).__name__}: {exc})") from exc
+
+
+def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, Path]) -> str:
     """The report's HTML from a run folder's metrics and config (and its figures)."""
     stages = [s for s in SECTIONS if s in metrics.get("stages", {})]
     env = metrics.get("environment", {})
@@ -553,8 +575,9 @@ def _page(folder: Path, metrics: dict, config: dict) -> str:
         m = metrics["stages"][s]
         if s == "data":
             m = {**m, "_dataset": dataset}
+        html_of = SECTIONS[s](figure_dirs.get(s, folder / "figures"), m)
         body.append(
-            f"<section id='{s}'><h2>{TITLES[s]}</h2>{SECTIONS[s](folder, m)}"
+            f"<section id='{s}'><h2>{TITLES[s]}</h2>{html_of}"
             f"<p class='lead'>Stage time: {m.get('seconds', 0):.1f} s</p></section>"
         )
     timing = _table(
