@@ -306,3 +306,26 @@ def test_show_index_beyond_the_dataset_is_refused(tmp_path, capsys):
         assert main(["run", f"data.show_index={bad}", "--out", str(tmp_path / "r")]) == 1
         assert "show_index must be a whole number in 0..59999" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_interrupted_cnn_resumes_from_its_last_epoch(tmp_path):
+    """Stopped after its first epoch, the CNN continues from its checkpoint (kept under
+    .staged/ until the run finishes, so the folder shows no half-trained model)."""
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    cfg = load_config(
+        "quick", overrides=[*TINY, "cnn.epochs=3", "cnn.batch_size=64", f'data.data_dir="{data}"']
+    )
+    out = tmp_path / "run"
+
+    def stop_after_first(stage, epoch, figures):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_course(cfg, out, stages=["cnn"], quiet=True, on_epoch=stop_after_first)
+    assert not (out / "models" / "cnn").exists() and not (out / "metrics.json").exists()
+    metrics = run_course(cfg, out, stages=["cnn"], quiet=True)
+    cnn = metrics["stages"]["cnn"]
+    assert cnn["training"]["resumed_from_epoch"] == 1 and len(cnn["history"]["loss"]) == 3
+    assert "[cnn] continuing from its checkpoint" in (out / "run.log").read_text()
+    assert (out / "models" / "cnn" / "model" / "model.safetensors").is_file()
