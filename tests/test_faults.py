@@ -656,9 +656,9 @@ def test_an_interrupted_rerun_leaves_the_finished_runs_figures_and_models(tmp_pa
     out = tmp_path / "run"
     base = ["run", *RUN_TINY, "--stages", "data,knn,cnn,cluster", "--data-dir", str(data)]
     assert main([*base, "--out", str(out), "knn.k=3", "cnn.epochs=1"]) == 0
-    before = {
-        name: _files(out / name) for name in ("figures", "models", "stages")
-    } | {"metrics": (out / "metrics.json").read_bytes()}
+    before = {name: _files(out / name) for name in ("figures", "models", "stages")} | {
+        "metrics": (out / "metrics.json").read_bytes()
+    }
     assert before["figures"] and before["models"]
 
     def killed(*args, **kwargs):
@@ -683,9 +683,8 @@ def test_an_interrupted_rerun_leaves_the_finished_runs_figures_and_models(tmp_pa
     assert metrics["stages"]["cnn"]["train_config"]["epochs"] == 2
     meta = json.loads((out / "models" / "cnn" / "model" / "metadata.json").read_text())
     assert meta["train_config"]["epochs"] == 2
-    assert _files(out / "figures")["cnn_training_curves.png"] != (
-        before["figures"]["knn_confusion_matrix.png"]
-    )
+    curves = "cnn_training_curves.png"
+    assert _files(out / "figures")[curves] != before["figures"][curves]
     record = json.loads((out / "stages" / "knn.json").read_text())
     assert record["metrics"]["config"]["k"] == 5
     # Nothing of the finished stages is left waiting; the old CNN is gone.

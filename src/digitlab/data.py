@@ -7,8 +7,11 @@ home; a download from the public mirrors (torchvision's and Keras'), verified by
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +21,8 @@ import numpy as np
 
 from digitlab.download import download, file_digest
 from digitlab.errors import ConfigError, DataError
-from digitlab.files import atomic_open
-from digitlab.idx import is_idx_header, read_idx
+from digitlab.files import OutputError, atomic_open
+from digitlab.idx import MAX_DATA_BYTES, is_idx_header, read_idx
 
 PARTS = ("train_images", "train_labels", "test_images", "test_labels")
 _STEMS = {
@@ -36,6 +39,12 @@ _NPZ_KEYS = {
     "test_labels": "y_test",
 }
 _CACHE_VERSION = 1
+# The cache's record of itself, one more npz member: the dataset and the CRC-32 of each array
+# member as written from verified files. The zip keeps its own CRC-32 of each member and
+# zipfile checks the bytes against it as they are read (a changed byte fails there), so a
+# cache re-saved with other arrays is told by comparing the two sets of CRCs: a few
+# microseconds, where hashing the 55 MB of MNIST again would double a 30 ms load.
+_RECORD = "digitlab_record"
 
 
 @dataclass(frozen=True)
@@ -214,8 +223,18 @@ class Dataset:
         return out
 
 
-def _validate(arrays: dict[str, np.ndarray], source: str, n_classes: int) -> None:
-    """Shapes, dtypes and label ranges an MNIST-format dataset must have."""
+def _validate(
+    arrays: dict[str, np.ndarray],
+    source: str,
+    spec: DatasetSpec,
+    names: dict[str, str] | None = None,
+) -> None:
+    """Shapes, dtypes, label ranges and split sizes an MNIST-format dataset must have.
+
+    `names` (part -> file or array name) lets the messages say which files are meant. Raises
+    DataError, naming `source`, on the first thing that is wrong."""
+    _check_not_swapped(arrays, source, spec, names or {p: _NPZ_KEYS[p] for p in PARTS})
+    n_classes = len(spec.classes)
     for split in ("train", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
@@ -239,6 +258,33 @@ def _validate(arrays: dict[str, np.ndarray], source: str, n_classes: int) -> Non
             raise DataError(f"{source}: {split} label {int(y.max())} is not in 0..{n_classes - 1}")
 
 
+def _check_not_swapped(
+    arrays: dict[str, np.ndarray], source: str, spec: DatasetSpec, names: dict[str, str]
+) -> None:
+    """Refuse train and test files given for each other, told by the table's split sizes.
+
+    Only the exact swap is refused (the train file holding the test split's published count
+    and the test file the train split's): your own data under these names may have any
+    other sizes."""
+    n_train, n_test = spec.counts
+    if n_train == n_test:
+        return
+    swapped = [
+        kind
+        for kind in ("images", "labels")
+        if len(arrays[f"train_{kind}"]) == n_test and len(arrays[f"test_{kind}"]) == n_train
+    ]
+    if not swapped:
+        return
+    pairs = ", ".join(f"{names[f'train_{k}']} <-> {names[f'test_{k}']}" for k in swapped)
+    raise DataError(
+        f"{source}: the train {' and '.join(swapped)} hold {n_test:,} items and the test "
+        f"{' and '.join(swapped)} {n_train:,}, but {spec.title} has {n_train:,} training and "
+        f"{n_test:,} test images: the train and test files look swapped ({pairs}); swap "
+        "their names back"
+    )
+
+
 def _find_idx(folder: Path, part: str) -> Path | None:
     stem = _STEMS[part]
     # Names as published (.gz), unpacked, and the original site's dotted spelling.
@@ -259,14 +305,22 @@ def _is_gzip(path: Path) -> bool:
     return _head(path)[:2] == b"\x1f\x8b"
 
 
-def _published_as(digest: str, part: str) -> tuple[DatasetSpec, str] | None:
-    """The dataset and form ("gzip'd" or "uncompressed") whose published md5 for `part` this is."""
-    for other in DATASETS.values():
-        if other.md5[part] == digest:
-            return other, "gzip'd"
-        if other.raw_md5.get(part) == digest:
-            return other, "uncompressed"
+def _published_as(digest: str, part: str) -> tuple[DatasetSpec, str, str] | None:
+    """(dataset, form, part) whose published md5 this is; form is "gzip'd" or "uncompressed".
+
+    The same part of any dataset is looked for first, then the other parts (a test file given
+    under a train name)."""
+    for other_part in (part, *(p for p in PARTS if p != part)):
+        for other in DATASETS.values():
+            if other.md5[other_part] == digest:
+                return other, "gzip'd", other_part
+            if other.raw_md5.get(other_part) == digest:
+                return other, "uncompressed", other_part
     return None
+
+
+def _split_of(part: str) -> str:
+    return part.split("_")[0]
 
 
 def _verify(path: Path, spec: DatasetSpec, part: str) -> None:
@@ -284,8 +338,20 @@ def _verify(path: Path, spec: DatasetSpec, part: str) -> None:
     if digest == spec.md5[part] or (raw and digest == spec.raw_md5.get(part)):
         return
     known = _published_as(digest, part)
+    if known is not None and known[2] != part:
+        other, form, other_part = known
+        swap = (
+            "the train and test files look swapped; swap their names back"
+            if _split_of(other_part) != _split_of(part)
+            else "the images and labels files are under each other's names; rename them"
+        )
+        raise DataError(
+            f"{path}: md5 {digest} is the published md5 of the {form} {other.title} file "
+            f"{_STEMS[other_part]} ({_split_of(other_part)} split), not of {_STEMS[part]}: "
+            f"{swap}"
+        )
     if known is not None and known[0].name != spec.name:
-        other, form = known
+        other, form, _ = known
         raise DataError(
             f"{path}: md5 {digest} is the published md5 of the {form} {other.title} file "
             f"{_STEMS[part]}, not of {spec.title}: these are {other.title} files; add "
@@ -322,7 +388,19 @@ def _candidate_folders(folder: Path, spec: DatasetSpec) -> list[Path]:
     return [folder, folder / spec.name, folder / spec.title / "raw", folder / spec.title]
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+class _CacheChanged(DataError):
+    """The cache's arrays are not the ones it was written with (`edited`), or it has no record
+    of them (written by an older digitlab)."""
+
+    def __init__(self, message: str, edited: bool = True):
+        super().__init__(message)
+        self.edited = edited
+
+
+def _read_npz(path: Path, spec: DatasetSpec | None = None) -> dict[str, np.ndarray]:
+    """The four arrays of a Keras-style npz. Raises DataError naming the file when it cannot
+    be read, lacks an array or holds one larger than digitlab reads (a zip bomb). With
+    `spec`, the file is our cache and must also match its record: _CacheChanged if not."""
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in _NPZ_KEYS.values() if k not in f.files]
@@ -331,9 +409,46 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     f"{path}: npz lacks arrays {missing}; expected x_train, y_train, "
                     "x_test, y_test as in Keras' mnist.npz"
                 )
+            members = {info.filename: info for info in f.zip.infolist()}
+            for info in members.values():
+                # A compressed member inflates to its declared size: refuse a huge one unread.
+                if info.file_size > MAX_DATA_BYTES + 4096:
+                    raise DataError(
+                        f"{path}: {info.filename} would unpack to {info.file_size:,} bytes, "
+                        f"more than the {MAX_DATA_BYTES:,} digitlab reads from one array; it "
+                        "is damaged or not an MNIST-format npz, replace it"
+                    )
+            if spec is not None:
+                _check_record(path, f, members, spec)
+            # zipfile checks each member against its CRC-32 as it is read: an edited byte
+            # raises BadZipFile here.
             return {part: f[key] for part, key in _NPZ_KEYS.items()}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
         raise DataError(f"{path}: not a readable npz file ({exc}); delete or replace it") from exc
+
+
+def _check_record(path: Path, f, members: dict[str, zipfile.ZipInfo], spec: DatasetSpec) -> None:
+    """Raise _CacheChanged unless the cache's record matches its arrays' CRC-32s."""
+    if _RECORD not in f.files:
+        raise _CacheChanged(
+            f"{path} has no record of its arrays (an older digitlab wrote it)", edited=False
+        )
+    try:
+        record = json.loads(f[_RECORD].item())
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _CacheChanged(f"{path}: its record is unreadable ({exc})") from exc
+    crcs = {key: members[key + ".npy"].CRC for key in _NPZ_KEYS.values()}
+    extra = sorted(set(f.files) - {*_NPZ_KEYS.values(), _RECORD})
+    if (
+        not isinstance(record, dict)
+        or record.get("dataset") != spec.name
+        or record.get("crc32") != crcs
+        or extra
+    ):
+        raise _CacheChanged(
+            f"{path}: its arrays were changed after it was written from the verified "
+            f"{spec.title} files (their CRC-32s no longer match its record)"
+        )
 
 
 def read_folder(
@@ -342,7 +457,10 @@ def read_folder(
     """Read a dataset from a folder of IDX files or a Keras-style npz.
 
     With `verify`, a file that carries its published name with .gz must match the published
-    md5; anything else is checked for structure (magic numbers, sizes, counts) only.
+    md5; anything else is checked for structure (magic numbers, sizes, counts) only. Raises
+    DataError naming the file: missing, unreadable, corrupt or oversized (a gzip or zip
+    bomb), a checksum mismatch, files of another dataset, or train and test files swapped
+    (by checksum, or by the table's split sizes when there is none to compare).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -357,12 +475,13 @@ def read_folder(
                 if verify:
                     _verify(path, spec, part)
                 arrays[part] = read_idx(path)
-            _validate(arrays, str(candidate), len(spec.classes))
+            names = {part: path.name for part, path in found.items()}
+            _validate(arrays, str(candidate), spec, names)
             return arrays
         npz = candidate / f"{spec.name}.npz"
         if npz.is_file():
             arrays = _read_npz(npz)
-            _validate(arrays, str(npz), len(spec.classes))
+            _validate(arrays, str(npz), spec)
             return arrays
     some = ", ".join(spec.filename(p) for p in PARTS)
     raise DataError(
@@ -375,10 +494,47 @@ def _cache_path(home: Path, spec: DatasetSpec) -> Path:
     return home / spec.name / f"{spec.name}-v{_CACHE_VERSION}.npz"
 
 
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_open(path, "wb") as handle:
+def _write_cache(path: Path, arrays: dict[str, np.ndarray], spec: DatasetSpec) -> None:
+    """The fast cache: a Keras-style npz plus its record (see _RECORD), written atomically.
+
+    Raises OutputError naming the file when it cannot be written (a full disk, a read-only
+    data home); the previous cache file, if any, is kept."""
+    try:
         # Uncompressed on purpose: loading it is a memory copy, well under a second for 70,000.
-        np.savez(handle, **{key: arrays[part] for part, key in _NPZ_KEYS.items()})
+        # Written member by member as np.savez does, to learn each member's CRC-32 for the
+        # record.
+        with (
+            atomic_open(path, "wb") as handle,
+            zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+        ):
+            crcs = {}
+            for part, key in _NPZ_KEYS.items():
+                with zf.open(key + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(arrays[part]), allow_pickle=False)
+                crcs[key] = zf.getinfo(key + ".npy").CRC
+            record = json.dumps({"dataset": spec.name, "crc32": crcs})
+            with zf.open(_RECORD + ".npy", "w") as member:
+                np.lib.format.write_array(member, np.array(record), allow_pickle=False)
+    except OSError as exc:
+        full = "free some space there or " if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise OutputError(
+            f"cannot write the {spec.title} cache {path}: {exc.strerror or exc}; "
+            f"{full}set DIGITLAB_HOME to another folder"
+        ) from exc
+
+
+def _verified_raw(spec: DatasetSpec, home: Path) -> dict[str, np.ndarray] | None:
+    """The dataset from the files an earlier download left in the data home, each checked
+    against its published checksum again; None unless all are there and good."""
+    raw_dir = home / spec.name / "raw"
+    paths = {part: raw_dir / spec.filename(part) for part in PARTS}
+    if all(p.is_file() and file_digest(p) == spec.md5[part] for part, p in paths.items()):
+        return {part: read_idx(path) for part, path in paths.items()}
+    if spec.npz_url and spec.npz_sha256:
+        npz = raw_dir / spec.npz_url.rsplit("/", 1)[1]
+        if npz.is_file() and file_digest(npz, "sha256") == spec.npz_sha256:
+            return _read_npz(npz)
+    return None
 
 
 def _download_all(
@@ -417,6 +573,65 @@ def _download_all(
     )
 
 
+def _from_cache(
+    cache: Path,
+    home: Path,
+    spec: DatasetSpec,
+    mirrors: Sequence[str] | None,
+    download_if_missing: bool,
+    quiet: bool,
+) -> dict[str, np.ndarray]:
+    """The arrays from the cache, or from the verified sources when the cache is missing,
+    damaged or changed since it was written (it is then rebuilt from them).
+
+    A changed cache is never used: rebuilding it from the published files (those left in
+    the data home by the first download, checked against their published checksums again,
+    else downloaded afresh) gives back exactly the verified data without the user's help; a
+    warning says it happened. Raises DataError when it cannot be rebuilt (offline, or
+    downloads off), naming the changed cache, and OutputError when it cannot be written."""
+    changed, edited = None, False
+    if cache.is_file():
+        try:
+            arrays = _read_npz(cache, spec)
+            _validate(arrays, str(cache), spec)
+            return arrays
+        except _CacheChanged as exc:
+            changed, edited = str(exc), exc.edited  # kept until a rebuild replaces it
+        except DataError:
+            cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+    arrays = _verified_raw(spec, home)
+    if arrays is None:
+        if not download_if_missing:
+            if changed:
+                raise DataError(
+                    f"{changed}; it is not used, and its source files are not in "
+                    f"{cache.parent / 'raw'} to rebuild it with downloading off: load once "
+                    "with downloading on (the published files are fetched and verified "
+                    "again), or pass --data-dir DIR"
+                )
+            raise DataError(
+                f"{spec.title} is not cached in {home} and downloading is off; pass "
+                "--data-dir DIR (or set DIGITLAB_DATA) to a folder with the IDX files"
+            )
+        try:
+            arrays = _download_all(spec, home, mirrors, quiet)
+        except DataError as exc:
+            if changed:
+                raise DataError(
+                    f"{changed}; it is not used, and rebuilding it failed: {exc}"
+                ) from exc
+            raise
+    _validate(arrays, spec.name, spec)
+    _write_cache(cache, arrays, spec)
+    if edited:  # an older digitlab's cache is rebuilt quietly: nobody changed it
+        warnings.warn(
+            f"{changed}; it was not used, and was rebuilt from the published {spec.title} "
+            "files (checksums verified)",
+            stacklevel=3,
+        )
+    return arrays
+
+
 def _mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:
     # DIGITLAB_MIRRORS (comma-separated base URLs) is tried first: a local or company mirror.
     extra = [m.strip() for m in os.environ.get("DIGITLAB_MIRRORS", "").split(",") if m.strip()]
@@ -433,7 +648,13 @@ def load_dataset(
     verify: bool = True,
     quiet: bool = True,
 ) -> Dataset:
-    """Load an MNIST-format dataset from a folder, the cache, or the mirrors (in that order)."""
+    """Load an MNIST-format dataset from a folder, the cache, or the mirrors (in that order).
+
+    Raises DataError (one line naming the file and what to do) when the data cannot be read
+    or are not what they claim: a corrupt, truncated or oversized file, a checksum mismatch,
+    train and test files swapped, a cache changed since it was written that cannot be
+    rebuilt, or nothing to download from; OutputError when the cache cannot be written; and
+    ConfigError for an unknown dataset name."""
     spec = get_spec(name)
     data_dir = data_dir if data_dir is not None else os.environ.get("DIGITLAB_DATA") or None
     if data_dir is not None:
@@ -442,23 +663,7 @@ def load_dataset(
     else:
         home_path = data_home(home)
         cache = _cache_path(home_path, spec)
-        arrays = None
-        if cache.is_file():
-            try:
-                arrays = _read_npz(cache)
-                _validate(arrays, str(cache), len(spec.classes))
-            except DataError:
-                cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
-                arrays = None
-        if arrays is None:
-            if not download_if_missing:
-                raise DataError(
-                    f"{spec.title} is not cached in {home_path} and downloading is off; pass "
-                    "--data-dir DIR (or set DIGITLAB_DATA) to a folder with the IDX files"
-                )
-            arrays = _download_all(spec, home_path, mirrors, quiet)
-            _validate(arrays, spec.name, len(spec.classes))
-            _write_cache(cache, arrays)
+        arrays = _from_cache(cache, home_path, spec, mirrors, download_if_missing, quiet)
         source = str(cache)
     return Dataset(
         name=spec.name,

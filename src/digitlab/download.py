@@ -8,6 +8,7 @@ partial or corrupt file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from digitlab.errors import DataError
+from digitlab.files import OutputError, describe_os_error
 
 _CHUNK = 1 << 16
 
@@ -37,18 +39,43 @@ def _checksum_algorithm(checksum: str) -> str:
     return {32: "md5", 64: "sha256"}[len(checksum)]
 
 
+def _cannot_write(dest: Path, exc: OSError, url: str) -> OutputError:
+    # A full disk or a read-only cache is ours, not the mirror's: no other mirror or retry
+    # will help, and the message must name the file and what to do.
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        todo = f"free some space in {dest.parent} or set DIGITLAB_HOME to a folder with room"
+    else:
+        todo = "set DIGITLAB_HOME to a folder you can write"
+    return OutputError(
+        f"cannot write {dest} while downloading {url}: {exc.strerror or exc}; {todo}"
+    )
+
+
 def _fetch_once(url: str, dest: Path, checksum: str, timeout: float, quiet: bool) -> None:
     algorithm = _checksum_algorithm(checksum)
     h = hashlib.new(algorithm)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise _cannot_write(dest, exc, url) from exc
+    try:
+        # Unbuffered: a write that fails (a full disk) fails here, where it is told from a
+        # network error, not again in close() where it would replace the first error.
+        with (
+            os.fdopen(fd, "wb", buffering=0) as out,
+            urllib.request.urlopen(url, timeout=timeout) as resp,
+        ):
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=dest.name, disable=quiet, leave=False
             ) as bar:
                 while block := resp.read(_CHUNK):
-                    out.write(block)
+                    try:
+                        view = memoryview(block)
+                        while view:  # a raw write may take only part of the block
+                            view = view[out.write(view) :]
+                    except OSError as exc:
+                        raise _cannot_write(dest, exc, url) from exc
                     h.update(block)
                     bar.update(len(block))
             if total is not None and out.tell() != total:
@@ -57,7 +84,10 @@ def _fetch_once(url: str, dest: Path, checksum: str, timeout: float, quiet: bool
             raise DataError(
                 f"checksum mismatch for {url}: {algorithm} {h.hexdigest()}, expected {checksum}"
             )
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise _cannot_write(dest, exc, url) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -77,9 +107,17 @@ def download(
 
     Each mirror (a base URL) is tried `retries` times for network errors; a checksum mismatch
     moves straight on to the next mirror. Returns the verified file's path in `dest_dir`.
+    Raises DataError when no mirror served the right bytes, and OutputError naming the file
+    when it cannot be written here (a full disk, a read-only folder): no mirror can fix that.
     """
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot make the download folder {dest_dir} ({describe_os_error(exc, dest_dir)}); "
+            "set DIGITLAB_HOME to a folder you can write"
+        ) from exc
     dest = dest_dir / filename
     failures: list[str] = []
     for base in mirrors:

@@ -59,9 +59,13 @@ def _part_file(path: Path, mode: str) -> Iterator[tuple[IO[Any], str]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; give the file the usual permissions
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A write, flush or fsync that fails (a full disk: ENOSPC) names no file, and the
+            # one-line message (describe_os_error) must say which one could not be written.
+            exc.filename = str(path)
         raise
 
 
@@ -229,11 +233,17 @@ def remove_stale_parts(path: str | Path) -> list[Path]:
     return removed
 
 
-def describe_os_error(exc: OSError) -> str:
-    """One line for an OS error: what failed and on which path."""
-    what = exc.strerror or exc.__class__.__name__
+def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
+    """One line for an OS error: what failed and on which path.
+
+    The path is the error's own (both, for a rename), else `path`, the file the caller was
+    working on: a write or fsync on an open file that fails (a full disk, ENOSPC) carries no
+    file name, and "No space left on device" alone does not say which disk or file."""
+    what = exc.strerror or str(exc) or exc.__class__.__name__
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    return f"{what}: {' -> '.join(paths)}" if paths else str(exc)
+    if not paths and path is not None:
+        paths = [str(path)]
+    return f"{what}: {' -> '.join(paths)}" if paths else what
 
 
 def check_writable(folder: str | Path, create: bool = False) -> Path:

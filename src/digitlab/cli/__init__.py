@@ -8,9 +8,11 @@ the console script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
 from digitlab import __version__
@@ -58,10 +60,17 @@ def _terminated(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 our error, 2 usage, 130 interrupted)."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name in another script on a console that cannot show it (PYTHONIOENCODING=
+        # ascii, a C locale) printed a UnicodeEncodeError traceback: escape it instead.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     args = parse(build_parser(), argv)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line
     try:
         return int(args.func(args) or 0)
     except DigitlabError as exc:
@@ -76,5 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("digitlab: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line (Python's own format adds the file, line and source line of the
+    code that warned: noise to someone at a command line)."""
+    text = " ".join(str(message).split())
+    print(f"digitlab: warning: {text}", file=sys.stderr if file is None else file)
