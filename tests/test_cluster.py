@@ -327,3 +327,83 @@ def test_cli_cluster_error_is_one_line(fake, tmp_path, capsys):
         == 1
     )
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _blobs(dtype=np.float64):
+    X, _ = make_blobs(n_samples=600, centers=5, n_features=6, cluster_std=2.5, random_state=3)
+    return X.astype(dtype)
+
+
+@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
+def test_given_initial_centres_give_scikit_learns_clustering(algorithm):
+    """`init` was not a parameter: KMeans(init=centres) raised TypeError. From the same start
+    Lloyd's steps are deterministic, so the result is scikit-learn's."""
+    X = _blobs()
+    start = X[[0, 1, 2, 3, 4]]  # five samples, not one per blob: several steps to converge
+    ours = KMeans(5, init=start, n_init=1, algorithm=algorithm, projection=None).fit(X)
+    ref = SKLearnKMeans(5, init=start, n_init=1, algorithm="lloyd").fit(X)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    # A callable init is called as scikit-learn calls it, and its centres used the same way.
+    seen = {}
+
+    def chooser(data, n_clusters, random_state):
+        seen.update(n=n_clusters, rs=type(random_state), rows=len(data))
+        return start
+
+    again = KMeans(5, init=chooser, n_init="auto", algorithm=algorithm, projection=None).fit(X)
+    np.testing.assert_array_equal(again.labels_, ours.labels_)
+    assert seen == {"n": 5, "rs": np.random.RandomState, "rows": 600}
+
+
+def test_init_and_n_init_auto_as_scikit_learn():
+    X = _blobs()
+    start = X[:5]
+    with pytest.warns(
+        RuntimeWarning, match="performing only one init in KMeans instead of n_init=10"
+    ):
+        assert len(KMeans(5, init=start, n_init=10).fit(X).inertias_) == 1
+    assert len(KMeans(5, n_init="auto").fit(X).inertias_) == 1
+    random = KMeans(5, init="random", n_init="auto", random_state=0).fit(X)
+    assert len(random.inertias_) == 10
+    ref = SKLearnKMeans(5, init="random", n_init=10, random_state=0).fit(X)
+    assert random.inertia_ == pytest.approx(ref.inertia_, rel=1e-3)
+    # Weighted random starts draw only samples of weight > 0.
+    w = np.zeros(len(X))
+    w[:50] = 1.0
+    weighted = KMeans(5, init="random", n_init=3, max_iter=1, projection=None)
+    weighted.fit(X, sample_weight=w)
+    assert np.isfinite(weighted.inertia_)
+    for bad, message in [
+        (X[:4], r"shape of the initial centers \(4, 6\)"),
+        (X[:5, :3], r"shape of the initial centers \(5, 3\)"),
+        ("forgy", "init must be 'k-means\\+\\+', 'random'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            KMeans(5, init=bad).fit(X)
+    with pytest.raises(ValueError, match="n_init"):
+        KMeans(5, n_init="sometimes").fit(X)
+
+
+def test_dtypes_are_scikit_learns():
+    """float32 data gave float64 centres and distances, and labels were int64."""
+    for dtype in (np.float32, np.float64, np.uint8):
+        X = _blobs(dtype) if dtype != np.uint8 else np.abs(_blobs()).astype(np.uint8)
+        ours = KMeans(5, n_init=2, random_state=0).fit(X)
+        ref = SKLearnKMeans(5, n_init=2, random_state=0).fit(X)
+        assert ours.cluster_centers_.dtype == ref.cluster_centers_.dtype
+        assert ours.transform(X).dtype == ref.transform(X).dtype
+        assert ours.labels_.dtype == ref.labels_.dtype == ours.predict(X).dtype
+        np.testing.assert_array_equal(ours.predict(X), ours.labels_)
+
+
+@pytest.mark.real_data
+def test_given_centres_on_wide_pixel_data(mnist):
+    """The projected restarts (784 pixels -> 50 components) start from given centres too."""
+    x, y = random_subset(mnist.x_train, mnist.y_train, 3000, 0)
+    X = x.reshape(len(x), -1)
+    start = np.stack([X[y == d][0] for d in range(10)]).astype(np.float64)
+    ours = KMeans(10, init=start, n_init=1).fit(X)
+    ref = SKLearnKMeans(10, init=start, n_init=1).fit(X.astype(np.float64))
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=0.01)

@@ -713,3 +713,22 @@ def test_images_of_another_shape_than_fitted_are_refused():
         np.testing.assert_array_equal(model.predict(X[:5]), model.predict(X[:5].reshape(5, -1)))
         with pytest.raises(ValueError, match="images of 14x56 pixels.*fitted on images of 28x28"):
             model.predict(X[:5].reshape(5, 14, 56))
+
+
+def test_scikit_learns_own_parameters_are_taken():
+    """KNeighborsClassifier(n_jobs=-1) or (leaf_size=...) — scikit-learn code as written —
+    raised TypeError: every parameter of scikit-learn's constructor is one of ours."""
+    ours_params = set(KNeighborsClassifier().get_params())
+    assert set(SKLearnKNN().get_params()) <= ours_params
+    X, y = make_digits(300, seed=1)
+    Q, _ = make_digits(40, seed=2)
+    X, Q = X.reshape(len(X), -1), Q.reshape(len(Q), -1)
+    kwargs = {"n_neighbors": 3, "leaf_size": 10, "metric_params": None, "n_jobs": -1}
+    ours = KNeighborsClassifier(**kwargs, algorithm="brute").fit(X, y)
+    ref = SKLearnKNN(**kwargs, algorithm="brute").fit(X, y)
+    np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+    assert KNeighborsClassifier(n_jobs=1)._threads() == 1
+    assert KNeighborsClassifier(n_jobs=-1, threads=1)._threads() == 1  # ours wins
+    for bad in ({"leaf_size": 0}, {"n_jobs": 0}, {"metric_params": {"p": 3}}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            KNeighborsClassifier(**bad).fit(X, y)

@@ -32,6 +32,7 @@ from digitlab import errors
 from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.validation import check_seed, images_as_rows, whole_number
 
+INITS = ("k-means++", "random")
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
 
@@ -68,6 +69,11 @@ def _conditioned(X: np.ndarray, offset, scale: float, dtype=np.float32) -> np.nd
     if isinstance(offset, float) and offset == 0.0 and scale == 1.0:
         return np.ascontiguousarray(X, dtype=dtype)
     return np.ascontiguousarray((np.asarray(X, np.float64) - offset) * scale, dtype=dtype)
+
+
+def _float_of(X: np.ndarray) -> type:
+    """The float dtype scikit-learn keeps for X's results: float32 stays, others float64."""
+    return np.float32 if X.dtype == np.float32 else np.float64
 
 
 def _weights(sample_weight, X: np.ndarray) -> np.ndarray | None:
@@ -201,13 +207,17 @@ def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int, w=None):
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means with scikit-learn's interface: `fit`, `predict`, `transform`, `inertia_`.
 
-    Parameters: n_clusters, n_init (restarts, best inertia kept), max_iter, tol (relative to
-    the mean feature variance, as scikit-learn), random_state, algorithm ("hamerly": Lloyd's
-    iterations, skipping the samples whose distance bounds prove their centre unchanged;
-    "lloyd": every distance every step, all restarts in one product), projection (run the
-    restarts on this many principal components, then refine the best in full space; None:
-    restarts in full space), device, threads (None: $DIGITLAB_THREADS if set, else PyTorch's
-    current setting).
+    Parameters: n_clusters, init ("k-means++", scikit-learn's greedy one; "random": n_clusters
+    distinct samples (drawn by weight with sample_weight); an array (n_clusters, n_features);
+    or a callable `init(X, n_clusters, random_state)` returning one), n_init (restarts, best
+    inertia kept; "auto": 1, or 10 with init="random", as scikit-learn; an array or callable
+    init runs once, with scikit-learn's RuntimeWarning when n_init asked for more), max_iter,
+    tol (relative to the mean feature variance, as scikit-learn), random_state, algorithm
+    ("hamerly": Lloyd's iterations, skipping the samples whose distance bounds prove their
+    centre unchanged; "lloyd": every distance every step, all restarts in one product),
+    projection (run the restarts on this many principal components, then refine the best in
+    full space; None: restarts in full space), device, threads (None: $DIGITLAB_THREADS if
+    set, else PyTorch's current setting).
 
     Input: X is (n_samples, n_features) numeric, any dtype (uint8 pixels are converted to
     float32 once, inside `fit`), or images (n, h, w), flattened to h*w features. Dense only:
@@ -221,7 +231,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self,
         n_clusters: int = 8,
         *,
-        n_init: int = 10,
+        init="k-means++",
+        n_init: int | str = 10,
         max_iter: int = 300,
         tol: float = 1e-4,
         random_state: int | None = 0,
@@ -231,6 +242,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         threads: int | None = None,
     ):
         self.n_clusters = n_clusters
+        self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
@@ -241,8 +253,15 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self.threads = threads
 
     def _check_params(self, n: int) -> None:
-        for name in ("n_clusters", "n_init", "max_iter"):
+        for name in ("n_clusters", "max_iter"):
             whole_number(name, getattr(self, name), error=ValueError)
+        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
+            whole_number("n_init", self.n_init, error=ValueError)
+        if isinstance(self.init, str) and self.init not in INITS:
+            raise ValueError(
+                f"init must be 'k-means++', 'random', an array of shape (n_clusters, "
+                f"n_features) or a callable, got {self.init!r}"
+            )
         if self.n_clusters > n:
             raise ValueError(
                 f"n_samples={n} should be >= n_clusters={self.n_clusters}: cannot make "
@@ -258,7 +277,52 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False  # MNIST pixels are dense; sparse X is refused in fit
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]  # as scikit-learn's
         return tags
+
+    def _restarts_and_start(self, X: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """(restarts, the given initial centres (n_clusters, n_features) float64 or None)."""
+        init = self.init
+        if callable(init):
+            init = init(
+                X, self.n_clusters, random_state=np.random.RandomState(self._fit_seed % 2**32)
+            )
+        if isinstance(init, str):
+            auto = 10 if init == "random" else 1
+            return (auto if self.n_init == "auto" else int(self.n_init)), None
+        start = np.asarray(init, dtype=np.float64)
+        if start.shape != (self.n_clusters, X.shape[1]):
+            raise ValueError(
+                f"The shape of the initial centers {start.shape} does not match the number "
+                f"of clusters {self.n_clusters} and features {X.shape[1]}: init must be "
+                f"(n_clusters, n_features)"
+            )
+        if not np.isfinite(start).all():
+            raise ValueError("init holds NaN or infinity")
+        if self.n_init != "auto" and self.n_init != 1:
+            warnings.warn(  # scikit-learn's warning, in its words
+                "Explicit initial center position passed: performing only one init in "
+                f"{type(self).__name__} instead of n_init={self.n_init}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return 1, start
+
+    def _start(self, x, x_sq, r: int, gen: torch.Generator, w, given) -> torch.Tensor:
+        """The restarts' first centres (r, k, d) in x's space: `given` (k, d) for the one
+        restart, n_clusters distinct rows for "random", else greedy k-means++."""
+        k = self.n_clusters
+        if given is not None:
+            return given[None].clone()
+        if isinstance(self.init, str) and self.init == "random":
+            if w is None:
+                rows = [
+                    torch.randperm(len(x), generator=gen, device=x.device)[:k] for _ in range(r)
+                ]
+            else:
+                rows = [torch.multinomial(w, k, replacement=False, generator=gen) for _ in range(r)]
+            return x[torch.stack(rows)].clone()
+        return _kmeans_plusplus(x, x_sq, k, r, gen, w)
 
     def fit(self, X, y=None, sample_weight=None) -> KMeans:
         """Cluster X (n_samples, n_features); y is ignored. Returns self.
@@ -266,7 +330,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         sample_weight (n_samples,), non-negative, not all zero (default: all 1): each
         sample's weight in the k-means++ draws, the centres (weighted means) and the inertia,
         as scikit-learn's; the tolerance stays unweighted, as there. Learns cluster_centers_
-        (n_clusters, n_features) float64, labels_ (n_samples,) int64, inertia_ (float, the
+        (n_clusters, n_features) (float32 for float32 X, else float64), labels_ (n_samples,)
+        int32, inertia_ (float, the
         (weighted) sum of squared distances to the nearest centre), inertias_ (n_init,),
         n_iter_ and n_features_in_. Raises ValueError for bad parameters, data or weights.
         """
@@ -274,7 +339,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self._check_params(len(X))
         w = _weights(sample_weight, X)
         device = resolve_device(self.device)
-        gen = torch.Generator(device=device).manual_seed(_seed(self.random_state))
+        self._fit_seed = _seed(self.random_state)
+        restarts, start = self._restarts_and_start(X)
+        gen = torch.Generator(device=device).manual_seed(self._fit_seed)
         with threads(requested_threads(self.threads)):
             # A feature equal in every sample (MNIST's blank border) adds the same to every
             # distance and stays at that value in every centre: leave it out of the products.
@@ -291,14 +358,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             if w is not None:
                 w = torch.from_numpy(w).to(device)
             tol = float(self.tol * variance / X.shape[1])
-            k, r = self.n_clusters, self.n_init
+            r = restarts
+            if start is not None:  # in the conditioned units of x, as the data
+                start = _conditioned(start[:, varying], offset, scale)
+                start = torch.from_numpy(start).to(device)
             if self.projection is not None and min(len(x), x.shape[1]) > self.projection:
-                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen, w)
+                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen, w, r, start)
             elif self.algorithm == "lloyd":
-                centres = _kmeans_plusplus(x, x_sq, k, r, gen, w)  # (r, k, d)
+                centres = self._start(x, x_sq, r, gen, w, start)  # (r, k, d)
                 centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter, w)
             else:
-                centres = _kmeans_plusplus(x, x_sq, k, r, gen, w)  # (r, k, d)
+                centres = self._start(x, x_sq, r, gen, w, start)  # (r, k, d)
                 # The first steps move most samples, so bounds save nothing yet: take them in
                 # lockstep (one wide product for all restarts is several times faster than
                 # n_init narrow ones), then let Hamerly's bounds skip the settled samples.
@@ -315,9 +385,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             inertia = self._inertia(x64, centres[best], labels[:, best], w)
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
         full[:, varying] = centres[best].cpu().double().numpy() / scale + offset
-        self.cluster_centers_ = full
+        # scikit-learn's dtypes: float32 data keep float32 centres (others float64); int32
+        # labels.
+        self.cluster_centers_ = full.astype(_float_of(X), copy=False)
         self._units = (offset, scale, varying)
-        self.labels_ = labels[:, best].cpu().numpy()
+        self.labels_ = labels[:, best].cpu().numpy().astype(np.int32)
         # Back to the caller's units (two divisions: scale**2 itself may overflow). Data near
         # 1e300 have an inertia float64 cannot hold: inf, as it is, without a warning.
         self.inertia_ = float(inertia) / scale / scale
@@ -339,7 +411,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         """Output columns of `transform` (for get_feature_names_out: kmeans0, kmeans1, ...)."""
         return self.cluster_centers_.shape[0]
 
-    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator, w=None):
+    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator, w, r, start):
         """Restarts on the top principal components, the best refined in full space.
 
         k-means++ and Lloyd's steps for all restarts run on a `projection`-dimensional PCA of
@@ -347,14 +419,15 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         restart's clusters then give full-space means, ranked by their full-space inertia, and
         the best REFINE continue in full space with Hamerly's bounds until they converge there.
         """
-        k, r = self.n_clusters, self.n_init
+        k = self.n_clusters
         sample = x[torch.randperm(len(x), generator=gen, device=x.device)[:4096]]
         mu = sample.mean(0)
         centred = sample - mu
         _, vecs = torch.linalg.eigh(centred.T @ centred)
         p = (x - mu) @ vecs[:, -self.projection :]
         p_sq = (p * p).sum(1)
-        centres = _kmeans_plusplus(p, p_sq, k, r, gen, w)
+        given = None if start is None else (start - mu) @ vecs[:, -self.projection :]
+        centres = self._start(p, p_sq, r, gen, w, given)
         centres, n_iter, _ = self._lloyd(p, p_sq, centres, tol, self.max_iter, w)
         labels = self._assign(p, p_sq, centres)  # (n, r)
         full = self._centres(x, labels, mu.expand(r, k, -1), w)  # an empty cluster: the mean
@@ -447,7 +520,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         )
 
     def transform(self, X) -> np.ndarray:
-        """Euclidean distances (n_samples, n_clusters) float64 to every centre."""
+        """Euclidean distances (n_samples, n_clusters) to every centre: float32 for float32
+        X, else float64 (scikit-learn's dtypes)."""
         X = self._check_query(X)
         offset, scale, varying = self._fitted_conditioning()
         # In the fit's units: distances of data near 1e-160 or 1e200 neither under- nor
@@ -458,10 +532,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         shift[varying] = offset
         x = torch.from_numpy(_conditioned(X, shift, scale, np.float64))
         c = torch.from_numpy(_conditioned(self.cluster_centers_, shift, scale, np.float64))
-        return torch.cdist(x, c).numpy() / scale
+        return (torch.cdist(x, c).numpy() / scale).astype(_float_of(X), copy=False)
 
     def predict(self, X) -> np.ndarray:
-        """Index of the nearest centre (n_samples,) int64."""
+        """Index of the nearest centre (n_samples,) int32 (scikit-learn's dtype)."""
         X = self._check_query(X)
         device = resolve_device(self.device)
         offset, scale, varying = self._fitted_conditioning()
@@ -470,7 +544,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             x = torch.from_numpy(_conditioned(X[:, varying], offset, scale)).to(device)
             centres = _conditioned(self.cluster_centers_[:, varying], offset, scale)
             c = torch.from_numpy(centres).to(device)
-            return self._assign(x, (x * x).sum(1), c[None])[:, 0].cpu().numpy()
+            labels = self._assign(x, (x * x).sum(1), c[None])[:, 0]
+            return labels.cpu().numpy().astype(np.int32)
 
     def _fitted_conditioning(self):
         """(offset, scale, varying columns) of the fit; set by `fit`, or for centres set by

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from sklearn.utils.validation import (
 from digitlab import errors
 from digitlab.device import (
     ThreadPicker,
+    available_cpus,
     check_threads,
     probe_threads,
     requested_threads,
@@ -109,6 +111,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         for 4,096+ training images and k < 64 with the float32 kernel). All are exact.
     metric : "euclidean", or "minkowski" with p=2 (scikit-learn's defaults: the same metric).
     p : Minkowski power; only 2 is supported.
+    leaf_size, metric_params, n_jobs : scikit-learn's, accepted so that its code runs
+        unchanged: leaf_size (a whole number >= 1) tunes only tree searches, which this exact
+        search does not use; metric_params must be None; n_jobs sets the search's threads when
+        `threads` is None (-1: every CPU this process may use).
     device : "auto", "cpu" or "cuda".
     max_memory_mb : bound on the distance block held at once (queries are chunked to fit).
     threads : PyTorch CPU threads for the search (None: $DIGITLAB_THREADS if set, else chosen
@@ -138,8 +144,11 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         *,
         weights: str = "uniform",
         algorithm: str = "auto",
-        metric: str = "euclidean",
+        leaf_size: int = 30,
         p: float = 2,
+        metric: str = "euclidean",
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
         device: str = "auto",
         max_memory_mb: float = 512,
         threads: int | None = None,
@@ -148,8 +157,11 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.algorithm = algorithm
-        self.metric = metric
+        self.leaf_size = leaf_size
         self.p = p
+        self.metric = metric
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
         self.device = device
         self.max_memory_mb = max_memory_mb
         self.threads = threads
@@ -166,6 +178,23 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             )
         if isinstance(self.p, (bool, np.bool_)) or self.p != 2:
             raise ValueError(f"p must be 2 (the euclidean metric), got {self.p!r}")
+        # scikit-learn's own spellings, accepted so that its code runs unchanged: leaf_size
+        # tunes only its trees (no tree here), metric_params may only restate p=2, and n_jobs
+        # is the search's thread count when `threads` is not set.
+        whole_number("leaf_size", self.leaf_size, error=ValueError)
+        if self.metric_params not in (None, {}, {"p": 2}):
+            raise ValueError(
+                f"metric_params must be None (the euclidean metric has none), got "
+                f"{self.metric_params!r}"
+            )
+        if self.n_jobs is not None and (
+            isinstance(self.n_jobs, bool)
+            or not isinstance(self.n_jobs, numbers.Integral)
+            or self.n_jobs == 0
+        ):
+            raise ValueError(
+                f"n_jobs must be None, a positive count or -1 (all CPUs), got {self.n_jobs!r}"
+            )
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kernel not in KERNELS:
@@ -179,6 +208,13 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         resolve_device(self.device)
         if self.threads is not None:
             check_threads(self.threads)
+
+    def _threads(self) -> int | None:
+        """`threads`, else scikit-learn's `n_jobs` (-1: every CPU, -2: all but one, ...)."""
+        if self.threads is not None or self.n_jobs is None:
+            return self.threads
+        n = int(self.n_jobs)
+        return max(1, n if n > 0 else available_cpus() + 1 + n)
 
     def _check_fitted(self) -> None:
         """NotFittedError before `fit`; then the parameters again, which `set_params` may have
@@ -306,7 +342,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         # <= 2**24); wider whole-number data takes the float path, whose answers are proven.
         pixels = self._pixels is not None and self.n_features_in_ <= _EXACT_WIDTH
         queries = _as_pixels(X) if pixels else None
-        asked = requested_threads(self.threads)  # a count asked for is used as it is
+        asked = requested_threads(self._threads())  # a count asked for is used as it is
         with threads(asked), _exact_float32_matmul():
             if queries is None:  # float features: torch's thread count as it is
                 result = self._search_float(X, ks, device)
