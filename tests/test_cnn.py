@@ -314,7 +314,11 @@ def test_checkpoint_guards(small_data, tmp_path):
         (TrainConfig(ema=1.0), "ema must be in"),
         (TrainConfig(ema=0), "ema must be in"),
         # Checked against the subset trained on, before any epoch runs.
-        (TrainConfig(train_size=5), "cannot split 5 samples of 10 classes"),
+        (
+            TrainConfig(train_size=5),
+            "5 training images cannot be split for validation: each side needs at least one of "
+            "each of the 10 classes, so at least 20 images; raise train_size",
+        ),
         (TrainConfig(train_size=60001), "train_size must be in 1..60000"),
         (TrainConfig(seed=-1), "seed must be a whole number >= 0"),
         (TrainConfig(seed=2**64), "seed must be a whole number >= 0"),
@@ -581,7 +585,7 @@ def test_cli_train_refuses_a_subset_too_small_before_the_table(tmp_path, capsys)
     args = ["cnn", "train", "--data-dir", str(data), "--train-size", "5", "--out"]
     assert main([*args, str(tmp_path / "o")]) != 0
     captured = capsys.readouterr()
-    assert "cannot split 5 samples" in captured.err and "val_loss" not in captured.out
+    assert "5 training images cannot be split" in captured.err and "val_loss" not in captured.out
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

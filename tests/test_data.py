@@ -148,7 +148,7 @@ def test_stratified_split_keeps_class_shares():
     np.testing.assert_array_equal(stratified_split(y, 0.1, seed=3)[1], va)
     with pytest.raises(ConfigError):
         stratified_split(y, 1.5)
-    with pytest.raises(ConfigError, match="at least one sample per class"):
+    with pytest.raises(ConfigError, match="at least one of each of the 10 classes"):
         stratified_split(np.arange(10), 0.1)
 
 

@@ -478,8 +478,8 @@ def test_a_run_checks_its_generator_before_any_stage(tmp_path, capsys):
 def test_a_folder_inside_another_commands_output_is_refused(tmp_path, capsys):
     """A run's figures/, stages/ or models/cnn/ as another command's --out is refused before
     work (knn once replaced a run's confusion matrix, and `report` showed it beside the run's
-    own figures); a sweep's trials, runs inside a sweep's folder, are its design."""
-    from digitlab.folders import MARKER, refuse_others
+    own figures); inside a sweep's folder only the sweep's own trials run."""
+    from digitlab.folders import MARKER, refuse_others, working_for
 
     data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
     run = tmp_path / "run"
@@ -499,7 +499,10 @@ def test_a_folder_inside_another_commands_output_is_refused(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / MARKER).write_text('{"command": "sweep"}')
-    refuse_others(sweep / "trials" / "t0", "run")  # allowed
+    with working_for("sweep"):
+        refuse_others(sweep / "trials" / "t0", "run")  # the sweep's own trial
+    with pytest.raises(Exception, match="only its own trials run there"):
+        refuse_others(sweep / "trials" / "t0", "run")  # a plain run there
     with pytest.raises(Exception, match="lies inside"):
         refuse_others(sweep / "trials" / "t0", "knn")
 

@@ -176,3 +176,14 @@ def test_cli_knn_with_a_class_missing_from_the_subset(mnist_dir, tmp_path):
     assert cm.shape == (10, 10) and cm[:, 5].sum() == 0 and cm[5].sum() == 892
     assert metrics["per_class"][5]["recall"] == 0.0
     assert list(out.rglob("*misclassified*.png"))
+
+
+def test_knn_sweep_split_that_cannot_be_made_is_refused_before_the_data(tmp_path, capsys):
+    """`knn sweep --val-fraction 0.001` failed only after the data had loaded."""
+    from digitlab.cli import main
+
+    argv = ["knn", "sweep", "--data-dir", str(tmp_path / "missing"), "--train-size", "300"]
+    assert main([*argv, "--val-fraction", "0.001", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "holds out 0 of 300 training images" in err and "at least 0.0317" in err
+    assert not (tmp_path / "o").exists()

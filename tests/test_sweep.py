@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -223,6 +224,35 @@ def test_unreachable_address_fails_fast():
             "--search optuna tunes on one seed",
         ),
         (["knn.k=1,3", "--metric", "knn.val_accuracy", "--search", "random"], "needs --trials N"),
+        # More trials than MAX_TRIALS: counted before the configurations are made (3,000,001
+        # seeds once took minutes to plan before the sweep started).
+        (
+            ["knn.k=1,3", "--metric", "knn.val_accuracy", "--seeds", "0-3000000"],
+            "--seeds 0-3000000 names 3,000,001 seeds, and every configuration runs on each; "
+            "a sweep runs at most 10,000 trials: narrow --seeds",
+        ),
+        (
+            ["knn.k=1,3", "--metric", "knn.val_accuracy", "--seeds", "0-5999"],
+            "the sweep would run 12,000 trials (2 configurations x 6,000 seeds); a sweep runs "
+            "at most 10,000: narrow the grid or --seeds, or sample it with --search random",
+        ),
+        (
+            ["cnn.batch_size=1..100000", "cnn.lr=1e-4..1e-2:log:3", "--metric", "cnn.val_loss"],
+            "the sweep would run 300,000 trials (300,000 configurations x 1 seed)",
+        ),
+        (
+            [
+                "cnn.lr=1e-4..1e-2:log",
+                "--metric",
+                "cnn.val_accuracy",
+                "--search",
+                "random",
+                "--trials",
+                "20000",
+            ],
+            "the sweep would run 20,000 trials (--trials 20,000 x 1 seed); a sweep runs at "
+            "most 10,000: lower --trials or narrow --seeds",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
@@ -387,3 +417,126 @@ def test_another_commands_folder_is_refused_before_ray_starts(fake_dir, tmp_path
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_the_trial_cap_is_checked_before_planning():
+    """The count is worked out, not listed: a cap check that made the configurations first
+    would take minutes (and memory) on these before refusing them."""
+    from digitlab.sweep.space import MAX_TRIALS
+
+    start = time.perf_counter()
+    for seeds, words in (("0-10**15", ["knn.k=1,3"]), ("0", ["cnn.batch_size=1..10000000000"])):
+        with pytest.raises(ConfigError, match=f"at most {MAX_TRIALS:,}"):
+            plan_sweep(words, seeds=seeds.replace("10**15", str(10**15)),
+                       metric="knn.val_accuracy", overrides=SMALL)  # fmt: skip
+    with pytest.raises(ConfigError, match="the seed list names 10,001 seeds"):
+        plan_sweep(["knn.k=1,3"], seeds=range(10_001), metric="knn.val_accuracy", overrides=SMALL)
+    assert time.perf_counter() - start < 5
+    # At the cap itself, planning is still quick: each seed is checked once, not once per
+    # configuration (100 configurations x 100 seeds were 10,000 full checks).
+    start = time.perf_counter()
+    plan, _ = plan_sweep(["knn.k=1..100"], seeds="0-99", metric="knn.val_accuracy",
+                         overrides=["knn.train_size=3000"])  # fmt: skip
+    assert plan.n_planned() == MAX_TRIALS and time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "words, metric, message",
+    [
+        # The kNN objective splits the knn stage's subset by sweep.val_fraction.
+        (
+            ["knn.train_size=300", "sweep.train_size=none", "sweep.val_fraction=0.001"],
+            "knn.val_accuracy",
+            "sweep.val_fraction 0.001 holds out 0 of 300 training images, but the validation "
+            "split needs at least one of each of the 10 classes: raise sweep.val_fraction (to "
+            "at least 0.0317) or knn.train_size (the objective knn.val_accuracy splits the knn "
+            "stage's images)",
+        ),
+        # The k sweep splits its own subset.
+        (
+            ["sweep.train_size=300", "sweep.val_fraction=0.02"],
+            "sweep.val_accuracy",
+            "[sweep] val_fraction 0.02 holds out 6 of 300 training images, but the validation "
+            "split needs at least one of each of the 10 classes: raise val_fraction (to at "
+            "least 0.0317) or train_size",
+        ),
+        (
+            ["sweep.train_size=300", "sweep.ks=1", "sweep.val_fraction=0.99"],
+            "sweep.val_accuracy",
+            "[sweep] val_fraction 0.99 leaves 3 of 300 training images to fit on",
+        ),
+    ],
+)
+def test_a_split_that_cannot_be_made_is_refused_before_the_data_loads(
+    words, metric, message, tmp_path, capsys
+):
+    # The data folder does not exist: reading it would fail with another message.
+    argv = ["sweep", "knn.k=1,3", "--metric", metric, *SMALL, *words,
+            "--data-dir", str(tmp_path / "no-data"), "--out", str(tmp_path / "s")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+    # `digitlab run` checks the k sweep's split with the same code, before its data too.
+    if metric == "sweep.val_accuracy":
+        from digitlab.run_config import load_config, validate_config
+
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config(load_config("course", None, words))
+
+
+def test_a_trial_no_node_can_hold_is_named():
+    """Ray places one trial's CPUs and GPUs on one node: the cluster's total does not count
+    (shapes as ray.nodes() lists them; a real cluster's refusal is in test_sweep_ray)."""
+    from digitlab.sweep.engine import resource_problem
+
+    nodes = [{"CPU": 8.0, "memory": 1e9}, {"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}]
+    assert resource_problem({"CPU": 2, "GPU": 1}, nodes) is None
+    assert resource_problem({"CPU": 8, "GPU": 0}, nodes) is None
+    assert resource_problem({"CPU": 0.5, "GPU": 0.25}, nodes) is None  # shares of one GPU
+    # 18 CPUs and a GPU in all, but no node has 4 CPUs beside its GPU, nor 16 CPUs.
+    message = resource_problem({"CPU": 4, "GPU": 1}, nodes, where="the Ray cluster at h:1")
+    assert message == (
+        "a trial asks for 4 CPUs and 1 GPU on one node (--cpus-per-trial 4, --gpus-per-trial "
+        "1), but the Ray cluster at h:1 has 3 nodes: 8 CPUs and no GPU (x2), 2 CPUs and 1 GPU: "
+        "Ray would never start it; ask for less, or add a node that has it"
+    )
+    assert "16 CPUs on one node (--cpus-per-trial 16)" in resource_problem({"CPU": 16}, nodes)
+    one = resource_problem({"CPU": 1, "GPU": 1}, [{"CPU": 2.0}], where="Ray on this machine")
+    assert "Ray on this machine has 2 CPUs and no GPU:" in one
+    # An autoscaling cluster may add a node that holds it: the trial waits for it, as it should.
+    gpu_node = {"CPU": 16.0, "GPU": 4.0}
+    assert resource_problem({"CPU": 4, "GPU": 1}, nodes, [gpu_node]) is None
+    assert "its autoscaler adds nodes of 16 CPUs and 4 GPUs" in resource_problem(
+        {"CPU": 4, "GPU": 8}, nodes, [gpu_node]
+    )
+
+
+def test_a_plain_run_cannot_write_into_a_sweeps_folder(fake_dir, tmp_path, capsys):
+    """A sweep's trials are its own: `digitlab run --out` on a trial (or anywhere in the sweep's
+    folder) is refused in one line and leaves the trial as it was; the sweep still makes its
+    trials there (a plain run once replaced a trial's results, and the statistics with them)."""
+    from digitlab.folders import claim
+
+    small = [w.replace("300", "100") for w in SMALL]
+    base = adapter.resolve_base("quick", None, [f"data.data_dir={fake_dir}", *small])
+    sweep_dir = tmp_path / "sweep"
+    with claim(sweep_dir, "sweep"):  # as run_sweep marks it
+        pass
+    trial = sweep_dir / "trials" / trial_name({"knn.k": 3}, 0)
+    adapter.run_trial(base, {"knn.k": 3, "seed": 0}, trial, ["knn"], "knn.val_accuracy", 1)
+    before = {p: p.read_bytes() for p in trial.rglob("*") if p.is_file()}
+    errors = {}
+    for out in (trial, sweep_dir / "trials" / "mine", sweep_dir):
+        argv = ["run", "--stages", "knn", "--data-dir", str(fake_dir), *small, "knn.k=5",
+                "--quiet", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 1, out
+        errors[out] = capsys.readouterr().err
+        assert errors[out].count("\n") == 1 and "Traceback" not in errors[out], errors[out]
+        assert "holds the output of `digitlab sweep`" in errors[out], errors[out]
+    assert errors[trial] == (
+        f"digitlab: error: {trial} lies inside {sweep_dir}, which holds the output of "
+        "`digitlab sweep`: only its own trials run there; choose an --out outside it\n"
+    )
+    assert {p: p.read_bytes() for p in trial.rglob("*") if p.is_file()} == before
+    assert not (sweep_dir / "trials" / "mine").exists()

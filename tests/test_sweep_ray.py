@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,7 +65,8 @@ def base_words(data: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """`ray start --head` on 127.0.0.1 with 2 CPUs; stopped (its process group) at the end."""
+    """`ray start --head` on 127.0.0.1 with 2 CPUs and no GPU; stopped (its process group) at
+    the end."""
     temp = tmp_path_factory.mktemp("ray")
     port = _free_port()
     argv = [
@@ -74,6 +76,7 @@ def ray_head(tmp_path_factory):
         "--block",
         f"--port={port}",
         "--num-cpus=2",
+        "--num-gpus=0",  # the same cluster on a machine with a GPU
         "--node-ip-address=127.0.0.1",
         "--include-dashboard=false",
         "--disable-usage-stats",
@@ -286,3 +289,47 @@ def test_the_local_default_needs_no_address_and_asha_gets_every_epoch(small_mnis
             if rows[-1]["config"]["cnn.lr"] == r["settings"]["cnn.lr"]
         )
         assert epochs == val
+
+
+def _nothing_written(out: Path) -> bool:
+    """No plan, trial or Ray state in a refused sweep's folder (at most the claim's record)."""
+    return not out.exists() or {p.name for p in out.iterdir()} <= {".digitlab-folder.json"}
+
+
+def test_a_trial_no_node_can_hold_is_refused_on_a_cluster(ray_head, small_mnist, tmp_path):
+    """Ray would keep such a trial pending forever: refused in one line once joined, naming
+    what was asked and what the cluster has, before any plan or trial is written."""
+    out = tmp_path / "sweep"
+    argv = [str(BIN / "digitlab"), "sweep", "knn.k=1,3", "--metric", "knn.val_accuracy",
+            "--preset", "quick", *base_words(small_mnist), "--address", ray_head,
+            "--gpus-per-trial", "1", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == (
+        "digitlab: error: a trial asks for 1 CPU and 1 GPU on one node (--cpus-per-trial 1, "
+        f"--gpus-per-trial 1), but the Ray cluster at {ray_head} has 2 CPUs and no GPU: Ray "
+        "would never start it; ask for less, or add a node that has it\n"
+    )
+    assert _nothing_written(out)
+
+
+def test_a_trial_no_node_can_hold_is_refused_on_the_local_default(fake_dir, tmp_path, capsys):
+    """The Ray a sweep starts on this machine has its cores and GPUs: more is refused too."""
+    from digitlab.cli import main
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "knn.k=1,3", "--metric", "knn.val_accuracy", "--data-dir", str(fake_dir),
+            *[f"{s}.train_size=100" for s in ("knn", "sweep", "cnn", "cluster")],
+            "--cpus-per-trial", "1000", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(
+        r"a trial asks for 1000 CPUs on one node \(--cpus-per-trial 1000\), but Ray on this "
+        r"machine has \d+ CPUs? and (no GPU|\d+ GPUs?): Ray would never start it",
+        err,
+    ), err
+    assert "join a cluster that has it with --address" in err
+    import ray
+
+    assert _nothing_written(out) and not ray.is_initialized()

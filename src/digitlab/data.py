@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -710,19 +711,47 @@ def held_out_count(n: int, fraction: float, name: str = "val_fraction") -> int:
 
 
 def validation_count(
-    n: int, test_fraction: float, n_classes: int, name: str = "val_fraction"
+    n: int,
+    test_fraction: float,
+    n_classes: int,
+    name: str = "val_fraction",
+    size_name: str = "train_size",
 ) -> int:
     """How many of `n` samples a stratified split with `test_fraction` holds out.
 
     Raises ConfigError for a fraction outside (0, 1) (named `name`), or where either side
-    would have fewer samples than there are classes (it needs one of each)."""
+    would have fewer samples than there are classes (it needs one of each); the message says
+    what to raise or lower (`size_name`: the setting that sizes the `n` samples)."""
     n_val = held_out_count(n, test_fraction, name)
-    if n_val < n_classes or n - n_val < n_classes:
+    if n < 2 * n_classes:
         raise ConfigError(
-            f"cannot split {n} samples of {n_classes} classes with fraction "
-            f"{test_fraction}: each side needs at least one sample per class"
+            f"{n:,} training images cannot be split for validation: each side needs at least "
+            f"one of each of the {n_classes} classes, so at least {2 * n_classes} images; "
+            f"raise {size_name}"
+        )
+    if n_val < n_classes:
+        raise ConfigError(
+            f"{name} {test_fraction} holds out {n_val} of {n:,} training images, but the "
+            f"validation split needs at least one of each of the {n_classes} classes: raise "
+            f"{name} (to at least {_least_fraction(n, n_classes)}) or {size_name}"
+        )
+    if n - n_val < n_classes:
+        raise ConfigError(
+            f"{name} {test_fraction} leaves {n - n_val} of {n:,} training images to fit on, "
+            f"but that side needs at least one of each of the {n_classes} classes: lower {name}"
         )
     return n_val
+
+
+def _least_fraction(n: int, n_classes: int) -> float:
+    """The smallest fraction of three significant digits that holds out `n_classes` of `n`
+    (as held_out_count rounds), for the message: a shown value that still fails misleads."""
+    least = (n_classes - 0.5) / n
+    step = 10.0 ** (math.floor(math.log10(least)) - 2)  # one unit in the third digit
+    value = math.ceil(least / step) * step
+    while held_out_count(n, float(f"{value:.3g}")) < n_classes:
+        value += step
+    return float(f"{value:.3g}")
 
 
 def stratified_split(

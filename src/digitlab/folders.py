@@ -12,6 +12,7 @@ checkpoint or saved model).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,13 +54,30 @@ def owner(folder: str | Path) -> str | None:
 
 
 # Commands whose folders hold other commands' folders by design: a sweep's trials are runs.
+# Only the command itself makes them (`working_for`): a plain `digitlab run --out` into a
+# sweep's folder once replaced a trial's results, and the sweep's statistics then mixed runs.
 _NESTED = {"sweep": {"run"}}
+_working_for: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "digitlab_working_for", default=None
+)
+
+
+@contextlib.contextmanager
+def working_for(command: str) -> Iterator[None]:
+    """Inside the block, folders are claimed on behalf of `command` (a sweep's trial makes its
+    run folder in the sweep's folder, which `refuse_others` refuses to anyone else)."""
+    token = _working_for.set(command)
+    try:
+        yield
+    finally:
+        _working_for.reset(token)
 
 
 def refuse_others(folder: str | Path, command: str) -> None:
     """OutputError if `folder` holds another command's output, or lies inside one (a run's
     figures/ or models/cnn/ once took `knn` or `cnn train` output, and its report then showed
-    another run's figure), before any work is done."""
+    another run's figure), before any work is done. Inside a sweep's folder only the sweep's
+    own trials (claimed within `working_for("sweep")`) may make runs."""
     folder = Path(folder)
     found = owner(folder)
     if found is not None and found != command:
@@ -71,10 +89,17 @@ def refuse_others(folder: str | Path, command: str) -> None:
     # Above it only the record counts: files of other programs there are not ours to judge.
     for above in folder.absolute().parents:
         found = recorded(above)
-        if found is not None and command not in _NESTED.get(found, ()):
+        if found is None:
+            continue
+        if command not in _NESTED.get(found, ()):
             raise OutputError(
                 f"{folder} lies inside {above}, which holds the output of `digitlab {found}`; "
                 "choose an --out outside it"
+            )
+        if _working_for.get() != found:
+            raise OutputError(
+                f"{folder} lies inside {above}, which holds the output of `digitlab {found}`: "
+                f"only its own trials run there; choose an --out outside it"
             )
 
 

@@ -15,7 +15,13 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from digitlab import neighbors
-from digitlab.data import Dataset, held_out_count, random_subset, stratified_split
+from digitlab.data import (
+    Dataset,
+    held_out_count,
+    random_subset,
+    stratified_split,
+    validation_count,
+)
 from digitlab.device import requested_threads, resolve_device
 from digitlab.errors import ConfigError
 from digitlab.evaluation import evaluate, knn_margin_examples
@@ -91,7 +97,9 @@ class SweepConfig(KNNConfig):
         """Raise ConfigError for any setting out of range for `n_train` training images."""
         ks = self.k_values()
         n = subset_size(self.train_size, n_train) or n_train
-        n_fit = n - held_out_count(n, self.val_fraction)  # as stratified_split leaves to fit on
+        # Each side of the split needs every class (MNIST-format sets have ten): a fraction
+        # holding out none failed only after the data had loaded.
+        n_fit = n - validation_count(n, self.val_fraction, 10)  # as stratified_split leaves
         if max(ks) > n_fit:
             raise ConfigError(
                 f"largest k ({max(ks)}) exceeds the {n_fit} fitting samples "

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.cluster_experiment import ClusterConfig
+from digitlab.data import get_spec, validation_count
 from digitlab.errors import ConfigError
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.settings import coerce, describe_hint, set_fields, settable_fields, toml_table
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.gan import SamplesConfig
 from digitlab.train import TrainConfig
-from digitlab.validation import check_seed
+from digitlab.validation import check_seed, subset_size
 
 STAGES = ("data", "knn", "sweep", "cnn", "cluster", "gan")
 # Set once for the whole run, not per stage: every stage draws its subsets from the same seed.
@@ -176,7 +177,11 @@ def config_toml(cfg: RunConfig) -> str:
 
 def validate_config(cfg: RunConfig, n_train: int | None = None) -> None:
     """Check every stage's settings now, so a bad value fails before any data loads, not after
-    an hour of training. `n_train`: the dataset's training images (default: its table size)."""
+    an hour of training. `n_train`: the dataset's training images (default: its table size).
+
+    Raises ConfigError (one line, naming the section) for the first setting out of range,
+    a validation split that cannot be made (`check_split`) included.
+    """
 
     def check(section: str, fn: Callable[[], object]) -> None:
         try:
@@ -189,7 +194,31 @@ def validate_config(cfg: RunConfig, n_train: int | None = None) -> None:
     n = n_train if n_train is not None else size
     for name in ("knn", "sweep", "cnn", "cluster"):
         check(name, lambda name=name: cfg.stage(name).validate(n))
+    # The split with the dataset's own classes (SweepConfig.validate assumes ten):
+    # sweep.val_fraction=0.001 of 300 images once failed only after the data had loaded.
+    check("sweep", lambda: check_split(cfg, cfg.sweep.train_size, cfg.sweep.val_fraction, n))
     check("gan", cfg.gan.validate)
+
+
+def check_split(
+    cfg: RunConfig,
+    train_size: int | None,
+    fraction: float,
+    n_train: int,
+    names: tuple[str, str] = ("val_fraction", "train_size"),
+) -> int:
+    """How many of a training subset (`train_size` of `n_train` images; None: all) a
+    stratified split with `fraction` holds out for validation; `names` name the fraction and
+    the subset size in messages.
+
+    Raises ConfigError when `fraction` is not in (0, 1), or when either side of the split
+    would hold fewer images than the dataset has classes (it needs one of each). Needs no data:
+    the classes come from the datasets table.
+    """
+    frac_name, size_name = names
+    n = subset_size(train_size, n_train, size_name) or n_train
+    n_classes = len(get_spec(cfg.data.dataset).classes)
+    return validation_count(n, fraction, n_classes, frac_name, size_name)
 
 
 def choose_stages(only: Sequence[str] | None, skip: Sequence[str] = ()) -> list[str]:

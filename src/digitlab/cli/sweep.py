@@ -11,6 +11,7 @@ from digitlab.files import check_writable
 from digitlab.run_config import PRESETS, STAGES, parse_overrides
 from digitlab.sweep import run_sweep, split_words
 from digitlab.sweep.adapter import METRICS
+from digitlab.sweep.space import MAX_TRIALS
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -144,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         default="0",
         help="values of the run's seed every configuration runs on, e.g. 0-11 or 0,3,7 "
-        "(default: 0)",
+        f"(default: 0); a sweep runs at most {MAX_TRIALS:,} trials (configurations x seeds)",
     )
     p.add_argument("--preset", default="course", choices=tuple(PRESETS), help="the base preset")
     p.add_argument("--config", type=Path, default=None, help="a TOML file of base settings")
@@ -159,7 +160,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="grid",
         help="grid (every configuration), random or optuna (TPE); default: grid",
     )
-    p.add_argument("--trials", type=int, default=None, help="random/optuna: settings to sample")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help=f"random/optuna: settings to sample (random: each on every seed; at most "
+        f"{MAX_TRIALS:,} trials in all)",
+    )
     p.add_argument("--search-seed", type=int, default=0, help="seed of the random/TPE sampler")
     p.add_argument(
         "--asha",
@@ -182,7 +189,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--gpus-per-trial",
         type=_fraction,
         default=0.0,
-        help="GPUs each trial holds, e.g. 0.25: four trials share a GPU (default: 0)",
+        help="GPUs each trial holds, e.g. 0.25: four trials share a GPU (default: 0); "
+        "refused when no node of the cluster has this many GPUs beside --cpus-per-trial",
     )
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials at once")
     p.add_argument(

@@ -81,7 +81,8 @@ def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def candidate_points(space, search: str) -> Iterator[dict[str, object]]:
     """The settings to check before a sweep starts: every grid configuration, or (random,
-    Optuna) each range's ends and each listed value on its own, with every seed."""
+    Optuna) each range's ends and each listed value on its own, on the first seed; then every
+    other seed, on the first of them."""
     # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.sweep.space import SEED_KEY
 
@@ -94,9 +95,15 @@ def candidate_points(space, search: str) -> Iterator[dict[str, object]]:
             for end in (r.low, r.high)
         ]
         points += [{key: v} for key, values in space.grid.items() for v in values]
-    for point in points or [{}]:
-        for seed in space.seeds:
-            yield {**point, SEED_KEY: seed}
+    points = points or [{}]
+    # A seed changes no other setting's range (it is checked on its own), so each seed is
+    # checked once, not with every configuration: 100 configurations on 100 seeds are 199
+    # checks, not 10,000 (each a copy and a full check of the run configuration).
+    first, *others = space.seeds
+    for point in points:
+        yield {**point, SEED_KEY: first}
+    for seed in others:
+        yield {**points[0], SEED_KEY: seed}
 
 
 def plan_sweep(
@@ -124,7 +131,8 @@ def plan_sweep(
     single-valued words in `space` join them. Returns (plan, base configuration). Raises
     ConfigError with one clear line for: an unknown setting, an empty grid, a bad range or
     seed list, a metric that no stage produces (or whose stage is left out), a mode other than
-    min/max, a bad search/trials/resource figure.
+    min/max, a bad search/trials/resource figure, more trials than MAX_TRIALS, a setting out of
+    range for the dataset's table size (a validation split that would be empty included).
     """
     # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     from digitlab.sweep import adapter
@@ -193,8 +201,6 @@ def plan_sweep(
             "--search optuna tunes on one seed (--seeds N); compare the configurations it "
             "finds over many seeds with a grid sweep"
         )
-    for point in candidate_points(parsed, search):  # every one valid before anything runs
-        adapter.apply_settings(base, point)
     plan = Plan(
         space=parsed,
         metric=metric,
@@ -212,7 +218,35 @@ def plan_sweep(
         preset=preset,
         config_file=str(config) if config else None,
     )
+    _check_count(plan)  # before the configurations are made and checked one by one
+    for point in candidate_points(parsed, search):  # every one valid before anything runs
+        adapter.check_settings(base, point, metric)
     return plan, base
+
+
+def _check_count(plan) -> None:
+    """ConfigError when the plan has more trials than MAX_TRIALS, saying how many and how
+    to narrow it."""
+    from digitlab.sweep.space import MAX_TRIALS
+
+    n = plan.n_planned()
+    if n <= MAX_TRIALS:
+        return
+    n_seeds = len(plan.space.seeds)
+    seeds = f"{n_seeds:,} seed{'s' * (n_seeds != 1)}"
+    if plan.search == "grid":
+        n_grid = plan.space.n_grid()
+        count = f"{n_grid:,} configuration{'s' * (n_grid != 1)} x {seeds}"
+        narrow = "narrow the grid or --seeds, or sample it with --search random --trials N"
+    elif plan.search == "random":
+        count = f"--trials {plan.trials:,} x {seeds}"
+        narrow = "lower --trials or narrow --seeds"
+    else:
+        count = f"--trials {plan.trials:,}"
+        narrow = "lower --trials"
+    raise ConfigError(
+        f"the sweep would run {n:,} trials ({count}); a sweep runs at most {MAX_TRIALS:,}: {narrow}"
+    )
 
 
 def run_sweep(
@@ -231,8 +265,9 @@ def run_sweep(
     `out` is the sweep folder (trials in `out/trials/`, Ray's state in `out/ray/`), `address`
     a Ray cluster ("auto", "ray://HOST:PORT" or a head's "HOST:PORT"; None: start Ray here),
     `resume` continues an interrupted sweep in `out` without rerunning finished trials.
-    Raises ConfigError for bad input, MissingExtraError without Ray, and DataError for a
-    folder that holds another sweep.
+    Raises ConfigError for bad input (a trial that no node of the cluster can hold
+    included: checked once Ray is joined, before anything is written), MissingExtraError
+    without Ray, and DataError for a folder that holds another sweep.
     """
     # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
     import json
@@ -242,7 +277,14 @@ def run_sweep(
     from digitlab.files import read_json_object
     from digitlab.folders import claim
     from digitlab.sweep import adapter
-    from digitlab.sweep.engine import RAY_DIR, collect, require_ray, run_plan
+    from digitlab.sweep.engine import (
+        RAY_DIR,
+        check_resources,
+        collect,
+        ray_session,
+        require_ray,
+        run_plan,
+    )
     from digitlab.sweep.outputs import write_outputs
     from digitlab.sweep.results import aggregate
 
@@ -253,7 +295,7 @@ def run_sweep(
         # dataset, a k above the fitting images) here, once, not in every trial (where each
         # would fail and be retried). The trials read the same data on this machine; on a
         # cluster the data may live on its nodes only, and the trials check it there.
-        adapter.check_with_data(base, candidate_points(plan.space, plan.search))
+        adapter.check_with_data(base, candidate_points(plan.space, plan.search), metric)
     say = say or (print if not quiet else (lambda _text: None))
     folder = Path(out).resolve()
     # The folder is this sweep's alone: another command's is refused, and so is a second
@@ -281,13 +323,20 @@ def run_sweep(
         # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
         from digitlab.files import atomic_write_json
 
-        atomic_write_json(state, {"fingerprint": fingerprint, "base": adapter.config_dict(base)})
-        say(
-            f"sweep: {plan.n_planned()} trials ({plan.search}), objective {plan.metric} "
-            f"({plan.mode}), stages {','.join(plan.stages)} -> {folder}"
-        )
-        results = run_plan(plan, base, folder, address, resume and state.is_file(), say, quiet)
-        records = collect(plan, folder, results)
+        with ray_session(address, quiet):
+            # What the cluster has is known once joined: a trial that no node can hold would
+            # wait forever. Checked before the plan is written, so a refused sweep leaves no
+            # plan that a corrected command would have to --resume.
+            check_resources(plan, address)
+            atomic_write_json(
+                state, {"fingerprint": fingerprint, "base": adapter.config_dict(base)}
+            )
+            say(
+                f"sweep: {plan.n_planned()} trials ({plan.search}), objective {plan.metric} "
+                f"({plan.mode}), stages {','.join(plan.stages)} -> {folder}"
+            )
+            results = run_plan(plan, base, folder, resume and state.is_file(), say, quiet)
+        records = collect(plan, folder, results)  # from the trials' files, Ray left
         summary = {
             "format": 1,
             "metric": plan.metric,

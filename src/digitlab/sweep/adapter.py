@@ -20,11 +20,13 @@ from pathlib import Path
 
 from digitlab.errors import ConfigError, DataError
 from digitlab.files import jsonable, read_json_object, save_metrics
+from digitlab.folders import working_for
 from digitlab.run_config import (
     RUN_WIDE,
     STAGES,
     RunConfig,
     apply_overrides,
+    check_split,
     choose_stages,
     load_config,
     validate_config,
@@ -129,8 +131,37 @@ def apply_settings(base: RunConfig, settings: Mapping[str, object]) -> RunConfig
     return cfg
 
 
-def check_with_data(base: RunConfig, points: Iterable[Mapping[str, object]]) -> None:
-    """Check `base` with each of `points` applied against its dataset's real size.
+def check_objective(cfg: RunConfig, metric: str, n_train: int | None = None) -> None:
+    """ConfigError when the objective `metric` cannot be worked out for `cfg`: the kNN
+    validation figure splits the knn stage's training subset by `sweep.val_fraction`, and a
+    split without every class on both sides fails. `n_train`: the dataset's training images
+    (default: its table size, so no data is needed)."""
+    if metric != "knn.val_accuracy":
+        return
+    n = n_train if n_train is not None else cfg.data.validate()
+    names = ("sweep.val_fraction", "knn.train_size")
+    try:
+        check_split(cfg, cfg.knn.train_size, cfg.sweep.val_fraction, n, names)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the objective {metric} splits the knn stage's images)") from None
+
+
+def check_settings(
+    base: RunConfig, settings: Mapping[str, object], metric: str, n_train: int | None = None
+) -> RunConfig:
+    """`apply_settings`, then `check_objective`: ConfigError for a setting out of range (for
+    `n_train` training images; default: the table's) or an objective that cannot be made."""
+    cfg = apply_overrides(copy.deepcopy(base), dict(settings))
+    validate_config(cfg, n_train)
+    check_objective(cfg, metric, n_train)
+    return cfg
+
+
+def check_with_data(
+    base: RunConfig, points: Iterable[Mapping[str, object]], metric: str | None = None
+) -> None:
+    """Check `base` with each of `points` applied against its dataset's real size (and, given
+    `metric`, that the objective can be worked out on it).
 
     The dataset (each one named, when the data settings are swept) is read once. Raises
     ConfigError for a setting out of range for it, DataError when it cannot be read.
@@ -143,6 +174,8 @@ def check_with_data(base: RunConfig, points: Iterable[Mapping[str, object]]) -> 
         if key not in sizes:
             sizes[key] = len(data_task.load(cfg.data, quiet=True).x_train)
         validate_config(cfg, sizes[key])
+        if metric is not None:
+            check_objective(cfg, metric, sizes[key])
 
 
 def check_stages(names: Sequence[str] | None) -> list[str]:
@@ -236,7 +269,10 @@ def run_trial(
         def report(stage: str, epoch: int, figures: dict) -> None:
             on_epoch(stage, epoch, {f"{stage}.{k}": v for k, v in figures.items()})
 
-    metrics = run_course(cfg, folder, list(stages), quiet=True, on_epoch=report)
+    # The trial's run folder lies in the sweep's, where a run is refused unless the sweep
+    # makes it (a plain `digitlab run` there would replace a trial's results).
+    with working_for("sweep"):
+        metrics = run_course(cfg, folder, list(stages), quiet=True, on_epoch=report)
     flat = _flatten(metrics["stages"])
     if metric == "knn.val_accuracy":
         flat["knn.val_accuracy"] = float(_knn_validation(cfg, folder)["val_accuracy"])

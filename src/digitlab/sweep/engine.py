@@ -269,6 +269,10 @@ def connect(address: str | None, quiet: bool = True) -> bool:
     logging.getLogger("ray").setLevel(level)
     # A lost worker's traceback is Tune's to log; our callback prints one line for it instead.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    # Ray notes on every start that it uses this machine's token (~/.ray/auth_token, see
+    # _use_local_token): a line about Ray's set-up, not this sweep, that came before each of
+    # our one-line refusals (a trial no node can hold) and every sweep's first line.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if address is None:
         if ray.is_initialized():
             return False
@@ -286,6 +290,117 @@ def connect(address: str | None, quiet: bool = True) -> bool:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from None
     return False
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, quiet: bool = True):
+    """Join the cluster at `address` (or start Ray on this machine) for the block; leave the
+    cluster (it keeps running), or stop the Ray started here, after it. Raises ConfigError as
+    `connect` does."""
+    ray = require_ray()
+    started_here = connect(address, quiet)
+    try:
+        yield
+    finally:
+        if started_here or address is not None:
+            ray.shutdown()
+
+
+# ----- resources ------------------------------------------------------------------------------
+
+# The resources of one trial's bundle, and the flags that set them.
+_ASKED = (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial"))
+
+
+def fits(asked: dict[str, float], shapes: list[dict[str, float]]) -> bool:
+    """Whether one node of `shapes` (each a node's resources, as ray.nodes() lists them)
+    holds all of `asked` at once: Ray places a trial's CPUs and GPUs on a single node, so a
+    cluster's total does not count."""
+    # Ray counts resources in units of 1/10,000: a node's 0.1 + 0.2 is not below 0.3 there.
+    return any(
+        all(amount <= shape.get(name, 0.0) + 1e-9 for name, amount in asked.items() if amount)
+        for shape in shapes
+    )
+
+
+def _amount(x: float, unit: str) -> str:
+    return f"{x:g} {unit}{'s' if x > 1 else ''}" if x else f"no {unit}"
+
+
+def _shape_text(shape: dict[str, float]) -> str:
+    return " and ".join(_amount(shape.get(name, 0.0), name) for name, _ in _ASKED)
+
+
+def _shapes_text(shapes: list[dict[str, float]]) -> str:
+    counts: dict[str, int] = {}
+    for shape in shapes:
+        text = _shape_text(shape)
+        counts[text] = counts.get(text, 0) + 1
+    if len(shapes) == 1:
+        return f"has {next(iter(counts))}"
+    kinds = ", ".join(f"{text} (x{n})" if n > 1 else text for text, n in counts.items())
+    return f"has {len(shapes)} nodes: {kinds}"
+
+
+def resource_problem(
+    asked: dict[str, float],
+    nodes: list[dict[str, float]],
+    launchable: list[dict[str, float]] = (),
+    where: str = "the Ray cluster",
+    remedy: str = "ask for less, or add a node that has it",
+) -> str | None:
+    """None if a trial asking for `asked` ({"CPU": 1, "GPU": 0.5}) can run on one of `nodes`
+    (the cluster's live nodes) or of `launchable` (node types its autoscaler may add); else
+    the one line that says what was asked and what the cluster has."""
+    if fits(asked, [*nodes, *launchable]):
+        return None
+    wanted = " and ".join(_amount(asked[name], name) for name, _ in _ASKED if asked.get(name))
+    flags = ", ".join(f"{flag} {asked[name]:g}" for name, flag in _ASKED if asked.get(name))
+    text = f"a trial asks for {wanted} on one node ({flags}), but {where} {_shapes_text(nodes)}"
+    if launchable:
+        text += f", and its autoscaler adds nodes of {', '.join(map(_shape_text, launchable))}"
+    return f"{text}: Ray would never start it; {remedy}"
+
+
+def _node_shapes() -> list[dict[str, float]]:
+    """The resources of each live node (the cluster's total as one, if they cannot be had)."""
+    import ray
+
+    try:
+        nodes = [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # another Ray version or a client connection: the total still bounds it
+        nodes = []
+    return nodes or [dict(ray.cluster_resources())]
+
+
+def _launchable_shapes() -> list[dict[str, float]]:
+    """The node types an autoscaler may start (from the cluster's autoscaling config, as Ray
+    Train reads it); none on a fixed cluster, or where Ray does not say."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        groups = list(config.node_group_configs) if config is not None else []
+        return [dict(g.resources) for g in groups if g.max_count != 0]
+    except Exception:  # Ray's internals of another version, or a client connection
+        return []
+
+
+def check_resources(plan: Plan, address: str | None) -> None:
+    """ConfigError when no node of the connected cluster can hold one trial's CPUs and GPUs
+    (Ray would keep it pending forever), naming what was asked and what the cluster has. Node
+    types an autoscaling cluster may still add count as nodes. Call it after `connect`."""
+    asked = {"CPU": plan.cpus_per_trial, "GPU": plan.gpus_per_trial}
+    if address is None:
+        where, remedy = (
+            "Ray on this machine",
+            "ask for less, or join a cluster that has it with --address",
+        )
+    else:
+        where, remedy = f"the Ray cluster at {address}", "ask for less, or add a node that has it"
+    problem = resource_problem(asked, _node_shapes(), _launchable_shapes(), where, remedy)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 # ----- the tuner --------------------------------------------------------------------------------
@@ -373,75 +488,70 @@ def run_plan(
     plan: Plan,
     base,
     out: Path,
-    address: str | None = None,
     resume: bool = False,
     say: Callable[[str], None] = print,
     quiet: bool = True,
 ):
-    """Run the plan's trials on Ray Tune into `out/trials`; returns Tune's ResultGrid."""
+    """Run the plan's trials on Ray Tune into `out/trials`; returns Tune's ResultGrid.
+
+    Runs on the cluster joined by `ray_session` (whose resources `check_resources` checked).
+    """
     # Tune's own progress tables are replaced by one line per trial (the _Progress callback).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray = require_ray()
+    require_ray()
     from ray import tune
 
-    started_here = connect(address, quiet)
-    try:
-        keys = plan.space.keys
-        ctx = {
-            "base": base,
-            "keys": keys,
-            "stages": plan.stages,
-            "metric": plan.metric,
-            "out": str(out),
-            "threads": plan.threads,
-            "asha": plan.asha,
-        }
-        resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
-        trainable = tune.with_resources(tune.with_parameters(run_one, ctx=ctx), resources)
-        storage = out / RAY_DIR
-        if resume and tune.Tuner.can_restore(str(storage / "tune")):
-            say(f"resuming the sweep in {out} (finished trials are kept)")
-            tuner = tune.Tuner.restore(
-                str(storage / "tune"),
-                trainable=trainable,
-                resume_unfinished=True,
-                resume_errored=True,
-            )
-            return tuner.fit()
-        scheduler = None
-        if plan.asha:
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration", grace_period=1, reduction_factor=3, max_t=10_000
-            )
-        tune_config = tune.TuneConfig(
-            metric="objective",
-            mode=plan.mode,
-            search_alg=_searcher(plan),
-            scheduler=scheduler,
-            num_samples=1 if plan.search == "grid" else int(plan.trials or 1),
-            max_concurrent_trials=plan.max_concurrent,
-            trial_dirname_creator=lambda trial: trial.trial_id,
-            # One worker process serves many trials: torch and the data are imported once.
-            reuse_actors=True,
-        )
-        run_config = tune.RunConfig(
-            name="tune",
-            storage_path=str(storage),
-            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            callbacks=[_Progress(plan, say if not quiet else (lambda _text: None))],
-            verbose=0,
-        )
-        tuner = tune.Tuner(
-            trainable, param_space=_tune_space(plan), tune_config=tune_config, run_config=run_config
+    keys = plan.space.keys
+    ctx = {
+        "base": base,
+        "keys": keys,
+        "stages": plan.stages,
+        "metric": plan.metric,
+        "out": str(out),
+        "threads": plan.threads,
+        "asha": plan.asha,
+    }
+    resources = {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_one, ctx=ctx), resources)
+    storage = out / RAY_DIR
+    if resume and tune.Tuner.can_restore(str(storage / "tune")):
+        say(f"resuming the sweep in {out} (finished trials are kept)")
+        tuner = tune.Tuner.restore(
+            str(storage / "tune"),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
         )
         return tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
-        elif address is not None:
-            ray.shutdown()  # leave the cluster; it keeps running
+    scheduler = None
+    if plan.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", grace_period=1, reduction_factor=3, max_t=10_000
+        )
+    tune_config = tune.TuneConfig(
+        metric="objective",
+        mode=plan.mode,
+        search_alg=_searcher(plan),
+        scheduler=scheduler,
+        num_samples=1 if plan.search == "grid" else int(plan.trials or 1),
+        max_concurrent_trials=plan.max_concurrent,
+        trial_dirname_creator=lambda trial: trial.trial_id,
+        # One worker process serves many trials: torch and the data are imported once.
+        reuse_actors=True,
+    )
+    run_config = tune.RunConfig(
+        name="tune",
+        storage_path=str(storage),
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        callbacks=[_Progress(plan, say if not quiet else (lambda _text: None))],
+        verbose=0,
+    )
+    tuner = tune.Tuner(
+        trainable, param_space=_tune_space(plan), tune_config=tune_config, run_config=run_config
+    )
+    return tuner.fit()
 
 
 def collect(plan: Plan, out: Path, results) -> list[dict]:

@@ -26,6 +26,16 @@ from digitlab.validation import int_ranges
 #: The setting every trial's seed goes into.
 SEED_KEY = "seed"
 
+#: The most trials one sweep may plan (configurations times seeds). Each trial is a run folder
+#: and a Tune trial; far beyond this, planning alone takes minutes, the sweep folder holds more
+#: run folders than a file browser or sweep.html can show, and Tune's driver slows down. A
+#: larger search is narrowed, or sampled (--search random/optuna --trials N).
+MAX_TRIALS = 10_000
+
+# Integer ranges with up to this many points are counted exactly (by making them); beyond it,
+# min(points, whole numbers in the range) bounds the count without building a huge list.
+_EXACT_COUNT = 100_000
+
 
 @dataclass(frozen=True)
 class Range:
@@ -59,6 +69,18 @@ class Range:
             return sorted({round(v) for v in values})
         return [float(f"{v:.6g}") for v in values]  # 6 significant digits: readable names
 
+    def size(self) -> int:
+        """How many values `grid()` gives, counted without making a huge list (ConfigError as
+        `grid()` when a grid needs a number of points)."""
+        span = int(self.high) - int(self.low) + 1 if self.integer else None
+        if self.points is None:
+            if span is not None and not self.log:
+                return span
+            return len(self.grid())  # raises: a grid search needs a number of points
+        if span is not None:
+            return len(self.grid()) if self.points <= _EXACT_COUNT else min(self.points, span)
+        return self.points
+
 
 @dataclass
 class SearchSpace:
@@ -80,8 +102,9 @@ class SearchSpace:
             yield dict(zip(axes, combo, strict=True))
 
     def n_grid(self) -> int:
+        """The number of configurations of a full grid (seeds aside), counted, not made."""
         return math.prod(len(v) for v in self.grid.values()) * math.prod(
-            len(r.grid()) for r in self.ranges.values()
+            r.size() for r in self.ranges.values()
         )
 
     def as_dict(self) -> dict:
@@ -101,15 +124,47 @@ class SearchSpace:
         }
 
 
+def _named_seeds(text: str) -> int:
+    """How many seeds `text` names ('0-3000000' -> 3000001; repeats counted), worked out
+    without listing them; 0 where it cannot be read (int_ranges then says why)."""
+    n = 0
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:  # the grammar of validation.int_ranges
+                lo, _, rest = part.partition("-")
+                hi, _, step = rest.partition(":")
+                n += max(0, (int(hi) - int(lo)) // max(1, int(step or 1)) + 1)
+            else:
+                n += 1
+        except ValueError:
+            return 0
+    return n
+
+
+def _too_many_seeds(what: str, n: int) -> None:
+    if n > MAX_TRIALS:
+        raise ConfigError(
+            f"{what} names {n:,} seeds, and every configuration runs on each; a sweep "
+            f"runs at most {MAX_TRIALS:,} trials: narrow --seeds (e.g. 0-11)"
+        )
+
+
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
-    """'0-11' -> [0..11]; '0,3,7' -> [0, 3, 7]; '5' -> [5]; a list of ints is kept."""
+    """'0-11' -> [0..11]; '0,3,7' -> [0, 3, 7]; '5' -> [5]; a list of ints is kept.
+
+    Raises ConfigError for unreadable or negative seeds, and for more than MAX_TRIALS of them
+    (counted before they are listed: '0-3000000000' is refused at once).
+    """
     if isinstance(text, int):
         return [text]
     if not isinstance(text, str):
         seeds = list(text)
         if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
             raise ConfigError(f"seeds must be whole numbers >= 0, got {seeds!r}")
+        _too_many_seeds("the seed list", len(set(seeds)))
         return sorted(set(seeds))
+    _too_many_seeds(f"--seeds {text}", _named_seeds(text))
     try:
         seeds = int_ranges(text)
     except ValueError:
@@ -161,7 +216,8 @@ def parse_space(
     `setting_type(key)` names the setting's numeric type (int or float; anything else for
     non-numeric settings) and raises ConfigError for an unknown key; `coerce(key, value)` types
     one grid value (e.g. 'none' -> None, '5' -> 5) or raises ConfigError. Raises ConfigError
-    for an empty grid, a repeated key, a malformed range, or the seed key swept directly.
+    for an empty grid, a repeated key, a malformed range, the seed key swept directly, or more
+    seeds than MAX_TRIALS.
     """
     items: list[tuple[str, object]]
     if isinstance(words, Mapping):
