@@ -729,3 +729,36 @@ def test_a_hand_edited_stage_record_is_rerun_not_reused(tmp_path, capsys):
     assert "[knn] running" in log and "[data] unchanged since it finished: reused" in log
     assert json.loads(record.read_text())["metrics"]["accuracy"] > 0.1
     assert main(["report", str(out)]) == 0
+
+
+@pytest.mark.parametrize("command", ["knn", "cluster", "knn sweep"])
+def test_an_interrupted_command_rerun_keeps_the_last_finished_files(tmp_path, monkeypatch, command):
+    """`knn --out D` with k=5 killed after its figures and before metrics.json left k=5's
+    figures beside k=3's metrics: a command's files now move into its folder together."""
+    from digitlab import files
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "out"
+    argv = [*command.split(), "--data-dir", data, "--train-size", "200", "--out", str(out)]
+    first, second = {
+        "knn": (["--k", "3"], ["--k", "5"]),
+        "cluster": (["--n-clusters", "10"], ["--n-clusters", "6"]),
+        "knn sweep": (["--k", "1-3"], ["--k", "1-5"]),
+    }[command]
+    assert main([*argv, *first, "--quiet"]) == 0
+    before = _files(out)
+    real = files.save_metrics
+
+    def killed_at_the_end(path, metrics):
+        real(path, metrics)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "save_metrics", killed_at_the_end)
+    for module in ("digitlab.tasks.knn", "digitlab.tasks.cluster"):
+        monkeypatch.setattr(f"{module}.save_metrics", killed_at_the_end)
+    assert main([*argv, *second, "--quiet"]) == 130
+    assert _files(out) == before
+    assert not (out / ".next").exists()
+    monkeypatch.undo()
+    assert main([*argv, *second, "--quiet"]) == 0
+    assert _files(out) != before and not (out / ".next").exists()

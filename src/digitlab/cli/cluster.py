@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.cluster_experiment import EMBEDDINGS, METHODS, ClusterConfig
+from digitlab.files import outputs_together
 from digitlab.folders import claim
 from digitlab.tasks import cluster as cluster_task
 
@@ -38,8 +39,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     cfg = config(ClusterConfig, args)
     out = out_dir(args, "cluster-out")
     ds = prepare(args, cfg, out=out, command="cluster")  # settings, output place, then data
-    with claim(out, "cluster"):
-        result = cluster_task.cluster(ds, cfg, out)
+    with claim(out, "cluster"), outputs_together(out) as staged:
+        result = cluster_task.cluster(ds, cfg, staged)
     say(
         args,
         f"{cfg.method} with {cfg.n_clusters} clusters on {cfg.embedding} features of "

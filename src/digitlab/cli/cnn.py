@@ -23,6 +23,7 @@ from digitlab.cli.common import (
 )
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
+from digitlab.files import outputs_together
 from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn
@@ -100,8 +101,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"--dataset {trained_on})"
         )
     ds = prepare(args, out=args.out, command="cnn eval")  # dataset, output place, then data
-    with claim(args.out, "cnn eval") if args.out else contextlib.nullcontext():
-        report = cnn_task.evaluate_saved(model, ds, args.out)
+    if args.out:
+        with claim(args.out, "cnn eval"), outputs_together(args.out) as staged:
+            report = cnn_task.evaluate_saved(model, ds, staged)
+    else:
+        report = cnn_task.evaluate_saved(model, ds)
     say(args, format_report(report))
     if args.out:
         say(args, f"wrote metrics.json and figures to {args.out}")

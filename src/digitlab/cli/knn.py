@@ -14,6 +14,7 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
+from digitlab.files import outputs_together
 from digitlab.folders import claim
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.metrics import format_report
@@ -27,8 +28,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
     cfg = config(KNNConfig, args)
     out = out_dir(args, "knn-out")
     ds = prepare(args, cfg, out=out, command="knn")  # settings, output place, then data
-    with claim(out, "knn"):
-        result = knn_task.evaluate_knn(ds, cfg, out)
+    with claim(out, "knn"), outputs_together(out) as staged:
+        result = knn_task.evaluate_knn(ds, cfg, staged)
     say(
         args,
         f"kNN k={cfg.k} on {result['n_train']} training images, "
@@ -44,8 +45,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = config(SweepConfig, args, ks=args.k)
     out = out_dir(args, "knn-sweep-out")
     ds = prepare(args, cfg, out=out, command="knn sweep")
-    with claim(out, "knn sweep"):
-        result = knn_task.sweep(ds, cfg, out)
+    with claim(out, "knn sweep"), outputs_together(out) as staged:
+        result = knn_task.sweep(ds, cfg, staged)
     say(args, f"{'k':>3s} {'validation':>10s} {'test':>8s}")
     for k in result["ks"]:
         mark = "  <- chosen" if k == result["chosen_k"] else ""
