@@ -587,7 +587,44 @@ def _find_digit(
     under `min_share` of the picture's area (and under 4 pixels) are specks. `contrast`: the
     picture's own range of grey (what a faint mark is faint against); `tight`: the picture is
     cropped tight to its digit, which then touches every edge. Also returns how many marks
-    left out are as big as a digit (a second digit beside it)."""
+    left out are as big as a digit (a second digit beside it).
+
+    The marks (`_marks`) lose the specks, the page's lighting (`_lighting`) and printed boxes
+    round another mark (`_boxed`); the strongest mark away from the border is the digit, and
+    the marks near it or big enough to be its parts join it (`_gather`)."""
+    blank = ImageError(f"{name}: no digit found (the picture looks blank)")
+    marks, props = _marks(flat, noise, blank)
+    h, w = flat.shape
+    min_area = max(4, min_share * h * w)
+    props = [p for p in props if p.area >= min_area and (tight or not _lighting(p, h, w, contrast))]
+    props = [p for p in props if not _boxed(p, props)]
+    if not props:
+        raise blank
+    biggest = max(p.area for p in props)
+    inner = [p for p in props if not _at_border(p, h, w)]
+    # Paper edges, table tops and shadows reach the border; the digit usually does not.
+    pool = inner if inner and max(p.area for p in inner) >= 0.2 * biggest else props
+    main = max(pool, key=lambda p: p.area * p.intensity_mean)
+    if noise > 0 and main.intensity_mean < 5 * noise:
+        raise blank
+    kept = _gather(main, props, h, w)
+    mask = np.isin(marks, [p.label for p in kept])
+    height = main.bbox[2] - main.bbox[0]
+    rivals = [
+        p
+        for p in props
+        if not any(p is k for k in kept)
+        and p.area >= 0.4 * main.area
+        and p.bbox[2] - p.bbox[0] >= 0.6 * height
+    ]
+    # Tiny marks under min_area count as dropped too.
+    return mask, int(marks.max()) - len(kept), len(rivals)
+
+
+def _marks(flat: np.ndarray, noise: float, blank: ImageError) -> tuple[np.ndarray, list]:
+    """(labels, regions) of the ink map's marks: hysteresis between Otsu's threshold (at least
+    6x the noise and a tenth of the peak) and half of it. Raises `blank` when even the peak is
+    within the noise."""
     from skimage.filters import (
         apply_hysteresis_threshold,
         threshold_otsu,
@@ -595,82 +632,74 @@ def _find_digit(
     from skimage.measure import label, regionprops  # heavy (~0.3 s): only when reading pictures
 
     peak = float(flat.max())
-    blank = ImageError(f"{name}: no digit found (the picture looks blank)")
     if peak < max(0.04, 8 * noise):
         raise blank
     high = max(threshold_otsu(flat), 6 * noise, 0.1 * peak)
     low = max(0.5 * high, 3 * noise)
     marks = label(apply_hysteresis_threshold(flat, low, high), connectivity=2)
-    props = regionprops(marks, intensity_image=flat)
-    h, w = flat.shape
-    min_area = max(4, min_share * h * w)
+    return marks, regionprops(marks, intensity_image=flat)
 
-    def at_border(p) -> bool:
-        r0, c0, r1, c1 = p.bbox
-        return r0 == 0 or c0 == 0 or r1 == h or c1 == w
 
-    def lighting(p) -> bool:
-        # A blank page's uneven light or its edge on a table leaves marks too: a ring along
-        # all four edges (a vignette), a faint band straight across (a gradient, the paper's
-        # edge), a solid, convex patch lying along an edge (the table beside the sheet) or
-        # the straight edge of a shadow across a corner. A digit is none of these: a "1" from
-        # edge to edge stands out strongly, and a digit at the edge meets it over a short
-        # stretch or is no solid patch.
-        if tight:
-            return False
-        r0, c0, r1, c1 = p.bbox
-        ring = r0 == 0 and c0 == 0 and r1 == h and c1 == w
-        across = (r0 == 0 and r1 == h) or (c0 == 0 and c1 == w)
-        faint = p.intensity_mean < 0.25 * contrast
-        along = max(
-            p.image[0].sum() / w if r0 == 0 else 0,
-            p.image[-1].sum() / w if r1 == h else 0,
-            p.image[:, 0].sum() / h if c0 == 0 else 0,
-            p.image[:, -1].sum() / h if c1 == w else 0,
-        )
-        patch = p.solidity >= 0.9 and along >= 0.25
-        # A shadow's or a sheet's edge cutting a corner off: a straight line from one edge to
-        # the next (a "1" that runs off the page meets opposite edges, or one).
-        sides = (r0 == 0, c1 == w, r1 == h, c0 == 0)  # top, right, bottom, left
-        corner = sum(sides) == 2 and not (sides[0] and sides[2]) and not (sides[1] and sides[3])
-        chord = corner and p.eccentricity >= 0.97
-        return ring or patch or chord or (across and p.extent >= 0.8 and faint)
+def _at_border(p, h: int, w: int) -> bool:
+    r0, c0, r1, c1 = p.bbox
+    return r0 == 0 or c0 == 0 or r1 == h or c1 == w
 
-    def encloses(p, q) -> bool:
-        return (
-            p.bbox[0] <= q.bbox[0]
-            and p.bbox[1] <= q.bbox[1]
-            and p.bbox[2] >= q.bbox[2]
-            and p.bbox[3] >= q.bbox[3]
-        )
 
-    props = [p for p in props if p.area >= min_area and not lighting(p)]
-    # A printed box around the digit (a form's field, a frame drawn round it) is a thin
-    # outline (under 15% of its box inked) enclosing a mark of at least half its ink: never
-    # the digit nor part of it (it once stayed in the 28x28 and a 2 read as 3). A dotted 8's
-    # loop of dots encloses only smaller clusters. A rectangle's outline (a page's printed
-    # border) is left out whatever it encloses.
-    props = [
-        p
-        for p in props
-        if not (
-            (p.extent < 0.15 or _outline(p))
-            and any(
-                q is not p and q.area >= (0 if _outline(p) else 0.5) * p.area and encloses(p, q)
-                for q in props
-            )
-        )
-    ]
-    if not props:
-        raise blank
+def _lighting(p, h: int, w: int, contrast: float) -> bool:
+    """Whether mark `p` of an h x w picture is the page's lighting, not ink.
 
-    biggest = max(p.area for p in props)
-    inner = [p for p in props if not at_border(p)]
-    # Paper edges, table tops and shadows reach the border; the digit usually does not.
-    pool = inner if inner and max(p.area for p in inner) >= 0.2 * biggest else props
-    main = max(pool, key=lambda p: p.area * p.intensity_mean)
-    if noise > 0 and main.intensity_mean < 5 * noise:
-        raise blank
+    A blank page's uneven light or its edge on a table leaves marks too: a ring along all
+    four edges (a vignette), a faint band straight across (a gradient, the paper's edge), a
+    solid, convex patch lying along an edge (the table beside the sheet) or the straight edge
+    of a shadow across a corner. A digit is none of these: a "1" from edge to edge stands out
+    strongly, and a digit at the edge meets it over a short stretch or is no solid patch."""
+    r0, c0, r1, c1 = p.bbox
+    ring = r0 == 0 and c0 == 0 and r1 == h and c1 == w
+    across = (r0 == 0 and r1 == h) or (c0 == 0 and c1 == w)
+    faint = p.intensity_mean < 0.25 * contrast
+    along = max(
+        p.image[0].sum() / w if r0 == 0 else 0,
+        p.image[-1].sum() / w if r1 == h else 0,
+        p.image[:, 0].sum() / h if c0 == 0 else 0,
+        p.image[:, -1].sum() / h if c1 == w else 0,
+    )
+    patch = p.solidity >= 0.9 and along >= 0.25
+    # A shadow's or a sheet's edge cutting a corner off: a straight line from one edge to the
+    # next (a "1" that runs off the page meets opposite edges, or one).
+    sides = (r0 == 0, c1 == w, r1 == h, c0 == 0)  # top, right, bottom, left
+    corner = sum(sides) == 2 and not (sides[0] and sides[2]) and not (sides[1] and sides[3])
+    chord = corner and p.eccentricity >= 0.97
+    return ring or patch or chord or (across and p.extent >= 0.8 and faint)
+
+
+def _encloses(p, q) -> bool:
+    return (
+        p.bbox[0] <= q.bbox[0]
+        and p.bbox[1] <= q.bbox[1]
+        and p.bbox[2] >= q.bbox[2]
+        and p.bbox[3] >= q.bbox[3]
+    )
+
+
+def _boxed(p, props: list) -> bool:
+    """Whether mark `p` is a printed box around another of `props`.
+
+    A printed box around the digit (a form's field, a frame drawn round it) is a thin outline
+    (under 15% of its box inked) enclosing a mark of at least half its ink: never the digit
+    nor part of it (it once stayed in the 28x28 and a 2 read as 3). A dotted 8's loop of dots
+    encloses only smaller clusters. A rectangle's outline (a page's printed border) is left
+    out whatever it encloses."""
+    outline = _outline(p)
+    if not (p.extent < 0.15 or outline):
+        return False
+    least = 0 if outline else 0.5 * p.area
+    return any(q is not p and q.area >= least and _encloses(p, q) for q in props)
+
+
+def _gather(main, props: list, h: int, w: int) -> list:
+    """The digit's marks: `main` and, until none joins, each mark near its box (2% of its
+    area, within 15% of its size) or big enough to be a part of it (15%, within half its
+    size, off the border); an underline never joins."""
     size = max(main.bbox[2] - main.bbox[0], main.bbox[3] - main.bbox[1])
     kept, box = [main], list(main.bbox)
     grown = True
@@ -685,7 +714,7 @@ def _find_digit(
             if _underline(p, box, size):
                 continue
             near = p.area >= 0.02 * main.area and gap <= 0.15 * size
-            part = p.area >= 0.15 * main.area and gap <= 0.5 * size and not at_border(p)
+            part = p.area >= 0.15 * main.area and gap <= 0.5 * size and not _at_border(p, h, w)
             if near or part:
                 kept.append(p)
                 box = [
@@ -695,17 +724,7 @@ def _find_digit(
                     max(box[3], p.bbox[3]),
                 ]
                 grown = True
-    mask = np.isin(marks, [p.label for p in kept])
-    height = main.bbox[2] - main.bbox[0]
-    rivals = [
-        p
-        for p in props
-        if not any(p is k for k in kept)
-        and p.area >= 0.4 * main.area
-        and p.bbox[2] - p.bbox[0] >= 0.6 * height
-    ]
-    # Tiny marks under min_area count as dropped too.
-    return mask, int(marks.max()) - len(kept), len(rivals)
+    return kept
 
 
 def _outline(p) -> bool:
