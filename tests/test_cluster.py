@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -407,3 +408,90 @@ def test_given_centres_on_wide_pixel_data(mnist):
     ours = KMeans(10, init=start, n_init=1).fit(X)
     ref = SKLearnKMeans(10, init=start, n_init=1).fit(X.astype(np.float64))
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=0.01)
+
+
+def _three_blobs():
+    rng = np.random.RandomState(0)
+    return np.r_[rng.randn(40, 2), rng.randn(40, 2) + 6, rng.randn(40, 2) - 6]
+
+
+@pytest.mark.parametrize("scale", [1 / 120, 1e-50, 1.0, 1e40])
+def test_weights_at_any_scale_give_scikit_learns_centres(scale):
+    """Weights summing to under 1 in a cluster gave their sum as its centre, not their mean
+    (normalised weights: inertia 23.8 against 1.93); 1e-50 vanished in float32, 1e40 gave
+    nan."""
+    X = _three_blobs()
+    w = np.full(len(X), scale)
+    init = X[[0, 40, 80]]
+    ours = KMeans(3, init=init, n_init=1, projection=None).fit(X, sample_weight=w)
+    ref = SKLearnKMeans(3, init=init, n_init=1).fit(X, sample_weight=w)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-9)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    seeded = KMeans(3, n_init=10, random_state=0).fit(X, sample_weight=w)
+    assert seeded.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
+def test_an_empty_cluster_takes_the_farthest_sample(algorithm):
+    """Empty clusters stayed empty: fewer clusters than asked and a far higher inertia (and
+    the warning blamed duplicate points)."""
+    rng = np.random.RandomState(0)
+    X = np.r_[np.zeros((300, 2)), rng.randn(100, 2) * 3 + 8]
+    init = np.array([[0.0, 0], [8, 8], [1000, 1000]])
+    ours = KMeans(3, init=init, n_init=1, algorithm=algorithm, projection=None).fit(X)
+    ref = SKLearnKMeans(3, init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(np.bincount(ours.labels_), np.bincount(ref.labels_))
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    for seed in range(10):
+        model = KMeans(5, init="random", n_init=1, random_state=seed, algorithm=algorithm)
+        assert len(np.unique(model.fit(X).labels_)) == 5
+
+
+def test_max_iter_bounds_every_phase_and_given_starts_run_in_full_space():
+    X = np.random.RandomState(0).rand(3000, 100)  # wider than the 50-component projection
+    for max_iter in (1, 2, 5):
+        assert KMeans(10, max_iter=max_iter, n_init=3).fit(X).n_iter_ <= max_iter
+    init = X[:10]
+    ours = KMeans(10, init=init, n_init=1).fit(X)
+    ref = SKLearnKMeans(10, init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.n_iter_ == ref.n_iter_
+
+
+def test_a_callable_init_is_called_once_per_restart():
+    X = np.random.RandomState(0).rand(200, 2)
+    for n_init, calls_expected in ((5, 5), ("auto", 10)):
+        calls = []
+
+        def init(data, k, random_state, calls=calls):
+            calls.append(1)
+            return data[random_state.choice(len(data), k, replace=False)]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model = KMeans(4, init=init, n_init=n_init, random_state=0).fit(X)
+        assert len(calls) == calls_expected == len(model.inertias_)
+
+
+def test_centres_are_float64_means_of_their_clusters():
+    X = _blobs()
+    model = KMeans(5, init=X[:5], n_init=1, projection=None).fit(X)
+    for j in range(5):
+        mean = X[model.labels_ == j].mean(0)
+        np.testing.assert_allclose(model.cluster_centers_[j], mean, rtol=0, atol=1e-12)
+
+
+def test_random_starts_need_enough_weighted_samples():
+    X = _three_blobs()
+    w = np.zeros(len(X))
+    w[:2] = 1
+    with pytest.raises(ValueError, match="only 2 have a weight above 0"):
+        KMeans(3, init="random", n_init=1).fit(X, sample_weight=w)
+
+
+def test_scikit_learns_other_parameters_are_taken():
+    assert set(SKLearnKMeans().get_params()) <= set(KMeans().get_params())
+    X = _blobs()
+    elkan = KMeans(5, algorithm="elkan", verbose=0, copy_x=False, random_state=0).fit(X)
+    assert elkan.inertia_ == KMeans(5, algorithm="hamerly", random_state=0).fit(X).inertia_

@@ -191,7 +191,9 @@ def test_bad_parameters_and_fit():
         KNeighborsClassifier(weights="cubic").fit(x, y)
     with pytest.raises(ValueError, match="algorithm must be one of .*'brute'.*'kd_tree'"):
         KNeighborsClassifier(algorithm="kd_tree").fit(x, y)
-    with pytest.raises(ValueError, match="metric must be 'euclidean' or 'minkowski'.*'cosine'"):
+    with pytest.raises(
+        ValueError, match="metric must be 'euclidean' \\('l2'\\) or 'minkowski'.*'cosine'"
+    ):
         KNeighborsClassifier(metric="cosine").fit(x, y)
     with pytest.raises(ValueError, match="p must be 2 .*got 1"):
         KNeighborsClassifier(metric="minkowski", p=1).fit(x, y)

@@ -33,6 +33,8 @@ from digitlab.device import requested_threads, resolve_device, threads
 from digitlab.validation import check_seed, images_as_rows, whole_number
 
 INITS = ("k-means++", "random")
+# scikit-learn's "elkan" is Lloyd's algorithm with distance bounds, as Hamerly's is.
+ALGORITHMS = ("hamerly", "lloyd", "elkan")
 WARM_STEPS = 12  # lockstep steps before Hamerly: by then ~20% of samples still need distances
 REFINE = 2  # projected restarts refined in full space (best first by full-space inertia)
 
@@ -147,6 +149,29 @@ def _top2(x, x_sq, c):
     return idx[:, 0], vals[:, 0].sqrt(), second.sqrt()
 
 
+def _nonzero(counts: torch.Tensor) -> torch.Tensor:
+    """counts with its zeros as ones, to divide by where a `torch.where` keeps the old centre
+    (clamping at 1 once turned a cluster's weights summing to 0.3 into a sum, not a mean)."""
+    return torch.where(counts > 0, counts, torch.ones_like(counts))
+
+
+def _relocate(labels, far, x, sums, counts, w=None) -> torch.Tensor:
+    """scikit-learn's relocation of empty clusters, in place: each empty cluster of one
+    restart takes the sample farthest from its centre (`far` (n,), squared distances), which
+    leaves its old cluster (sums (k, d) and counts (k,) as a weighted mean's parts; x (n, d)
+    in the sums' dtype; w (n,) the weights or None). Returns the samples moved."""
+    empty = torch.nonzero(counts <= 0).flatten()
+    moved = torch.argsort(far, descending=True, stable=True)[: len(empty)]
+    for e, i in zip(empty.tolist(), moved.tolist(), strict=False):
+        weight = 1.0 if w is None else float(w[i])
+        row = x[i].to(sums.dtype) * weight
+        sums[labels[i]] -= row
+        counts[labels[i]] -= weight
+        sums[e], counts[e] = row, weight
+        labels[i] = e
+    return moved
+
+
 def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int, w=None):
     """Lloyd's algorithm with Hamerly's bounds (one restart); returns (centres, iterations).
 
@@ -167,7 +192,10 @@ def _hamerly(x, x_sq, x64, c, tol: float, max_iter: int, w=None):
     eps = 1e-4  # bounds come from float32 products: keep a small relative safety margin
     n_iter = max_iter
     for it in range(max_iter):
-        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], c.double())
+        if bool((counts <= 0).any()):  # scikit-learn's move: the farthest samples start them
+            moved = _relocate(a, ((x64 - c.double()[a]) ** 2).sum(1), x64, sums, counts, w)
+            u[moved] = float("inf")  # their distances are measured again
+        new = torch.where(counts[:, None] > 0, sums / _nonzero(counts)[:, None], c.double())
         new = new.float()
         move = ((new - c) ** 2).sum(1)
         c = new
@@ -210,14 +238,18 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     Parameters: n_clusters, init ("k-means++", scikit-learn's greedy one; "random": n_clusters
     distinct samples (drawn by weight with sample_weight); an array (n_clusters, n_features);
     or a callable `init(X, n_clusters, random_state)` returning one), n_init (restarts, best
-    inertia kept; "auto": 1, or 10 with init="random", as scikit-learn; an array or callable
-    init runs once, with scikit-learn's RuntimeWarning when n_init asked for more), max_iter,
+    inertia kept; "auto": 1, or 10 with init="random" or a callable, as scikit-learn; a
+    callable is called once per restart; an array runs once, with scikit-learn's
+    RuntimeWarning when n_init asked for more), max_iter,
     tol (relative to the mean feature variance, as scikit-learn), random_state, algorithm
     ("hamerly": Lloyd's iterations, skipping the samples whose distance bounds prove their
     centre unchanged; "lloyd": every distance every step, all restarts in one product),
     projection (run the restarts on this many principal components, then refine the best in
-    full space; None: restarts in full space), device, threads (None: $DIGITLAB_THREADS if
-    set, else PyTorch's current setting).
+    full space; None: restarts in full space; not used with given starts), device, threads
+    (None: $DIGITLAB_THREADS if set, else PyTorch's current setting), and scikit-learn's
+    verbose (no effect) and copy_x (no effect: X is never changed). An empty cluster takes
+    the sample farthest from its centre, as in scikit-learn. The centres returned are float64
+    means of their clusters' samples; the steps that found them ran in float32.
 
     Input: X is (n_samples, n_features) numeric, any dtype (uint8 pixels are converted to
     float32 once, inside `fit`), or images (n, h, w), flattened to h*w features. Dense only:
@@ -240,6 +272,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         projection: int | None = 50,
         device: str = "auto",
         threads: int | None = None,
+        verbose: int = 0,
+        copy_x: bool = True,
     ):
         self.n_clusters = n_clusters
         self.init = init
@@ -251,6 +285,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self.projection = projection
         self.device = device
         self.threads = threads
+        self.verbose = verbose
+        self.copy_x = copy_x
 
     def _check_params(self, n: int) -> None:
         for name in ("n_clusters", "max_iter"):
@@ -267,8 +303,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
                 f"n_samples={n} should be >= n_clusters={self.n_clusters}: cannot make "
                 f"{self.n_clusters} clusters from {n} samples"
             )
-        if self.algorithm not in ("hamerly", "lloyd"):
-            raise ValueError(f"algorithm must be 'hamerly' or 'lloyd', got {self.algorithm!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"algorithm must be 'hamerly' ('elkan' is taken as it) or 'lloyd', got "
+                f"{self.algorithm!r}"
+            )
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
         if self.projection is not None:
@@ -281,40 +320,50 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         return tags
 
     def _restarts_and_start(self, X: np.ndarray) -> tuple[int, np.ndarray | None]:
-        """(restarts, the given initial centres (n_clusters, n_features) float64 or None)."""
+        """(restarts, the given initial centres (restarts, n_clusters, n_features) float64 or
+        None). A callable init is called once per restart with one RandomState (so each call
+        differs), as scikit-learn calls it; an array runs once."""
         init = self.init
-        if callable(init):
-            init = init(
-                X, self.n_clusters, random_state=np.random.RandomState(self._fit_seed % 2**32)
-            )
         if isinstance(init, str):
             auto = 10 if init == "random" else 1
             return (auto if self.n_init == "auto" else int(self.n_init)), None
-        start = np.asarray(init, dtype=np.float64)
-        if start.shape != (self.n_clusters, X.shape[1]):
-            raise ValueError(
-                f"The shape of the initial centers {start.shape} does not match the number "
-                f"of clusters {self.n_clusters} and features {X.shape[1]}: init must be "
-                f"(n_clusters, n_features)"
-            )
-        if not np.isfinite(start).all():
-            raise ValueError("init holds NaN or infinity")
-        if self.n_init != "auto" and self.n_init != 1:
-            warnings.warn(  # scikit-learn's warning, in its words
-                "Explicit initial center position passed: performing only one init in "
-                f"{type(self).__name__} instead of n_init={self.n_init}.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return 1, start
+        if callable(init):
+            restarts = 10 if self.n_init == "auto" else int(self.n_init)
+            rs = np.random.RandomState(self._fit_seed % 2**32)
+            starts = [init(X, self.n_clusters, random_state=rs) for _ in range(restarts)]
+        else:
+            restarts, starts = 1, [init]
+            if self.n_init != "auto" and self.n_init != 1:
+                warnings.warn(  # scikit-learn's warning, in its words
+                    "Explicit initial center position passed: performing only one init in "
+                    f"{type(self).__name__} instead of n_init={self.n_init}.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        starts = [np.asarray(one, dtype=np.float64) for one in starts]
+        for start in starts:
+            if start.shape != (self.n_clusters, X.shape[1]):
+                raise ValueError(
+                    f"The shape of the initial centers {start.shape} does not match the "
+                    f"number of clusters {self.n_clusters} and features {X.shape[1]}: init "
+                    f"must be (n_clusters, n_features)"
+                )
+            if not np.isfinite(start).all():
+                raise ValueError("init holds NaN or infinity")
+        return restarts, np.stack(starts)
 
     def _start(self, x, x_sq, r: int, gen: torch.Generator, w, given) -> torch.Tensor:
-        """The restarts' first centres (r, k, d) in x's space: `given` (k, d) for the one
-        restart, n_clusters distinct rows for "random", else greedy k-means++."""
+        """The restarts' first centres (r, k, d) in x's space: `given` (r, k, d), n_clusters
+        distinct rows for "random", else greedy k-means++."""
         k = self.n_clusters
         if given is not None:
-            return given[None].clone()
+            return given.clone()
         if isinstance(self.init, str) and self.init == "random":
+            if w is not None and int((w > 0).sum()) < k:
+                raise ValueError(
+                    f"init='random' draws {k} distinct samples by weight, but only "
+                    f"{int((w > 0).sum())} have a weight above 0"
+                )
             if w is None:
                 rows = [
                     torch.randperm(len(x), generator=gen, device=x.device)[:k] for _ in range(r)
@@ -331,13 +380,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         sample's weight in the k-means++ draws, the centres (weighted means) and the inertia,
         as scikit-learn's; the tolerance stays unweighted, as there. Learns cluster_centers_
         (n_clusters, n_features) (float32 for float32 X, else float64), labels_ (n_samples,)
-        int32, inertia_ (float, the
-        (weighted) sum of squared distances to the nearest centre), inertias_ (n_init,),
-        n_iter_ and n_features_in_. Raises ValueError for bad parameters, data or weights.
-        """
+        int32, inertia_ (float, the (weighted) sum of squared distances to the nearest
+        centre), inertias_ (restarts,), n_iter_ (at most max_iter) and n_features_in_. Raises
+        ValueError for bad parameters, data, weights or initial centres."""
         X = validate_data(self, images_as_rows(X, self), dtype="numeric")
         self._check_params(len(X))
         w = _weights(sample_weight, X)
+        # Weights scaled by a power of two to a largest of [0.5, 1) (exact; the centres do
+        # not change): weights near 1e-50 vanished in the float32 sums and 1e40 overflowed.
+        w_unit = 1.0 if w is None else 2.0 ** math.frexp(float(w.max()))[1]
+        w = None if w is None else w / w_unit
         device = resolve_device(self.device)
         self._fit_seed = _seed(self.random_state)
         restarts, start = self._restarts_and_start(X)
@@ -360,10 +412,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             tol = float(self.tol * variance / X.shape[1])
             r = restarts
             if start is not None:  # in the conditioned units of x, as the data
-                start = _conditioned(start[:, varying], offset, scale)
+                start = _conditioned(start[:, :, varying], offset, scale)
                 start = torch.from_numpy(start).to(device)
-            if self.projection is not None and min(len(x), x.shape[1]) > self.projection:
-                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen, w, r, start)
+            # Given starts run where they were given (scikit-learn's answer from them); the
+            # projection only speeds up many restarts from k-means++ or random ones.
+            project = start is None and self.projection is not None
+            if project and min(len(x), x.shape[1]) > self.projection:
+                centres, n_iter = self._fit_projected(x, x_sq, x64, tol, gen, w, r)
             elif self.algorithm == "lloyd":
                 centres = self._start(x, x_sq, r, gen, w, start)  # (r, k, d)
                 centres, n_iter, _ = self._lloyd(x, x_sq, centres, tol, self.max_iter, w)
@@ -382,19 +437,29 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             labels, dist = self._assign(x, x_sq, centres, with_dist=True)
             inertias = _weighted(dist.double(), w).sum(0)  # to rank the restarts
             best = int(torch.argmin(inertias))
-            inertia = self._inertia(x64, centres[best], labels[:, best], w)
+            # The winner's centres as float64 means of its clusters (float32 sums carried
+            # only float32's 7 digits into float64 centres), from X itself where float32
+            # rounded it; then its labels under them.
+            data = x64
+            if X.dtype == np.float64:
+                data = torch.from_numpy(_conditioned(X[:, varying], offset, scale, np.float64)).to(
+                    device
+                )
+            centre = self._means64(data, labels[:, best], centres[best], w)
+            label = self._assign(x, x_sq, centre.float()[None])[:, 0]
+            inertia = self._inertia(data, centre, label, w) * w_unit
         full = np.repeat(np.asarray(X[:1], np.float64), self.n_clusters, axis=0)
-        full[:, varying] = centres[best].cpu().double().numpy() / scale + offset
+        full[:, varying] = centre.cpu().numpy() / scale + offset
         # scikit-learn's dtypes: float32 data keep float32 centres (others float64); int32
         # labels.
         self.cluster_centers_ = full.astype(_float_of(X), copy=False)
         self._units = (offset, scale, varying)
-        self.labels_ = labels[:, best].cpu().numpy().astype(np.int32)
+        self.labels_ = label.cpu().numpy().astype(np.int32)
         # Back to the caller's units (two divisions: scale**2 itself may overflow). Data near
         # 1e300 have an inertia float64 cannot hold: inf, as it is, without a warning.
         self.inertia_ = float(inertia) / scale / scale
         with np.errstate(over="ignore"):
-            self.inertias_ = inertias.cpu().double().numpy() / scale / scale
+            self.inertias_ = inertias.cpu().double().numpy() * w_unit / scale / scale
         self.n_iter_ = int(n_iter[best])
         found = len(np.unique(self.labels_))
         if found < self.n_clusters:  # scikit-learn's warning, in its words
@@ -411,7 +476,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         """Output columns of `transform` (for get_feature_names_out: kmeans0, kmeans1, ...)."""
         return self.cluster_centers_.shape[0]
 
-    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator, w, r, start):
+    def _fit_projected(self, x, x_sq, x64, tol: float, gen: torch.Generator, w, r: int):
         """Restarts on the top principal components, the best refined in full space.
 
         k-means++ and Lloyd's steps for all restarts run on a `projection`-dimensional PCA of
@@ -426,15 +491,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         _, vecs = torch.linalg.eigh(centred.T @ centred)
         p = (x - mu) @ vecs[:, -self.projection :]
         p_sq = (p * p).sum(1)
-        given = None if start is None else (start - mu) @ vecs[:, -self.projection :]
-        centres = self._start(p, p_sq, r, gen, w, given)
+        centres = self._start(p, p_sq, r, gen, w, None)
         centres, n_iter, _ = self._lloyd(p, p_sq, centres, tol, self.max_iter, w)
         labels = self._assign(p, p_sq, centres)  # (n, r)
         full = self._centres(x, labels, mu.expand(r, k, -1), w)  # an empty cluster: the mean
         _, dist = self._assign(x, x_sq, full, with_dist=True)
         for j in torch.argsort(_weighted(dist.double(), w).sum(0))[:REFINE].tolist():
-            full[j], more = _hamerly(x, x_sq, x64, full[j].clone(), tol, self.max_iter, w)
-            n_iter[j] += more
+            left = self.max_iter - int(n_iter[j])  # both phases count against max_iter
+            if left > 0:
+                full[j], more = _hamerly(x, x_sq, x64, full[j].clone(), tol, left, w)
+                n_iter[j] += more
         return full, n_iter
 
     @staticmethod
@@ -477,8 +543,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
     @staticmethod
     def _centres(x, labels, old, w=None) -> torch.Tensor:
-        """(Weighted) means of each restart's clusters; an empty cluster (or one of weight
-        0) keeps its old centre.
+        """(Weighted) means of each restart's clusters; an empty cluster (or one of weight 0)
+        takes the sample farthest from its centre, as scikit-learn's (`_relocate`; `labels`
+        changes with it).
 
         The sums are one product with a one-hot membership matrix (exact for pixel data:
         20,000 values of at most 255 stay below 2**24 in float32), its ones the weights `w`
@@ -491,10 +558,26 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             onehot.scatter_(1, cols, 1.0)
         else:
             onehot.scatter_(1, cols, w.float()[:, None].expand(-1, r).contiguous())
-        sums = onehot.T @ x  # (r*k, d)
-        counts = onehot.sum(0)[:, None]
-        means = torch.where(counts > 0, sums / counts.clamp(min=1), old.reshape(r * k, d))
-        return means.reshape(r, k, d)
+        sums = (onehot.T @ x).view(r, k, d)
+        counts = onehot.sum(0).view(r, k)
+        for j in torch.nonzero((counts <= 0).any(1)).flatten().tolist():
+            far = ((x - old[j][labels[:, j]]) ** 2).sum(1)
+            column = labels[:, j].clone()
+            _relocate(column, far, x, sums[j], counts[j], w)
+            labels[:, j] = column
+        means = sums / _nonzero(counts)[..., None]
+        return torch.where(counts[..., None] > 0, means, old)
+
+    @staticmethod
+    def _means64(x64, labels, centres, w=None) -> torch.Tensor:
+        """(k, d) float64: each cluster's (weighted) mean of x64 under `labels`; an empty
+        cluster keeps its centre from `centres` (k, d)."""
+        k = len(centres)
+        sums = torch.zeros(k, x64.shape[1], dtype=torch.float64, device=x64.device)
+        sums.index_add_(0, labels, _weighted(x64, w))
+        counts = torch.bincount(labels, weights=w, minlength=k).double()
+        means = sums / _nonzero(counts)[:, None]
+        return torch.where(counts[:, None] > 0, means, centres.double())
 
     @staticmethod
     def _inertia(x64, centres, labels, w=None) -> float:

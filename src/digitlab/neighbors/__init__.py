@@ -69,7 +69,8 @@ _MARGIN = 8  # extra candidates per row; proven enough row by row, or the row fa
 KERNELS = ("auto", "float32", "int8")
 # "brute" is scikit-learn's name for the exact search over every training sample: our "full".
 ALGORITHMS = ("auto", "brute", "full", "pruned")
-METRICS = ("euclidean", "minkowski")  # minkowski only with p=2, which is the euclidean metric
+# minkowski only with p=2, which is the euclidean metric; "l2" is scikit-learn's other name.
+METRICS = ("euclidean", "minkowski", "l2")
 
 
 def _as_pixels(X: np.ndarray) -> np.ndarray | None:
@@ -104,7 +105,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     n_neighbors : number of neighbours that vote (scikit-learn's default, 5).
-    weights : "uniform" (each neighbour one vote) or "distance" (votes weighted 1/distance).
+    weights : "uniform" or None (each neighbour one vote), "distance" (votes weighted
+        1/distance) or a callable taking the distances (n_queries, n_neighbors) and returning
+        the votes of that shape, as in scikit-learn.
     algorithm : "full" (one product with every training image), "brute" (scikit-learn's name
         for the same exact search; an alias of "full"), "pruned" (PCA lower bounds rule out
         most training images before any exact distance; same exact answer) or "auto" (pruned
@@ -169,11 +172,14 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         whole_number("n_neighbors", self.n_neighbors, error=ValueError)
-        if self.weights not in ("uniform", "distance"):
-            raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
+        if not (self.weights in (None, "uniform", "distance") or callable(self.weights)):
+            raise ValueError(
+                f"weights must be 'uniform', 'distance', None or a callable, got {self.weights!r}"
+            )
         if self.metric not in METRICS:
             raise ValueError(
-                f"metric must be 'euclidean' or 'minkowski' (with p=2), got {self.metric!r}; "
+                f"metric must be 'euclidean' ('l2') or 'minkowski' (with p=2), got "
+                f"{self.metric!r}; "
                 "no other metric is supported"
             )
         if isinstance(self.p, (bool, np.bool_)) or self.p != 2:
@@ -650,11 +656,28 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         """
         labels = self._y[nb.ind]
         n_classes = len(self.classes_)
-        if self.weights == "uniform":
+        w = self._vote_weights(nb)
+        if w is None:
             return np.stack([(labels == c).sum(1) for c in range(n_classes)], axis=1)
-        w = _distance_weights(nb.sq_dist)
         # Same template-and-sum as sklearn.utils.extmath.weighted_mode, so sums round alike.
         return np.stack([np.where(labels == c, w, 0.0).sum(1) for c in range(n_classes)], axis=1)
+
+    def _vote_weights(self, nb: _Neighbors) -> np.ndarray | None:
+        """Each neighbour's vote (n, k) float64, None for one each ("uniform" or None), as
+        scikit-learn's `_get_weights`: 1/distance, or the callable's answer for the distances.
+        Raises ValueError when a callable returns another shape."""
+        if self.weights in (None, "uniform"):
+            return None
+        if self.weights == "distance":
+            return _distance_weights(nb.sq_dist)
+        dist = np.sqrt(np.maximum(nb.sq_dist, 0))
+        w = np.asarray(self.weights(dist), dtype=np.float64)
+        if w.shape != dist.shape:
+            raise ValueError(
+                f"weights callable returned shape {w.shape}, expected {dist.shape} (one "
+                "weight per neighbour distance)"
+            )
+        return w
 
     def _neighbors(self, X) -> _Neighbors:
         return self._search(self._prepare_queries(X), [self.n_neighbors])[self.n_neighbors]
@@ -675,7 +698,8 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
 
     def _proba(self, nb: _Neighbors) -> np.ndarray:
         labels = self._y[nb.ind]
-        w = np.ones(labels.shape) if self.weights == "uniform" else _distance_weights(nb.sq_dist)
+        w = self._vote_weights(nb)
+        w = np.ones(labels.shape) if w is None else w
         proba = np.zeros((len(labels), len(self.classes_)))
         rows = np.arange(len(labels))
         for i in range(labels.shape[1]):  # neighbour by neighbour, as scikit-learn adds them
