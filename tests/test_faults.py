@@ -762,3 +762,157 @@ def test_an_interrupted_command_rerun_keeps_the_last_finished_files(tmp_path, mo
     monkeypatch.undo()
     assert main([*argv, *second, "--quiet"]) == 0
     assert _files(out) != before and not (out / ".next").exists()
+
+
+def _one_run(folder: Path) -> None:
+    """The folder's figures are the report's images and its settings are its results'."""
+    import base64
+    import re
+
+    page = (folder / "report.html").read_text()
+    shown = {base64.b64decode(m) for m in re.findall(r"base64,([A-Za-z0-9+/=]+)", page)}
+    files = {p.read_bytes() for p in (folder / "figures").glob("*.*")}
+    assert files == shown
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for stage, figures in metrics["stages"].items():
+        if stage in ("knn", "cluster"):
+            shared = set(figures["config"]) & set(config[stage])
+            assert {k: figures["config"][k] for k in shared} == {
+                k: config[stage][k] for k in shared
+            }
+        record = json.loads((folder / "stages" / f"{stage}.json").read_text())
+        assert record["metrics"] == figures
+
+
+def test_a_signal_during_the_commit_waits_for_its_end(tmp_path, monkeypatch):
+    """Ctrl-C was blocked in the main thread only: the lock's heartbeat thread took it and
+    the interrupt struck mid-commit, leaving the new run's figures beside the old metrics."""
+    import threading
+
+    from digitlab import commit
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(out)]
+    assert main([*base, "knn.k=3"]) == 0
+    real, moves = commit._move, []
+
+    def move_then_signal(src, dst):
+        real(src, dst)
+        moves.append(dst)
+        if len(moves) == 2:  # from another thread, as the OS may deliver it
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            sender.start()
+            sender.join()
+            time.sleep(0.05)
+
+    monkeypatch.setattr(commit, "_move", move_then_signal)
+    assert main([*base, "knn.k=5"]) == 130
+    assert len(moves) > 5  # every move was made, then the interrupt
+    _one_run(out)
+    assert json.loads((out / "config.json").read_text())["knn"]["k"] == 5
+    assert "its results were written first" in (out / "run.log").read_text()
+
+
+def test_a_commit_cut_short_is_finished_by_the_next_command(tmp_path, monkeypatch, capsys):
+    """Killed (or failing) after some of its figures had moved, a run left them beside the
+    old metrics, and the next run deleted them. Its journal now lets the next run or
+    `digitlab report` finish it."""
+    from digitlab import commit
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(out)]
+    assert main([*base, "knn.k=3"]) == 0
+    real, moves = commit._move, []
+
+    def dies_at_the_third(src, dst):
+        moves.append(dst)
+        if len(moves) == 3:
+            raise OSError(5, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(commit, "_move", dies_at_the_third)
+    assert main([*base, "knn.k=5"]) == 1
+    assert "finishes that first" in (out / "run.log").read_text()
+    monkeypatch.undo()
+    assert main(["report", str(out)]) == 0
+    assert "finished putting in place" in capsys.readouterr().out
+    _one_run(out)
+    assert json.loads((out / "config.json").read_text())["knn"]["k"] == 5
+    assert main([*base, "knn.k=5"]) == 0
+    assert "unchanged since it finished: reused" in (out / "run.log").read_text()
+    _one_run(out)
+
+
+def test_models_on_another_device_are_copied_into_place(tmp_path, monkeypatch):
+    from digitlab import commit
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    real = os.replace
+
+    def cross_device(src, dst):
+        if Path(src).is_dir() and ".staged" in str(src):
+            raise OSError(18, "Invalid cross-device link", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(commit.os, "replace", cross_device)
+    base = ["run", *RUN_TINY, "--stages", "cnn", "--data-dir", data, "--out", str(out)]
+    assert main([*base, "cnn.epochs=1"]) == 0
+    assert (out / "models" / "cnn" / "model" / "model.safetensors").is_file()
+    assert not list((out / "models").glob(".*"))
+
+
+def test_stages_left_out_take_their_files_with_them_until_asked_for_again(tmp_path):
+    """`--stages knn cnn.epochs=2` left the 1-epoch CNN, its figures and record in the folder
+    beside a config saying 2 epochs (and the app showed them)."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--data-dir", data, "--out", str(out)]
+    assert main([*base, "--stages", "knn,cnn", "cnn.epochs=1"]) == 0
+    assert main([*base, "--stages", "knn", "cnn.epochs=2"]) == 0
+    assert not (out / "models" / "cnn").exists() and not (out / "stages" / "cnn.json").exists()
+    assert not list((out / "figures").glob("cnn_*"))
+    _one_run(out)
+    assert main([*base, "--stages", "knn,cnn", "cnn.epochs=1"]) == 0
+    log = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert "[cnn] finished earlier with these settings (not yet committed): reused" in log
+    assert (out / "models" / "cnn" / "model" / "model.safetensors").is_file()
+    _one_run(out)
+
+
+def test_a_reused_stage_needs_its_files(tmp_path, capsys):
+    """A deleted CNN model or figure was 'reused' and stayed missing; an unknown stage in a
+    hand-edited metrics.json gave a KeyError traceback on every run."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "knn,cnn", "--data-dir", data, "--out", str(out)]
+    assert main(base) == 0
+    weights = out / "models" / "cnn" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    (out / "figures" / "knn_per_class.png").unlink()
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["stages"]["foo"] = {}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert main(base) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    log = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert "[knn] running" in log and "[cnn] running" in log and "no such stage" in log
+    _one_run(out)
+    assert main(["cnn", "eval", str(out / "models" / "cnn"), "--data-dir", data]) == 0
+
+
+def test_report_waits_for_no_run_and_its_own_config_reuses_everything(tmp_path, capsys):
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(out)]
+    assert main(base) == 0
+    with folder_lock(out):
+        assert main(["report", str(out)]) == 1
+        assert "is in use by" in capsys.readouterr().err
+    again = ["run", "--config", str(out / "config.toml"), "--stages", "data,knn", "--quiet"]
+    assert main([*again, "--data-dir", data, "--out", str(out)]) == 0
+    log = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert log.count("unchanged since it finished: reused") == 2

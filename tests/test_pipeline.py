@@ -199,7 +199,10 @@ def test_cli_run_print_config_and_errors(tmp_path, capsys):
     assert main(["run", "knn.train_size=-5", "--out", str(tmp_path)]) == 1
     assert "[knn] train_size must be" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 1
-    assert "not a digitlab run folder" in capsys.readouterr().err
+    assert "missing is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+    assert main(["report", str(tmp_path)]) == 1
+    assert "is not a digitlab run folder (no metrics.json)" in capsys.readouterr().err
 
 
 def test_cli_run_quick_subset(tmp_path, capsys):

@@ -101,7 +101,7 @@ def replace_together(contents: dict[Path, str], first: Callable[[], None] | None
             with _part_file(path, "w") as (handle, tmp):
                 handle.write(text)
             staged.append((tmp, path))
-        with _sigint_held():
+        with signals_deferred():
             if first is not None:
                 first()
             for tmp, path in staged:
@@ -127,7 +127,7 @@ def outputs_together(folder: str | Path) -> Iterator[Path]:
     try:
         yield stage
         files = [p for p in sorted(stage.rglob("*")) if p.is_file()]
-        with _sigint_held():
+        with signals_deferred():
             for path in files:
                 target = folder / path.relative_to(stage)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,16 +137,26 @@ def outputs_together(folder: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT (Ctrl-C) held back for the block, delivered after it (main thread only)."""
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM held back for the block and delivered after it.
+
+    Their handlers are swapped for one that only notes the signal: Python runs signal
+    handlers in the main thread whichever thread the OS gave the signal to (blocking SIGINT
+    with pthread_sigmask in the main thread alone let the lock's heartbeat thread take it, and
+    the interrupt then struck mid-commit anyway). Outside the main thread, a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

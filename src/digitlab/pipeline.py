@@ -11,8 +11,9 @@ The config, metrics.json and report.html are written together, only when the run
 a failed or interrupted rerun leaves the last finished run's three consistent (the failure is
 in run.log). So do the stages' figures and models: a stage writes them, and its record, under
 `.staged/<stage>/`, and they are moved into `figures/`, `models/` and `stages/` with the
-results (a killed rerun with other settings once left its figures and CNN beside the last
-finished run's metrics). A staged stage is reused by the next run with the same settings.
+results as one journalled commit (`digitlab.commit`: a run killed while committing is
+completed by the next run). A staged stage is reused by the next run with the same settings;
+a committed stage left out of new results (`--stages` with other settings) goes back there.
 While a run works in its folder it holds the folder's lock (`files.folder_lock`): a second
 run on the same folder stops at once and names the process that holds it.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import shutil
 import time
@@ -34,11 +34,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab import __version__, figures
+from digitlab import __version__
+from digitlab import commit as commits
 from digitlab.checkpoint import load_state
+from digitlab.commit import RECORD, STAGED
 from digitlab.data import Dataset, get_spec
 from digitlab.errors import CheckpointMismatch, DataError
-from digitlab.files import jsonable, read_json_object, replace_together, save_metrics
+from digitlab.files import (
+    OutputError,
+    jsonable,
+    read_json_object,
+    save_metrics,
+    signals_deferred,
+)
 from digitlab.folders import claim
 from digitlab.report import check_stage, render_report
 from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
@@ -50,10 +58,6 @@ from digitlab.tasks import knn as knn_task
 from digitlab.train import CHECKPOINT, History
 
 RUN_FORMAT = 1
-#: Where a finished stage's figures, models and record wait until the run's results are
-#: committed together (`_commit`).
-STAGED = ".staged"
-RECORD = "record.json"
 
 #: `on_epoch(stage, epoch, figures)`: a training stage's figures after each finished epoch
 #: (0-based epoch; figures are that epoch's history values, e.g. "val_accuracy", "val_loss").
@@ -71,6 +75,7 @@ class Run:
     # Per-epoch figures of a training stage: on_epoch(stage, epoch, {"val_accuracy": ...}).
     on_epoch: EpochCallback | None = None
     force: bool = False  # every stage afresh: no reuse, no checkpoint continued
+    committed: bool = False  # its results are in place (an interrupt after that loses none)
 
     @property
     def figures(self) -> Path:
@@ -85,7 +90,7 @@ class Run:
     def staged(self, stage: str) -> Path:
         """Where `stage` writes its figures (`figures/`), models (`models/`) and record until
         the run's results are committed."""
-        return self.folder / STAGED / stage
+        return commits.staged(self.folder, stage)
 
     def log(self, text: str, shown: str | None = None) -> None:
         """Append a timestamped line to run.log and, unless quiet, print it (or `shown`)."""
@@ -129,7 +134,19 @@ def _stage_key(cfg: RunConfig, stage: str, data_digest: str = "") -> str:
     if stage == "gan":  # the generator's files, as the data's digest: replaced, it reruns
         with contextlib.suppress(DataError, OSError):
             parts["generator"] = gan_task.model_digest(cfg.stage("gan"))
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_plain(parts), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(value):
+    """`value` with whole floats as ints: 512.0 from a config file is the setting 512 (the
+    run's own config.toml, given back, once reran the kNN stages)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def _finished(stage: str, record: Path, key: str) -> dict | None:
@@ -167,7 +184,10 @@ def _previous_metrics(run: Run, path: Path) -> dict:
 def _check_folder(folder: Path) -> None:
     cfg_path = folder / "config.json"
     if cfg_path.exists():
-        fmt = read_json_object(cfg_path).get("run_format")  # a damaged one: named, one line
+        try:
+            fmt = read_json_object(cfg_path).get("run_format")
+        except DataError:  # damaged: this run writes it anew (its stage records hold the keys)
+            return
         if fmt != RUN_FORMAT:
             raise DataError(
                 f"{folder} is a run folder of another digitlab version (format "
@@ -203,16 +223,28 @@ def run_course(
         for sub in (run.figures, run.models, folder / "stages"):
             sub.mkdir(exist_ok=True)
         run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
+        if commits.finish(folder):
+            run.log("finished putting in place the results of a run stopped while it did")
         try:
             return _run_stages(run, stages, force)
         except BaseException as exc:
-            kept = (
-                "config, metrics.json and report.html are still those of the last finished "
-                "run (finished stages are kept and reused on the next run)"
-                if (folder / "config.json").exists()
-                else "no results were written yet (finished stages are kept and reused on "
-                "the next run)"
-            )
+            if run.committed:
+                kept = "its results were written first"
+            elif (folder / STAGED / commits.JOURNAL).exists():
+                kept = (
+                    "its results were being put in place; the next run (or `digitlab "
+                    "report`) finishes that first"
+                )
+            elif (folder / "config.json").exists():
+                kept = (
+                    "config, metrics.json and report.html are still those of the last "
+                    "finished run (finished stages are kept and reused on the next run)"
+                )
+            else:
+                kept = (
+                    "no results were written yet (finished stages are kept and reused on "
+                    "the next run)"
+                )
             if isinstance(exc, KeyboardInterrupt):
                 run.log(f"interrupted; {kept}")
             else:  # the error itself is the caller's to show (the CLI prints it once)
@@ -244,6 +276,8 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         staged = run.staged(stage)
         if not force:
             saved = _finished(stage, staged / RECORD, key)
+            if saved is not None and not _intact(run, stage, saved, staged):
+                saved = None
             if saved is not None:
                 run.log(
                     f"[{stage}] finished earlier with these settings (not yet committed): reused"
@@ -252,6 +286,8 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
                 ready[stage] = staged
                 continue
             saved = _finished(stage, folder / "stages" / f"{stage}.json", key)
+            if saved is not None and not _intact(run, stage, saved, folder):
+                saved = None
             if saved is not None:
                 run.log(f"[{stage}] unchanged since it finished: reused")
                 metrics["stages"][stage] = saved
@@ -268,7 +304,11 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     # Stages not run this time are in the results only as their records made with these
     # settings and data (their key): `--stages knn --seed 1` once kept seed 0's CNN beside
     # seed 1's config.
-    for stage in [s for s in (*STAGES, *metrics["stages"]) if s not in stages]:
+    aside: list[str] = []
+    for stage in [s for s in metrics["stages"] if s not in STAGES]:
+        metrics["stages"].pop(stage)  # a hand edit or another version's: no record of ours
+        run.log(f"[{stage}] left out of these results: digitlab has no such stage")
+    for stage in [s for s in STAGES if s not in stages]:
         key = _stage_key(cfg, stage, identity["digest"])
         saved = _finished(stage, run.staged(stage) / RECORD, key)
         if saved is not None:
@@ -277,29 +317,64 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
             saved = _finished(stage, folder / "stages" / f"{stage}.json", key)
         if saved is not None:
             metrics["stages"][stage] = saved
-        elif metrics["stages"].pop(stage, None) is not None:
+            continue
+        aside.append(stage)  # its outputs too: the folder shows this run's files only
+        if metrics["stages"].pop(stage, None) is not None:
             run.log(
                 f"[{stage}] left out of these results: it was made with other settings or "
-                f"data (run it again with --stages {stage})"
+                f"data (run it again with --stages {stage}; kept under {STAGED}/ meanwhile)"
             )
     config = jsonable({"run_format": RUN_FORMAT, **cfg.as_dict()})
     metrics = jsonable(metrics)
     # Together, and only now: the folder never pairs one run's settings with another's results
-    # or figures (written in full first, then renamed into place with Ctrl-C held back). The
-    # report is rendered from the staged figures before they move.
+    # or figures (written in full first, then moved into place as one journalled commit with
+    # Ctrl-C held back). The report is rendered from the staged figures before they move.
     figure_dirs = {stage: staged / "figures" for stage, staged in ready.items()}
-    replace_together(
-        {
-            folder / "config.json": json.dumps(config, indent=2) + "\n",
-            folder / "config.toml": config_toml(cfg),
-            metrics_path: json.dumps(metrics, indent=2) + "\n",
-            folder / "report.html": render_report(folder, metrics, config, figure_dirs),
-        },
-        first=lambda: _move_staged(run, ready),
-    )
-    _tidy_staged(run, ready)
+    texts = {
+        "config.json": json.dumps(config, indent=2) + "\n",
+        "config.toml": config_toml(cfg),
+        "metrics.json": json.dumps(metrics, indent=2) + "\n",
+        "report.html": render_report(folder, metrics, config, figure_dirs),
+    }
+    steps = [step for stage in ready for step in commits.stage_steps(folder, stage)]
+    steps += [step for stage in aside for step in commits.aside_steps(folder, stage)]
+    with signals_deferred():  # an interrupt meanwhile comes after the run knows it is done
+        commits.commit(folder, texts, steps)
+        run.committed = True
+        commits.tidy(folder, list(ready))
     run.log(f"report: {folder / 'report.html'}")
     return metrics
+
+
+def _intact(run: Run, stage: str, saved: dict, where: Path) -> bool:
+    """Whether a finished stage's figures (and the CNN's model) are still in `where` (the run
+    folder, or the stage's staged folder) for it to be reused; a deleted or damaged one is
+    logged and the stage runs again (it was reused, and the model stayed missing)."""
+    names = saved.get("figures")
+    missing = [
+        n
+        for n in (names.values() if isinstance(names, dict) else [])
+        if not isinstance(n, str) or not (where / "figures" / n).is_file()
+    ]
+    if stage == "cnn" and not _readable_weights(where / "models" / "cnn" / "model"):
+        missing.append("models/cnn")
+    if missing:
+        run.log(f"[{stage}] its {', '.join(map(str, missing))} are missing or damaged")
+    return not missing
+
+
+def _readable_weights(model: Path) -> bool:
+    """Whether a saved model's config and safetensors weights are there and read in full."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        read_json_object(model / "config.json")
+        with safe_open(str(model / "model.safetensors"), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (not a dict)
+                f.get_tensor(name)
+    except (DataError, SafetensorError, OSError, ValueError):
+        return False
+    return True
 
 
 def _clear_staged(staged: Path, keep_models: bool) -> None:
@@ -311,43 +386,6 @@ def _clear_staged(staged: Path, keep_models: bool) -> None:
     else:
         shutil.rmtree(staged, ignore_errors=True)
     (staged / "figures").mkdir(parents=True, exist_ok=True)
-
-
-def _move_staged(run: Run, ready: dict[str, Path]) -> None:
-    """Move each ready stage's figures, models and record into the run's own places (renames
-    in one folder: called by `replace_together` with Ctrl-C held back)."""
-    for stage, staged in ready.items():
-        made = set()
-        source = staged / "figures"
-        for path in sorted(source.rglob("*")) if source.is_dir() else []:
-            if path.is_file():
-                name = path.relative_to(source)
-                (run.figures / name).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, run.figures / name)
-                made.add(name.as_posix())
-        for name in figures.BY_STAGE.get(stage, {}).values():
-            if name not in made:  # no longer made (a GAN stage now skipped): not the old one
-                (run.figures / name).unlink(missing_ok=True)
-        models = staged / "models"
-        for model in sorted(models.iterdir()) if models.is_dir() else []:
-            target = run.models / model.name
-            old = run.models / f".{model.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if target.exists():
-                os.replace(target, old)
-            os.replace(model, target)
-        os.replace(staged / RECORD, run.folder / "stages" / f"{stage}.json")
-
-
-def _tidy_staged(run: Run, ready: dict[str, Path]) -> None:
-    """After a commit: the replaced models and the committed stages' leftovers go, and so do
-    finished stages of other settings; an unfinished stage (a CNN's checkpoint) stays to resume."""
-    for old in run.models.glob(".*.old"):
-        shutil.rmtree(old, ignore_errors=True)
-    root = run.folder / STAGED
-    for staged in sorted(root.iterdir()) if root.is_dir() else []:
-        if staged in ready.values() or (staged / RECORD).exists():
-            shutil.rmtree(staged, ignore_errors=True)
 
 
 # ----- stages: one task call each; `out` is the stage's staged folder ---------------------
@@ -377,7 +415,11 @@ def stage_cnn(run: Run, ds: Dataset, out: Path) -> dict:
     if not checkpoint.exists() and finished.is_file() and not run.force:
         # The finished run's training continues where it can (more epochs asked for); one
         # made with other settings is refused below and trained afresh.
-        shutil.copytree(run.models / "cnn", model_dir, dirs_exist_ok=True)
+        try:
+            shutil.copytree(run.models / "cnn", model_dir, dirs_exist_ok=True)
+        except shutil.Error as exc:  # its message is a list of every file's failure
+            _source, _target, why = exc.args[0][0]
+            raise OutputError(f"cannot copy {run.models / 'cnn'} to {model_dir}: {why}") from None
     if checkpoint.exists():
         try:
             load_state(checkpoint)
@@ -386,7 +428,7 @@ def stage_cnn(run: Run, ds: Dataset, out: Path) -> dict:
             checkpoint.unlink()
     resume = checkpoint.exists()
     if resume:
-        run.log("[cnn] continuing from its checkpoint")
+        run.log("[cnn] continuing from its checkpoint (if it was made with these settings)")
     report = _epoch_figures("cnn", run.on_epoch) if run.on_epoch is not None else None
     try:
         return cnn_task.train_and_save(

@@ -516,13 +516,19 @@ SECTIONS = {
 def write_report(folder: str | Path) -> Path:
     """Build report.html from a run folder."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
+    if not (folder / "metrics.json").exists():
+        raise DataError(
+            f"{folder} is not a digitlab run folder (no metrics.json): give the folder a "
+            "`digitlab run --out` wrote"
+        )
     try:
         metrics = read_json_object(folder / "metrics.json")
         config = read_json_object(folder / "config.json")
     except DataError as exc:
         raise DataError(
-            f"{folder} is not a digitlab run folder (no readable metrics.json and "
-            f"config.json): {exc}; `digitlab run --out {folder}` with its settings rebuilds "
+            f"{exc}; `digitlab run --out {folder}` with its settings rebuilds "
             "them from its finished stages"
         ) from exc
     return atomic_write_text(folder / "report.html", render_report(folder, metrics, config))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from digitlab import app_handlers
+from digitlab import app_handlers, commit
 from digitlab.cli.common import add_quiet, out_arg, seed_arg
+from digitlab.errors import DataError
+from digitlab.files import folder_lock
 from digitlab.pipeline import run_course
 from digitlab.report import write_report
 from digitlab.run_config import (
@@ -73,7 +75,14 @@ def _headlines(st: dict) -> list[str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild report.html of a run folder."""
-    path = write_report(args.run_dir)
+    folder = Path(args.run_dir)
+    if not folder.is_dir():  # before the lock, which would make it
+        raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
+    # A run writing the folder holds its lock: a report built meanwhile mixed two runs.
+    with folder_lock(folder, "moment"):
+        if commit.finish(folder):
+            print("finished putting in place the results of the run stopped while it did")
+        path = write_report(folder)
     if not args.quiet:
         print(f"wrote {path}")
     return 0
