@@ -758,10 +758,10 @@ def test_an_interrupted_command_rerun_keeps_the_last_finished_files(tmp_path, mo
         monkeypatch.setattr(f"{module}.save_metrics", killed_at_the_end)
     assert main([*argv, *second, "--quiet"]) == 130
     assert _files(out) == before
-    assert not (out / ".next").exists()
+    assert not (out / ".staged").exists()
     monkeypatch.undo()
     assert main([*argv, *second, "--quiet"]) == 0
-    assert _files(out) != before and not (out / ".next").exists()
+    assert _files(out) != before and not (out / ".staged").exists()
 
 
 def _one_run(folder: Path) -> None:
@@ -916,3 +916,32 @@ def test_report_waits_for_no_run_and_its_own_config_reuses_everything(tmp_path, 
     assert main([*again, "--data-dir", data, "--out", str(out)]) == 0
     log = (out / "run.log").read_text().split("digitlab run:")[-1]
     assert log.count("unchanged since it finished: reused") == 2
+
+
+def test_a_commands_commit_cut_short_is_finished_by_its_next_run(tmp_path, monkeypatch):
+    """`knn --out D` killed after some of its files had moved left a mixed folder; the
+    journal lets the next command on the folder finish the moves first."""
+    from digitlab import commit, figures
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "out"
+    argv = ["knn", "--data-dir", data, "--train-size", "200", "--out", str(out), "--quiet"]
+    assert main([*argv, "--k", "3"]) == 0
+    real, moves = commit._move, []
+
+    def dies_at_the_second(src, dst):
+        moves.append(dst)
+        if len(moves) == 2:
+            raise OSError(5, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(commit, "_move", dies_at_the_second)
+    assert main([*argv, "--k", "5"]) == 1
+    assert (out / ".staged" / "commit.json").is_file()
+    monkeypatch.undo()
+    assert commit.finish(out)  # what the next command on the folder does first
+    assert json.loads((out / "metrics.json").read_text())["config"]["k"] == 5
+    assert all((out / name).is_file() for name in figures.KNN.values())
+    assert main([*argv, "--k", "5"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["k"] == 5
+    assert not (out / ".staged").exists()

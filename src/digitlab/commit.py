@@ -14,9 +14,11 @@ metrics, and the next run then deleted them (they were no longer where it looked
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from digitlab import figures
@@ -103,6 +105,32 @@ def finish(folder: Path) -> bool:
     with signals_deferred():
         _apply(folder, steps)
     return True
+
+
+@contextlib.contextmanager
+def outputs_together(folder: str | Path) -> Iterator[Path]:
+    """A fresh folder (`.staged/next/`) for a command's output files, moved into `folder` as
+    one journalled commit when the block ends normally and removed when it fails or is
+    interrupted, so `folder` keeps the last finished command's files whole (a killed
+    `knn --out D` rerun once left k=5's figures beside k=3's metrics.json). A commit a killed
+    command left half done is finished first. Hold the folder's lock around it
+    (`folders.claim`)."""
+    folder = Path(folder)
+    finish(folder)
+    stage = folder / STAGED / "next"
+    shutil.rmtree(stage, ignore_errors=True)  # a killed command's leftovers
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        files = [p for p in sorted(stage.rglob("*")) if p.is_file()]
+        steps = [("move", str(p), str(folder / p.relative_to(stage))) for p in files]
+        commit(folder, {}, steps)
+    finally:
+        if not (folder / STAGED / JOURNAL).exists():  # else its files wait for `finish`
+            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(folder / STAGED / "commit", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (folder / STAGED).rmdir()  # only when empty: a run's staged stages stay
 
 
 def tidy(folder: Path, committed: list[str]) -> None:

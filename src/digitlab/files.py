@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import tempfile
@@ -111,29 +110,6 @@ def replace_together(contents: dict[Path, str], first: Callable[[], None] | None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def outputs_together(folder: str | Path) -> Iterator[Path]:
-    """A fresh folder inside `folder` (`.next/`) for a command's output files. When the block
-    ends normally they are renamed into `folder` together, with Ctrl-C held back; when it
-    fails or is interrupted they are removed, so `folder` keeps the last finished command's
-    files whole (a killed `knn --out D` rerun once left k=5's figures beside k=3's
-    metrics.json). Hold the folder's lock around it (`folders.claim`)."""
-    folder = Path(folder)
-    stage = folder / ".next"
-    shutil.rmtree(stage, ignore_errors=True)  # a killed command's leftovers
-    stage.mkdir(parents=True)
-    try:
-        yield stage
-        files = [p for p in sorted(stage.rglob("*")) if p.is_file()]
-        with signals_deferred():
-            for path in files:
-                target = folder / path.relative_to(stage)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager

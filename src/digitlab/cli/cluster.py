@@ -15,7 +15,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.cluster_experiment import EMBEDDINGS, METHODS, ClusterConfig
-from digitlab.files import outputs_together
+from digitlab.commit import outputs_together
 from digitlab.folders import claim
 from digitlab.tasks import cluster as cluster_task
 

@@ -21,9 +21,9 @@ from digitlab.cli.common import (
     say,
     say_if_nothing_to_resume,
 )
+from digitlab.commit import outputs_together
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
-from digitlab.files import outputs_together
 from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn

@@ -14,7 +14,7 @@ from digitlab.cli.common import (
     prepare,
     say,
 )
-from digitlab.files import outputs_together
+from digitlab.commit import outputs_together
 from digitlab.folders import claim
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.metrics import format_report
