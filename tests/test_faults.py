@@ -593,6 +593,9 @@ def test_ctrl_c_during_the_imports_is_one_line():
         stdout=subprocess.DEVNULL,
         text=True,
         env=env,
+        # As from a terminal: a shell's background job (a CI runner's) ignores SIGINT, and a
+        # child would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(0.4)
     proc.send_signal(signal.SIGINT)
@@ -808,7 +811,12 @@ def test_a_signal_during_the_commit_waits_for_its_end(tmp_path, monkeypatch):
             time.sleep(0.05)
 
     monkeypatch.setattr(commit, "_move", move_then_signal)
-    assert main([*base, "knn.k=5"]) == 130
+    # Ctrl-C as in a terminal (a shell's background job, a CI runner's, ignores it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main([*base, "knn.k=5"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(moves) > 5  # every move was made, then the interrupt
     _one_run(out)
     assert json.loads((out / "config.json").read_text())["knn"]["k"] == 5

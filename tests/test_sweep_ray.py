@@ -131,6 +131,9 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
     )
     assert result.complete and len(result.records) == 4
     assert all(r["status"] == "done" for r in result.records)
+    # Tune's own Ctrl-C handler is not left behind: after a sweep from Python, Ctrl-C (and
+    # SIGTERM) interrupt as before.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     for r in result.records:
         folder = out / "trials" / r["name"]
         for name in ("config.json", "metrics.json", "report.html", "trial.json"):

@@ -17,7 +17,9 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -522,7 +524,7 @@ def run_plan(
             resume_unfinished=True,
             resume_errored=True,
         )
-        return tuner.fit()
+        return _fit(tuner)
     scheduler = None
     if plan.asha:
         from ray.tune.schedulers import ASHAScheduler
@@ -551,7 +553,22 @@ def run_plan(
     tuner = tune.Tuner(
         trainable, param_space=_tune_space(plan), tune_config=tune_config, run_config=run_config
     )
-    return tuner.fit()
+    return _fit(tuner)
+
+
+def _fit(tuner):
+    """`tuner.fit()`, with the process's Ctrl-C and SIGTERM handlers given back after it:
+    Tune installs its own (Ctrl-C stops the sweep gently) and leaves them, so after a sweep
+    from Python (a notebook, the app, a test run) Ctrl-C no longer interrupted anything."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in held}
+    try:
+        return tuner.fit()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in previous.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 def collect(plan: Plan, out: Path, results) -> list[dict]:
