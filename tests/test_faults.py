@@ -694,7 +694,7 @@ def test_an_interrupted_rerun_leaves_the_finished_runs_figures_and_models(tmp_pa
     record = json.loads((out / "stages" / "knn.json").read_text())
     assert record["metrics"]["config"]["k"] == 5
     # Nothing of the finished stages is left waiting; the old CNN is gone.
-    assert not list((out / pipeline.STAGED).iterdir())
+    assert not (out / pipeline.STAGED).exists()
     assert not list((out / "models").glob(".*"))
 
 
@@ -953,3 +953,103 @@ def test_a_commands_commit_cut_short_is_finished_by_its_next_run(tmp_path, monke
     assert main([*argv, "--k", "5"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["k"] == 5
     assert not (out / ".staged").exists()
+
+
+def test_a_journal_is_the_folders_wherever_the_next_command_starts(tmp_path, monkeypatch):
+    """The journal held paths relative to where the killed run started: `report` from
+    another directory then 'finished' nothing (or moved another folder's files)."""
+    from digitlab import commit
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    monkeypatch.chdir(tmp_path)
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", "r"]
+    assert main([*base, "knn.k=3"]) == 0
+    real, moves = commit._move, []
+
+    def dies_at_the_third(src, dst):
+        moves.append(dst)
+        if len(moves) == 3:
+            raise OSError(5, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(commit, "_move", dies_at_the_third)
+    assert main([*base, "knn.k=5"]) == 1
+    monkeypatch.undo()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "r").rename(tmp_path / "moved")
+    assert main(["report", "../moved", "--quiet"]) == 0
+    _one_run(tmp_path / "moved")
+    assert json.loads((tmp_path / "moved" / "config.json").read_text())["knn"]["k"] == 5
+    assert not (tmp_path / "moved" / ".staged").exists()  # tidied after
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [5, [["move"]], [["move", None, "x", ""]], [["move", "../other/figures", "stages", ""]]],
+)
+def test_a_damaged_journal_is_one_line(tmp_path, capsys, steps):
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "r"
+    base = ["run", *RUN_TINY, "--stages", "data", "--data-dir", data, "--out", str(out)]
+    assert main(base) == 0
+    (out / ".staged").mkdir(exist_ok=True)
+    (out / ".staged" / "commit.json").write_text(json.dumps({"steps": steps}))
+    assert main(["report", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "commit.json is damaged: delete it" in err and "Traceback" not in err
+
+
+def test_a_signal_inside_a_finalizer_is_sent_again_not_lost():
+    """SIGTERM's KeyboardInterrupt raised inside a weakref callback (a WeakKeyDictionary's
+    clean-up) or a __del__ is only printed ("Exception ignored") and the run went on: there
+    the handler sends the signal again a moment later instead."""
+    import gc
+    import weakref
+
+    from digitlab.cli import _in_finalizer
+
+    seen = {}
+
+    class Dies:
+        def __del__(self):
+            seen["del"] = _in_finalizer(sys._getframe())
+
+    Dies()
+    gc.collect()
+
+    class Key:
+        pass
+
+    key = Key()
+    assert seen["del"] and not _in_finalizer(sys._getframe())
+    # The dictionary's own clean-up runs from weakref.py: found there too.
+    frames = []
+    weakref.finalize(key, lambda: frames.append(_in_finalizer(sys._getframe(1))))
+    del key
+    gc.collect()
+    assert frames == [True]
+
+
+def test_pca_larger_than_its_images_is_one_line(tmp_path, capsys):
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    for argv in (
+        ["knn", "--data-dir", data, "--train-size", "200", "--pca", "600"],
+        ["knn", "sweep", "--data-dir", data, "--train-size", "200", "--pca", "190"],
+    ):
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 1
+        err = capsys.readouterr().err
+        assert "pca (" in err and "images it is fitted on" in err and "Traceback" not in err
+
+
+def test_a_damaged_figure_reruns_its_stage(tmp_path):
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "r"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(out)]
+    assert main(base) == 0
+    figure = out / "figures" / "knn_per_class.png"
+    figure.write_bytes(figure.read_bytes()[:100])
+    assert main(base) == 0
+    log = (out / "run.log").read_text().split("digitlab run:")[-1]
+    assert "[knn] running" in log and "[data] unchanged since it finished: reused" in log
+    _one_run(out)

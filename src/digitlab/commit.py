@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from digitlab import figures
+from digitlab.errors import DataError
 from digitlab.files import atomic_write_json, atomic_write_text, read_json_object, signals_deferred
 
 STAGED = ".staged"
@@ -90,20 +92,40 @@ def commit(folder: Path, texts: dict[str, str], steps: list[Step]) -> None:
     for name, text in texts.items():
         atomic_write_text(parts / name, text)
     steps = [*steps, *(("move", str(parts / n), str(folder / n)) for n in texts)]
-    atomic_write_json(folder / STAGED / JOURNAL, {"steps": [list(step) for step in steps]})
+    # Paths relative to the folder (it may be moved, or the next command started elsewhere:
+    # paths relative to where this one started once finished nothing, or another folder), and
+    # each file's digest, to tell a file already moved from one lost.
+    journal = [
+        [kind, _inside(folder, src), _inside(folder, dst), _digest(Path(src))]
+        for kind, src, dst in steps
+    ]
+    atomic_write_json(folder / STAGED / JOURNAL, {"steps": journal})
     with signals_deferred():
-        _apply(folder, steps)
+        _apply(folder, journal)
 
 
 def finish(folder: Path) -> bool:
-    """Complete a commit a killed or failed run left half done (its journal is there);
-    True if there was one. Raises OSError when a move still fails."""
+    """Complete a commit a killed or failed run left half done (its journal is there), and
+    tidy after it; True if there was one. Raises DataError (one line, with the way out) when
+    the journal is damaged or a file it still needs is gone, OSError when a move fails."""
     journal = folder / STAGED / JOURNAL
     if not journal.is_file():
         return False
-    steps = [tuple(step) for step in read_json_object(journal).get("steps", [])]
+    steps = read_json_object(journal).get("steps")
+    if not isinstance(steps, list) or not all(_well_formed(step) for step in steps):
+        raise DataError(
+            f"{journal} is damaged: delete it and rerun with --force (the folder's files may "
+            "belong to two runs until then)"
+        )
+    for kind, src, dst, digest in steps:
+        if kind == "move" and not (folder / src).is_file() and digest != _digest(folder / dst):
+            raise DataError(
+                f"{journal} cannot be completed: {folder / src} is gone and {folder / dst} is "
+                "not what it was to become; delete the journal and rerun with --force"
+            )
     with signals_deferred():
         _apply(folder, steps)
+        tidy(folder, [])
     return True
 
 
@@ -134,19 +156,26 @@ def outputs_together(folder: str | Path) -> Iterator[Path]:
 
 
 def tidy(folder: Path, committed: list[str]) -> None:
-    """After a commit: the folders it set aside and its committed stages' leftovers go. Other
-    staged stages stay (an unfinished CNN's checkpoint resumes; a stage of other settings is
-    reused by a run with them)."""
+    """After a commit: the folders it set aside, its written texts and its committed stages'
+    leftovers go, and so do emptied folders under `.staged/`. Other staged stages stay (an
+    unfinished CNN's checkpoint resumes; a stage of other settings is reused by a run with
+    them)."""
     shutil.rmtree(folder / STAGED / "commit", ignore_errors=True)
     for old in (folder / "models").glob(".*.old"):
         shutil.rmtree(old, ignore_errors=True)
     for stage in committed:
         shutil.rmtree(staged(folder, stage), ignore_errors=True)
+    root = folder / STAGED
+    for sub in [*sorted(root.rglob("*"), reverse=True), root] if root.is_dir() else []:
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
 
 
-def _apply(folder: Path, steps: list[Step]) -> None:
-    for kind, source, target in steps:
-        src, dst = Path(source), Path(target)
+def _apply(folder: Path, steps: list) -> None:
+    """Do a journal's steps ([kind, source, target, digest], paths relative to `folder`);
+    each can be done twice (a source already gone was moved), then remove the journal."""
+    for kind, source, target, _digest_of in steps:
+        src, dst = folder / source, folder / target
         if kind == "delete":
             dst.unlink(missing_ok=True)
         elif kind == "move" and src.is_file():  # gone: done by an earlier attempt
@@ -158,6 +187,30 @@ def _apply(folder: Path, steps: list[Step]) -> None:
                 os.replace(dst, old)
             _move(src, dst)
     (folder / STAGED / JOURNAL).unlink(missing_ok=True)
+
+
+def _inside(folder: Path, path: str) -> str:
+    """`path` relative to `folder` (where every step of a commit stays)."""
+    return os.path.relpath(path, folder) if path else ""
+
+
+def _well_formed(step) -> bool:
+    """A journal step as `commit` writes it, its paths inside the folder."""
+    if not (isinstance(step, list) and len(step) == 4):
+        return False
+    kind, src, dst, digest = step
+    paths_ok = all(
+        isinstance(p, str) and not os.path.isabs(p) and ".." not in Path(p).parts
+        for p in (src, dst)
+    )
+    return kind in ("move", "swap", "delete") and paths_ok and isinstance(digest, str)
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file ("" for a folder or nothing): small files (figures, records, texts)."""
+    if not path.is_file():
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -66,6 +66,16 @@ class KNNConfig:
         if self.k > n:
             raise ConfigError(f"k ({self.k}) is more than the {n} training images")
         self._validate_common()
+        self._check_pca(n)
+
+    def _check_pca(self, n_fit: int) -> None:
+        """PCA fits on the images the classifier fits on: at most that many components (a
+        larger one was scikit-learn's traceback after the data loaded)."""
+        if self.pca is not None and self.pca > n_fit:
+            raise ConfigError(
+                f"pca ({self.pca}) is more than the {n_fit} images it is fitted on: ask for at "
+                f"most {n_fit} components, or more training images"
+            )
 
     def _validate_common(self) -> None:
         check_seed(self.seed)
@@ -106,6 +116,7 @@ class SweepConfig(KNNConfig):
                 f"({n} training images less the validation share)"
             )
         self._validate_common()
+        self._check_pca(n_fit)
 
 
 class Features:

@@ -311,14 +311,22 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     for stage in [s for s in STAGES if s not in stages]:
         key = _stage_key(cfg, stage, identity["digest"])
         saved = _finished(stage, run.staged(stage) / RECORD, key)
-        if saved is not None:
+        if saved is not None and _intact(run, stage, saved, run.staged(stage)):
             ready[stage] = run.staged(stage)
         else:
             saved = _finished(stage, folder / "stages" / f"{stage}.json", key)
+            if saved is not None and not _intact(run, stage, saved, folder):
+                saved = None
         if saved is not None:
             metrics["stages"][stage] = saved
             continue
         aside.append(stage)  # its outputs too: the folder shows this run's files only
+        waiting = run.staged(stage) / RECORD
+        if waiting.exists() and (folder / "stages" / f"{stage}.json").exists():
+            run.log(
+                f"[{stage}] a finished {stage} of other settings waiting in {STAGED}/ is "
+                "replaced by the one set aside now"
+            )
         if metrics["stages"].pop(stage, None) is not None:
             run.log(
                 f"[{stage}] left out of these results: it was made with other settings or "
@@ -354,13 +362,25 @@ def _intact(run: Run, stage: str, saved: dict, where: Path) -> bool:
     missing = [
         n
         for n in (names.values() if isinstance(names, dict) else [])
-        if not isinstance(n, str) or not (where / "figures" / n).is_file()
+        if not isinstance(n, str) or not _readable_picture(where / "figures" / n)
     ]
     if stage == "cnn" and not _readable_weights(where / "models" / "cnn" / "model"):
         missing.append("models/cnn")
     if missing:
         run.log(f"[{stage}] its {', '.join(map(str, missing))} are missing or damaged")
     return not missing
+
+
+def _readable_picture(path: Path) -> bool:
+    """Whether a figure is there and a whole PNG/GIF (an emptied or cut file was reused)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
 def _readable_weights(model: Path) -> bool:

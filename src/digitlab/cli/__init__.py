@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -52,10 +53,28 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
-def _terminated(signum, frame):
-    # `kill`, a scheduler or a container stop sends SIGTERM: stop as Ctrl-C does, through the
-    # same clean-up (checkpoints are written atomically, so the last one stays valid).
+def _interrupted(signum, frame):
+    """Ctrl-C, and SIGTERM (`kill`, a scheduler or a container stop): KeyboardInterrupt, so
+    both stop through the same clean-up (checkpoints are written atomically, so the last one
+    stays valid).
+
+    Raised inside a weakref callback or a `__del__` (garbage collection runs them at any
+    moment) the exception is only printed ("Exception ignored in ...") and the run went on to
+    finish: there the signal is sent again a moment later instead."""
+    if _in_finalizer(frame):
+        threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+        return
     raise KeyboardInterrupt
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether `frame` runs inside a `__del__` or a weakref callback (or below one)."""
+    while frame is not None:
+        name, path = frame.f_code.co_name, frame.f_code.co_filename
+        if name == "__del__" or path.endswith(("weakref.py", "_weakrefset.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,9 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
     args = parse(build_parser(), argv)
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminated)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job's stays ignored
+                previous[sig] = signal.signal(sig, _interrupted)
     shown = warnings.showwarning
     warnings.showwarning = _one_line
     try:
@@ -86,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _one_line(message, category, filename, lineno, file=None, line=None) -> None:

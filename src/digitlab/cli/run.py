@@ -80,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
     # A run writing the folder holds its lock: a report built meanwhile mixed two runs.
     with folder_lock(folder, "moment"):
-        if commit.finish(folder):
+        if commit.finish(folder) and not args.quiet:
             print("finished putting in place the results of the run stopped while it did")
         path = write_report(folder)
     if not args.quiet:
