@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ROOT, write_fake_idx
 from digitlab.cli import main
+from digitlab.errors import ConfigError
 from digitlab.files import (
     LOCK_NAME,
     FolderBusy,
@@ -1053,3 +1054,83 @@ def test_a_damaged_figure_reruns_its_stage(tmp_path):
     log = (out / "run.log").read_text().split("digitlab run:")[-1]
     assert "[knn] running" in log and "[data] unchanged since it finished: reused" in log
     _one_run(out)
+
+
+def test_odd_sizes_and_single_files_are_one_line(tmp_path, capsys):
+    """A tester's round of sizes and single-file outputs: each was a traceback, a silent
+    overwrite of a saved model or a run's figure, or a memory bomb."""
+    from digitlab.cluster_experiment import ClusterConfig
+    from digitlab.pipeline import run_course
+    from digitlab.run_config import load_config
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    run = tmp_path / "run"
+    assert (
+        main(["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(run)]) == 0
+    )
+    shown = (run / "figures" / "knn_per_class.png").read_bytes()
+    for argv in (
+        ["gan", "generate", "--out", str(run / "figures" / "knn_per_class.png")],
+        ["data", "show", "--data-dir", data, "--index", "0", "--out", str(run / "x.png")],
+        ["knn", "sweep", "--data-dir", data, "--k", "1-1000000000", "--out", str(tmp_path / "s")],
+        [
+            "cluster",
+            "--data-dir",
+            data,
+            "--train-size",
+            "10",
+            "--n-clusters",
+            "10",
+            "--pca-components",
+            "5",
+            "--n-init",
+            "1000000000",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    ):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("digitlab: error:") and "Traceback" not in err, err
+    assert (run / "figures" / "knn_per_class.png").read_bytes() == shown
+    # Each sample its own cluster: no silhouette (scikit-learn refuses it), not a traceback.
+    argv = ["cluster", "--data-dir", data, "--train-size", "10", "--n-clusters", "10"]
+    assert (
+        main(
+            [
+                *argv,
+                "--pca-components",
+                "5",
+                "--n-init",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "c10"),
+            ]
+        )
+        == 0
+    )
+    with pytest.raises(ConfigError, match="n_init must be at most 1,000"):
+        ClusterConfig(n_init=10**9).validate(300)
+    cfg = load_config("quick", overrides=[f'data.data_dir="{data}"'])
+    for stages, message in (
+        ([], "no stage left"),
+        (["foo"], "unknown stage 'foo'"),
+        ("knn", "a list of stage names"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            run_course(cfg, tmp_path / "api", stages=stages)
+
+
+def test_a_mixture_that_cannot_be_fitted_and_a_non_string_dataset_are_one_line(tmp_path, capsys):
+    from digitlab.data import get_spec
+
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    argv = ["cluster", "--data-dir", data, "--train-size", "20", "--embedding", "pca"]
+    argv += ["--method", "gmm", "--pca-components", "20", "--n-init", "1"]
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 1
+    err = capsys.readouterr().err
+    assert "the Gaussian mixture cannot be fitted here" in err and "Traceback" not in err
+    for name in (5, None):
+        with pytest.raises(ConfigError, match="unknown dataset"):
+            get_spec(name)

@@ -26,6 +26,9 @@ _NO_UMAP = "the UMAP embedding needs the optional extra: pip install 'digitlab[u
 METHODS = ("kmeans", "gmm")
 
 
+MAX_N_INIT = 1000  # restarts a configuration may ask for
+
+
 @dataclass
 class ClusterConfig:
     """Settings of one clustering run (the course: raw pixels, k-means, 10 clusters)."""
@@ -53,6 +56,8 @@ class ClusterConfig:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("n_clusters", "n_init", "pca_components", "umap_components", "umap_neighbors"):
             whole_number(name, getattr(self, name))
+        if self.n_init > MAX_N_INIT:  # each restart is a full k-means: 1e9 of them never end
+            raise ConfigError(f"n_init must be at most {MAX_N_INIT:,}, got {self.n_init:,}")
         check_seed(self.seed)
         subset_size(self.train_size, n_train)
         n = self.train_size or n_train
@@ -124,7 +129,13 @@ def run_clustering(ds: Dataset, cfg: ClusterConfig) -> dict:
         extra = {"inertia": model.inertia_, "n_iter": model.n_iter_}
     else:
         model = GaussianMixture(cfg.n_clusters, n_init=cfg.n_init, random_state=cfg.seed)
-        train_clusters = model.fit_predict(ftr)
+        try:
+            train_clusters = model.fit_predict(ftr)
+        except ValueError as exc:  # too few images for its covariances: scikit-learn's words
+            raise ConfigError(
+                f"the Gaussian mixture cannot be fitted here ({exc}); use more training "
+                "images, fewer clusters or components, or method kmeans"
+            ) from None
         test_clusters = model.predict(fte)
         extra = {"log_likelihood": float(model.score(fte))}
     t2 = time.perf_counter()

@@ -154,9 +154,11 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def get_spec(name: str) -> DatasetSpec:
+    """The table entry of dataset `name` (any case). Raises ConfigError naming the choices for
+    an unknown name or one that is not a string (a model's hand-edited metadata)."""
     try:
         return DATASETS[name.lower()]
-    except KeyError:
+    except (KeyError, AttributeError):
         raise ConfigError(
             f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
         ) from None

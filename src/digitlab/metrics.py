@@ -191,7 +191,8 @@ def clustering_report(
         "majority_label": cluster_to_label(y, c),
         "contingency": contingency(y, c).tolist(),
     }
-    if X is not None and len(np.unique(c)) > 1:
+    # The silhouette needs 2 to n - 1 clusters (each sample its own cluster has none).
+    if X is not None and 1 < len(np.unique(c)) < len(c):
         X = np.asarray(X).reshape(len(c), -1)
         n = min(silhouette_sample, len(c))
         out["silhouette"] = float(skm.silhouette_score(X, c, sample_size=n, random_state=seed))

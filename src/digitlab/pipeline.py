@@ -39,7 +39,7 @@ from digitlab import commit as commits
 from digitlab.checkpoint import load_state
 from digitlab.commit import RECORD, STAGED
 from digitlab.data import Dataset, get_spec
-from digitlab.errors import CheckpointMismatch, DataError
+from digitlab.errors import CheckpointMismatch, ConfigError, DataError
 from digitlab.files import (
     OutputError,
     jsonable,
@@ -49,7 +49,7 @@ from digitlab.files import (
 )
 from digitlab.folders import claim
 from digitlab.report import check_stage, render_report
-from digitlab.run_config import STAGES, RunConfig, config_toml, validate_config
+from digitlab.run_config import STAGES, RunConfig, choose_stages, config_toml, validate_config
 from digitlab.tasks import cluster as cluster_task
 from digitlab.tasks import cnn as cnn_task
 from digitlab.tasks import data as data_task
@@ -211,7 +211,9 @@ def run_course(
     them to its early-stopping scheduler.
     """
     validate_config(cfg)
-    stages = list(stages) if stages is not None else list(STAGES)
+    if isinstance(stages, str):  # "knn" once ran the stages "k" and "n"
+        raise ConfigError(f"stages must be a list of stage names, got the string {stages!r}")
+    stages = choose_stages(None if stages is None else list(stages))
     if "gan" in stages:
         gan_task.check_model(cfg.stage("gan"))
     folder = Path(folder)

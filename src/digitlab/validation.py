@@ -115,6 +115,9 @@ def positive_number(name: str, value, error: type[Exception] = ConfigError) -> f
     return float(value)
 
 
+MAX_LIST = 100_000  # values one list on the command line may name (k values, seeds)
+
+
 def int_ranges(text: str) -> list[int]:
     """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9] (in the order given).
 
@@ -130,6 +133,9 @@ def int_ranges(text: str) -> list[int]:
             hi, _, step = rest.partition(":")
             if int(hi) < int(lo) or int(step or 1) < 1:
                 raise ValueError(part)
+            # Counted before it is listed: '1-1000000000' once took 100 GB to refuse.
+            if (int(hi) - int(lo)) // int(step or 1) + 1 + len(values) > MAX_LIST:
+                raise ValueError(f"{part} names more than {MAX_LIST:,} values")
             values.extend(range(int(lo), int(hi) + 1, int(step or 1)))
         else:
             values.append(int(part))

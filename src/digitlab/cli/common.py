@@ -163,9 +163,13 @@ def out_dir(args: argparse.Namespace, default: str) -> Path:
     return args.out if args.out is not None else Path(default)
 
 
-def out_file(path: Path) -> Path:
-    """An output file's path, its folder made and checked writable (OutputError) before work."""
-    return check_writable_file(path)
+def out_file(path: Path, command: str) -> Path:
+    """An output file's path, its folder made and checked writable before work; OutputError
+    when that folder holds another command's output or a saved model (`gan evaluate --json`
+    once replaced the shipped CNN's config.json, and `gan generate` a run's figure)."""
+    path = check_writable_file(path)
+    refuse_others(path.parent, command)
+    return path
 
 
 def check_range(name: str, value: int, low: int, high: int) -> int:

@@ -44,7 +44,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Draw one image, titled with its label."""
     data = data_config(args)
     name = get_spec(data.dataset).name
-    out = out_file(args.out or Path(f"{name}-{args.split}-{args.index}.png"))
+    out = out_file(args.out or Path(f"{name}-{args.split}-{args.index}.png"), "data show")
     ds = data_task.load(data, quiet=args.quiet)
     path, label = data_task.show(ds, args.split, args.index, out)
     say(args, f"wrote {path} ({args.split} image {args.index}, label {label})")
@@ -58,7 +58,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     data_task.check_gallery(n_classes, args.digit, args.count)  # before the data loads
     name = get_spec(data.dataset).name
     default = f"{name}-gallery.png" if args.digit is None else f"{name}-{args.digit}-gallery.png"
-    out = out_file(args.out or Path(default))
+    out = out_file(args.out or Path(default), "data gallery")
     ds = data_task.load(data, quiet=args.quiet)
     path, n = data_task.gallery(ds, args.split, args.digit, args.count, args.random, args.seed, out)
     say(args, f"wrote {path} ({n} {args.split} images)")

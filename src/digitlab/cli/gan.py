@@ -65,7 +65,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Draw generated digits of one class, or a grid of every class, to a PNG."""
     gan_task.check_generate(args.digit, args.count)  # before the generator loads
     default = "generated-grid.png" if args.digit is None else f"generated-{args.digit}.png"
-    out = out_file(check_figure_path(args.out or Path(default)))
+    out = out_file(check_figure_path(args.out or Path(default)), "gan generate")
     g = load_gan_generator(args.model)
     path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
     say(args, f"wrote {path}")
@@ -78,7 +78,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     gan_task.SamplesConfig(
         interpolate_from=args.start, interpolate_to=args.end, steps=args.steps
     ).validate()
-    out = out_file(check_gif_path(args.out or Path(f"morph-{args.start}-{args.end}.gif")))
+    out = out_file(
+        check_gif_path(args.out or Path(f"morph-{args.start}-{args.end}.gif")), "gan interpolate"
+    )
     g = load_gan_generator(args.model)
     files = gan_task.morph(
         g,
@@ -100,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print conditional accuracy and Fréchet distance, centred and raw."""
     gan_task.check_count("--per-digit", args.per_digit, gan_task.MAX_PER_DIGIT)
     if args.json is not None:
-        out_file(args.json)  # before the models load and the images are generated
+        out_file(args.json, "gan evaluate")  # before the models load and images are made
     g = load_gan_generator(args.model)
     classifier = load_cnn(args.classifier)
     ds = prepare(args)
@@ -223,7 +225,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--steps", type=int, default=9, help="frames (default: 9)")
     i.add_argument("--fps", type=float, default=6, help="GIF frame rate (default: 6)")
     i.add_argument("--size", type=int, default=112, help="GIF size in pixels (default: 112)")
-    i.add_argument("--out", type=out_arg, default=None, help="GIF file to write")
+    i.add_argument(
+        "--out",
+        type=out_arg,
+        default=None,
+        help="GIF file to write (its frames also go to the same name with .png, replaced)",
+    )
     _no_centre_option(i)
     _model_options(i)
     add_quiet(i)
