@@ -824,25 +824,31 @@ def test_a_signal_during_the_commit_waits_for_its_end(tmp_path, monkeypatch):
     assert "its results were written first" in (out / "run.log").read_text()
 
 
+def _fail_move(monkeypatch, n: int) -> None:
+    """The commit's n-th file move fails (an I/O error), as a kill or a full disk would stop it."""
+    from digitlab import commit
+
+    real, moves = commit._move, []
+
+    def fails_at_the_nth(src, dst):
+        moves.append(dst)
+        if len(moves) == n:
+            raise OSError(5, "Input/output error", str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(commit, "_move", fails_at_the_nth)
+
+
 def test_a_commit_cut_short_is_finished_by_the_next_command(tmp_path, monkeypatch, capsys):
     """Killed (or failing) after some of its figures had moved, a run left them beside the
     old metrics, and the next run deleted them. Its journal now lets the next run or
     `digitlab report` finish it."""
-    from digitlab import commit
 
     data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
     out = tmp_path / "run"
     base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", str(out)]
     assert main([*base, "knn.k=3"]) == 0
-    real, moves = commit._move, []
-
-    def dies_at_the_third(src, dst):
-        moves.append(dst)
-        if len(moves) == 3:
-            raise OSError(5, "Input/output error", str(dst))
-        real(src, dst)
-
-    monkeypatch.setattr(commit, "_move", dies_at_the_third)
+    _fail_move(monkeypatch, 3)
     assert main([*base, "knn.k=5"]) == 1
     assert "finishes that first" in (out / "run.log").read_text()
     monkeypatch.undo()
@@ -936,15 +942,7 @@ def test_a_commands_commit_cut_short_is_finished_by_its_next_run(tmp_path, monke
     out = tmp_path / "out"
     argv = ["knn", "--data-dir", data, "--train-size", "200", "--out", str(out), "--quiet"]
     assert main([*argv, "--k", "3"]) == 0
-    real, moves = commit._move, []
-
-    def dies_at_the_second(src, dst):
-        moves.append(dst)
-        if len(moves) == 2:
-            raise OSError(5, "Input/output error", str(dst))
-        real(src, dst)
-
-    monkeypatch.setattr(commit, "_move", dies_at_the_second)
+    _fail_move(monkeypatch, 2)
     assert main([*argv, "--k", "5"]) == 1
     assert (out / ".staged" / "commit.json").is_file()
     monkeypatch.undo()
@@ -959,21 +957,12 @@ def test_a_commands_commit_cut_short_is_finished_by_its_next_run(tmp_path, monke
 def test_a_journal_is_the_folders_wherever_the_next_command_starts(tmp_path, monkeypatch):
     """The journal held paths relative to where the killed run started: `report` from
     another directory then 'finished' nothing (or moved another folder's files)."""
-    from digitlab import commit
 
     data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
     monkeypatch.chdir(tmp_path)
     base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", data, "--out", "r"]
     assert main([*base, "knn.k=3"]) == 0
-    real, moves = commit._move, []
-
-    def dies_at_the_third(src, dst):
-        moves.append(dst)
-        if len(moves) == 3:
-            raise OSError(5, "Input/output error", str(dst))
-        real(src, dst)
-
-    monkeypatch.setattr(commit, "_move", dies_at_the_third)
+    _fail_move(monkeypatch, 3)
     assert main([*base, "knn.k=5"]) == 1
     monkeypatch.undo()
     (tmp_path / "elsewhere").mkdir()
