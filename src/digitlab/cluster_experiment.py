@@ -63,8 +63,10 @@ class ClusterConfig:
         n = self.train_size or n_train
         if self.n_clusters > n:
             raise ConfigError(f"n_clusters ({self.n_clusters}) is more than the {n} samples")
+        # Only the embedding in use is held to the data's size: the other's default (50) once
+        # refused a raw clustering of 10 images in its name.
         for name in ("pca_components", "umap_components"):
-            if getattr(self, name) > min(n, 784):
+            if name.startswith(self.embedding) and getattr(self, name) > min(n, 784):
                 raise ConfigError(
                     f"{name} must be at most {min(n, 784)} (pixels and samples), "
                     f"got {getattr(self, name)}"

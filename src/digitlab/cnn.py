@@ -225,8 +225,13 @@ def inference_batch(device: torch.device) -> int:
 
 @torch.no_grad()
 def predict_proba(model: CourseCNN, images, batch_size: int | None = None) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 or [0, 1] float images."""
+    """Class probabilities, float32 (N, n_classes), for uint8 or [0, 1] float images.
+
+    `batch_size`: images per forward pass (None: `inference_batch`). Raises ValueError for
+    images of another shape or range (see `to_tensor`) and for a batch size below 1."""
     device = next(model.parameters()).device
+    if batch_size is not None:
+        whole_number("batch_size", batch_size, error=ValueError)
     x = to_tensor(images, device)
     model.eval()
     batch_size = batch_size or inference_batch(device)

@@ -641,6 +641,22 @@ def _mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:
     return (*extra, *spec.mirrors)
 
 
+def _mirror_list(mirrors) -> tuple[str, ...] | None:
+    """`mirrors` as a tuple of base URLs (None: the spec's own and DIGITLAB_MIRRORS').
+
+    Raises ConfigError for anything but a string or a sequence of strings (an int once
+    surfaced as Python's "object is not iterable")."""
+    if mirrors is None:
+        return None
+    if isinstance(mirrors, str):
+        mirrors = (mirrors,)
+    if not isinstance(mirrors, (list, tuple)) or not all(
+        isinstance(m, str) and m.strip() for m in mirrors
+    ):
+        raise ConfigError(f"mirrors must be a list of base URLs, got {mirrors!r}")
+    return tuple(mirrors)  # empty: nothing to download from (the cache or a folder only)
+
+
 def load_dataset(
     name: str = "mnist",
     data_dir: str | Path | None = None,
@@ -657,8 +673,10 @@ def load_dataset(
     or are not what they claim: a corrupt, truncated or oversized file, a checksum mismatch,
     train and test files swapped, a cache changed since it was written that cannot be
     rebuilt, or nothing to download from; OutputError when the cache cannot be written; and
-    ConfigError for an unknown dataset name."""
+    ConfigError for an unknown dataset name or `mirrors` that are not base URLs (one URL
+    given as a string is taken as a list of one)."""
     spec = get_spec(name)
+    mirrors = _mirror_list(mirrors)
     data_dir = data_dir if data_dir is not None else os.environ.get("DIGITLAB_DATA") or None
     if data_dir is not None:
         arrays = read_folder(data_dir, spec, verify=verify)

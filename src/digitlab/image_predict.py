@@ -46,22 +46,42 @@ class ImageAnswer:
         return f"{self.name}: " + ", ".join(f"{c} ({p:.1%})" for c, p in self.top(k))
 
 
-def model_classes(model_dir: str | Path) -> tuple[tuple[str, ...], str | None]:
+def model_classes(
+    model_dir: str | Path, n_classes: int | None = None
+) -> tuple[tuple[str, ...], str | None]:
     """The class names a saved CNN was trained on and its dataset's name, from metadata.json.
 
     Older models stored only the dataset's name: then its names come from the datasets table;
-    with no metadata at all, the ten digits."""
+    with no metadata.json at all, the ten digits (or the outputs' indices). Raises DataError,
+    one line naming the file, when metadata.json is there but damaged (not a JSON object, a
+    dataset or class list of the wrong type) or names another number of classes than the
+    network's `n_classes` (its answers would be labelled with the wrong names: an edited file
+    once went unnoticed)."""
     path = Path(model_dir) / "metadata.json"
-    try:
-        meta = read_json_object(path)
-    except DataError:  # missing or damaged (a list once raised): the ten digits
-        return DIGITS, None
+    if not path.exists():
+        if n_classes is None or n_classes == len(DIGITS):
+            return DIGITS, None
+        return tuple(str(i) for i in range(n_classes)), None
+    meta = read_json_object(path)
     dataset = meta.get("dataset")
-    if isinstance(meta.get("classes"), list) and meta["classes"]:
-        return tuple(str(c) for c in meta["classes"]), dataset
-    if dataset in DATASETS:
-        return tuple(DATASETS[dataset].classes), dataset
-    return DIGITS, dataset
+    if dataset is not None and not isinstance(dataset, str):
+        raise DataError(f"{path}: 'dataset' must be a dataset's name, got {dataset!r}")
+    classes = meta.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not classes:
+            raise DataError(f"{path}: 'classes' must be a non-empty list of names")
+        names = tuple(str(c) for c in classes)
+    elif dataset in DATASETS:
+        names = tuple(DATASETS[dataset].classes)
+    else:
+        names = DIGITS
+    if n_classes is not None and len(names) != n_classes:
+        raise DataError(
+            f"{path} names {len(names)} classes but the network in {model_dir} has "
+            f"{n_classes} outputs: restore the file from the training folder, or delete it "
+            "(the outputs are then named by their index)"
+        )
+    return names, dataset
 
 
 def recipe_for(dataset: str | None, classes: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import torch
 from digitlab import shipped
 from digitlab.checkpoint import CNN_RUN, GAN_RUN, RUN_KINDS, RunKind, load_weights, save_weights
 from digitlab.cnn import CNNConfig, CourseCNN
+from digitlab.device import resolve_device
 from digitlab.errors import DataError
 from digitlab.gan import GANConfig, Generator
 
@@ -32,7 +33,8 @@ def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = Non
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
     """Rebuild the CNN saved in `folder` from its config.json and load its weights (eval mode).
 
-    Raises DataError naming the missing or mismatched file."""
+    Raises DataError naming the missing or mismatched file, ConfigError for a device PyTorch
+    cannot use here (see `device.resolve_device`)."""
     model = load_weights(
         folder,
         "model",
@@ -41,7 +43,7 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Course
         CourseCNN,
         "train one with `digitlab cnn train --out DIR`",
     )
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def save_generator(generator: Generator, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -52,7 +54,8 @@ def save_generator(generator: Generator, folder: str | Path, metadata: dict | No
 def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Generator:
     """Rebuild the generator saved in `folder` and load its weights (eval mode).
 
-    Raises DataError naming the missing or mismatched file."""
+    Raises DataError naming the missing or mismatched file, ConfigError for a device PyTorch
+    cannot use here (see `device.resolve_device`)."""
     generator = load_weights(
         folder,
         "generator",
@@ -61,7 +64,7 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Ge
         Generator,
         "train one with `digitlab gan train --out DIR`",
     )
-    return generator.to(device).eval()
+    return generator.to(resolve_device(device)).eval()
 
 
 def model_folder(path: str | Path | None, run: RunKind, shipped_dir: Path) -> Path:

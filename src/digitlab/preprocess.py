@@ -15,6 +15,25 @@ from digitlab.errors import ImageError
 from digitlab.images import Picture, read_picture
 
 
+def _image_stack(images, name: str) -> np.ndarray:
+    """`images` as a non-empty (n, h, w) array of finite, non-negative pixel values.
+
+    Raises ValueError naming `name` otherwise (NaN pixels were read as blank and a 1-D array
+    as numpy's unpacking error)."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[0] == 0 or 0 in images.shape:
+        raise ValueError(
+            f"{name} expects a non-empty stack of images (n, h, w), got {images.shape}"
+        )
+    if images.dtype.kind not in "uif":
+        raise ValueError(f"{name} expects numeric pixel values, got dtype {images.dtype}")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise ValueError(f"{name}: the images hold NaN or infinite pixel values")
+    if images.dtype.kind != "u" and images.size and images.min() < 0:
+        raise ValueError(f"{name}: pixel values must not be negative (ink is mass)")
+    return images
+
+
 def deskew(images: np.ndarray, batch: int = 2048) -> np.ndarray:
     """Straighten each digit by its second-order image moments (uint8 in, uint8 out).
 
@@ -23,11 +42,7 @@ def deskew(images: np.ndarray, batch: int = 2048) -> np.ndarray:
     kNN on MNIST from about 97% to over 98%. Output stays uint8 so kNN keeps its exact path.
     All images of a batch are warped at once (bilinear, one `grid_sample` call).
     """
-    images = np.asarray(images)
-    if images.ndim != 3 or images.shape[0] == 0:
-        raise ValueError(
-            f"deskew expects a non-empty stack of images (n, h, w), got {images.shape}"
-        )
+    images = _image_stack(images, "deskew")
     h, w = images.shape[1:]
     c0, c1 = (h - 1) / 2, (w - 1) / 2
     yy, xx = torch.meshgrid(
@@ -818,8 +833,9 @@ def _place(small: np.ndarray, centre_mass: bool) -> np.ndarray:
 def centre_by_mass(images: np.ndarray) -> np.ndarray:
     """Shift each uint8 image (N, 28, 28) by whole pixels so its centre of mass sits at
     (14, 14), where every MNIST digit has it (to within rounding: spread 0.29 px, that of a
-    whole-pixel shift). Pixels pushed past the border are dropped; blank images stay blank."""
-    images = np.asarray(images)
+    whole-pixel shift). Pixels pushed past the border are dropped; blank images stay blank.
+    Raises ValueError as `deskew` does."""
+    images = _image_stack(images, "centre_by_mass")
     out = np.zeros_like(images)
     h, w = images.shape[1:]
     yy, xx = np.mgrid[:h, :w]

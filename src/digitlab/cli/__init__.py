@@ -22,9 +22,18 @@ from digitlab.errors import DigitlabError
 from digitlab.files import describe_os_error
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (argparse prints its whole usage
+    block first: the error itself was the last of many lines). Subcommands' parsers are made
+    of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="digitlab",
         description="The MNIST machine-learning course as software: data, kNN, CNN, "
         "clustering, GAN.",

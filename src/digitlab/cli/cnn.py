@@ -91,7 +91,7 @@ def ema_arg(text: str) -> float | None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a saved CNN on the test set (and write its figures with --out)."""
     model = load_cnn(args.model_dir)
-    trained_on = model_classes(cnn_folder(args.model_dir))[1]
+    trained_on = model_classes(cnn_folder(args.model_dir), model.cfg.n_classes)[1]
     if args.dataset is None:
         args.dataset = trained_on or "mnist"  # the dataset the model was trained on
     elif trained_on is not None and get_spec(args.dataset).name != trained_on:

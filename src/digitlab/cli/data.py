@@ -103,10 +103,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "random ones with --random), or --count of every class.",
     )
     add_common(p, "PNG file to write (default: <dataset>-<digit>-gallery.png)")
-    p.add_argument("--digit", type=int, default=None, help="class to show (default: all)")
+    p.add_argument(
+        "--digit", type=_class_or_all, default=None, help="class to show, or all (default: all)"
+    )
     p.add_argument("--count", type=int, default=8, help="images per class (default: 8)")
     p.add_argument("--random", action="store_true", help="seeded random images, not the first")
     p.add_argument(
         "--split", choices=("train", "test"), default="train", help="which split (default: train)"
     )
     p.set_defaults(func=cmd_gallery)
+
+
+def _class_or_all(text: str) -> int | None:
+    """A class number, or "all" (None: every class), as the help's default says."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a class number or all, got {text!r}") from None

@@ -23,7 +23,8 @@ def _num(x) -> str:
 
 def trials_csv(records: list[dict], keys: list[str], metric: str, test_metric: str | None) -> str:
     """One row per trial: name, status, seed, the swept settings, objective, test figure, ..."""
-    extra = sorted({m for r in records for m in (r.get("metrics") or {})} - {metric})
+    # The objective and the test figure have their own columns: not again among the rest.
+    extra = sorted({m for r in records for m in (r.get("metrics") or {})} - {metric, test_metric})
     head = [
         "trial",
         "status",

@@ -104,7 +104,7 @@ def read_images(
     """
     folder = cnn_folder(model_dir)
     model = load_model(folder)
-    classes, dataset = model_classes(folder)
+    classes, dataset = model_classes(folder, model.cfg.n_classes)
     answers = predict_images(model, paths, classes=classes, recipe=recipe_for(dataset, classes))
     return _saving_what_was_seen(answers, out)
 

@@ -1,0 +1,196 @@
+"""Inputs from the Python API and the command line that once met numpy's, torch's or argparse's
+own errors (or none): each is now ours, one line, naming what to change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from digitlab.cli import main
+from digitlab.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def cnn_copy(tmp_path):
+    """A copy of the shipped CNN's folder, to damage."""
+    from digitlab.shipped import CNN
+
+    folder = tmp_path / "cnn"
+    shutil.copytree(CNN, folder)
+    return folder
+
+
+def _picture(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((60, 60), np.uint8)
+    img[10:50, 28:33] = 255  # a 1
+    path = tmp_path / "one.png"
+    Image.fromarray(255 - img).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not an object"),
+        ('{"classes": ["a", "b"]}', "names 2 classes but the network"),
+        ('{"classes": "digits"}', "'classes' must be a non-empty list"),
+        ('{"dataset": 5}', "'dataset' must be a dataset's name"),
+    ],
+)
+def test_damaged_model_metadata_is_one_line(cnn_copy, tmp_path, capsys, text, words):
+    (cnn_copy / "metadata.json").write_text(text)
+    code = main(["cnn", "predict", str(cnn_copy), str(_picture(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and "metadata.json" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_model_without_metadata_reads_digits(cnn_copy, tmp_path, capsys):
+    (cnn_copy / "metadata.json").unlink()
+    code = main(["cnn", "predict", str(cnn_copy), str(_picture(tmp_path))])
+    assert code == 0 and ": 1 (" in capsys.readouterr().out
+
+
+def test_model_classes_names_a_network_with_other_outputs(cnn_copy):
+    from digitlab.image_predict import model_classes
+
+    (cnn_copy / "metadata.json").unlink()
+    assert model_classes(cnn_copy, 10)[0] == tuple("0123456789")
+    assert model_classes(cnn_copy, 3)[0] == ("0", "1", "2")
+    (cnn_copy / "metadata.json").write_text(json.dumps({"classes": list("abc")}))
+    assert model_classes(cnn_copy, 3)[0] == ("a", "b", "c")
+    with pytest.raises(DataError, match="names 3 classes"):
+        model_classes(cnn_copy, 10)
+
+
+def test_load_cnn_refuses_an_unknown_device():
+    from digitlab.loaders import load_cnn, load_gan_generator
+
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        load_cnn(device="tpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        load_gan_generator(device="tpu")
+    assert next(load_cnn(device="cpu").parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_predict_proba_refuses_a_batch_size_below_one(batch_size):
+    from digitlab.cnn import predict_proba
+    from digitlab.loaders import load_cnn
+
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        predict_proba(load_cnn(), np.zeros((3, 28, 28), np.uint8), batch_size=batch_size)
+
+
+def test_predict_proba_batches_agree():
+    from digitlab.cnn import predict_proba
+    from digitlab.loaders import load_cnn
+
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    model = load_cnn()
+    np.testing.assert_allclose(
+        predict_proba(model, x, batch_size=2), predict_proba(model, x), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["deskew", "centre_by_mass"])
+@pytest.mark.parametrize(
+    ("images", "words"),
+    [
+        (np.zeros(784), "non-empty stack of images"),
+        (np.zeros((0, 28, 28)), "non-empty stack of images"),
+        (np.full((2, 28, 28), np.nan, np.float32), "NaN or infinite"),
+        (np.full((1, 28, 28), np.inf), "NaN or infinite"),
+        (-np.ones((1, 28, 28)), "must not be negative"),
+        (np.zeros((1, 28, 28), bool), "numeric pixel values"),
+        (np.zeros((1, 28, 28), object), "numeric pixel values"),
+    ],
+)
+def test_preprocessing_refuses_what_is_not_an_image_stack(name, images, words):
+    from digitlab import preprocess
+
+    with pytest.raises(ValueError, match=words):
+        getattr(preprocess, name)(images)
+
+
+def test_centre_by_mass_still_centres():
+    from digitlab.preprocess import centre_by_mass
+
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 2:6, 2:6] = 200  # mass at (3.5, 3.5)
+    out = centre_by_mass(img)
+    ys, xs = np.nonzero(out[0])
+    assert out.sum() == img.sum() and abs(ys.mean() - 14) <= 0.5 and abs(xs.mean() - 14) <= 0.5
+
+
+@pytest.mark.parametrize("mirrors", [5, [5], [""], {"a": 1}])
+def test_load_dataset_refuses_mirrors_that_are_not_urls(mirrors):
+    from digitlab.data import load_dataset
+
+    with pytest.raises(ConfigError, match="mirrors must be a list of base URLs"):
+        load_dataset("mnist", mirrors=mirrors)
+
+
+def test_load_dataset_takes_one_mirror_as_a_string(tmp_path):
+    from digitlab.data import load_dataset
+
+    # A dead mirror as a string is tried as one URL (not character by character).
+    with pytest.raises(DataError, match="127.0.0.1:9"):
+        load_dataset("mnist", home=tmp_path, mirrors="http://127.0.0.1:9/")
+
+
+def test_raw_clustering_ignores_the_pca_components_default(fake_dir):
+    from digitlab.cluster_experiment import ClusterConfig
+
+    ClusterConfig(train_size=10).validate(200)  # raw pixels: pca_components (50) unused
+    with pytest.raises(ConfigError, match="pca_components must be at most 10"):
+        ClusterConfig(train_size=10, embedding="pca").validate(200)
+
+
+def test_gallery_takes_all_as_its_help_says(fake_dir, tmp_path, capsys):
+    out = tmp_path / "all.png"
+    args = ["data", "gallery", "--data-dir", str(fake_dir), "--count", "2", "--out", str(out)]
+    assert main([*args, "--digit", "all"]) == 0 and out.is_file()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--digit", "seven"])
+    assert exc.value.code == 2
+    assert "a class number or all, got 'seven'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["knn", "--bogus"], ["knn", "--k", "x"], [], ["nosuch"], ["data", "gallery", "--digit"]],
+)
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "error:" in err and "--help" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_trials_csv_has_each_figure_once():
+    from digitlab.sweep.outputs import trials_csv
+
+    records = [
+        {
+            "name": "t0",
+            "status": "done",
+            "seed": 0,
+            "settings": {"knn.k": 3},
+            "objective": 0.9,
+            "test": 0.8,
+            "seconds": 1.0,
+            "attempts": 1,
+            "metrics": {"knn.val_accuracy": 0.9, "knn.accuracy": 0.8, "knn.f1_macro": 0.7},
+        }
+    ]
+    head = trials_csv(records, ["knn.k"], "knn.val_accuracy", "knn.accuracy").splitlines()[0]
+    columns = head.split(",")
+    assert len(columns) == len(set(columns)) and "knn.f1_macro" in columns
