@@ -734,3 +734,23 @@ def test_scikit_learns_own_parameters_are_taken():
     for bad in ({"leaf_size": 0}, {"n_jobs": 0}, {"metric_params": {"p": 3}}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             KNeighborsClassifier(**bad).fit(X, y)
+
+
+@pytest.mark.parametrize("mode", ["connectivity", "distance"])
+@pytest.mark.parametrize("query", [False, True])
+def test_kneighbors_graph_equals_sklearn(mode, query):
+    x, y = make_digits(300, seed=3)
+    X = x.reshape(len(x), -1)
+    q = X[:40] if query else None
+    ours = KNeighborsClassifier(n_neighbors=4).fit(X, y).kneighbors_graph(q, mode=mode)
+    ref = SKLearnKNN(n_neighbors=4).fit(X.astype(np.float64), y)
+    theirs = ref.kneighbors_graph(None if q is None else q.astype(np.float64), mode=mode)
+    assert ours.shape == theirs.shape and ours.format == "csr" and ours.dtype == np.float64
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-12, atol=1e-9)
+
+
+def test_kneighbors_graph_refuses_another_mode():
+    x, y = make_digits(50, seed=1)
+    est = KNeighborsClassifier(n_neighbors=2).fit(x.reshape(len(x), -1), y)
+    with pytest.raises(ValueError, match="mode must be"):
+        est.kneighbors_graph(mode="weights")

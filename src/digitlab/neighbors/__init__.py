@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils.multiclass import check_classification_targets
@@ -648,6 +649,24 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         if not return_distance:
             return ind
         return np.sqrt(np.maximum(dist, 0)), ind
+
+    def kneighbors_graph(self, X=None, n_neighbors: int | None = None, mode: str = "connectivity"):
+        """The k-neighbours graph as a scipy CSR matrix (n_queries, n_samples_fit) float64.
+
+        Row i holds 1 ("connectivity") or the euclidean distance ("distance") at the columns of
+        query i's `n_neighbors` nearest training samples, as scikit-learn's
+        `KNeighborsMixin.kneighbors_graph`; X=None queries the training set, no sample being
+        its own neighbour. Raises ValueError for another mode, and as `kneighbors`.
+        """
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(f'mode must be "connectivity" or "distance", got {mode!r}')
+        dist, ind = self.kneighbors(X, n_neighbors, return_distance=True)
+        n_queries, k = ind.shape
+        values = np.ones(ind.size) if mode == "connectivity" else dist.ravel()
+        return csr_matrix(
+            (values, ind.ravel(), np.arange(0, n_queries * k + 1, k)),
+            shape=(n_queries, self.n_samples_fit_),
+        )
 
     def _votes(self, nb: _Neighbors) -> np.ndarray:
         """(n, n_classes) vote totals exactly as scikit-learn sums them for `predict`.
