@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -1123,3 +1124,38 @@ def test_a_mixture_that_cannot_be_fitted_and_a_non_string_dataset_are_one_line(t
     for name in (5, None):
         with pytest.raises(ConfigError, match="unknown dataset"):
             get_spec(name)
+
+
+def test_a_signal_lost_in_any_weakref_callback_is_sent_again(tmp_path):
+    """A weakref callback defined outside weakref.py is not recognised by its frame; the
+    KeyboardInterrupt it swallows reaches sys.unraisablehook, which sends the signal again."""
+    script = tmp_path / "lost.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import argparse, os, signal, sys, time, weakref
+            import digitlab.cli as cli
+
+            def command(args):
+                class Thing:
+                    pass
+                def callback(ref):  # a plain weakref.ref callback: called from C
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.5)
+                thing = Thing()
+                ref = weakref.ref(thing, callback)
+                del thing
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                print("went on", flush=True)
+                return 0
+
+            cli.parse = lambda parser, argv: argparse.Namespace(func=command)
+            sys.exit(cli.main([]))
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, (done.stdout, done.stderr)
+    assert "went on" not in done.stdout and "Exception ignored" not in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -69,11 +70,30 @@ def _interrupted(signum, frame):
 
     Raised inside a weakref callback or a `__del__` (garbage collection runs them at any
     moment) the exception is only printed ("Exception ignored in ...") and the run went on to
-    finish: there the signal is sent again a moment later instead."""
+    finish: there the signal is sent again a moment later instead (found by the frame, or
+    by `_interrupt_lost` when Python reports the exception it could not raise)."""
+    _last_signal[:] = [signum]
     if _in_finalizer(frame):
-        threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+        _send_again(signum)
         return
     raise KeyboardInterrupt
+
+
+_last_signal: list[int] = []
+
+
+def _send_again(signum: int) -> None:
+    threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+
+
+def _interrupt_lost(previous_hook, unraisable) -> None:
+    """`sys.unraisablehook` while a command runs: a KeyboardInterrupt our handler raised where
+    Python can only print it (a finalizer `_in_finalizer` does not recognise: a weakref
+    callback of any module, a C-level clean-up) is sent again, not printed and lost."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _last_signal:
+        _send_again(_last_signal[0])
+        return
+    previous_hook(unraisable)
 
 
 def _in_finalizer(frame) -> bool:
@@ -99,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job's stays ignored
                 previous[sig] = signal.signal(sig, _interrupted)
-    shown = warnings.showwarning
+    shown, unraisable = warnings.showwarning, sys.unraisablehook
     warnings.showwarning = _one_line
+    if previous:
+        sys.unraisablehook = functools.partial(_interrupt_lost, unraisable)
     try:
         return int(args.func(args) or 0)
     except DigitlabError as exc:
@@ -115,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("digitlab: interrupted", file=sys.stderr)
         return 130
     finally:
-        warnings.showwarning = shown
+        warnings.showwarning, sys.unraisablehook = shown, unraisable
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
