@@ -194,3 +194,27 @@ def test_trials_csv_has_each_figure_once():
     head = trials_csv(records, ["knn.k"], "knn.val_accuracy", "knn.accuracy").splitlines()[0]
     columns = head.split(",")
     assert len(columns) == len(set(columns)) and "knn.f1_macro" in columns
+
+
+def test_cnn_predict_without_a_model_folder_uses_the_shipped_cnn(tmp_path, capsys):
+    picture = str(_picture(tmp_path))
+    assert main(["cnn", "predict", picture]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{picture}: 1 (") and "shipped CNN" in captured.err
+    from digitlab.shipped import CNN
+
+    assert main(["cnn", "predict", str(CNN), picture]) == 0
+    assert capsys.readouterr().out.startswith(f"{picture}: 1 (")
+    assert main(["cnn", "predict", str(CNN)]) == 1
+    assert "no pictures given after the model folder" in capsys.readouterr().err
+
+
+def test_cnn_predict_takes_a_missing_folder_name_as_the_model(tmp_path, capsys):
+    picture = str(_picture(tmp_path))
+    out = tmp_path / "o"
+    assert main(["cnn", "predict", str(tmp_path / "cnn-ot"), picture, "--out", str(out)]) == 1
+    assert "cnn-ot does not exist" in capsys.readouterr().err and not out.exists()
+    # A missing picture first is a picture: one line, the others still read.
+    assert main(["cnn", "predict", str(tmp_path / "gone.png"), picture]) == 1
+    captured = capsys.readouterr()
+    assert "gone.png" in captured.err and captured.out.startswith(f"{picture}: 1 (")

@@ -115,6 +115,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file; one line per unreadable file."""
     check_range("--top", args.top, 1, 10)
+    args.model_dir, args.images = _model_then_images([args.first, *args.images])
+    if args.model_dir is None:  # on stderr: stdout stays one answer per picture
+        print(
+            "digitlab: reading with the shipped CNN (give a `cnn train` folder first to use yours)",
+            file=sys.stderr,
+        )
     failed = 0
     # The model first: a wrong one is refused before --out is claimed (it once left the
     # folder's marker behind).
@@ -131,6 +137,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{answer.name}: note: {warning}", file=sys.stderr)
     return 1 if failed else 0
 
+
+def _model_then_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:
+    """(model folder or None for the shipped CNN, image files).
+
+    The first path names the model when it is a folder, or when it does not exist and has no
+    file suffix (a mistyped training folder is refused as a model, not read as a picture by
+    the shipped CNN). Raises ConfigError for a model folder with no pictures after it."""
+    first = paths[0]
+    if first.is_dir() or (not first.exists() and not first.suffix):
+        if len(paths) == 1:
+            raise ConfigError(f"no pictures given after the model folder {first}")
+        return first, paths[1:]
+    return None, paths
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `cnn` and its actions."""
@@ -202,8 +221,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Turn each image into an MNIST-style 28x28 (crop, fit 20x20, "
         "centre by mass) and print the CNN's top classes.",
     )
-    r.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
-    r.add_argument("images", type=Path, nargs="+", help="PNG/JPEG files, any size")
+    r.add_argument(
+        "first",
+        type=Path,
+        metavar="MODEL_DIR|IMAGE",
+        help="a folder written by `cnn train` (or its model/); without one, the shipped CNN "
+        "reads the pictures",
+    )
+    r.add_argument("images", type=Path, nargs="*", metavar="IMAGE", help="PNG/JPEG files, any size")
     r.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
     r.add_argument("--out", type=out_arg, default=None, help="save each 28x28 the model saw here")
     r.set_defaults(func=cmd_predict)
