@@ -256,7 +256,7 @@ def test_bad_pictures_name_the_file(tmp_path):
     cases = {
         "blank.png": Image.new("L", (300, 300), 250),
         "tiny.png": Image.new("L", (1, 1), 0),
-        "huge.png": Image.new("L", (4200, 4100), 255),
+        "huge.png": Image.new("1", (12100, 12000), 1),
     }
     for name, image in cases.items():
         image.save(tmp_path / name)
@@ -462,7 +462,7 @@ def test_odd_sources_are_read_or_named(tmp_path):
             prepare(source)
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)
-    with pytest.raises(ImageError, match=r"too large \(far more pixels than at most 4096x4096"):
+    with pytest.raises(ImageError, match=r"too large \(far more pixels than at most 12000x12000"):
         prepare(bomb)
     jpeg = io.BytesIO()
     Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB").save(
@@ -594,3 +594,57 @@ def test_a_sticky_note_on_a_desk_is_read_inside(mnist, shipped):
     images = np.stack([prepare(_note_on_desk(d, rng)).image for d in mnist.x_test[idx]])
     ok = predict_proba(shipped, images).argmax(1) == mnist.y_test[idx]
     assert ok.sum() >= 8, np.flatnonzero(~ok)
+
+
+def _big_photo(digit: np.ndarray, size=(8200, 6000), at=(3000, 1500), side=2000) -> Image.Image:
+    page = Image.new("L", size, 228)
+    page.paste(Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BICUBIC), at)
+    return page
+
+
+def test_phone_sized_photos_are_read_reduced_not_refused(mnist, tmp_path):
+    """A 48-50 MP phone photo (8,000 x 6,000 and more) was refused as "too large (at most
+    4096x4096)": now read reduced by a whole factor (JPEGs decoded at that scale), the same
+    digit as at half the size, its crop box in the file's own pixels."""
+    model = load_model(SHIPPED_CNN)
+    for i in (0, 1, 4):
+        page = _big_photo(mnist.x_test[i])
+        half = prepare(page.reduce(3))
+        for fmt in ("PNG", "JPEG"):
+            path = tmp_path / f"big{i}.{fmt.lower()}"
+            page.save(path, fmt, quality=92)
+            seen = prepare(path)
+            assert predict_proba(model, seen.image[None])[0].argmax() == mnist.y_test[i]
+            left, top, right, bottom = seen.crop_box  # inside the pasted square
+            assert 2990 <= left < right <= 5010 and 1490 <= top < bottom <= 3510
+            for ours, theirs in zip(seen.crop_box, half.crop_box, strict=True):
+                assert abs(ours - 3 * theirs) <= 12
+        # The PNG is reduced exactly as Pillow's reduce(3): the same 28x28 as the smaller one.
+        np.testing.assert_array_equal(prepare(tmp_path / f"big{i}.png").image, half.image)
+        np.testing.assert_array_equal(prepare(page).image, half.image)  # a PIL image too
+    array = np.asarray(_big_photo(mnist.x_test[4]))
+    assert predict_proba(model, prepare(array).image[None])[0].argmax() == mnist.y_test[4]
+
+
+def test_reduced_array_is_the_block_mean():
+    from digitlab.images import _reduced_array
+
+    rng = np.random.default_rng(0)
+    for shape, f, dtype in [
+        ((5, 7), 2, np.uint8),
+        ((9, 10, 3), 3, np.float32),
+        ((8, 8), 4, np.uint16),
+    ]:
+        a = (rng.random(shape) * 60000).astype(dtype)
+        ref = np.array(
+            [
+                [
+                    a[i : i + f, j : j + f].astype(np.float64).mean((0, 1))
+                    for j in range(0, shape[1], f)
+                ]
+                for i in range(0, shape[0], f)
+            ]
+        )
+        out = _reduced_array(a, f)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, ref if dtype == np.float32 else np.round(ref), rtol=1e-6)

@@ -158,7 +158,7 @@ def load_models(
 def prepare_drawing(image):
     """`preprocess.prepare` of a drawing or upload (gradio's sketchpad dict, path, bytes, PIL
     or array): the `Prepared` (28x28 and what was done), or None and the reason for the page.
-    Uploads over 20 MB or 4096x4096 pixels are refused before they are decoded."""
+    Uploads over 100 MB or 12,000 x 12,000 pixels are refused before they are decoded."""
     if isinstance(image, dict):  # gradio ImageEditor / Sketchpad value
         image = image.get("composite", image.get("image"))
     if image is None:

@@ -168,6 +168,14 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     if recipe not in ("digit", "object"):
         raise ValueError(f"recipe must be 'digit' or 'object', got {recipe!r}")
     pic = read_picture(image, name=name)
+    seen = _prepare(pic, recipe)
+    if pic.scale > 1 and seen.crop_box is not None:  # read reduced: in the file's pixels
+        seen.crop_box = tuple(round(v * pic.scale) for v in seen.crop_box)
+    return seen
+
+
+def _prepare(pic: Picture, recipe: str) -> Prepared:
+    """`prepare` of a picture already read (`crop_box` in the pixels of `pic`'s maps)."""
     inner = _trim_padding(pic)
     if inner is not None:
         return _read_part(pic, inner, recipe)
@@ -278,7 +286,7 @@ def _read_part(
         if rgb is not None:
             rgb = np.where(keep[..., None], rgb, np.median(rgb[keep], axis=0))
     near = Picture(grey, alpha, pic.name, pic.mode, pic.rotated, rgb=rgb)
-    return _shifted(prepare(near, recipe=recipe), r0, c0)
+    return _shifted(_prepare(near, recipe), r0, c0)
 
 
 def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:

@@ -151,6 +151,7 @@ def _model_then_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:
         return first, paths[1:]
     return None, paths
 
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `cnn` and its actions."""
     p = sub.add_parser(
