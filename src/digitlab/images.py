@@ -163,6 +163,9 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
             f"{name}: the file is too large ({size / 2**20:.0f} MB; at most "
             f"{max_bytes / 2**20:.0f} MB)"
         )
+    head = source[:64] if isinstance(source, (bytes, bytearray)) else _head(path)
+    if _is_heif(head):
+        _heif_opener(name)
     try:
         with warnings.catch_warnings():
             # Pillow warns, then raises, on decompression bombs; our own limit is lower. It
@@ -183,7 +186,7 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image (Pillow cannot identify the file)") from exc
+        raise ImageError(f"{name}: {_not_a_picture(head)}") from exc
     except Image.DecompressionBombError as exc:
         side = int(max_pixels**0.5)
         raise ImageError(
@@ -296,3 +299,46 @@ def _reduced_array(arr: np.ndarray, factor: int) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.integer):
         return np.round(mean).astype(arr.dtype)
     return mean.astype(arr.dtype)
+
+
+# ISO base media "ftyp" brands of HEIF stills (an iPhone's photos); AVIF ("avif") Pillow reads.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(64)
+    except OSError:
+        return b""  # Pillow's own open says what is wrong
+
+
+def _is_heif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _heif_opener(name: str) -> None:
+    """Teach Pillow HEIC/HEIF through the optional pillow-heif plug-in (digitlab[heic]).
+    Raises ImageError naming the extra when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(
+            f"{name}: a HEIC/HEIF photo (an iPhone's usual format), which needs the optional "
+            "plug-in: pip install 'digitlab[heic]' (pillow-heif), or save the photo as JPEG"
+        ) from None
+    pillow_heif.register_heif_opener()  # once is enough; again is harmless
+
+
+def _not_a_picture(head: bytes) -> str:
+    """Why Pillow could not open a file, from its first bytes: what it is when we can tell."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not a picture: export the page as PNG or JPEG"
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return (
+            "an SVG drawing, not a picture of pixels: export it as PNG (a browser or Inkscape can)"
+        )
+    if not head:
+        return "an empty file, not an image"
+    return "not an image (Pillow cannot identify the file)"

@@ -10,7 +10,9 @@ brightness (blue, red, green... on white or tinted paper), and lined or squared 
 faint rules cross the digit; then (issue: pictures in the wild, second round) a digit cropped
 to its own box, a small digit on a big page, ink on partly transparent paper, a digit cut
 out of an opaque sheet (a stencil), a digit in a printed box, an underlined digit, and chalk
-on a board with a lighter frame. New kinds are added at the end, so the pictures of the earlier
+on a board with a lighter frame; then (a third round) a sheet lying on a desk, straight or
+photographed at an angle, a small digit on ruled paper with a red margin, and a photo of a
+screen (a dark bezel, moire stripes). New kinds are added at the end, so the pictures of the earlier
 kinds for a seed stay the same. Used by benchmarks/bench_images.py and the tests; the same seed
 gives the same bytes.
 """
@@ -47,6 +49,9 @@ KINDS = (
     "form_box",
     "underlined",
     "framed_board",
+    "sheet_on_desk",
+    "notebook_margin",
+    "screen_photo",
 )
 
 # Pens: pure colours, lightened toward the paper until their brightness is close to it.
@@ -66,6 +71,8 @@ def render(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
     fraction = rng.uniform(0.08, 0.2) if kind == "small_off_centre" else rng.uniform(0.35, 0.85)
     if kind in _LATER:
         return _later(digit, kind, rng)
+    if kind in _THIRD:
+        return _third(digit, kind, rng)
     pen = {"thin_pen": "skeleton", "thick_marker": "fat"}.get(kind, "normal")
     ink = _ink(digit, canvas, fraction, pen, rng, corner=kind == "small_off_centre")
     h, w = canvas
@@ -192,6 +199,80 @@ def _later(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
         im = Image.fromarray(_u8(np.clip(rgb, 0, 1)), "RGB")
         im.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
     return buf.getvalue()
+
+
+_THIRD = ("sheet_on_desk", "notebook_margin", "screen_photo")
+_DESKS = np.array([[0.42, 0.28, 0.16], [0.3, 0.3, 0.32], [0.62, 0.5, 0.36], [0.18, 0.17, 0.16]])
+
+
+def _third(digit: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
+    """The kinds of the third round: what is around the page, drawn whole here."""
+    buf = io.BytesIO()
+    h = int(rng.integers(600, 1001))
+    canvas = (h, int(h * rng.uniform(1.0, 1.4)))
+    if kind == "notebook_margin":  # a digit 1.2-2.5 rules tall beside a red margin
+        gap = max(12, int(h * rng.uniform(0.035, 0.06)))
+        ink = _ink(digit, canvas, gap * rng.uniform(1.2, 2.5) / min(canvas), "normal", rng)
+        _ruled(ink, canvas, rng, buf, lined=True, margin=True)
+        return buf.getvalue()
+    if kind == "sheet_on_desk":
+        sheet = _sheet_picture(digit, canvas, rng)
+        desk = _DESKS[rng.integers(len(_DESKS))] * rng.uniform(0.85, 1.15)
+        grain = rng.normal(0, rng.uniform(0.01, 0.04), (*canvas, 1))
+        rgb = np.clip(desk + grain, 0, 1) * np.ones(3)
+        paste, mask = sheet
+        rgb = np.where(mask[..., None] > 0.5, paste, rgb)
+    else:  # screen_photo: a light screen in a dark bezel, moire stripes across it
+        rgb = np.full((*canvas, 3), rng.uniform(0.02, 0.1))
+        m = (rng.uniform(0.06, 0.16, 2) * canvas).astype(int)
+        inner = (canvas[0] - 2 * m[0], canvas[1] - 2 * m[1])
+        ink = _ink(digit, inner, rng.uniform(0.4, 0.7), "normal", rng)
+        yy, xx = np.mgrid[: inner[0], : inner[1]]
+        f = rng.uniform(0.05, 0.15, 2)
+        stripes = 1 + rng.uniform(0.03, 0.12) * np.sin(2 * np.pi * (f[0] * yy + f[1] * xx))
+        screen = rng.uniform(0.8, 1.0) * np.array([0.88, 0.93, 1.0]) * (1 - 0.9 * ink)[..., None]
+        rgb[m[0] : m[0] + inner[0], m[1] : m[1] + inner[1]] = screen * stripes[..., None]
+        rgb = rgb + rng.normal(0, 0.015, rgb.shape)
+    im = Image.fromarray(_u8(np.clip(rgb, 0, 1)), "RGB")
+    im.save(buf, "JPEG", quality=int(rng.integers(60, 93)))
+    return buf.getvalue()
+
+
+def _sheet_picture(digit, canvas, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A sheet (25-55% of the picture) with the digit on it, straight or seen at an angle
+    (each corner moved by up to 12% of the sheet's size): its RGB on the canvas and where it
+    is (float mask)."""
+    h, w = canvas
+    sh = int(h * rng.uniform(0.5, 0.75))
+    sw = int(min(w * 0.8, sh * rng.uniform(0.75, 1.3)))
+    ink = _ink(digit, (sh, sw), rng.uniform(0.35, 0.65), "normal", rng)
+    paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.88, 1.0)
+    pen = np.array([0.05, 0.05, 0.15])
+    sheet = Image.fromarray(_u8(paper + (pen - paper) * ink[..., None]), "RGB")
+    # All of it in the photo, some desk on every side (3% at least).
+    top = int(rng.integers(0.03 * h, 0.97 * h - sh))
+    left = int(rng.integers(0.03 * w, 0.97 * w - sw))
+    rect = np.array([[left, top], [left + sw, top], [left + sw, top + sh], [left, top + sh]])
+    tilt = rng.uniform(0, 0.12) if rng.random() < 0.6 else 0.0
+    quad = rect + rng.uniform(-tilt, tilt, (4, 2)) * (sw, sh)
+    quad = np.clip(quad, 0, (w - 1, h - 1))
+    coeffs = _perspective(quad, np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]]))
+    warped = sheet.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+    mask = Image.new("L", (sw, sh), 255).transform(
+        (w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR
+    )
+    return np.asarray(warped, np.float64) / 255, np.asarray(mask, np.float64) / 255
+
+
+def _perspective(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
+    """Pillow's PERSPECTIVE coefficients taking each output point `dst[i]` (x, y) to the
+    input point `src[i]`: the 8 unknowns of a homography from four point pairs."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs += [u, v]
+    return tuple(np.linalg.solve(np.array(rows, float), np.array(rhs, float)))
 
 
 def _u8(a: np.ndarray) -> np.ndarray:
@@ -346,10 +427,10 @@ def _coloured(ink, canvas, rng, buf) -> None:
     _save_rgb(np.clip(rgb, 0, 1), rng, buf)
 
 
-def _ruled(ink, canvas, rng, buf) -> None:
+def _ruled(ink, canvas, rng, buf, lined: bool = False, margin: bool = False) -> None:
     """Lined or squared exercise-book paper: rules (1-3 px, blue or grey, 25-70% of the way
     from the paper to that colour) every 4-9% of the height, sometimes a red margin line, and
-    a dark pen on top."""
+    a dark pen on top. `lined`: never squared; `margin`: always the margin."""
     h, w = canvas
     paper = _PAPERS[rng.integers(len(_PAPERS))] * rng.uniform(0.88, 1.0)
     rule_colour = np.array([0.45, 0.6, 0.9]) if rng.random() < 0.6 else np.array([0.5] * 3)
@@ -359,11 +440,11 @@ def _ruled(ink, canvas, rng, buf) -> None:
     width = int(rng.integers(1, 4))
     for r in range(int(rng.integers(0, gap)), h, gap):
         rules[r : r + width] = 1
-    if rng.random() < 0.5:  # squared paper
+    if rng.random() < 0.5 and not lined:  # squared paper
         for c in range(int(rng.integers(0, gap)), w, gap):
             rules[:, c : c + width] = 1
     rgb = paper + (rule_colour - paper) * (depth * rules)[..., None]
-    if rng.random() < 0.3:  # a red margin
+    if rng.random() < 0.3 or margin:  # a red margin
         c = int(rng.integers(w // 12, w // 6))
         rgb[:, c : c + width + 1] = paper + (np.array([0.95, 0.3, 0.3]) - paper) * 0.5
     pen = np.array([0.05, 0.05, 0.2]) if rng.random() < 0.5 else np.array([0.1, 0.1, 0.1])

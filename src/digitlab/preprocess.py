@@ -187,6 +187,12 @@ def _prepare(pic: Picture, recipe: str) -> Prepared:
         grey = _fill_transparent(grey, pic.alpha)
     # The picture's own range of grey, which a blank page's shading spans.
     contrast = 1.0 if grey is None else float(np.ptp(np.percentile(grey, [0.5, 99.5])))
+    on_desk = None if grey is None else _sheet_on_desk(grey, factor)
+    if on_desk is not None:
+        # A sheet lying on a darker desk: its edges once read as the digit (a 4 as a 7 at
+        # 96%). Read inside it, the desk in its box's corners painted over.
+        with contextlib.suppress(ImageError):
+            return _read_part(pic, on_desk[0], recipe, on_desk[1])
     try:
         flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
         mask, dropped, rivals = _find_digit(flat, noise, pic.name, MIN_MARK, contrast, tight)
@@ -220,11 +226,8 @@ def _prepare(pic: Picture, recipe: str) -> Prepared:
     if sheet is not None:
         # The "digit" is a sheet, note or canvas smaller than the photo, the digit its hole:
         # read inside it, what surrounds it (the desk in its box's corners) painted over.
-        (s0, s1, t0, t1), inside = sheet
-        part = (int(s0 / factor), int(np.ceil(s1 / factor)), int(t0 / factor))
-        part = (*part[:2], part[2], int(np.ceil(t1 / factor)))
         with contextlib.suppress(ImageError):
-            return _read_part(pic, part, recipe, inside)
+            return _read_part(pic, _in_picture(sheet[0], factor), recipe, sheet[1])
     if factor < 1 and max(r1 - r0, c1 - c0) < _ZOOM_BELOW:
         # Found on a shrunk page, the digit is a few pixels there (a 40 px digit on a 2000 px
         # page: 10 px, read as a blur). Read it again from the picture's own pixels around it;
@@ -289,15 +292,54 @@ def _read_part(
     return _shifted(_prepare(near, recipe), r0, c0)
 
 
-def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+def _in_picture(part: tuple[int, int, int, int], factor: float) -> tuple[int, int, int, int]:
+    """Rows and columns (r0, r1, c0, c1) at the working size `factor` in the picture's pixels."""
+    r0, r1, c0, c1 = part
+    return int(r0 / factor), int(np.ceil(r1 / factor)), int(c0 / factor), int(np.ceil(c1 / factor))
+
+
+def _sheet_on_desk(grey: np.ndarray, factor: float):
+    """(part, inside) for `_read_part` when the picture is a light sheet lying on a darker
+    desk with the digit on it; None otherwise.
+
+    Split the picture's grey in two (Otsu, at the working size): the desk is the dark side,
+    along nearly all of the border (90%), clearly darker (0.2); the sheet is the light side's
+    biggest region, a four-sided one (`_sheet`). A light digit on a dark canvas is no sheet:
+    its region is a stroke, or a loop whose hole is the dark canvas (over a quarter of its
+    outline). Nothing dark written on it (under 0.05% of it): None, the usual reading."""
+    from skimage.filters import threshold_otsu  # heavy (~0.3 s): only when reading pictures
+
+    H, W = grey.shape
+    small = _resize(grey, (max(1, round(H * factor)), max(1, round(W * factor))))
+    if min(small.shape) < 16 or float(np.ptp(small)) < 0.2:
+        return None
+    light = small > threshold_otsu(small)
+    desk, sheet = small[~light], small[light]
+    if not len(desk) or float(sheet.mean() - desk.mean()) < 0.2:
+        return None
+    if float(np.mean(~_border(light))) < 0.9:
+        return None
+    found = _sheet(light, min_holes=0.0, quadrilateral=True)
+    if found is None:
+        return None
+    (r0, r1, c0, c1), inside = found
+    if float(np.mean(~light[r0:r1, c0:c1][inside])) < 0.0005:
+        return None  # nothing dark on it: blank, or a pencil too light for this split
+    return _in_picture(found[0], factor), inside
+
+
+def _sheet(
+    mask: np.ndarray, min_holes: float = 0.01, quadrilateral: bool = False
+) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Rows and columns (r0, r1, c0, c1) inside a sheet that `mask` (the marks taken for
     the digit) really is, and where in that box the sheet is (bool, inset from its edge);
     None when it is a digit.
 
     A sheet of paper, a sticky note or an app's canvas photographed smaller than the photo
     stands out from the desk as one big solid mark, the digit a hole in it: at least 8% of the
-    picture, holes 1-25% of its outline (a "0" is mostly hole, a stroke has none), and that
-    outline a rectangle (turned any way), not an oval (a fat 0 or 8 filled in).
+    picture, holes `min_holes`-25% of its outline (a "0" is mostly hole, a stroke has none),
+    and that outline a rectangle (turned any way), not an oval (a fat 0 or 8 filled in); with
+    `quadrilateral`, any convex four-sided outline (a sheet photographed at an angle).
     """
     from scipy.ndimage import binary_fill_holes
     from skimage.measure import label, regionprops  # heavy (~0.3 s): only when reading pictures
@@ -308,7 +350,7 @@ def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | N
     p = max(regions, key=lambda r: r.area)
     filled = binary_fill_holes(p.image)
     holes = 1 - p.area / max(1, int(filled.sum()))
-    if p.area < 0.08 * mask.size or not 0.01 <= holes <= 0.25:
+    if p.area < 0.08 * mask.size or not min_holes <= holes <= 0.25:
         return None
     # A rectangle, turned any way, fills the box turned with it (tried every 3 degrees); a
     # filled-in 0 or 8 (an oval) fills at most pi/4 of any box.
@@ -319,7 +361,7 @@ def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | N
         along = rows * np.cos(angle) + cols * np.sin(angle)
         across = cols * np.cos(angle) - rows * np.sin(angle)
         best = max(best, len(rows) / ((np.ptp(along) + 1) * (np.ptp(across) + 1)))
-    if best < 0.88:
+    if best < 0.88 and not (quadrilateral and _four_sided(filled)):
         return None
     from scipy.ndimage import binary_erosion
     from skimage.morphology import disk
@@ -330,6 +372,22 @@ def _sheet(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | N
         return None
     inside = binary_erosion(filled, structure=disk(inset))
     return (r0, r1, c0, c1), inside
+
+
+def _four_sided(filled: np.ndarray) -> bool:
+    """Whether a filled region (bool) is a convex quadrilateral: its outline simplified to
+    within 2% of its size has four corners (Douglas-Peucker, skimage's `approximate_polygon`)
+    and it fills 97% of its convex hull. An oval needs many more corners at that tolerance."""
+    from skimage.measure import approximate_polygon, find_contours
+    from skimage.morphology import convex_hull_image
+
+    if float(filled.sum()) < 0.97 * float(convex_hull_image(filled).sum()):
+        return False
+    outline = max(find_contours(np.pad(filled, 1).astype(float), 0.5), key=len)
+    corners = approximate_polygon(outline, tolerance=0.02 * max(filled.shape))
+    # The polygon is closed (its first point comes again) and starts wherever the contour
+    # does, often mid-side: one more point. An ellipse gives 13, a circle 16 (measured).
+    return len(corners) - 1 in (4, 5)
 
 
 def _shifted(result: Prepared, top: int, left: int) -> Prepared:
@@ -484,15 +542,21 @@ def _contrast_grey(pic) -> tuple[np.ndarray, bool]:
 def _drop_rules(flat: np.ndarray, noise: float) -> tuple[np.ndarray, bool]:
     """Remove lined or squared paper's rules: straight lines across the whole picture, found as
     rows (columns) whose low percentile is ink. Only when there are at least three of them, so
-    a lone long stroke (a "1" from edge to edge) is never taken for paper."""
-    ruled = False
+    a lone long stroke (a "1" from edge to edge) is never taken for paper; with them, a margin
+    (one or two thin lines the other way) goes too."""
+    found = {}
     for axis in (1, 0):
         profile = np.percentile(flat, 10, axis=axis)
         lines = profile > max(3 * noise, 0.01)
         starts = int(np.count_nonzero(np.diff(lines.astype(np.int8)) == 1) + lines[0])
-        if starts >= 3:
+        found[axis] = profile, starts, float(lines.mean())
+    ruled = any(starts >= 3 for _, starts, _ in found.values())
+    for axis, (profile, starts, share) in found.items():
+        # Ruled paper's margin: one thin line across the rules (it read as a "1" at 99.8%
+        # beside a small 9): taken with them, never alone.
+        margin = ruled and 1 <= starts <= 2 and share <= 0.03
+        if starts >= 3 or margin:
             flat = np.clip(flat - np.expand_dims(profile, axis), 0, None)
-            ruled = True
     return flat, ruled
 
 
@@ -621,6 +685,13 @@ def _find_digit(
     min_area = max(4, min_share * h * w)
     props = [p for p in props if p.area >= min_area and (tight or not _lighting(p, h, w, contrast))]
     props = [p for p in props if not _boxed(p, props)]
+    # A margin rule, a fold or a table's edge: one thin straight line from edge to edge (it
+    # once read as a "1" at 99.8% beside the small 9 written on the page). Left out when
+    # something else on the page could be the digit.
+    lines = [p for p in props if _edge_line(p, h, w)]
+    others = [p for p in props if not any(p is q for q in lines)]
+    if lines and others and max(o.area for o in others) >= 0.05 * min(q.area for q in lines):
+        props = others
     if not props:
         raise blank
     biggest = max(p.area for p in props)
@@ -693,6 +764,17 @@ def _lighting(p, h: int, w: int, contrast: float) -> bool:
     corner = sum(sides) == 2 and not (sides[0] and sides[2]) and not (sides[1] and sides[3])
     chord = corner and p.eccentricity >= 0.97
     return ring or patch or chord or (across and p.extent >= 0.8 and faint)
+
+
+def _edge_line(p, h: int, w: int) -> bool:
+    """Whether mark `p` of an h x w picture is a thin straight line from one edge to the
+    opposite one: as long as the picture, under 2% of that thick (area over length), and
+    straight (eccentricity of its moments' ellipse at least 0.995). A "1" in a crop tight to
+    it meets all four edges: never a line."""
+    r0, c0, r1, c1 = p.bbox
+    down, across = r0 == 0 and r1 == h, c0 == 0 and c1 == w
+    length = h if down and not across else w if across and not down else 0
+    return length > 0 and p.area <= 0.02 * length * length and p.eccentricity >= 0.995
 
 
 def _encloses(p, q) -> bool:
