@@ -187,7 +187,11 @@ def _prepare(pic: Picture, recipe: str) -> Prepared:
         grey = _fill_transparent(grey, pic.alpha)
     # The picture's own range of grey, which a blank page's shading spans.
     contrast = 1.0 if grey is None else float(np.ptp(np.percentile(grey, [0.5, 99.5])))
-    on_desk = None if grey is None else _sheet_on_desk(grey, factor)
+    # Found by brightness: a colour-difference grey (`_contrast_grey`) need not show a light
+    # sheet on a darker desk; inside the sheet the ink is read again, by colour if need be.
+    on_desk = (
+        None if grey is None else _sheet_on_desk(pic.grey if pic.alpha is None else grey, factor)
+    )
     if on_desk is not None:
         # A sheet lying on a darker desk: its edges once read as the digit (a 4 as a 7 at
         # 96%). Read inside it, the desk in its box's corners painted over.
