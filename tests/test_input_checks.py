@@ -40,7 +40,8 @@ def _picture(tmp_path):
         ("[1, 2]", "not an object"),
         ('{"classes": ["a", "b"]}', "names 2 classes but the network"),
         ('{"classes": "digits"}', "'classes' must be a non-empty list"),
-        ('{"dataset": 5}', "'dataset' must be a dataset's name"),
+        ('{"dataset": 5}', "'dataset' must be one of mnist"),
+        ('{"dataset": "cifar"}', "'dataset' must be one of mnist"),
     ],
 )
 def test_damaged_model_metadata_is_one_line(cnn_copy, tmp_path, capsys, text, words):
@@ -218,3 +219,35 @@ def test_cnn_predict_takes_a_missing_folder_name_as_the_model(tmp_path, capsys):
     assert main(["cnn", "predict", str(tmp_path / "gone.png"), picture]) == 1
     captured = capsys.readouterr()
     assert "gone.png" in captured.err and captured.out.startswith(f"{picture}: 1 (")
+
+
+def test_report_names_another_commands_folder(tmp_path, fake_dir, capsys):
+    out = tmp_path / "k"
+    assert (
+        main(
+            [
+                "knn",
+                "--data-dir",
+                str(fake_dir),
+                "--train-size",
+                "100",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert main(["report", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "holds the output of `digitlab knn`, not a run" in err and "digitlab run --out" in err
+
+
+def test_load_model_takes_a_training_folder(tmp_path, cnn_copy):
+    from digitlab.loaders import load_model
+
+    train = tmp_path / "train"
+    train.mkdir()
+    shutil.copytree(cnn_copy, train / "model")
+    (train / "metrics.json").write_text("{}")
+    assert load_model(train).cfg.n_classes == 10

@@ -754,3 +754,26 @@ def test_kneighbors_graph_refuses_another_mode():
     est = KNeighborsClassifier(n_neighbors=2).fit(x.reshape(len(x), -1), y)
     with pytest.raises(ValueError, match="mode must be"):
         est.kneighbors_graph(mode="weights")
+
+
+def test_weights_callable_all_zero_or_nan_is_refused():
+    x, y = make_digits(80, seed=4)
+    X = x.reshape(len(x), -1)
+    zero = KNeighborsClassifier(n_neighbors=3, weights=lambda d: np.zeros_like(d)).fit(X, y)
+    ref = SKLearnKNN(n_neighbors=3, weights=lambda d: np.zeros_like(d)).fit(X, y)
+    with pytest.raises(ValueError, match="getting zero weights") as theirs:
+        ref.predict(X[:3])
+    for method in (zero.predict, zero.predict_proba):
+        with pytest.raises(ValueError, match="getting zero weights") as ours:
+            method(X[:3])
+        assert str(ours.value) == str(theirs.value)
+    nan = KNeighborsClassifier(n_neighbors=3, weights=lambda d: d * np.nan).fit(X, y)
+    with pytest.raises(ValueError, match="NaN or infinite weights"):
+        nan.predict(X[:3])
+
+
+@pytest.mark.parametrize("value", ["100", None, True, float("nan")])
+def test_max_memory_mb_of_another_type_is_a_value_error(value):
+    x, y = make_digits(20, seed=1)
+    with pytest.raises(ValueError, match="max_memory_mb must be a positive, finite number"):
+        KNeighborsClassifier(max_memory_mb=value).fit(x.reshape(len(x), -1), y)

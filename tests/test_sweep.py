@@ -224,6 +224,11 @@ def test_unreachable_address_fails_fast():
             "--search optuna tunes on one seed",
         ),
         (["knn.k=1,3", "--metric", "knn.val_accuracy", "--search", "random"], "needs --trials N"),
+        # ASHA was accepted with a metric reported once per trial, where it did nothing.
+        (
+            ["knn.k=1,3", "--metric", "knn.val_accuracy", "--asha"],
+            "--asha stops trials early on the CNN's per-epoch reports",
+        ),
         # More trials than MAX_TRIALS: counted before the configurations are made (3,000,001
         # seeds once took minutes to plan before the sweep started).
         (
@@ -540,3 +545,27 @@ def test_a_plain_run_cannot_write_into_a_sweeps_folder(fake_dir, tmp_path, capsy
     )
     assert {p: p.read_bytes() for p in trial.rglob("*") if p.is_file()} == before
     assert not (sweep_dir / "trials" / "mine").exists()
+
+
+def test_an_accuracy_interval_stays_within_0_and_1():
+    """Two seeds at 0.88 and 1.0: Student's interval of the mean reaches 1.0071."""
+    from digitlab.sweep.results import aggregate
+    from digitlab.sweep.stats import summarize
+
+    assert summarize([0.88, 1.0])["ci_high"] > 1
+    clipped = summarize([0.88, 1.0], bounds=(0.0, 1.0))
+    assert clipped["ci_high"] == 1.0 and 0 <= clipped["ci_low"] < 0.88
+    records = [
+        {
+            "status": "done",
+            "settings": {"knn.k": 3},
+            "seed": s,
+            "name": f"t{s}",
+            "objective": v,
+            "test": v,
+        }
+        for s, v in enumerate([0.88, 1.0])
+    ]
+    summary = aggregate(records, ["knn.k"], "max", (0.0, 1.0))
+    for figure in ("objective", "test"):
+        assert summary["configs"][0][figure]["ci_high"] == 1.0

@@ -56,7 +56,8 @@ def knn_margin_examples(
 
     f_train: (n_train, d) features the kNN searched; y_train: (n_train,) int labels;
     f_test: (n_test, d); y_test, y_pred: (n_test,) ints. Returns (indices into the test set,
-    int64 (m,), margins float64 (m,)), m = min(n, number of errors).
+    int64 (m,), margins float64 (m,); inf where the training set holds no image of the true
+    class), m = min(n, number of errors).
     """
     y_test, y_pred, y_train = np.asarray(y_test), np.asarray(y_pred), np.asarray(y_train)
     wrong = np.flatnonzero(y_test != y_pred)
@@ -70,7 +71,10 @@ def knn_margin_examples(
         rows = wrong[s : s + chunk]
         q = np.asarray(f_test[rows], np.float32).reshape(len(rows), -1)
         d2 = tr_sq[None, :] - 2 * (q @ tr.T) + np.einsum("ij,ij->i", q, q)[:, None]
-        nearest = np.full((len(rows), int(classes.max()) + 1), np.inf)
+        # A class the training subset lacks has no nearest image: inf (its margin too), so
+        # such errors rank first (a test label beyond the training labels was an IndexError).
+        width = int(max(classes.max(), y_test.max(), y_pred.max())) + 1
+        nearest = np.full((len(rows), width), np.inf)
         for c in classes:
             nearest[:, c] = d2[:, y_train == c].min(1)
         dist = np.sqrt(np.maximum(nearest, 0))

@@ -64,8 +64,11 @@ def model_classes(
         return tuple(str(i) for i in range(n_classes)), None
     meta = read_json_object(path)
     dataset = meta.get("dataset")
-    if dataset is not None and not isinstance(dataset, str):
-        raise DataError(f"{path}: 'dataset' must be a dataset's name, got {dataset!r}")
+    if dataset is not None and dataset not in DATASETS:  # its recipe and names depend on it
+        raise DataError(
+            f"{path}: 'dataset' must be one of {', '.join(DATASETS)} (the data the model was "
+            f"trained on), got {dataset!r}"
+        )
     classes = meta.get("classes")
     if classes is not None:
         if not isinstance(classes, list) or not classes:

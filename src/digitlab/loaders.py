@@ -31,12 +31,13 @@ def save_model(model: CourseCNN, folder: str | Path, metadata: dict | None = Non
 
 
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> CourseCNN:
-    """Rebuild the CNN saved in `folder` from its config.json and load its weights (eval mode).
+    """Rebuild the CNN saved in `folder` (or in the `cnn train` folder's model/) from its
+    config.json and load its weights (eval mode).
 
     Raises DataError naming the missing or mismatched file, ConfigError for a device PyTorch
     cannot use here (see `device.resolve_device`)."""
     model = load_weights(
-        folder,
+        cnn_folder(folder),  # a `cnn train` folder is taken for the model it saved
         "model",
         CNN_KIND,
         CNNConfig,
@@ -57,7 +58,7 @@ def load_generator(folder: str | Path, device: torch.device | str = "cpu") -> Ge
     Raises DataError naming the missing or mismatched file, ConfigError for a device PyTorch
     cannot use here (see `device.resolve_device`)."""
     generator = load_weights(
-        folder,
+        model_folder(folder, GAN_RUN, shipped.GENERATOR),  # a `gan train` folder too
         "generator",
         GENERATOR_KIND,
         GANConfig,

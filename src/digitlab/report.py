@@ -14,6 +14,7 @@ from pathlib import Path
 from digitlab import figures
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_text, read_json_object
+from digitlab.folders import owner
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5b6478; --line:#e3e6ee; --accent:#2f6fdf; --bg:#fbfcfe; }
@@ -514,10 +515,20 @@ SECTIONS = {
 
 
 def write_report(folder: str | Path) -> Path:
-    """Build report.html from a run folder."""
+    """Build report.html from a run folder. Raises DataError for a missing folder, another
+    command's folder, or a run folder whose metrics or config cannot be read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
+    held = owner(folder)
+    if held not in (None, "run"):
+        # Its metrics are another command's: the advice to rebuild them with `run` was then
+        # refused by `run` itself.
+        what = held if held == "a saved model" else f"the output of `digitlab {held}`"
+        raise DataError(
+            f"{folder} holds {what}, not a run: `digitlab report` rebuilds the report of a "
+            "folder `digitlab run --out` wrote"
+        )
     if not (folder / "metrics.json").exists():
         raise DataError(
             f"{folder} is not a digitlab run folder (no metrics.json): give the folder a "

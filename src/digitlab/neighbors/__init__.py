@@ -206,7 +206,10 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        if not 0 < self.max_memory_mb < math.inf:
+        number = isinstance(self.max_memory_mb, numbers.Real) and not isinstance(
+            self.max_memory_mb, (bool, np.bool_)
+        )
+        if not (number and 0 < self.max_memory_mb < math.inf):
             raise ValueError(
                 f"max_memory_mb must be a positive, finite number, got {self.max_memory_mb!r}"
             )
@@ -684,7 +687,8 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def _vote_weights(self, nb: _Neighbors) -> np.ndarray | None:
         """Each neighbour's vote (n, k) float64, None for one each ("uniform" or None), as
         scikit-learn's `_get_weights`: 1/distance, or the callable's answer for the distances.
-        Raises ValueError when a callable returns another shape."""
+        Raises ValueError when a callable returns another shape, NaN or infinite weights, or
+        only zeros for some query (scikit-learn's error)."""
         if self.weights in (None, "uniform"):
             return None
         if self.weights == "distance":
@@ -695,6 +699,13 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"weights callable returned shape {w.shape}, expected {dist.shape} (one "
                 "weight per neighbour distance)"
+            )
+        if not np.isfinite(w).all():  # scikit-learn votes with them and answers class 0
+            raise ValueError("weights callable returned NaN or infinite weights")
+        if (w.sum(1) == 0).any():  # scikit-learn's check and words
+            raise ValueError(
+                "All neighbors of some sample is getting zero weights. Please modify "
+                "'weights' to avoid this case if you are using a user-defined function."
             )
         return w
 

@@ -196,6 +196,12 @@ def plan_sweep(
             f"the metric {metric} comes from the {wanted} stage, which --stages "
             f"{','.join(stage_list)} leaves out"
         )
+    if asha and adapter.METRICS[metric].stage != "cnn":
+        # Accepted, it did nothing: only the CNN reports its metric epoch by epoch.
+        raise ConfigError(
+            f"--asha stops trials early on the CNN's per-epoch reports; {metric} comes once, "
+            "when a trial ends: leave out --asha, or choose a cnn metric"
+        )
     if search == "optuna" and len(parsed.seeds) > 1:
         raise ConfigError(
             "--search optuna tunes on one seed (--seeds N); compare the configurations it "
@@ -350,7 +356,7 @@ def run_sweep(
             "base": adapter.config_dict(base),
             "plan": {k: v for k, v in asdict(plan).items() if k != "space"},
             "n_planned": plan.n_planned(),
-            **aggregate(records, plan.space.keys, plan.mode),
+            **aggregate(records, plan.space.keys, plan.mode, adapter.METRICS[plan.metric].bounds),
         }
         paths = write_outputs(folder, summary, records)
         complete = len(records) >= plan.n_planned() and not any(

@@ -17,7 +17,13 @@ def _ok(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def aggregate(records: list[dict], keys: list[str], mode: str) -> dict:
+def aggregate(
+    records: list[dict],
+    keys: list[str],
+    mode: str,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    test_bounds: tuple[float, float] = (0.0, 1.0),
+) -> dict:
     """Group finished trials by their settings (seeds apart) and compare them.
 
     Returns {"configs": [...], "best": index or None, "comparisons": [...]}. Each config holds
@@ -25,6 +31,8 @@ def aggregate(records: list[dict], keys: list[str], mode: str) -> dict:
     The best configuration has the best mean objective (validation) in the direction of `mode`
     (ties: the first given); the test figure plays no part. Each comparison pairs the best
     configuration with another on the seeds both ran (objective and test figure, best - other).
+    `bounds` and `test_bounds`: the values the objective and the test figure can take (their
+    intervals are clipped to them).
     """
     groups: dict[str, dict] = {}
     for r in records:
@@ -47,8 +55,8 @@ def aggregate(records: list[dict], keys: list[str], mode: str) -> dict:
                 "settings": g["settings"],
                 "seeds": order,
                 "trials": [g["trials"][g["seeds"].index(s)] for s in order],
-                "objective": summarize([v for v in objective if _ok(v)]),
-                "test": summarize([v for v in test if _ok(v)]),
+                "objective": summarize([v for v in objective if _ok(v)], bounds=bounds),
+                "test": summarize([v for v in test if _ok(v)], bounds=test_bounds),
                 "_by_seed": g["by_seed"],
             }
         )
