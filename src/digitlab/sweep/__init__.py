@@ -325,6 +325,8 @@ def run_sweep(
                 )
         elif (folder / RAY_DIR).exists() or (folder / "trials").exists():
             raise DataError(f"{folder} holds files of an unknown sweep; choose another --out")
+        elif resume:  # a mistyped --out would otherwise start over in silence
+            say(f"no sweep in {folder} to resume: starting a new one there")
         folder.mkdir(parents=True, exist_ok=True)
         # Loaded on use: the run layer brings torch, and `import digitlab` must stay light.
         from digitlab.files import atomic_write_json
