@@ -1159,3 +1159,41 @@ def test_a_signal_lost_in_any_weakref_callback_is_sent_again(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, (done.stdout, done.stderr)
     assert "went on" not in done.stdout and "Exception ignored" not in done.stderr
+
+
+def test_resume_never_trains_over_a_finished_model(tmp_path, capsys):
+    """With its checkpoint deleted, `cnn train --resume` trained a new model over the
+    finished one (the note said only that it started anew)."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    out = tmp_path / "cnn"
+    args = ["cnn", "train", "--data-dir", data, "--epochs", "1", "--out", str(out), *CNN_TINY]
+    assert main(args) == 0
+    (out / "checkpoint.safetensors").unlink()
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    assert main([*args, "--resume"]) == 1
+    assert "holds a finished model but no checkpoint" in capsys.readouterr().err
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    fresh = tmp_path / "fresh"
+    assert (
+        main(
+            [
+                "cnn",
+                "train",
+                "--data-dir",
+                data,
+                "--epochs",
+                "1",
+                "--out",
+                str(fresh),
+                "--resume",
+                "--train-size",
+                "200",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "no checkpoint in" in capsys.readouterr().out

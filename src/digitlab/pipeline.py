@@ -259,7 +259,7 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     stages' figures, models and records together."""
     cfg, folder = run.cfg, run.folder
     ds = data_task.load(cfg.data)
-    validate_config(cfg, len(ds.x_train))
+    validate_config(cfg, len(ds.x_train), stages)  # only the stages run meet the data
     identity = ds.identity()
     metrics_path = folder / "metrics.json"
     metrics = _previous_metrics(run, metrics_path)

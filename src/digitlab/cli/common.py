@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digitlab.checkpoint import runs_in
+from digitlab.checkpoint import RUN_KINDS, runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
 from digitlab.files import check_writable, check_writable_file
@@ -152,10 +152,18 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 def say_if_nothing_to_resume(args: argparse.Namespace, checkpoint: Path) -> None:
     """With --resume and no `checkpoint` there, say the run starts anew (a mistyped --out
-    would otherwise silently start over)."""
+    would otherwise silently start over). Raises ConfigError where the folder holds a finished
+    model but no checkpoint: --resume once trained a new model over it."""
     # Any run's checkpoint there: this one's resumes, another command's is refused by training.
-    if args.resume and not runs_in(checkpoint.parent):
-        say(args, f"no checkpoint in {checkpoint.parent} to resume: starting a new run there")
+    folder = checkpoint.parent
+    if args.resume and not runs_in(folder):
+        if any((folder / kind.model / "config.json").is_file() for kind in RUN_KINDS):
+            raise ConfigError(
+                f"{folder} holds a finished model but no checkpoint to resume from: --resume "
+                "would train a new one over it; leave out --resume to train it again, or "
+                "choose another --out"
+            )
+        say(args, f"no checkpoint in {folder} to resume: starting a new run there")
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:

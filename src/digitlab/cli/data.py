@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.data import get_spec
+from digitlab.plots import check_figure_path
 from digitlab.tasks import data as data_task
 
 
@@ -44,7 +45,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Draw one image, titled with its label."""
     data = data_config(args)
     name = get_spec(data.dataset).name
-    out = out_file(args.out or Path(f"{name}-{args.split}-{args.index}.png"), "data show")
+    # A name that is no picture format is refused before anything is made or loaded, in the
+    # words of `gan generate` (Pillow's traceback came after the drawing; `--out g` was a
+    # PNG named g).
+    default = Path(f"{name}-{args.split}-{args.index}.png")
+    out = out_file(check_figure_path(args.out or default), "data show")
     ds = data_task.load(data, quiet=args.quiet)
     path, label = data_task.show(ds, args.split, args.index, out)
     say(args, f"wrote {path} ({args.split} image {args.index}, label {label})")
@@ -58,7 +63,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     data_task.check_gallery(n_classes, args.digit, args.count)  # before the data loads
     name = get_spec(data.dataset).name
     default = f"{name}-gallery.png" if args.digit is None else f"{name}-{args.digit}-gallery.png"
-    out = out_file(args.out or Path(default), "data gallery")
+    out = out_file(check_figure_path(args.out or Path(default)), "data gallery")
     ds = data_task.load(data, quiet=args.quiet)
     path, n = data_task.gallery(ds, args.split, args.digit, args.count, args.random, args.seed, out)
     say(args, f"wrote {path} ({n} {args.split} images)")
@@ -89,7 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draw one digit to a PNG",
         description="Draw one image, titled with its label, to a PNG file.",
     )
-    add_common(p, "PNG file to write (default: <dataset>-<split>-<index>.png)", seed=False)
+    add_common(
+        p,
+        "picture to write, its format from its suffix: .png, .jpg, .pdf, .svg, ... "
+        "(default: <dataset>-<split>-<index>.png)",
+        seed=False,
+    )
     p.add_argument("--index", type=int, required=True, help="image index within the split")
     p.add_argument(
         "--split", choices=("train", "test"), default="train", help="which split (default: train)"
@@ -102,7 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw --count images of --digit (the first ones, or seeded "
         "random ones with --random), or --count of every class.",
     )
-    add_common(p, "PNG file to write (default: <dataset>-<digit>-gallery.png)")
+    add_common(
+        p,
+        "picture to write, its format from its suffix: .png, .jpg, .pdf, .svg, ... "
+        "(default: <dataset>-<digit>-gallery.png)",
+    )
     p.add_argument(
         "--digit", type=_class_or_all, default=None, help="class to show, or all (default: all)"
     )

@@ -55,7 +55,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _headlines(st: dict) -> list[str]:
-    lines = []
+    # What a stage did other than asked (the course's own show_index beyond a small local
+    # folder, its gallery_digit absent from the data) is said here, not only in its record.
+    lines = [
+        f"note: [{name}] {note}"
+        for name, m in st.items()
+        if isinstance(m, dict)
+        for note in m.get("notes") or []
+    ]
     if "knn" in st:
         lines.append(f"kNN k={st['knn']['config']['k']}: test accuracy {st['knn']['accuracy']:.4f}")
     if "sweep" in st:
@@ -125,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset",
         default="course",
         choices=tuple(PRESETS),
-        help="quick (about two minutes), course (the course's settings, default), "
+        help="quick (about a minute), course (the course's settings, default), "
         "full (all 60,000 training images)",
     )
     p.add_argument("--config", type=Path, default=None, help="a TOML file of settings")
