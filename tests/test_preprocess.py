@@ -742,3 +742,32 @@ def test_heic_photos_are_read_with_the_plug_in_and_named_without_it(
     monkeypatch.setitem(__import__("sys").modules, "pillow_heif", None)  # not installed
     with pytest.raises(ImageError, match=r"HEIC/HEIF photo .* pip install 'digitlab\[heic\]'"):
         prepare((tmp_path / "photo.heic").read_bytes())
+
+
+@pytest.mark.parametrize("angle", [10, 35, 60, 80, 100, 140, 170])
+def test_a_blank_sheet_with_a_shadow_across_it_is_blank(angle):
+    """A hand's or phone's shadow across the middle of an empty sheet, its soft edge
+    running off the page: the trace it left at the border read as a 1 at 99.8% or a 7."""
+    h, w = 600, 800
+    yy, xx = np.mgrid[:h, :w]
+    a = np.radians(angle)
+    d = np.cos(a) * (xx - 0.45 * w) + np.sin(a) * (yy - 0.55 * h)
+    light = 0.55 + 0.45 / (1 + np.exp(-d / 16))
+    rng = np.random.default_rng(angle)
+    page = np.clip(0.94 * light + rng.normal(0, 0.01, (h, w)), 0, 1)
+    buf = io.BytesIO()
+    Image.fromarray((page * 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare(buf.getvalue())
+
+
+def test_one_rule_straight_across_a_blank_page_is_blank(mnist, shipped):
+    page = np.full((600, 800), 0.94)
+    page[300:303] = 0.5
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare(page)
+    # The same rule under a digit is left out, and the digit read.
+    digit = mnist.x_test[np.flatnonzero(mnist.y_test == 4)[0]]
+    ink = np.asarray(Image.fromarray(digit).resize((200, 200))) / 255
+    page[60:260, 300:500] = np.minimum(page[60:260, 300:500], 1 - 0.9 * ink)
+    assert predict_proba(shipped, prepare(page).image[None])[0].argmax() == 4
