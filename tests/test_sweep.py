@@ -569,3 +569,19 @@ def test_an_accuracy_interval_stays_within_0_and_1():
     summary = aggregate(records, ["knn.k"], "max", (0.0, 1.0))
     for figure in ("objective", "test"):
         assert summary["configs"][0][figure]["ci_high"] == 1.0
+
+
+def test_a_sweep_holds_only_the_stages_it_runs_to_the_data(tmp_path):
+    """Like a run, a sweep of the knn stage on a small local folder was refused for the
+    quick preset's cnn.train_size (5,000 on 300 images)."""
+    from conftest import write_fake_idx
+    from digitlab.errors import ConfigError
+    from digitlab.sweep import adapter
+
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    base = adapter.resolve_base(
+        "quick", overrides={"data.data_dir": str(data), "knn.train_size": "all"}
+    )
+    adapter.check_with_data(base, [{"knn.k": 3}], "knn.val_accuracy", ["knn"])
+    with pytest.raises(ConfigError, match=r"\[sweep\] train_size must be in 1..300|\[cnn\]"):
+        adapter.check_with_data(base, [{"knn.k": 3}], "knn.val_accuracy")

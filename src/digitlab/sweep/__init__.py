@@ -301,7 +301,8 @@ def run_sweep(
         # dataset, a k above the fitting images) here, once, not in every trial (where each
         # would fail and be retried). The trials read the same data on this machine; on a
         # cluster the data may live on its nodes only, and the trials check it there.
-        adapter.check_with_data(base, candidate_points(plan.space, plan.search), metric)
+        points = candidate_points(plan.space, plan.search)
+        adapter.check_with_data(base, points, metric, plan.stages)
     say = say or (print if not quiet else (lambda _text: None))
     folder = Path(out).resolve()
     # The folder is this sweep's alone: another command's is refused, and so is a second

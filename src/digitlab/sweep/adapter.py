@@ -165,10 +165,14 @@ def check_settings(
 
 
 def check_with_data(
-    base: RunConfig, points: Iterable[Mapping[str, object]], metric: str | None = None
+    base: RunConfig,
+    points: Iterable[Mapping[str, object]],
+    metric: str | None = None,
+    stages: Sequence[str] | None = None,
 ) -> None:
     """Check `base` with each of `points` applied against its dataset's real size (and, given
-    `metric`, that the objective can be worked out on it).
+    `metric`, that the objective can be worked out on it). Only `stages` (None: all), the
+    ones every trial runs, are held to that size, as a run holds only its own.
 
     The dataset (each one named, when the data settings are swept) is read once. Raises
     ConfigError for a setting out of range for it, DataError when it cannot be read.
@@ -180,7 +184,7 @@ def check_with_data(
         key = json.dumps(jsonable(dataclasses.asdict(cfg.data)), sort_keys=True)
         if key not in sizes:
             sizes[key] = len(data_task.load(cfg.data, quiet=True).x_train)
-        validate_config(cfg, sizes[key])
+        validate_config(cfg, sizes[key], stages)
         if metric is not None:
             check_objective(cfg, metric, sizes[key])
 
