@@ -793,3 +793,52 @@ def test_a_digit_on_a_transparency_checkerboard(side, fmt, mnist, shipped):
         seen = prepare(buf.getvalue())
         right += predict_proba(shipped, seen.image[None])[0].argmax() == mnist.y_test[i]
     assert right >= 3
+
+
+@pytest.mark.parametrize("turn", [0, 12, 25])
+def test_a_blank_sheet_or_note_on_a_desk_is_blank(turn):
+    """Its outline was read as a 0 at 100% or its shading as a 1 at 99.9% (turned sheets,
+    patterned desks, a sticky note)."""
+    rng = np.random.default_rng(turn)
+    desk = Image.fromarray((100 + rng.normal(0, 8, (1000, 1400))).clip(0, 255).astype(np.uint8))
+    for size in ((560, 720), (260, 260)):
+        sheet = Image.new("L", size, 232).rotate(turn, expand=True, fillcolor=0)
+        mask = Image.new("L", size, 255).rotate(turn, expand=True)
+        page = desk.copy()
+        page.paste(sheet, ((1400 - sheet.width) // 2, (1000 - sheet.height) // 2), mask)
+        buf = io.BytesIO()
+        page.save(buf, "JPEG", quality=88)
+        with pytest.raises(ImageError, match="no digit found"):
+            prepare(buf.getvalue())
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_blank_page_with_a_fold_is_blank(axis):
+    page = 0.93 + np.random.default_rng(axis).normal(0, 0.012, (900, 700))
+    if axis:
+        page[:, 340:344] *= 0.9  # a fold down the page
+    else:
+        page[440:444] *= 0.9
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare(np.clip(page, 0, 1))
+
+
+def test_an_apps_colour_swatches_are_not_the_digit(mnist, shipped):
+    """A drawing app's palette row (solid boxes) was read as a 7 at 97% beside a thin 1."""
+    from PIL import ImageDraw
+
+    for label in (1, 4):
+        digit = mnist.x_test[np.flatnonzero(mnist.y_test == label)[1]]
+        im = Image.new("RGB", (1280, 800), (240, 240, 240))
+        d = ImageDraw.Draw(im)
+        d.rectangle([0, 0, 1280, 40], fill=(50, 50, 60))
+        colours = [(0, 0, 0), (255, 0, 0), (0, 160, 0), (0, 0, 255), (255, 200, 0), (255, 128, 0)]
+        for k, c in enumerate(colours):
+            d.rectangle([80 + 36 * k, 764, 110 + 36 * k, 794], fill=c, outline=(0, 0, 0))
+        d.rectangle([100, 70, 1060, 740], fill="white")
+        ink = Image.fromarray(255 - digit).resize((420, 420), Image.Resampling.BILINEAR)
+        thin = np.asarray(ink) > 60  # a thin pen's lines
+        canvas = np.asarray(im).copy()
+        canvas[200:620, 380:800][~thin] = 0
+        seen = prepare(canvas)
+        assert predict_proba(shipped, seen.image[None])[0].argmax() == label

@@ -191,13 +191,15 @@ def _prepare(pic: Picture, recipe: str) -> Prepared:
     # Found by brightness: a colour-difference grey (`_contrast_grey`) need not show a light
     # sheet on a darker desk; inside the sheet the ink is read again, by colour if need be.
     on_desk = (
-        None if grey is None else _sheet_on_desk(pic.grey if pic.alpha is None else grey, factor)
+        None
+        if grey is None
+        else _sheet_on_desk(pic.grey if pic.alpha is None else grey, factor, pic.name)
     )
     if on_desk is not None:
         # A sheet lying on a darker desk: its edges once read as the digit (a 4 as a 7 at
-        # 96%). Read inside it, the desk in its box's corners painted over.
-        with contextlib.suppress(ImageError):
-            return _read_part(pic, on_desk[0], recipe, on_desk[1])
+        # 96%, a blank sheet as a 0 at 100%). Read inside it, the desk in its box's corners
+        # painted over; nothing there is a blank sheet (the desk holds no digit).
+        return _read_part(pic, on_desk[0], recipe, on_desk[1])
     try:
         flat, noise, inverted, tight, warn = _ink_map(pic, grey, factor)
         mask, dropped, rivals = _find_digit(flat, noise, pic.name, MIN_MARK, contrast, tight)
@@ -303,7 +305,7 @@ def _in_picture(part: tuple[int, int, int, int], factor: float) -> tuple[int, in
     return int(r0 / factor), int(np.ceil(r1 / factor)), int(c0 / factor), int(np.ceil(c1 / factor))
 
 
-def _sheet_on_desk(grey: np.ndarray, factor: float):
+def _sheet_on_desk(grey: np.ndarray, factor: float, name: str):
     """(part, inside) for `_read_part` when the picture is a light sheet lying on a darker
     desk with the digit on it; None otherwise.
 
@@ -311,7 +313,9 @@ def _sheet_on_desk(grey: np.ndarray, factor: float):
     along nearly all of the border (90%), clearly darker (0.2); the sheet is the light side's
     biggest region, a four-sided one (`_sheet`). A light digit on a dark canvas is no sheet:
     its region is a stroke, or a loop whose hole is the dark canvas (over a quarter of its
-    outline). Nothing dark written on it (under 0.05% of it): None, the usual reading."""
+    outline). Nothing dark written on it (under 0.05% of it): None, the usual reading, if it
+    is long and thin; else, with nothing darker than its shading, ImageError: a blank sheet
+    (`name` names the picture)."""
     from skimage.filters import threshold_otsu  # heavy (~0.3 s): only when reading pictures
 
     H, W = grey.shape
@@ -324,27 +328,37 @@ def _sheet_on_desk(grey: np.ndarray, factor: float):
         return None
     if float(np.mean(~_border(light))) < 0.9:
         return None
-    found = _sheet(light, min_holes=0.0, quadrilateral=True)
+    # A sticky note can be 3% of a photo: the desk around it and four sides say enough.
+    found = _sheet(light, min_holes=0.0, quadrilateral=True, min_area=0.03)
     if found is None:
         return None
     (r0, r1, c0, c1), inside = found
     if float(np.mean(~light[r0:r1, c0:c1][inside])) < 0.0005:
-        return None  # nothing dark on it: blank, or a pencil too light for this split
+        if min(r1 - r0, c1 - c0) < 0.4 * max(r1 - r0, c1 - c0):
+            return None  # long and thin: rather a fat light stroke (a "1" as a bar)
+        # Nothing darker than the sheet's own shading and noise (0.08 below its median,
+        # in 3x3 means): a blank sheet. Its shading read as a faint digit (a 1 at 99.9%).
+        from scipy.ndimage import uniform_filter
+
+        on_it = uniform_filter(small, 3)[r0:r1, c0:c1][inside]
+        if float(np.median(on_it) - on_it.min()) < 0.08:
+            raise ImageError(f"{name}: no digit found (a blank sheet)")
     return _in_picture(found[0], factor), inside
 
 
 def _sheet(
-    mask: np.ndarray, min_holes: float = 0.01, quadrilateral: bool = False
+    mask: np.ndarray, min_holes: float = 0.01, quadrilateral: bool = False, min_area: float = 0.08
 ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Rows and columns (r0, r1, c0, c1) inside a sheet that `mask` (the marks taken for
     the digit) really is, and where in that box the sheet is (bool, inset from its edge);
     None when it is a digit.
 
     A sheet of paper, a sticky note or an app's canvas photographed smaller than the photo
-    stands out from the desk as one big solid mark, the digit a hole in it: at least 8% of the
-    picture, holes `min_holes`-25% of its outline (a "0" is mostly hole, a stroke has none),
-    and that outline a rectangle (turned any way), not an oval (a fat 0 or 8 filled in); with
-    `quadrilateral`, any convex four-sided outline (a sheet photographed at an angle).
+    stands out from the desk as one big solid mark, the digit a hole in it: at least
+    `min_area` of the picture, holes `min_holes`-25% of its outline (a "0" is mostly hole, a
+    stroke has none), and that outline a rectangle (turned any way), not an oval (a fat 0 or 8
+    filled in); with `quadrilateral`, any convex four-sided outline (a sheet photographed at an
+    angle).
     """
     from scipy.ndimage import binary_fill_holes
     from skimage.measure import label, regionprops  # heavy (~0.3 s): only when reading pictures
@@ -355,7 +369,7 @@ def _sheet(
     p = max(regions, key=lambda r: r.area)
     filled = binary_fill_holes(p.image)
     holes = 1 - p.area / max(1, int(filled.sum()))
-    if p.area < 0.08 * mask.size or not min_holes <= holes <= 0.25:
+    if p.area < min_area * mask.size or not min_holes <= holes <= 0.25:
         return None
     # A rectangle, turned any way, fills the box turned with it (tried every 3 degrees); a
     # filled-in 0 or 8 (an oval) fills at most pi/4 of any box.
@@ -746,6 +760,13 @@ def _find_digit(
     min_area = max(4, min_share * h * w)
     props = [p for p in props if p.area >= min_area and (tight or not _lighting(p, h, w, contrast))]
     props = [p for p in props if not _boxed(p, props)]
+    # An app's buttons and colour swatches are solid boxes; a digit's strokes are not (a
+    # palette row was read as a 7 at 97% beside a thin 1). Left out beside a stroke a fifth
+    # of their size (a fat "1" drawn as a bar, alone or with specks, stays).
+    solid = [p for p in props if p.extent >= 0.85 and p.solidity >= 0.85]
+    strokes = [p for p in props if not any(p is q for q in solid)]
+    if solid and strokes and max(p.area for p in strokes) >= 0.2 * max(q.area for q in solid):
+        props = strokes
     # A margin rule, a fold or a table's edge: one thin straight line from edge to edge (it
     # once read as a "1" at 99.8% beside the small 9 written on the page). Left out when
     # something else on the page could be the digit.
@@ -753,8 +774,18 @@ def _find_digit(
     others = [p for p in props if not any(p is q for q in lines)]
     if lines and others and max(o.area for o in others) >= 0.05 * min(q.area for q in lines):
         props = others
-    elif lines and not others and all(p.bbox[1] == 0 and p.bbox[3] == w for p in lines):
-        raise blank  # a rule or an edge straight across a blank page: no digit is flat
+    else:
+        # A rule or an edge straight across a blank page, or a fold down it (faint), with at
+        # most specks beside it: no digit lies flat, and a "1" from top to bottom is drawn
+        # darker (one cropped tight to it meets all four edges: never a line).
+        flat = [
+            p
+            for p in props
+            if _edge_line(p, h, w, 0.04) and (p.bbox[3] - p.bbox[1] == w or p.intensity_mean < 0.25)
+        ]
+        rest = [p for p in props if not any(p is q for q in flat)]
+        if flat and all(p.area < 0.05 * max(q.area for q in flat) for p in rest):
+            raise blank
     if not props:
         raise blank
     biggest = max(p.area for p in props)
@@ -832,15 +863,15 @@ def _lighting(p, h: int, w: int, contrast: float) -> bool:
     return ring or patch or chord or trace or (across and p.extent >= 0.8 and faint)
 
 
-def _edge_line(p, h: int, w: int) -> bool:
+def _edge_line(p, h: int, w: int, thickness: float = 0.02) -> bool:
     """Whether mark `p` of an h x w picture is a thin straight line from one edge to the
-    opposite one: as long as the picture, under 2% of that thick (area over length), and
+    opposite one: as long as the picture, under `thickness` of that thick (area over length), and
     straight (eccentricity of its moments' ellipse at least 0.995). A "1" in a crop tight to
     it meets all four edges: never a line."""
     r0, c0, r1, c1 = p.bbox
     down, across = r0 == 0 and r1 == h, c0 == 0 and c1 == w
     length = h if down and not across else w if across and not down else 0
-    return length > 0 and p.area <= 0.02 * length * length and p.eccentricity >= 0.995
+    return length > 0 and p.area <= thickness * length * length and p.eccentricity >= 0.995
 
 
 def _encloses(p, q) -> bool:
