@@ -209,7 +209,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6,
         help=f"images (per digit for a grid; at most {gan_task.MAX_FIGURE} in all)",
     )
-    g.add_argument("--out", type=out_arg, default=None, help="PNG file to write")
+    g.add_argument(
+        "--out",
+        type=out_arg,
+        default=None,
+        help="picture to write, its format from its suffix: .png, .jpg, .pdf, .svg, ...",
+    )
     _no_centre_option(g)
     _model_options(g)
     add_quiet(g)
