@@ -433,9 +433,14 @@ def _without_checkerboard(pic: Picture) -> Picture:
     q = np.round(g * 255).astype(np.int32)
     counts = np.bincount(q.ravel(), minlength=256)
     a, b = np.argsort(counts)[::-1][:2]
-    near_a, near_b = np.abs(q - a) <= 5, np.abs(q - b) <= 5
-    if not 13 <= abs(int(a) - int(b)) <= 102 or float((near_a | near_b).mean()) < 0.5:
+    if not 13 <= abs(int(a) - int(b)) <= 102:
         return pic
+    # Told from the histogram (the two +-5 windows cannot overlap 13 apart): most pictures
+    # leave here, before any picture-sized work.
+    near = sum(int(counts[max(0, v - 5) : v + 6].sum()) for v in (a, b))
+    if near < 0.5 * q.size:
+        return pic
+    near_a, near_b = np.abs(q - a) <= 5, np.abs(q - b) <= 5
     side = _square_side(near_a, near_a | near_b)
     if side is None:
         return pic
@@ -751,8 +756,9 @@ def _find_digit(
     cropped tight to its digit, which then touches every edge. Also returns how many marks
     left out are as big as a digit (a second digit beside it).
 
-    The marks (`_marks`) lose the specks, the page's lighting (`_lighting`) and printed boxes
-    round another mark (`_boxed`); the strongest mark away from the border is the digit, and
+    The marks (`_marks`) lose the specks, the page's lighting (`_lighting`), printed boxes
+    round another mark (`_boxed`) and the page's or screen's own marks
+    (`_page_marks_left_out`); the strongest mark away from the border is the digit, and
     the marks near it or big enough to be its parts join it (`_gather`)."""
     blank = ImageError(f"{name}: no digit found (the picture looks blank)")
     marks, props = _marks(flat, noise, blank)
@@ -760,32 +766,7 @@ def _find_digit(
     min_area = max(4, min_share * h * w)
     props = [p for p in props if p.area >= min_area and (tight or not _lighting(p, h, w, contrast))]
     props = [p for p in props if not _boxed(p, props)]
-    # An app's buttons and colour swatches are solid boxes; a digit's strokes are not (a
-    # palette row was read as a 7 at 97% beside a thin 1). Left out beside a stroke a fifth
-    # of their size (a fat "1" drawn as a bar, alone or with specks, stays).
-    solid = [p for p in props if p.extent >= 0.85 and p.solidity >= 0.85]
-    strokes = [p for p in props if not any(p is q for q in solid)]
-    if solid and strokes and max(p.area for p in strokes) >= 0.2 * max(q.area for q in solid):
-        props = strokes
-    # A margin rule, a fold or a table's edge: one thin straight line from edge to edge (it
-    # once read as a "1" at 99.8% beside the small 9 written on the page). Left out when
-    # something else on the page could be the digit.
-    lines = [p for p in props if _edge_line(p, h, w)]
-    others = [p for p in props if not any(p is q for q in lines)]
-    if lines and others and max(o.area for o in others) >= 0.05 * min(q.area for q in lines):
-        props = others
-    else:
-        # A rule or an edge straight across a blank page, or a fold down it (faint), with at
-        # most specks beside it: no digit lies flat, and a "1" from top to bottom is drawn
-        # darker (one cropped tight to it meets all four edges: never a line).
-        flat = [
-            p
-            for p in props
-            if _edge_line(p, h, w, 0.04) and (p.bbox[3] - p.bbox[1] == w or p.intensity_mean < 0.25)
-        ]
-        rest = [p for p in props if not any(p is q for q in flat)]
-        if flat and all(p.area < 0.05 * max(q.area for q in flat) for p in rest):
-            raise blank
+    props = _page_marks_left_out(props, h, w, blank)
     if not props:
         raise blank
     biggest = max(p.area for p in props)
@@ -807,6 +788,39 @@ def _find_digit(
     ]
     # Tiny marks under min_area count as dropped too.
     return mask, int(marks.max()) - len(kept), len(rivals)
+
+
+def _page_marks_left_out(props: list, h: int, w: int, blank: ImageError) -> list:
+    """`props` without what belongs to the page or the screen rather than the digit: an app's
+    solid boxes beside a stroke, thin straight lines from edge to edge beside a mark that
+    could be the digit. Raises `blank` when such lines (with at most specks) are all there is."""
+    # An app's buttons and colour swatches are solid boxes; a digit's strokes are not (a
+    # palette row was read as a 7 at 97% beside a thin 1). Left out beside a stroke a fifth
+    # of their size (a fat "1" drawn as a bar, alone or with specks, stays).
+    solid = [p for p in props if p.extent >= 0.85 and p.solidity >= 0.85]
+    strokes = [p for p in props if not any(p is q for q in solid)]
+    if solid and strokes and max(p.area for p in strokes) >= 0.2 * max(q.area for q in solid):
+        props = strokes
+    # A margin rule, a fold or a table's edge: one thin straight line from edge to edge (it
+    # once read as a "1" at 99.8% beside the small 9 written on the page). Left out when
+    # something else on the page could be the digit.
+    lines = [p for p in props if _edge_line(p, h, w)]
+    others = [p for p in props if not any(p is q for q in lines)]
+    if lines and others and max(o.area for o in others) >= 0.05 * min(q.area for q in lines):
+        props = others
+    else:
+        # A rule or an edge straight across a blank page, or a fold down it (faint), with at
+        # most specks beside it: no digit lies flat, and a "1" from top to bottom is drawn
+        # darker (one cropped tight to it meets all four edges: never a line).
+        flat_lines = [
+            p
+            for p in props
+            if _edge_line(p, h, w, 0.04) and (p.bbox[3] - p.bbox[1] == w or p.intensity_mean < 0.25)
+        ]
+        rest = [p for p in props if not any(p is q for q in flat_lines)]
+        if flat_lines and all(p.area < 0.05 * max(q.area for q in flat_lines) for p in rest):
+            raise blank
+    return props
 
 
 def _marks(flat: np.ndarray, noise: float, blank: ImageError) -> tuple[np.ndarray, list]:

@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     check_range,
     config,
     help_for,
+    number_or_word,
     out_arg,
     out_dir,
     prepare,
@@ -77,15 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def ema_arg(text: str) -> float | None:
-    """argparse type for --ema: a decay, or "none" for the last step's weights (as --help
-    and `digitlab run cnn.ema=none` say)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a decay in (0, 1) or none, got {text!r}") from None
+# --ema: a decay, or "none" for the last step's weights (as --help and `digitlab run
+# cnn.ema=none` say).
+ema_arg = number_or_word(float, "none", "a decay in (0, 1) or none")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ all of its settings against the dataset's size (known before it loads) through `
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,21 @@ def parse_size(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+
+
+def number_or_word(convert: Callable[[str], Any], word: str, expected: str) -> Callable:
+    """An argparse type: `word` (any case, spaces around it ignored) is None, anything else
+    goes through `convert`; what it cannot read is "`expected`, got '...'"."""
+
+    def parse(text: str):
+        if text.strip().lower() == word:
+            return None
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+
+    return parse
 
 
 def help_for(cls: type, name: str, default: Any = argparse.SUPPRESS) -> str:

@@ -11,6 +11,7 @@ from digitlab.cli.common import (
     add_data_options,
     add_quiet,
     data_config,
+    number_or_word,
     out_file,
     say,
 )
@@ -128,11 +129,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_gallery)
 
 
-def _class_or_all(text: str) -> int | None:
-    """A class number, or "all" (None: every class), as the help's default says."""
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a class number or all, got {text!r}") from None
+# A class number, or "all" (None: every class), as the help's default says.
+_class_or_all = number_or_word(int, "all", "a class number or all")
