@@ -5,10 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_digits
+from conftest import make_digits, write_fake_idx
 from digitlab import app_handlers as h
 from digitlab.cnn import CourseCNN
+from digitlab.data import DATASETS
 from digitlab.gan import Generator
+from digitlab.loaders import save_model
 from digitlab.neighbors import KNeighborsClassifier
 
 
@@ -227,3 +229,28 @@ def test_odd_numbers_from_the_ui_are_one_message(models, tmp_path):
         assert images is None and "must be a whole number" in message
     images, message = h.generate_digits(models, 3.0, 2.0, 5.0)  # whole floats are fine
     assert images.shape == (2, 28, 28) and message == ""
+
+
+def test_a_cnn_of_another_dataset_answers_with_its_class_names(tmp_path):
+    """A Fashion-MNIST CNN's answers were labelled 0-9 and its pictures read as digits."""
+    names = tuple(DATASETS["fashion-mnist"].classes)
+    torch.manual_seed(0)
+    save_model(CourseCNN().eval(), tmp_path / "m", {"dataset": "fashion-mnist"})
+    data = write_fake_idx(tmp_path / "data", n_train=200, n_test=50)
+    m = h.load_models(data_dir=data, cnn_dir=tmp_path / "m", knn_size=200)
+    assert m.cnn_classes == names and m.cnn_recipe == "object"
+    assert any("fashion-mnist" in note and "kNN reads MNIST digits" in note for note in m.notes)
+    r = h.classify(m, {"composite": _stroke_canvas()})
+    assert set(r["cnn"]) == set(names) and abs(sum(r["cnn"].values()) - 1) < 1e-5
+    assert 0 <= r["knn"]["vote"] <= 9  # the kNN still votes a digit
+    # the CNN saw the picture fitted whole (the object recipe), not MNIST's 20x20 digit box
+    from digitlab.cnn import predict_proba
+    from digitlab.preprocess import prepare
+
+    whole = prepare(_stroke_canvas(), recipe="object").image
+    assert np.ptp(np.flatnonzero(whole.max(1) > 0)) + 1 > 24
+    expected = predict_proba(m.cnn, whole[None])[0]
+    assert np.allclose([r["cnn"][name] for name in names], expected, atol=1e-6)
+    digit_model = h.load_models(data_dir=data, knn_size=200)  # the shipped CNN: digits
+    assert digit_model.cnn_classes == tuple(str(d) for d in range(10))
+    assert digit_model.cnn_recipe == "digit"

@@ -152,7 +152,12 @@ def test_the_course_index_on_small_data_is_image_0_and_said(small, tmp_path, cap
     record = json.loads((out / "stages" / "data.json").read_text())["metrics"]
     assert record["shown_index"] == 0
     assert any("22876" in note and "image 0" in note for note in record["notes"])
-    assert "note: [data] show_index 22876" in said
+    assert said.count("note: [data] show_index 22876") == 1  # said once, with the results
+    # ... and kept where a reader looks later: run.log and the report's data section.
+    assert "[data] note: show_index 22876" in (out / "run.log").read_text()
+    report = (out / "report.html").read_text()
+    section = report[report.index("<section id='data'>") :]
+    assert "<b>Note:</b> show_index 22876" in section[: section.index("</section>")]
 
 
 def test_a_chosen_gallery_digit_the_data_lack_is_refused(no_6_or_7, tmp_path, capsys):

@@ -70,3 +70,41 @@ def test_sparse_input_fails_with_sklearn_message(estimator):
     y = np.arange(12) % 3
     with pytest.raises(TypeError, match="Sparse data was passed.*but dense data is required"):
         estimator.fit(X, y)
+
+
+# The same bad parameter, ours and scikit-learn's estimator of the same name: both raise
+# scikit-learn's InvalidParameterError in fit (ours raised a plain ValueError).
+BAD_PARAMETERS = [
+    ("KNeighborsClassifier", {"n_neighbors": 0}),
+    ("KNeighborsClassifier", {"n_neighbors": 2.5}),
+    ("KNeighborsClassifier", {"weights": "nearest"}),
+    ("KNeighborsClassifier", {"algorithm": "ball"}),
+    ("KNeighborsClassifier", {"leaf_size": 0}),
+    ("KNeighborsClassifier", {"metric": "cosine_ish"}),
+    ("KMeans", {"n_clusters": 0}),
+    ("KMeans", {"max_iter": -1}),
+    ("KMeans", {"init": "centres"}),
+    ("KMeans", {"n_init": 0}),
+    ("KMeans", {"algorithm": "fastest"}),
+]
+
+
+@pytest.mark.parametrize("name, params", BAD_PARAMETERS)
+def test_bad_parameters_raise_sklearns_invalid_parameter_error(name, params):
+    import numpy as np
+    import sklearn.cluster
+    import sklearn.neighbors
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from digitlab import errors
+
+    X = np.random.default_rng(0).random((30, 4))
+    y = np.arange(30) % 3
+    theirs = {"KNeighborsClassifier": sklearn.neighbors, "KMeans": sklearn.cluster}[name]
+    with pytest.raises(InvalidParameterError):
+        getattr(theirs, name)(**params).fit(X, y)
+    ours = {"KNeighborsClassifier": KNeighborsClassifier, "KMeans": KMeans}[name]
+    with pytest.raises(InvalidParameterError) as raised:
+        ours(**params).fit(X, y)
+    assert isinstance(raised.value, (errors.ConfigError, ValueError, TypeError))
+    assert next(iter(params)) in str(raised.value)  # the message names the parameter

@@ -20,7 +20,8 @@ from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
 from digitlab.errors import ConfigError, DigitlabError, ImageError
 from digitlab.gan import generate
-from digitlab.loaders import load_cnn, load_gan_generator
+from digitlab.image_predict import DIGITS, model_classes, recipe_for
+from digitlab.loaders import cnn_folder, load_cnn, load_gan_generator
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import prepare
 from digitlab.tasks.gan import morph as write_morph
@@ -31,6 +32,10 @@ class Models:
     """The models the app answers with; any of them may be missing (then that part says so)."""
 
     cnn: object | None = None
+    # The CNN's class names (its metadata.json) and the preprocessing its data needs: a
+    # Fashion-MNIST model's answers were once labelled 0-9 and its pictures read as digits.
+    cnn_classes: tuple[str, ...] = DIGITS
+    cnn_recipe: str = "digit"
     knn: object | None = None
     knn_images: np.ndarray | None = None  # the kNN's training images, to show neighbours
     knn_labels: np.ndarray | None = None
@@ -59,8 +64,10 @@ class PredictionBatcher:
     `max_batch`), runs one CNN pass and one kNN search for the lot, and hands each request its
     row. A lone request waits at most `wait_s` for company.
 
-    `predict(seen)`: seen uint8 (28, 28) -> {"proba": float32 (10,) or None,
-    "knn": (distances float (k,), indices int (k,)) or None}. Raises what the models raise.
+    `predict(seen, cnn_seen=None)`: seen uint8 (28, 28) for the kNN, and for the CNN too
+    unless `cnn_seen` (its own recipe's 28x28) is given -> {"proba": float32 (n_classes,) or
+    None, "knn": (distances float (k,), indices int (k,)) or None}. Raises what the models
+    raise.
     """
 
     def __init__(self, models: Models, max_batch: int = 64, wait_s: float = 0.002):
@@ -72,9 +79,13 @@ class PredictionBatcher:
         self._worker = threading.Thread(target=self._run, name="digitlab-batcher", daemon=True)
         self._worker.start()
 
-    def predict(self, seen: np.ndarray, timeout: float | None = 60.0) -> dict:
+    def predict(
+        self, seen: np.ndarray, cnn_seen: np.ndarray | None = None, timeout: float | None = 60.0
+    ) -> dict:
         future: Future = Future()
-        self._queue.put((np.asarray(seen, np.uint8).reshape(28, 28), future))
+        seen = np.asarray(seen, np.uint8).reshape(28, 28)
+        cnn_seen = seen if cnn_seen is None else np.asarray(cnn_seen, np.uint8).reshape(28, 28)
+        self._queue.put((seen, cnn_seen, future))
         return future.result(timeout)
 
     def _run(self) -> None:
@@ -85,14 +96,15 @@ class PredictionBatcher:
                     batch.append(self._queue.get(timeout=self.wait_s))
             except queue.Empty:
                 pass
-            live = [(img, f) for img, f in batch if f.set_running_or_notify_cancel()]
+            live = [item for item in batch if item[-1].set_running_or_notify_cancel()]
             if not live:
                 continue
-            images = np.stack([img for img, _ in live])
-            futures = [f for _, f in live]
+            images = np.stack([img for img, _, _ in live])
+            cnn_images = np.stack([img for _, img, _ in live])
+            futures = [f for _, _, f in live]
             self.batch_sizes.append(len(futures))
             try:
-                results = self._answer(images)
+                results = self._answer(images, cnn_images)
             except Exception as exc:
                 for f in futures:
                     f.set_exception(exc)
@@ -100,13 +112,13 @@ class PredictionBatcher:
             for f, r in zip(futures, results, strict=True):
                 f.set_result(r)
 
-    def _answer(self, images: np.ndarray) -> list[dict]:
+    def _answer(self, images: np.ndarray, cnn_images: np.ndarray) -> list[dict]:
         m = self.models
         proba = dist = idx = None
         # The lock keeps the GAN (Generate/Morph) and the batch from fighting for the cores.
         with m.lock:
             if m.cnn is not None:
-                proba = predict_proba(m.cnn, images)
+                proba = predict_proba(m.cnn, cnn_images)
             if m.knn is not None:
                 # Never a one-row search: KNeighborsClassifier.kneighbors on a single query row
                 # returned wrong neighbours (distance 0) in this version (reported; the
@@ -131,10 +143,19 @@ def load_models(
     seed: int = 0,
 ) -> Models:
     """The shipped CNN (or `cnn_dir`), a kNN on a seeded MNIST subset, the generator (the
-    shipped one, or `generator_dir`: a `gan train` folder or its generator/)."""
+    shipped one, or `generator_dir`: a `gan train` folder or its generator/). A CNN trained
+    on another dataset answers with its own class names (its metadata.json) and reads pictures
+    with that dataset's recipe; the kNN stays on MNIST's digits, and the page says so."""
     m = Models(run_dir=Path(run_dir) if run_dir else None)
     try:
         m.cnn = load_cnn(cnn_dir)
+        m.cnn_classes, trained_on = model_classes(cnn_folder(cnn_dir), m.cnn.cfg.n_classes)
+        m.cnn_recipe = recipe_for(trained_on, m.cnn_classes)
+        if m.cnn_classes != DIGITS:
+            m.notes.append(
+                f"The CNN was trained on {trained_on or 'other classes'}: it answers with its "
+                f"classes ({', '.join(m.cnn_classes[:3])}, ...); the kNN reads MNIST digits."
+            )
         # One blank prediction now: the CNN's compiled first stage loads here (0.3-0.6 s once
         # per process), not during the first visitor's request.
         predict_proba(m.cnn, np.zeros((1, 28, 28), np.uint8))
@@ -159,8 +180,7 @@ def prepare_drawing(image):
     """`preprocess.prepare` of a drawing or upload (gradio's sketchpad dict, path, bytes, PIL
     or array): the `Prepared` (28x28 and what was done), or None and the reason for the page.
     Uploads over 100 MB or 12,000 x 12,000 pixels are refused before they are decoded."""
-    if isinstance(image, dict):  # gradio ImageEditor / Sketchpad value
-        image = image.get("composite", image.get("image"))
+    image = _picture(image)
     if image is None:
         return None, "Draw a digit (or upload a picture of one) first."
     name = Path(image).name if isinstance(image, (str, Path)) else "the drawing"
@@ -172,6 +192,13 @@ def prepare_drawing(image):
         return None, str(exc)
 
 
+def _picture(image):
+    """The picture inside a gradio ImageEditor / Sketchpad value; anything else as it is."""
+    if isinstance(image, dict):
+        return image.get("composite", image.get("image"))
+    return image
+
+
 def read_drawing(image) -> tuple[np.ndarray | None, str]:
     """MNIST-style 28x28 of a drawing or upload, or None and the reason for the page."""
     prepared, message = prepare_drawing(image)
@@ -179,7 +206,8 @@ def read_drawing(image) -> tuple[np.ndarray | None, str]:
 
 
 def classify(models: Models, image) -> dict:
-    """The 28x28 the models saw, the CNN's ten probabilities, the kNN's vote and neighbours."""
+    """The 28x28 the models saw, the CNN's probabilities by class name, the kNN's vote and
+    neighbours."""
     prepared, message = prepare_drawing(image)
     seen = None if prepared is None else prepared.image
     out: dict = {"seen": seen, "message": message, "cnn": None, "knn": None}
@@ -188,10 +216,19 @@ def classify(models: Models, image) -> dict:
     out["preprocessing"] = prepared.describe()  # e.g. "dark ink on light paper, inverted; ..."
     if models.cnn is None and models.knn is None:
         return out
-    answer = models.predictions().predict(seen)
-    if answer["proba"] is not None:
-        p = answer["proba"]
-        out["cnn"] = {str(d): float(p[d]) for d in range(len(p))}
+    cnn_seen = None
+    if models.cnn is not None and models.cnn_recipe != "digit":
+        try:
+            cnn_seen = prepare(_picture(image), name="the picture", recipe=models.cnn_recipe)
+            cnn_seen = cnn_seen.image
+        except ImageError as exc:  # read as a digit, but not by the CNN's recipe
+            out["message"] = f"CNN: {exc}"
+    answer = models.predictions().predict(seen, cnn_seen)
+    if answer["proba"] is not None and (cnn_seen is not None or models.cnn_recipe == "digit"):
+        p, names = answer["proba"], models.cnn_classes
+        if len(names) != len(p):  # a model set on Models by hand, without its names
+            names = tuple(str(d) for d in range(len(p)))
+        out["cnn"] = {names[d]: float(p[d]) for d in range(len(p))}
     if answer["knn"] is not None:
         dist, idx = answer["knn"]
         labels = models.knn_labels[idx]

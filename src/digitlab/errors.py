@@ -41,10 +41,32 @@ def _not_fitted_error() -> type:
     return NotFittedError
 
 
+def _invalid_parameter_error() -> type:
+    # scikit-learn's estimators raise InvalidParameterError (a ValueError and a TypeError) for a
+    # bad constructor parameter; it lives in a private module, so a version that moves it
+    # gets a class of the same two bases instead.
+    try:
+        from sklearn.utils._param_validation import InvalidParameterError as Sklearn
+    except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+        Sklearn = type("InvalidParameterError", (ValueError, TypeError), {})
+
+    class InvalidParameterError(ConfigError, Sklearn):
+        """An estimator's parameter has the wrong type or value (raised in `fit`, as
+        scikit-learn does). A subclass of scikit-learn's InvalidParameterError, ValueError,
+        TypeError and ConfigError: code that catches any of them catches ours."""
+
+    InvalidParameterError.__module__ = __name__
+    InvalidParameterError.__qualname__ = "InvalidParameterError"
+    return InvalidParameterError
+
+
+_LAZY = {"NotFittedError": _not_fitted_error, "InvalidParameterError": _invalid_parameter_error}
+
+
 def __getattr__(name: str):
-    if name == "NotFittedError":
-        cls = _not_fitted_error()
-        globals()["NotFittedError"] = cls
+    if name in _LAZY:
+        cls = _LAZY[name]()
+        globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -254,8 +254,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     Input: X is (n_samples, n_features) numeric, any dtype (uint8 pixels are converted to
     float32 once, inside `fit`), or images (n, h, w), flattened to h*w features. Dense only:
     a scipy sparse X raises scikit-learn's TypeError ("Sparse data was passed ..."). Errors:
-    ValueError for bad parameters or data, and `digitlab.errors.NotFittedError`, a subclass of
-    `sklearn.exceptions.NotFittedError`, when used before `fit`. It passes scikit-learn's
+    `digitlab.errors.InvalidParameterError` for a bad parameter (a subclass of scikit-learn's,
+    so of ValueError and TypeError), ValueError for bad data, and
+    `digitlab.errors.NotFittedError`, a subclass of `sklearn.exceptions.NotFittedError`, when
+    used before `fit`. It passes scikit-learn's
     `check_estimator` (tests/test_sklearn_contract.py), sample-weight checks included.
     """
 
@@ -290,28 +292,28 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
     def _check_params(self, n: int) -> None:
         for name in ("n_clusters", "max_iter"):
-            whole_number(name, getattr(self, name), error=ValueError)
+            whole_number(name, getattr(self, name), error=errors.InvalidParameterError)
         if not (isinstance(self.n_init, str) and self.n_init == "auto"):
-            whole_number("n_init", self.n_init, error=ValueError)
+            whole_number("n_init", self.n_init, error=errors.InvalidParameterError)
         if isinstance(self.init, str) and self.init not in INITS:
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"init must be 'k-means++', 'random', an array of shape (n_clusters, "
                 f"n_features) or a callable, got {self.init!r}"
             )
-        if self.n_clusters > n:
+        if self.n_clusters > n:  # the data's fault, not the parameter's: scikit-learn's ValueError
             raise ValueError(
                 f"n_samples={n} should be >= n_clusters={self.n_clusters}: cannot make "
                 f"{self.n_clusters} clusters from {n} samples"
             )
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"algorithm must be 'hamerly' ('elkan' is taken as it) or 'lloyd', got "
                 f"{self.algorithm!r}"
             )
         if not self.tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+            raise errors.InvalidParameterError(f"tol must be >= 0, got {self.tol!r}")
         if self.projection is not None:
-            whole_number("projection", self.projection, error=ValueError)
+            whole_number("projection", self.projection, error=errors.InvalidParameterError)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

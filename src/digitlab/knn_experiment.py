@@ -28,6 +28,7 @@ from digitlab.evaluation import evaluate, knn_margin_examples
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import deskew
 from digitlab.validation import (
+    TooManyValues,
     check_seed,
     int_ranges,
     is_whole,
@@ -201,13 +202,10 @@ def parse_k_range(text: str) -> list[int]:
     """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9]."""
     try:
         ks = int_ranges(text)
-    except ValueError as exc:
-        too_many = "names more than" in str(exc)
-        raise ConfigError(
-            f"k values {text!r}: {exc}"
-            if too_many
-            else f"cannot read k values {text!r}; write e.g. 1-7 or 1,3,5"
-        ) from None
+    except TooManyValues as exc:
+        raise ConfigError(f"k values {text!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(f"cannot read k values {text!r}; write e.g. 1-7 or 1,3,5") from None
     if not ks or min(ks) < 1:
         raise ConfigError(f"k values must be whole numbers >= 1, got {text!r}")
     return sorted(set(ks))

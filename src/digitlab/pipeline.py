@@ -93,11 +93,12 @@ class Run:
         return commits.staged(self.folder, stage)
 
     def log(self, text: str, shown: str | None = None) -> None:
-        """Append a timestamped line to run.log and, unless quiet, print it (or `shown`)."""
+        """Append a timestamped line to run.log and, unless quiet, print it (or `shown`;
+        an empty `shown` prints nothing)."""
         line = f"{datetime.now(UTC).strftime('%H:%M:%S')} {text}"
         with open(self.folder / "run.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
-        if not self.quiet:
+        if not self.quiet and shown != "":
             print(text if shown is None else shown, flush=True)
 
 
@@ -303,6 +304,8 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         save_metrics(staged / RECORD, {"key": key, "metrics": result})
         ready[stage] = staged
         run.log(f"[{stage}] done in {result['seconds']:.1f} s")
+        for note in result.get("notes") or []:  # the CLI prints them with the results
+            run.log(f"[{stage}] note: {note}", shown="")
     # Stages not run this time are in the results only as their records made with these
     # settings and data (their key): `--stages knn --seed 1` once kept seed 0's CNN beside
     # seed 1's config.

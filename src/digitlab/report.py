@@ -578,6 +578,13 @@ def check_stage(stage: str, m: dict) -> None:
         raise DataError(f"its figures cannot be shown ({type(exc).__name__}: {exc})") from exc
 
 
+def _notes(m: dict) -> str:
+    """What a stage did other than asked (its record's `notes`: e.g. the data stage showing
+    another image than the course's on a small local folder), said at the section's top."""
+    notes = m.get("notes") if isinstance(m.get("notes"), list) else []
+    return "".join(f"<p class='lead'><b>Note:</b> {html.escape(str(n))}</p>" for n in notes)
+
+
 def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, Path]) -> str:
     """The report's HTML from a run folder's metrics and config (and its figures)."""
     stages = [s for s in SECTIONS if s in metrics.get("stages", {})]
@@ -594,7 +601,7 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
             m = {**m, "_dataset": dataset}
         html_of = SECTIONS[s](figure_dirs.get(s, folder / "figures"), m)
         body.append(
-            f"<section id='{s}'><h2>{TITLES[s]}</h2>{html_of}"
+            f"<section id='{s}'><h2>{TITLES[s]}</h2>{_notes(m)}{html_of}"
             f"<p class='lead'>Stage time: {m.get('seconds', 0):.1f} s</p></section>"
         )
     timing = _table(

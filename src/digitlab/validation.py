@@ -118,12 +118,17 @@ def positive_number(name: str, value, error: type[Exception] = ConfigError) -> f
 MAX_LIST = 100_000  # values one list on the command line may name (k values, seeds)
 
 
+class TooManyValues(ValueError):
+    """A list on the command line names more than MAX_LIST values (its message says so)."""
+
+
 def int_ranges(text: str) -> list[int]:
     """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-9:2' -> [1, 3, 5, 7, 9] (in the order given).
 
-    The one reader of integer lists on the command line (k values, seeds). Raises ValueError
-    for anything else, a reversed range ('7-1') or a step below 1 included; callers turn it
-    into their own one-line ConfigError.
+    The one reader of integer lists on the command line (k values, seeds). Raises
+    TooManyValues (a ValueError) past MAX_LIST values and ValueError for anything else, a
+    reversed range ('7-1') or a step below 1 included; callers turn it into their own one-line
+    ConfigError.
     """
     values: list[int] = []
     for part in str(text).split(","):
@@ -135,7 +140,7 @@ def int_ranges(text: str) -> list[int]:
                 raise ValueError(part)
             # Counted before it is listed: '1-1000000000' once took 100 GB to refuse.
             if (int(hi) - int(lo)) // int(step or 1) + 1 + len(values) > MAX_LIST:
-                raise ValueError(f"{part} names more than {MAX_LIST:,} values")
+                raise TooManyValues(f"{part} names more than {MAX_LIST:,} values")
             values.extend(range(int(lo), int(hi) + 1, int(step or 1)))
         else:
             values.append(int(part))

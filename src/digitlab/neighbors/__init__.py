@@ -131,7 +131,9 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     images (n, h, w), flattened to h*w features. Dense only: a scipy sparse X raises
     scikit-learn's TypeError ("Sparse data was passed ..., but dense data is required").
     y is (n_samples,) class labels of any kind (a column (n, 1) is raveled with a warning).
-    Errors: ValueError for bad parameters or data (raised in `fit`), and
+    Errors: `digitlab.errors.InvalidParameterError` for a bad parameter (a subclass of
+    scikit-learn's InvalidParameterError, so of ValueError and TypeError; raised in `fit`, as
+    scikit-learn does), ValueError for bad data, and
     `digitlab.errors.NotFittedError`, a subclass of `sklearn.exceptions.NotFittedError`, when
     used before `fit`.
 
@@ -172,25 +174,27 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.kernel = kernel
 
     def _check_params(self) -> None:
-        whole_number("n_neighbors", self.n_neighbors, error=ValueError)
+        whole_number("n_neighbors", self.n_neighbors, error=errors.InvalidParameterError)
         if not (self.weights in (None, "uniform", "distance") or callable(self.weights)):
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"weights must be 'uniform', 'distance', None or a callable, got {self.weights!r}"
             )
         if self.metric not in METRICS:
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"metric must be 'euclidean' ('l2') or 'minkowski' (with p=2), got "
                 f"{self.metric!r}; "
                 "no other metric is supported"
             )
         if isinstance(self.p, (bool, np.bool_)) or self.p != 2:
-            raise ValueError(f"p must be 2 (the euclidean metric), got {self.p!r}")
+            raise errors.InvalidParameterError(
+                f"p must be 2 (the euclidean metric), got {self.p!r}"
+            )
         # scikit-learn's own spellings, accepted so that its code runs unchanged: leaf_size
         # tunes only its trees (no tree here), metric_params may only restate p=2, and n_jobs
         # is the search's thread count when `threads` is not set.
-        whole_number("leaf_size", self.leaf_size, error=ValueError)
+        whole_number("leaf_size", self.leaf_size, error=errors.InvalidParameterError)
         if self.metric_params not in (None, {}, {"p": 2}):
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"metric_params must be None (the euclidean metric has none), got "
                 f"{self.metric_params!r}"
             )
@@ -199,18 +203,22 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
             or not isinstance(self.n_jobs, numbers.Integral)
             or self.n_jobs == 0
         ):
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"n_jobs must be None, a positive count or -1 (all CPUs), got {self.n_jobs!r}"
             )
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+            raise errors.InvalidParameterError(
+                f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}"
+            )
         if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+            raise errors.InvalidParameterError(
+                f"kernel must be one of {KERNELS}, got {self.kernel!r}"
+            )
         number = isinstance(self.max_memory_mb, numbers.Real) and not isinstance(
             self.max_memory_mb, (bool, np.bool_)
         )
         if not (number and 0 < self.max_memory_mb < math.inf):
-            raise ValueError(
+            raise errors.InvalidParameterError(
                 f"max_memory_mb must be a positive, finite number, got {self.max_memory_mb!r}"
             )
         # Where the search will run and on how many threads: wrong ones fail here, in fit,
