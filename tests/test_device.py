@@ -141,6 +141,47 @@ def test_thread_picker_settles_after_each_switch_and_times_again():
     assert picker.chosen == 1 and picker.current == 1 and picker.next() == 1
 
 
+def test_thread_picker_times_again_when_all_core_units_slow_down():
+    """Load that arrives after a trial: all-core units at 1.5x their trial's time (median of
+    three) start a trial at once, long before `every`; one slow unit does not, and units on
+    one thread never do (that trial would run at all cores under the load)."""
+    from digitlab.device import ThreadPicker
+
+    picker = ThreadPicker(2, warmup=0, trial=1, every=400, margin=0.9, slowdown=1.5)
+    for n, t in [(2, 1.0), (1, 1.5)]:  # the first trial: two threads win
+        assert picker.next() == n
+        picker.record(n, t)
+    assert picker.chosen == 2
+    for t in [1.0, 4.0, 1.1, 1.2, 1.4, 1.0]:  # one slow unit, small drift: no new trial
+        picker.record(picker.next(), t)
+    assert picker.early_trials == 0 and picker.next() == 2
+    plan = []
+    for t in [1.6, 3.0]:  # another program starts: two of the last three steps 1.6-3x slower
+        plan.append(picker.next())
+        picker.record(plan[-1], t)
+    assert picker.early_trials == 1 and plan == [2, 2]
+    for n, t in [(2, 3.0), (1, 1.6)]:  # the early trial: one thread now wins
+        assert picker.next() == n
+        picker.record(n, t)
+    assert picker.chosen == 1
+    for _ in range(10):  # on one thread, slower units start no trial
+        picker.record(picker.next(), 5.0)
+    assert picker.early_trials == 1 and picker.next() == 1
+    # Without `slowdown` (the kNN search's pickers) nothing changes before `every`.
+    plain = ThreadPicker(2, warmup=0, trial=1, every=400)
+    for n, t in [(2, 1.0), (1, 1.5), (2, 9.0), (2, 9.0), (2, 9.0), (2, 9.0)]:
+        plain.record(n, t)
+    assert plain.next() == 2 and plain.early_trials == 0
+
+
+def test_training_steps_watch_for_a_slowdown():
+    from digitlab.device import STEP_SLOWDOWN, step_threads
+
+    picker = step_threads(None, torch.device("cpu"))
+    assert picker.slowdown == STEP_SLOWDOWN
+    assert step_threads(1, torch.device("cpu")).fixed == 1
+
+
 def test_thread_picker_unit_sets_the_count_and_records_the_time():
     """unit(): the count next() gives is set for the block (only when it differs), the block's
     time is recorded per row, and an error inside records nothing."""

@@ -120,6 +120,7 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
     from digitlab.sweep import run_sweep
 
     out = tmp_path / "sweep"
+    said: list[str] = []
     result = run_sweep(
         ["knn.k=1,5"],
         seeds="0-1",
@@ -128,7 +129,10 @@ def test_sweep_on_a_cluster_by_address(ray_head, small_mnist, tmp_path):
         overrides=base_words(small_mnist),
         out=out,
         address=ray_head,
+        resume=True,  # into a folder with no sweep: said, then a whole new sweep
+        say=said.append,
     )
+    assert said[0] == f"no sweep in {out.resolve()} to resume: starting a new one there"
     assert result.complete and len(result.records) == 4
     assert all(r["status"] == "done" for r in result.records)
     # Tune's own Ctrl-C handler is not left behind: after a sweep from Python, Ctrl-C (and

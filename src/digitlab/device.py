@@ -7,6 +7,7 @@ option or the DIGITLAB_THREADS environment variable (`requested_threads`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import statistics
@@ -146,8 +147,14 @@ class ThreadPicker:
     that of `n` (so a noisy quiet machine stays on `n`). Before the first trial `warmup`
     untimed units run at `n` (they pay one-off costs: page faults on fresh buffers, library
     set-up). With `every`, a new trial starts every that many units (counted from the start of
-    the last), so a long run follows the load as it changes. `decided`: a count already known
-    (asked for by the user, or measured by `probe_threads`); nothing is then timed.
+    the last), so a long run follows the load as it changes. With `slowdown`, a new trial
+    starts at once when, on all `n` threads, the median of the last SLOW_UNITS units takes
+    more than `slowdown` times what the trial measured for them: load that arrives after a
+    trial (another program starting) is met within a few units instead of at the next
+    `every`. On one thread no such early trial is made (a trial would run units at `n` under
+    the very load that slowed them); `every` brings a quiet machine back to `n`. `decided`: a
+    count already known (asked for by the user, or measured by `probe_threads`); nothing is
+    then timed.
 
     Why: on a quiet 2-vCPU machine two threads win, but with one competing CPU-bound process a
     two-thread OpenMP product waits at every barrier for the thread that lost its core
@@ -171,10 +178,16 @@ class ThreadPicker:
         every: int | None = None,
         margin: float = 0.9,
         decided: int | None = None,
+        slowdown: float | None = None,
     ):
         self.n = n if n is not None else torch.get_num_threads()
         self.margin = margin
         self.every = every
+        self.slowdown = slowdown
+        self._expected: float | None = None  # the trial's time per row at the chosen count
+        self._recent: collections.deque[float] = collections.deque(maxlen=SLOW_UNITS)
+        #: Trials started early by `slowdown` (for tests and benchmarks).
+        self.early_trials = 0
         self._trial_plan = [
             (count, timed) for count in (self.n, 1) for timed in [False] * settle + [True] * trial
         ]
@@ -224,6 +237,7 @@ class ThreadPicker:
             return
         self._since += 1
         if not self._plan or self._plan[0][0] != n:  # outside a trial (or not its count)
+            self._watch(n, seconds / max(rows, 1))
             return
         _, timed = self._plan.pop(0)
         if timed:
@@ -231,9 +245,26 @@ class ThreadPicker:
         if not self._plan:  # the trial is complete: the medians decide
             one, all_ = (statistics.median(self._times.pop(k)) for k in (1, self.n))
             self.chosen = 1 if one < self.margin * all_ else self.n
+            self._expected = all_ if self.chosen == self.n else one
+            self._recent.clear()
+
+    def _watch(self, n: int, per_row: float) -> None:
+        """Start a trial now if the all-thread units have slowed by more than `slowdown`."""
+        if self.slowdown is None or self._expected is None or n != self.n or n <= 1:
+            return
+        self._recent.append(per_row)
+        if len(self._recent) == SLOW_UNITS and (
+            statistics.median(self._recent) > self.slowdown * self._expected
+        ):
+            self._plan = list(self._trial_plan)
+            self._since = 0
+            self._recent.clear()
+            self.early_trials += 1
 
 
 STEP_TRIAL_EVERY = 400  # training steps between two timings of 1 thread against all cores
+STEP_SLOWDOWN = 1.5  # all-core steps this much slower than their trial's: time them again now
+SLOW_UNITS = 3  # units whose median is watched for a slowdown (one slow unit is noise)
 STEP_TRIAL = 4  # steps per thread count in a trial; the first of each is not counted
 
 
@@ -248,6 +279,8 @@ def step_threads(
     long run: on a quiet 2-vCPU machine two threads run a GAN step about 1.5x faster than one
     (a CNN step 1.7x: 14.7 against 24.5 ms, AVX2 kind), but with one competing CPU-bound
     process a two-thread step ran 4-8x SLOWER than one thread (README, "What it measures").
+    Between trials, all-core steps that slow to STEP_SLOWDOWN times their trial's time (the
+    median of SLOW_UNITS steps) start a trial at once.
     """
     cores = torch.get_num_threads()
     if fixed is None and device.type != "cpu":
@@ -262,6 +295,10 @@ def step_threads(
         # quiet run on one thread until the next trial (seen in a CNN run on the AVX2 kind).
         margin=0.9,
         decided=fixed,
+        # A GAN benchmark chose two threads on a quiet box; another program then started and
+        # its two-thread steps took 1.1-2.1 s against 0.5 s on one thread, for the rest of the
+        # run (the next timed trial was 400 steps away): 0.74x Keras instead of ~2x.
+        slowdown=STEP_SLOWDOWN,
     )
 
 
