@@ -254,3 +254,19 @@ def test_a_cnn_of_another_dataset_answers_with_its_class_names(tmp_path):
     digit_model = h.load_models(data_dir=data, knn_size=200)  # the shipped CNN: digits
     assert digit_model.cnn_classes == tuple(str(d) for d in range(10))
     assert digit_model.cnn_recipe == "digit"
+
+
+def test_a_cnn_with_damaged_metadata_is_left_out_and_said(tmp_path):
+    """metadata.json naming 3 classes for a 10-output network: no CNN (not one labelled
+    wrongly, nor one loaded while the page says it is unavailable)."""
+    import json
+
+    save_model(CourseCNN().eval(), tmp_path / "m", {"dataset": "mnist"})
+    meta = tmp_path / "m" / "metadata.json"
+    assert meta.is_file()
+    meta.write_text(json.dumps({"classes": ["a", "b", "c"]}))
+    data = write_fake_idx(tmp_path / "data", n_train=200, n_test=50)
+    m = h.load_models(data_dir=data, cnn_dir=tmp_path / "m", knn_size=200)
+    assert m.cnn is None and any(n.startswith("CNN unavailable") for n in m.notes)
+    r = h.classify(m, {"composite": _stroke_canvas()})
+    assert r["cnn"] is None and r["knn"] is not None

@@ -148,17 +148,19 @@ def load_models(
     with that dataset's recipe; the kNN stays on MNIST's digits, and the page says so."""
     m = Models(run_dir=Path(run_dir) if run_dir else None)
     try:
-        m.cnn = load_cnn(cnn_dir)
-        m.cnn_classes, trained_on = model_classes(cnn_folder(cnn_dir), m.cnn.cfg.n_classes)
-        m.cnn_recipe = recipe_for(trained_on, m.cnn_classes)
-        if m.cnn_classes != DIGITS:
-            m.notes.append(
-                f"The CNN was trained on {trained_on or 'other classes'}: it answers with its "
-                f"classes ({', '.join(m.cnn_classes[:3])}, ...); the kNN reads MNIST digits."
-            )
+        cnn = load_cnn(cnn_dir)
+        # A damaged metadata.json leaves the app without a CNN, as a damaged model does.
+        classes, trained_on = model_classes(cnn_folder(cnn_dir), cnn.cfg.n_classes)
         # One blank prediction now: the CNN's compiled first stage loads here (0.3-0.6 s once
         # per process), not during the first visitor's request.
-        predict_proba(m.cnn, np.zeros((1, 28, 28), np.uint8))
+        predict_proba(cnn, np.zeros((1, 28, 28), np.uint8))
+        m.cnn, m.cnn_classes = cnn, classes
+        m.cnn_recipe = recipe_for(trained_on, classes)
+        if classes != DIGITS:
+            m.notes.append(
+                f"The CNN was trained on {trained_on or 'other classes'}: it answers with its "
+                f"classes ({', '.join(classes[:3])}, ...); the kNN reads MNIST digits."
+            )
     except DigitlabError as exc:
         m.notes.append(f"CNN unavailable: {exc}")
     try:
