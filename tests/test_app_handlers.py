@@ -270,3 +270,67 @@ def test_a_cnn_with_damaged_metadata_is_left_out_and_said(tmp_path):
     assert m.cnn is None and any(n.startswith("CNN unavailable") for n in m.notes)
     r = h.classify(m, {"composite": _stroke_canvas()})
     assert r["cnn"] is None and r["knn"] is not None
+
+
+def test_morph_into_a_file_is_a_message_not_an_exception(models, tmp_path):
+    """A scratch "folder" that is a regular file: the OutputError came out of the handler."""
+    not_a_folder = tmp_path / "plain-file"
+    not_a_folder.write_text("x")
+    path, message = h.morph(models, 2, 6, 9, not_a_folder)
+    assert path is None and str(not_a_folder) in message and message.startswith("cannot write")
+
+
+def test_bad_seed_and_knn_size_are_notes_and_leave_no_browser(tmp_path):
+    """A negative seed raised NumPy's bare ValueError out of load_models; a bad knn_size left
+    the dataset browser working while the note said it was unavailable."""
+    data = write_fake_idx(tmp_path / "data", n_train=200, n_test=50)
+    none = tmp_path / "none"  # no CNN, no generator: only the kNN part is loaded
+    for kwargs, said in (
+        # knn_size below the 200 images: the seed is used (the path that raised ValueError)
+        ({"seed": -1, "knn_size": 100}, "seed must be a whole number >= 0"),
+        ({"seed": -1}, "seed must be a whole number >= 0"),
+        ({"seed": 1.5, "knn_size": 100}, "seed must be a whole number >= 0"),
+        ({"knn_size": 0}, "subset size must be between 1 and 200"),
+    ):
+        m = h.load_models(data_dir=data, cnn_dir=none, generator_dir=none, **kwargs)
+        notes = [n for n in m.notes if n.startswith("kNN and the dataset browser unavailable")]
+        assert len(notes) == 1 and said in notes[0], m.notes
+        assert m.knn is None and m.dataset is None
+        assert "No dataset" in h.browse(m, 3)[1]
+    m = h.load_models(data_dir=data, cnn_dir=none, generator_dir=none, knn_size=100, seed=3)
+    assert m.knn is not None and len(m.knn_labels) == 100
+    assert not any(n.startswith("kNN") for n in m.notes)
+
+
+def test_a_run_dir_without_figures_is_a_note(tmp_path):
+    """--run /nonexistent (or a folder that is no run) was accepted without a word."""
+    from digitlab import figures
+
+    none = tmp_path / "none"
+    quick = {"data_dir": none, "cnn_dir": none, "generator_dir": none}
+
+    def run_notes(run_dir):
+        m = h.load_models(run_dir=run_dir, **quick)
+        return m, [n for n in m.notes if n.startswith("run figures unavailable")]
+
+    m, notes = run_notes(tmp_path / "nonexistent")
+    assert notes == [
+        f"run figures unavailable: {tmp_path / 'nonexistent'} is not a folder; give a run "
+        "folder (`digitlab run --out`) with --run"
+    ]
+    assert m.run_dir is None and h.run_figures(m) == []
+    (tmp_path / "afile").write_text("x")
+    assert "is not a folder" in run_notes(tmp_path / "afile")[1][0]
+    (tmp_path / "empty").mkdir()
+    m, notes = run_notes(tmp_path / "empty")
+    assert len(notes) == 1 and "holds none of a run's figures" in notes[0]
+    assert m.run_dir is None
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "figures" / figures.CNN["confusion_matrix"]).write_bytes(b"png")
+    m, notes = run_notes(run)
+    assert notes == [] and m.run_dir == run
+    assert h.run_figures(m) == [(run / "figures" / figures.CNN["confusion_matrix"],
+                                 "CNN confusion matrix")]  # fmt: skip
+    m = h.load_models(**quick)  # no --run: nothing shown, and nothing to say about it
+    assert h.run_figures(m) == [] and not any("run figures" in n for n in m.notes)

@@ -141,3 +141,73 @@ def test_empty_out_is_refused(argv, capsys):
         main([*argv, "--out", ""])
     assert info.value.code == 2
     assert "--out: an empty path names no place to write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "info", "--data-dir", ""],
+        ["data", "show", "--index", "0", "--data-dir", " "],
+        ["data", "gallery", "--data-dir", ""],
+        ["knn", "--data-dir", ""],
+        ["knn", "sweep", "--data-dir", ""],
+        ["cluster", "--data-dir", ""],
+        ["cnn", "train", "--data-dir", ""],
+        ["cnn", "eval", "somewhere", "--data-dir", ""],
+        ["cnn", "eval", ""],
+        ["gan", "train", "--data-dir", ""],
+    ],
+)
+def test_an_empty_data_dir_is_refused(argv, capsys):
+    """`--data-dir ""` (an unset shell variable) searched the current folder and blamed it."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "an empty path names no folder; give a path" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["cnn", "predict", ""], "argument MODEL_DIR|IMAGE: an empty path names no model folder"),
+        (["cnn", "predict", "model", ""], "argument IMAGE: an empty path names no picture"),
+        (["cnn", "predict", "a.png", "", "b.png"], "an empty path names no picture"),
+    ],
+)
+def test_cnn_predict_refuses_an_empty_path(argv, said, capsys):
+    """`cnn predict ""` took "." as the model folder ("no pictures given after ... .")."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "give a path" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["data", "show", "--index", "3"], "data show"),
+        (["data", "gallery", "--digit", "1", "--count", "1"], "data gallery"),
+        (["gan", "generate", "--digit", "1"], "gan generate"),
+    ],
+)
+def test_a_file_command_into_a_run_folder_says_it_writes_a_file(
+    argv, command, fake_dir, tmp_path, capsys
+):
+    """`data show --out q4/x.png` into a run folder said the command "writes its own folder"."""
+    from digitlab.folders import claim
+
+    run = tmp_path / "q4"
+    with claim(run, "run"):
+        (run / "config.json").write_text('{"run_format": 1}')
+    before = sorted(run.iterdir())
+    data = ["--data-dir", str(fake_dir)] if argv[0] == "data" else []
+    assert main([*argv, *data, "--out", str(run / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"digitlab: error: {run} holds the output of `digitlab run`; `digitlab {command}` "
+        "writes a single file, and none into another command's output: choose a path "
+        "outside it\n"
+    )
+    assert sorted(run.iterdir()) == before

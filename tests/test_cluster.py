@@ -495,3 +495,37 @@ def test_scikit_learns_other_parameters_are_taken():
     X = _blobs()
     elkan = KMeans(5, algorithm="elkan", verbose=0, copy_x=False, random_state=0).fit(X)
     assert elkan.inertia_ == KMeans(5, algorithm="hamerly", random_state=0).fit(X).inertia_
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"random_state": "a"},
+        {"random_state": -1},
+        {"random_state": 2**63},
+        {"random_state": 1.5},
+        {"random_state": True},
+        {"tol": "a"},
+    ],
+)
+def test_kmeans_bad_seed_or_tol_is_sklearns_invalid_parameter_error(params):
+    """random_state="a" raised a plain ConfigError (scikit-learn raises InvalidParameterError)
+    and tol="a" Python's bare "'>=' not supported"; both are now the parameter error, which
+    is still a ValueError, a TypeError and a ConfigError."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, _ = make_blobs(60, n_features=4, centers=3, random_state=8)
+    with pytest.raises(InvalidParameterError) as raised:
+        KMeans(3, **params).fit(X)
+    assert isinstance(raised.value, ConfigError)
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, TypeError)
+    name = next(iter(params))
+    assert str(raised.value).startswith(f"{name} must be")
+
+
+@pytest.mark.parametrize(
+    "seed", [None, 0, np.int64(3), 2**63 - 1, np.random.RandomState(1), np.random.default_rng(1)]
+)
+def test_kmeans_takes_every_seed_it_documents(seed):
+    X, _ = make_blobs(60, n_features=4, centers=3, random_state=8)
+    assert KMeans(3, random_state=seed, n_init=1).fit(X).cluster_centers_.shape == (3, 4)

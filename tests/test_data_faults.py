@@ -381,3 +381,73 @@ def test_file_names_a_console_cannot_show_are_escaped(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert b"zwei_\\xfc_\\u2603.png: 2 (" in proc.stdout and b"Traceback" not in proc.stderr
+
+
+# --- a folder missing some of its files --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dataset, removed, said",
+    [
+        (
+            "mnist",
+            ["t10k-labels-idx1-ubyte"],
+            "has 3 of the 4 MNIST files: t10k-labels-idx1-ubyte(.gz) is missing",
+        ),
+        (
+            "mnist",
+            ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"],
+            "has 2 of the 4 MNIST "
+            "files: train-images-idx3-ubyte(.gz) and t10k-images-idx3-ubyte(.gz) are missing",
+        ),
+        (
+            "fashion-mnist",
+            ["train-labels-idx1-ubyte"],
+            "has 3 of the 4 Fashion-MNIST files: train-labels-idx1-ubyte(.gz) is missing",
+        ),
+    ],
+)
+def test_a_folder_missing_some_files_names_them(tmp_path, dataset, removed, said):
+    """Three of the four files once got "no MNIST files in d7", as if the path were wrong."""
+    folder = write_fake_idx(tmp_path / "d7")
+    for stem in removed:
+        (folder / stem).unlink()
+    with pytest.raises(DataError) as info:
+        load_dataset(dataset, folder)
+    assert str(info.value) == f"{folder} {said}"
+
+
+def test_a_partial_subfolder_is_named_and_an_empty_folder_keeps_its_message(tmp_path, capsys):
+    """The per-dataset subfolder is searched too: a partial one there is the one named; a
+    folder with none of the files still says it has none, on one line from the command."""
+    folder = write_fake_idx(tmp_path / "top" / "mnist")
+    (folder / "train-labels-idx1-ubyte").unlink()
+    assert main(["data", "info", "--data-dir", str(tmp_path / "top")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"digitlab: error: {folder} has 3 of the 4 MNIST files: "
+        "train-labels-idx1-ubyte(.gz) is missing\n"
+    )
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "info", "--data-dir", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert f"no MNIST files in {tmp_path / 'empty'}: expected the four IDX files" in err
+    assert err.count("\n") == 1
+
+
+def test_a_complete_subfolder_wins_over_a_partial_folder(tmp_path):
+    """A stray file beside a complete per-dataset subfolder is no reason to refuse it."""
+    write_fake_idx(tmp_path / "mnist")
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    assert len(load_dataset("mnist", tmp_path).x_train) == 200
+
+
+def test_an_empty_data_dir_string_is_refused(tmp_path, monkeypatch):
+    """load_dataset(data_dir="") read the current folder (Path("") is ".")."""
+    write_fake_idx(tmp_path)  # a dataset in "." that must not be read
+    monkeypatch.chdir(tmp_path)
+    from digitlab.errors import ConfigError
+
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match="an empty path names no folder"):
+            load_dataset("mnist", empty)

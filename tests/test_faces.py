@@ -209,3 +209,96 @@ def test_run_says_a_failed_stage_error_once(tmp_path, capsys):
     assert "stopped; no results were written yet" in captured.out
     log = (out / "run.log").read_text()
     assert "failed: " in log and error in log
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_app_port_out_of_range_is_one_usage_line(capsys, port):
+    """--port 99999 said "digitlab app on http://127.0.0.1:99999", then socket.bind's
+    OverflowError traceback."""
+    with pytest.raises(SystemExit) as stop:
+        main(["app", "--port", port])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and captured.out == "", captured.out
+    assert captured.err.count("\n") == 1
+    assert f"argument --port: must be a whole number in 1..65535, got '{port}'" in captured.err
+
+
+def test_app_busy_port_and_bad_host_are_one_line_before_anything_loads(tmp_path, capsys):
+    """Both once ended in Gradio's "Cannot find empty port in range: 7871-7871. You can
+    specify ... GRADIO_SERVER_PORT ..." (after "ERROR: [Errno -2] Name or service not known"
+    for the host), once the models had loaded."""
+    import socket
+
+    none = str(tmp_path / "none")
+    with socket.socket() as held:  # a real server's socket on the port: bound and listening
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        for host in ("127.0.0.1", "0.0.0.0"):  # the wildcard address includes the busy one
+            assert main(["app", "--host", host, "--port", str(port), "--data-dir", none]) == 1
+            captured = capsys.readouterr()
+            assert captured.err == (
+                f"digitlab: error: port {port} on {host} is in use; choose another --port\n"
+            )
+            assert captured.out == ""  # no notes: the models were not loaded first
+    for host in ("999.1.1.1", ""):
+        assert main(["app", "--host", host, "--port", str(port), "--data-dir", none]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured
+        assert captured.err.startswith("digitlab: error: ")
+        assert "check --host" in captured.err or "--host is empty" in captured.err
+    # The resolver's own words (e.g. "name or service not known") follow the host.
+    assert main(["app", "--host", "999.1.1.1", "--port", str(port)]) == 1
+    assert capsys.readouterr().err.startswith("digitlab: error: cannot bind to 999.1.1.1: ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_app_removes_its_scratch_folder_when_stopped(tmp_path, sig):
+    """Every start and stop of `digitlab app` left an empty /tmp/digitlab-app-XXXXXXXX."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("gradio")
+    scratch_root = tmp_path / "tmp"  # TMPDIR: this app's scratch folders only, none of others
+    scratch_root.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitlab", "app", "--port", str(port),
+         "--data-dir", str(tmp_path / "no data"), "--run", str(tmp_path / "no run")],
+        env={**os.environ, "TMPDIR": str(scratch_root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"the app exited: {proc.stdout.read()}")
+                if time.time() > deadline:
+                    pytest.fail("the app did not start within 120 s")
+                time.sleep(0.3)
+        # Serving: its scratch folder exists (so the check below is not vacuous).
+        assert len(list(scratch_root.glob("digitlab-app-*"))) == 1
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 130) and "Traceback" not in out, out
+    assert list(scratch_root.glob("digitlab-app-*")) == []
+    # --run naming no folder is said, not accepted silently.
+    assert f"note: run figures unavailable: {tmp_path / 'no run'} is not a folder" in out

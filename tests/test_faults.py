@@ -509,6 +509,33 @@ def test_a_folder_inside_another_commands_output_is_refused(tmp_path, capsys):
         refuse_others(sweep / "trials" / "t0", "knn")
 
 
+def test_a_folder_holding_other_files_is_refused_and_claims_nothing(tmp_path, capsys):
+    """`--out .` in a working folder (or `--out /`) wrote our files among the user's and
+    recorded the folder as the command's, and every later command's folder anywhere below it
+    was then refused ("lies inside /"). A folder of other files is refused before any work;
+    a new, empty or own folder is taken; files a command writes may go anywhere."""
+    data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    (work / "pictures").mkdir()
+    knn = ["knn", "--data-dir", data, "--train-size", "100", "--quiet"]
+    for argv in (knn, ["cluster", "--data-dir", data, "--train-size", "100", "--quiet"]):
+        assert main([*argv, "--out", str(work)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert f"{work} already holds 2 other file(s) ('notes.txt', 'pictures')" in err
+        assert sorted(p.name for p in work.iterdir()) == ["notes.txt", "pictures"]
+    assert main([*knn, "--out", str(work / "pictures" / "knn")]) == 0  # below it: free
+    assert main([*knn, "--out", str(work / "pictures" / "knn")]) == 0  # its own: again
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*knn, "--out", str(empty)]) == 0
+    picture = work / "g.png"  # a file a command writes: into the user's folder
+    assert main(["gan", "generate", "--digit", "3", "--count", "2", "--out", str(picture)]) == 0
+    assert picture.is_file()
+
+
 def test_a_stale_lock_is_taken_over_once(tmp_path):
     """Two processes judging one dead holder's lock stale: the second one's removal deleted the
     fresh lock the first had just taken, and both held the folder. Removal now happens only
@@ -551,6 +578,7 @@ def test_report_of_hand_edited_figures_is_one_line_and_embeds_only_its_files(tmp
     figure.symlink_to(secret)
     assert main(["report", str(out)]) == 0
     assert "cm9vdDp4" not in (out / "report.html").read_text()  # base64 of "root:x"
+    assert f"missing or damaged ({figure.name})" in capsys.readouterr().err  # and said
     kept = (out / "metrics.json").read_text()
     good = json.loads(kept)
     for damage in ({"knn": None}, {"knn": {**good["stages"]["knn"], "accuracy": "x"}}, {"knn": {}}):
@@ -558,6 +586,61 @@ def test_report_of_hand_edited_figures_is_one_line_and_embeds_only_its_files(tmp
         assert main(["report", str(out)]) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.count("\n") == 1 and "metrics.json" in err
+
+
+def test_report_says_a_missing_or_damaged_figure(tmp_path, capsys):
+    """`report` dropped a deleted figure in silence and embedded a damaged one as a broken
+    image, exit 0 both times: each is now shown as lost on the page and said on stderr."""
+    from digitlab.report import lost_figures
+
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    base = ["run", *RUN_TINY, "--stages", "data,knn", "--data-dir", str(data), "--out", str(out)]
+    assert main([*base, "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "Figure missing" not in page and "Figure damaged" not in page
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert lost_figures(out, metrics) == []
+    gone, broken = out / "figures" / "knn_confusion_matrix.png", out / "figures" / "data_digit.png"
+    gone.unlink()
+    broken.write_bytes(b"garbage!")
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "<b>Figure missing:</b>" in page and "knn_confusion_matrix.png" in page
+    assert "<b>Figure damaged:</b>" in page and "data_digit.png" in page
+    assert "Z2FyYmFnZSE" not in page  # base64 of the garbage: not embedded
+    assert lost_figures(out, metrics) == ["data_digit.png", "knn_confusion_matrix.png"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "data_digit.png, knn_confusion_matrix.png" in err
+
+
+def test_a_rename_into_place_names_the_place_not_our_temporary_file(tmp_path):
+    """report.html replaced by a folder: the one line named `.report.html.PID.X.part`."""
+    from digitlab.files import atomic_write_text, describe_os_error
+
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(tmp_path / "report.html", "<html>")
+    said = describe_os_error(raised.value)
+    assert said == f"Is a directory: {tmp_path / 'report.html'}" and ".part" not in said
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
+    rename = OSError(18, "Invalid cross-device link", "/a/b.txt", None, "/c/d.txt")
+    assert describe_os_error(rename) == "Invalid cross-device link: /a/b.txt -> /c/d.txt"
+
+
+def test_the_report_promises_the_same_numbers_only_on_fixed_thread_counts():
+    """The page said a rerun "reproduces these numbers" while the CNN's thread count was
+    chosen by timing (a rerun on another count gave 0.9209 for 0.9210)."""
+    from digitlab.report import _rerun_words
+
+    assert _rerun_words({"knn": {"threads": None}}, ["data", "knn"]).endswith(
+        "reproduces these numbers (on CPU)."
+    )  # the kNN's answers are exact on any count
+    timed = _rerun_words({"cnn": {"threads": None}, "cluster": {"threads": 2}}, ["cnn", "cluster"])
+    assert "CNN's thread count was chosen here by timing" in timed and "Set cnn.threads" in timed
+    assert "reproduces" not in timed
+    fixed = {"cnn": {"threads": 1}, "cluster": {"threads": 2}}
+    assert _rerun_words(fixed, ["cnn", "cluster"]).endswith("reproduces these numbers (on CPU).")
 
 
 def test_umap_without_its_extra_is_refused_before_any_work(tmp_path, capsys):

@@ -251,3 +251,28 @@ def test_load_model_takes_a_training_folder(tmp_path, cnn_copy):
     shutil.copytree(cnn_copy, train / "model")
     (train / "metrics.json").write_text("{}")
     assert load_model(train).cfg.n_classes == 10
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ("knn.train_size=1e20", "knn.train_size must be a whole number or 'all' ("),
+        ("cnn.train_size=half", "cnn.train_size must be a whole number or 'all' ("),
+        ("knn.pca=x", "knn.pca must be a whole number or 'none' ("),
+        ("cnn.threads=many", "cnn.threads must be a whole number or 'none' ("),
+        ("cnn.ema=fast", "cnn.ema must be a number or 'none' ("),
+    ],
+)
+def test_optional_settings_say_what_to_type(setting, said, capsys):
+    """`knn.train_size=1e20` said "must be int or none": Python's words, and not the "all" that
+    its help and every user spells; each optional setting names its own word."""
+    assert main(["run", "--print-config", setting]) == 1
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1 and "int or none" not in err
+
+
+def test_the_word_named_is_one_the_setting_takes(capsys):
+    """The word a message offers is read back as the setting's 'unset'."""
+    assert main(["run", "--print-config", "knn.train_size=all", "knn.pca=none"]) == 0
+    out = capsys.readouterr().out
+    assert "# train_size = (none)" in out and "# pca = (none)" in out

@@ -86,6 +86,7 @@ BAD_PARAMETERS = [
     ("KMeans", {"init": "centres"}),
     ("KMeans", {"n_init": 0}),
     ("KMeans", {"algorithm": "fastest"}),
+    ("KMeans", {"random_state": "a"}),
 ]
 
 

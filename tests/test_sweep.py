@@ -62,7 +62,7 @@ def test_grid_ranges_and_seeds_are_typed():
         (["knn.k=1,,3"], "0", "the grid of knn.k is empty or has an empty value"),
         (["knn.k=one,two"], "0", "knn.k must be int"),
         (["knn.seed=1,2"], "0", "the seed is the run's, not a stage's"),
-        (["cnn.ema=0.9,fast"], "0", "cnn.ema must be float or none"),
+        (["cnn.ema=0.9,fast"], "0", "cnn.ema must be a number or 'none'"),
         (["cnn.lr=1e-2..1e-4"], "0", "the range of cnn.lr is empty"),
         (["cnn.lr=-1..1:log"], "0", "a log range needs positive bounds"),
         (["knn.weights=a..b"], "0", "knn.weights is not numeric"),
@@ -128,6 +128,20 @@ def _records(values):
     return out
 
 
+def _as_written(summary: dict, grid: dict, seeds: list[int]) -> dict:
+    """A k grid sweep's summary with the fields sweep.json adds (metric, search, space...)."""
+    return {
+        **summary,
+        "metric": "knn.val_accuracy",
+        "mode": "max",
+        "test_metric": "knn.accuracy",
+        "search": "grid",
+        "keys": list(grid),
+        "seeds": seeds,
+        "space": {"grid": grid, "ranges": {}, "seeds": seeds},
+    }
+
+
 def test_the_choice_is_made_on_validation_never_on_test(tmp_path):
     # k=3 is better on validation, k=1 on the test set: k=3 must be chosen.
     values = {
@@ -148,16 +162,7 @@ def test_the_choice_is_made_on_validation_never_on_test(tmp_path):
     assert cmp["objective"]["mean_diff"] == pytest.approx(np.mean([0.03, 0.01, 0.05]))
     assert cmp["test"]["wins"] == 0  # the test figure disagrees, and is only shown
     assert aggregate(records, ["knn.k"], "min")["configs"][0]["settings"] == {"knn.k": 1}
-    full = {
-        **summary,
-        "metric": "knn.val_accuracy",
-        "mode": "max",
-        "test_metric": "knn.accuracy",
-        "search": "grid",
-        "keys": ["knn.k"],
-        "seeds": [0, 1, 2],
-        "space": {"grid": {"knn.k": [1, 3]}, "ranges": {}, "seeds": [0, 1, 2]},
-    }
+    full = _as_written(summary, {"knn.k": [1, 3]}, [0, 1, 2])
     paths = write_outputs(tmp_path, full, records)
     page = paths["html"].read_text()
     assert "http://" not in page and "https://" not in page
@@ -585,3 +590,39 @@ def test_a_sweep_holds_only_the_stages_it_runs_to_the_data(tmp_path):
     adapter.check_with_data(base, [{"knn.k": 3}], "knn.val_accuracy", ["knn"])
     with pytest.raises(ConfigError, match=r"\[sweep\] train_size must be in 1..300|\[cnn\]"):
         adapter.check_with_data(base, [{"knn.k": 3}], "knn.val_accuracy")
+
+
+def test_a_clipped_interval_says_so_in_the_line_the_json_and_the_page(tmp_path):
+    """0.88 and 1.0 over two seeds: the t interval reaches 1.0071 and was cut at 1.0 without a
+    word: the printed line, sweep.json and sweep.html all showed 1.0000 as if computed."""
+    from digitlab.sweep.outputs import sweep_html
+    from digitlab.sweep.stats import chosen_line, interval_text
+
+    raw = summarize([0.88, 1.0])
+    assert raw["ci_clipped"] is False and raw["ci_unclipped"] == [raw["ci_low"], raw["ci_high"]]
+    cut = summarize([0.88, 1.0], bounds=(0.0, 1.0))
+    assert cut["ci_clipped"] is True and cut["ci_high"] == 1.0
+    assert cut["ci_unclipped"] == [pytest.approx(raw["ci_low"]), pytest.approx(raw["ci_high"])]
+    assert summarize([0.9, 0.91], bounds=(0.0, 1.0))["ci_clipped"] is False
+    assert summarize([0.9])["ci_clipped"] is False and summarize([])["ci_unclipped"] is None
+    low = f"{max(raw['ci_low'], 0.0):.4f}"
+    assert interval_text(cut) == f"{low}-1.0000, clipped to the metric's range"
+    assert "clipped" not in interval_text(summarize([0.9, 0.91]))
+    assert interval_text(summarize([0.9])) is None
+    old = {k: v for k, v in cut.items() if k not in ("ci_clipped", "ci_unclipped")}
+    assert interval_text(old) == f"{low}-1.0000"  # an older sweep.json: shown as it was
+
+    records = _records({(3, 0): (0.88, 0.97), (3, 1): (1.0, 0.98)})
+    summary = aggregate(records, ["knn.k"], "max", (0.0, 1.0))
+    full = _as_written(summary, {"knn.k": [3]}, [0, 1])
+    best = summary["configs"][summary["best"]]
+    assert chosen_line(full, best) == (
+        f"chosen on validation: knn.k=3: knn.val_accuracy 0.9400 (95% CI {low}-1.0000, "
+        "clipped to the metric's range); knn.accuracy 0.9750 (test, not used to choose)"
+    )
+    page = sweep_html(full, records, [])
+    assert f"(95% CI {low} – 1.0000, clipped to the metric&#39;s range)" in page
+    assert f"<td>{low} – 1.0000, clipped</td>" in page
+    paths = write_outputs(tmp_path, full, records)
+    stored = json.loads(paths["json"].read_text())["configs"][0]["objective"]
+    assert stored["ci_clipped"] is True and stored["ci_unclipped"][1] > 1

@@ -7,15 +7,18 @@ calls (Gradio's analytics are switched off before it is imported).
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import io
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from digitlab import app_handlers as h
+from digitlab.errors import ConfigError
 
 
 def _gradio():
@@ -126,9 +129,16 @@ DRAW_HINT = "**Draw one digit** in the box below with your mouse or finger (the 
 
 
 def build(models: h.Models):
-    """The Gradio Blocks app for `models` (not launched)."""
+    """The Gradio Blocks app for `models` (not launched).
+
+    Morph's GIFs go to a scratch folder the demo owns (`demo.digitlab_scratch`, a
+    TemporaryDirectory): `serve` removes it when the server stops; for a demo that is never
+    served, or served without blocking, its finalizer removes it when the demo is collected
+    or Python exits. (A bare mkdtemp left one empty folder in /tmp per start.)
+    """
     gr = _gradio()
-    gif_dir = Path(tempfile.mkdtemp(prefix="digitlab-app-"))
+    scratch = tempfile.TemporaryDirectory(prefix="digitlab-app-")
+    gif_dir = Path(scratch.name)
 
     def on_draw(image):
         r = h.classify(models, image)
@@ -275,25 +285,94 @@ def build(models: h.Models):
                     "matrices and misclassified digits here."
                 )
     demo.queue(default_concurrency_limit=2, max_size=256)
+    demo.digitlab_scratch = scratch
     return demo
 
 
+def check_address(host: str, port: int) -> None:
+    """ConfigError, in words for a command-line user, unless a server can bind (host, port).
+
+    Gradio's own errors for these said "Name or service not known" on one line and "Cannot
+    find empty port in range: 7871-7871 ... GRADIO_SERVER_PORT ..." on the next, for a bad
+    host and a busy port alike. A plain socket is bound the way the web server binds (every
+    address the host names, SO_REUSEADDR as uvicorn sets it, so a port a stopped app left in
+    TIME_WAIT still counts as free) and closed again at once; a port taken between this check
+    and the launch still gets Gradio's error.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        # socket.bind raised OverflowError for these, after the app had said where it runs.
+        raise ConfigError(f"--port must be a whole number in 1..65535, got {port!r}")
+    if not host.strip():  # an unset shell variable; Gradio bound 127.0.0.1 for it unasked
+        raise ConfigError("--host is empty; give an address to bind, such as 127.0.0.1")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
+    try:
+        addresses = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ConfigError(f"cannot bind to {host}: {_lower(reason)}; check --host") from None
+    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                raise ConfigError(_bind_problem(host, port, exc)) from None
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    """One line for a failed bind of (host, port), saying which option to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; choose another --port"
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot bind to port {port} on {host}: permission denied (ports below 1024 need "
+            "administrator rights); choose another --port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot bind to {host}: no network interface of this machine has that address; "
+            "check --host"
+        )
+    return f"cannot bind to {host} port {port}: {_lower(exc.strerror or str(exc))}"
+
+
+def _lower(text: str) -> str:
+    """An OS message ("Name or service not known") as the middle of our sentence."""
+    return text[:1].lower() + text[1:] if text else text
+
+
 def serve(models: h.Models, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve the app for `models` on host:port until interrupted (needs digitlab[app])."""
+    """Serve the app for `models` on host:port until interrupted (needs digitlab[app]).
+
+    ConfigError, before anything starts, for a port out of 1..65535, a host that cannot be
+    bound, or a port in use (`check_address`). With `block`, returns once the server has
+    stopped (Gradio catches the Ctrl-C; the CLI turns SIGTERM into one) and the app's scratch
+    folder is gone; without, returns the running demo at once.
+    """
+    check_address(host, port)
     demo = build(models)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        prevent_thread_lock=not block,
-        quiet=True,
-        footer_links=[],
-        # Each waiting Draw request holds a worker thread while the batcher answers: room for
-        # a class of 30-40 drawing at once plus the other tabs.
-        max_threads=128,
-        css=CSS,
-        js=JS,
-        allowed_paths=[str(models.run_dir)] if models.run_dir else None,
-    )
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=not block,
+            quiet=True,
+            footer_links=[],
+            # Each waiting Draw request holds a worker thread while the batcher answers: room
+            # for a class of 30-40 drawing at once plus the other tabs.
+            max_threads=128,
+            css=CSS,
+            js=JS,
+            allowed_paths=[str(models.run_dir)] if models.run_dir else None,
+        )
+    except BaseException as exc:
+        demo.digitlab_scratch.cleanup()
+        # The port was taken after check_address looked: still our words, not Gradio's.
+        if isinstance(exc, OSError) and "Cannot find empty port" in str(exc):
+            raise ConfigError(f"port {port} on {host} is in use; choose another --port") from None
+        raise
+    if block:
+        demo.digitlab_scratch.cleanup()
     return demo

@@ -19,12 +19,14 @@ from digitlab import figures
 from digitlab.cnn import predict_proba
 from digitlab.data import load_dataset, random_subset
 from digitlab.errors import ConfigError, DigitlabError, ImageError
+from digitlab.files import describe_os_error
 from digitlab.gan import generate
 from digitlab.image_predict import DIGITS, model_classes, recipe_for
 from digitlab.loaders import cnn_folder, load_cnn, load_gan_generator
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import prepare
 from digitlab.tasks.gan import morph as write_morph
+from digitlab.validation import check_seed
 
 
 @dataclass
@@ -135,18 +137,21 @@ class PredictionBatcher:
 
 
 def load_models(
-    data_dir=None,
-    generator_dir=None,
-    cnn_dir=None,
-    run_dir=None,
+    data_dir: str | Path | None = None,
+    generator_dir: str | Path | None = None,
+    cnn_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
     knn_size: int = 20000,
     seed: int = 0,
 ) -> Models:
     """The shipped CNN (or `cnn_dir`), a kNN on a seeded MNIST subset, the generator (the
     shipped one, or `generator_dir`: a `gan train` folder or its generator/). A CNN trained
     on another dataset answers with its own class names (its metadata.json) and reads pictures
-    with that dataset's recipe; the kNN stays on MNIST's digits, and the page says so."""
-    m = Models(run_dir=Path(run_dir) if run_dir else None)
+    with that dataset's recipe; the kNN stays on MNIST's digits, and the page says so.
+
+    Whatever cannot be loaded or used (a missing model, no data, a bad `knn_size` or `seed`,
+    a `run_dir` with no run's figures) is left out and said in `notes`; nothing raises."""
+    m = Models()
     try:
         cnn = load_cnn(cnn_dir)
         # A damaged metadata.json leaves the app without a CNN, as a damaged model does.
@@ -164,18 +169,43 @@ def load_models(
     except DigitlabError as exc:
         m.notes.append(f"CNN unavailable: {exc}")
     try:
-        m.dataset = load_dataset("mnist", data_dir)
-        size = min(knn_size, len(m.dataset.x_train))
-        x, y = random_subset(m.dataset.x_train, m.dataset.y_train, size, seed)
-        m.knn = KNeighborsClassifier(3).fit(x.reshape(len(x), -1), y)
-        m.knn_images, m.knn_labels = x, y
+        # Checked before the data loads: a negative seed raised NumPy's bare "expected
+        # non-negative integer" out of random_subset, after the dataset was read.
+        seed = check_seed(seed)
+        dataset = load_dataset("mnist", data_dir)
+        size = min(knn_size, len(dataset.x_train))
+        x, y = random_subset(dataset.x_train, dataset.y_train, size, seed)
+        knn = KNeighborsClassifier(3).fit(x.reshape(len(x), -1), y)
+        # Set together, only once all succeeded: the note below says the browser is
+        # unavailable, and a dataset set before a bad knn_size failed left it working.
+        m.dataset, m.knn, m.knn_images, m.knn_labels = dataset, knn, x, y
     except DigitlabError as exc:
         m.notes.append(f"kNN and the dataset browser unavailable: {exc}")
     try:
         m.generator = load_gan_generator(generator_dir)
     except DigitlabError as exc:
         m.notes.append(f"generator unavailable: {exc}")
+    if run_dir is not None:
+        _use_run_dir(m, Path(run_dir))
     return m
+
+
+def _use_run_dir(m: Models, run_dir: Path) -> None:
+    """Set `m.run_dir` when `run_dir` holds a run's figures; otherwise a note says why not (a
+    mistyped --run was accepted silently and the page only said to give one)."""
+    if not run_dir.is_dir():
+        m.notes.append(
+            f"run figures unavailable: {run_dir} is not a folder; give a run folder "
+            "(`digitlab run --out`) with --run"
+        )
+        return
+    m.run_dir = run_dir
+    if not run_figures(m):
+        m.run_dir = None  # nothing to show, so nothing there for the web server to allow
+        m.notes.append(
+            f"run figures unavailable: {run_dir} holds none of a run's figures "
+            "(figures/*.png); give a run folder (`digitlab run --out`) with --run"
+        )
 
 
 def prepare_drawing(image):
@@ -284,8 +314,12 @@ def morph(models: Models, start, end, steps, out_dir: Path) -> tuple[Path | None
         with models.lock:
             write_morph(models.generator, start, end, steps, path, size=168, fps=8)
         return path, ""
-    except (ConfigError, TypeError, ValueError) as exc:
+    # DigitlabError too: an `out_dir` that cannot be written (a file, read-only) raised
+    # OutputError out of the handler instead of a message.
+    except (DigitlabError, TypeError, ValueError) as exc:
         return None, str(exc)
+    except OSError as exc:
+        return None, describe_os_error(exc)
 
 
 def browse(

@@ -470,8 +470,11 @@ def read_folder(
         raise DataError(f"data folder {folder} does not exist or is not a folder")
     if not os.access(folder, os.R_OK | os.X_OK):
         raise DataError(f"data folder {folder} is not readable (check its permissions)")
+    partial: tuple[Path, list[str]] | None = None  # the first folder with some files, not all
     for candidate in _candidate_folders(folder, spec):
         found = {part: _find_idx(candidate, part) for part in PARTS}
+        if any(found.values()) and not all(found.values()) and partial is None:
+            partial = (candidate, [part for part, path in found.items() if path is None])
         if all(found.values()):
             arrays = {}
             for part, path in found.items():
@@ -486,6 +489,16 @@ def read_folder(
             arrays = _read_npz(npz)
             _validate(arrays, str(npz), spec)
             return arrays
+    if partial is not None:
+        # "no files" for a folder holding three of the four sent users hunting for a wrong path;
+        # naming the missing ones says which file to fetch again.
+        where, missing = partial
+        names = " and ".join(f"{_STEMS[part]}(.gz)" for part in missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise DataError(
+            f"{where} has {len(PARTS) - len(missing)} of the {len(PARTS)} {spec.title} files: "
+            f"{names} {verb} missing"
+        )
     some = ", ".join(spec.filename(p) for p in PARTS)
     raise DataError(
         f"no {spec.title} files in {folder}: expected the four IDX files ({some}; gzip'd or "
@@ -673,10 +686,16 @@ def load_dataset(
     or are not what they claim: a corrupt, truncated or oversized file, a checksum mismatch,
     train and test files swapped, a cache changed since it was written that cannot be
     rebuilt, or nothing to download from; OutputError when the cache cannot be written; and
-    ConfigError for an unknown dataset name or `mirrors` that are not base URLs (one URL
-    given as a string is taken as a list of one)."""
+    ConfigError for an unknown dataset name, an empty `data_dir` string, or `mirrors` that
+    are not base URLs (one URL given as a string is taken as a list of one)."""
     spec = get_spec(name)
     mirrors = _mirror_list(mirrors)
+    if isinstance(data_dir, str) and not data_dir.strip():
+        # Path("") is ".": an unset variable or `data.data_dir = ""` once searched the
+        # current folder and blamed it for holding no data.
+        raise ConfigError(
+            "data_dir: an empty path names no folder; give a path (or None for the cache)"
+        )
     data_dir = data_dir if data_dir is not None else os.environ.get("DIGITLAB_DATA") or None
     if data_dir is not None:
         arrays = read_folder(data_dir, spec, verify=verify)

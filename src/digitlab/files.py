@@ -251,6 +251,10 @@ def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
     file name, and "No space left on device" alone does not say which disk or file."""
     what = exc.strerror or str(exc) or exc.__class__.__name__
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if len(paths) == 2 and Path(paths[0]).name.endswith(".part"):
+        # Renaming our temporary file into place: its name means nothing to the user (a
+        # report.html that is a folder once read ".report.html.9780.2oepu333.part -> ...").
+        paths = paths[1:]
     if not paths and path is not None:
         paths = [str(path)]
     return f"{what}: {' -> '.join(paths)}" if paths else what

@@ -103,6 +103,28 @@ def refuse_others(folder: str | Path, command: str) -> None:
             )
 
 
+def refuse_foreign(folder: str | Path, command: str) -> None:
+    """OutputError if `folder` exists and holds files that are no digitlab command's output.
+
+    A command's folder is its own: claiming one that already holds other files (`--out .` in
+    a working folder, `--out /`) mixed our output with the user's, and the claim then refused
+    every later command's folder anywhere below it (`/tmp/x lies inside /`). Only folders
+    written by commands are judged here; the files a command writes (`gan generate --out
+    x.png`) may go into any folder."""
+    folder = Path(folder)
+    # A sweep's trial folder holds the sweep's record of the trial (trial.json) before the
+    # trial's run claims it: the sweep made it, inside its own folder.
+    if not folder.is_dir() or owner(folder) is not None or _working_for.get() is not None:
+        return
+    others = sorted(p.name for p in folder.iterdir() if p.name not in _OURS)
+    if others:
+        shown = ", ".join(repr(name) for name in others[:2]) + (", ..." if len(others) > 2 else "")
+        raise OutputError(
+            f"{folder} already holds {len(others):,d} other file(s) ({shown}); `digitlab "
+            f"{command}` writes its output into a folder of its own: choose a new or empty --out"
+        )
+
+
 def recorded(folder: Path) -> str | None:
     """The command `folder`'s record names, or None (no record, or an unreadable one)."""
     with contextlib.suppress(DataError):
@@ -114,12 +136,14 @@ def recorded(folder: Path) -> str | None:
 @contextlib.contextmanager
 def claim(folder: str | Path, command: str) -> Iterator[Path]:
     """Hold `folder` for `command` while the block runs: refused (OutputError) if it holds
-    another command's output, (FolderBusy) while another process holds it; made if missing,
-    and recorded as `command`'s. Yields the folder."""
+    another command's output or files of no command, (FolderBusy) while another process holds
+    it; made if missing, and recorded as `command`'s. Yields the folder."""
     folder = Path(folder)
     check_writable(folder)
     refuse_others(folder, command)
+    refuse_foreign(folder, command)
     with folder_lock(folder, "--out"):
         refuse_others(folder, command)  # again, now that no other process can claim it
+        refuse_foreign(folder, command)
         atomic_write_json(folder / MARKER, {"command": command})
         yield folder

@@ -14,6 +14,7 @@ inertia is reported in float64, in the caller's units.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -30,7 +31,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from digitlab import errors
 from digitlab.device import requested_threads, resolve_device, threads
-from digitlab.validation import check_seed, images_as_rows, whole_number
+from digitlab.validation import MAX_SEED, check_seed, images_as_rows, is_whole, whole_number
 
 INITS = ("k-means++", "random")
 # scikit-learn's "elkan" is Lloyd's algorithm with distance bounds, as Hamerly's is.
@@ -310,8 +311,20 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
                 f"algorithm must be 'hamerly' ('elkan' is taken as it) or 'lloyd', got "
                 f"{self.algorithm!r}"
             )
-        if not self.tol >= 0:
-            raise errors.InvalidParameterError(f"tol must be >= 0, got {self.tol!r}")
+        real = isinstance(self.tol, numbers.Real) and not isinstance(self.tol, (bool, np.bool_))
+        if not (real and self.tol >= 0):  # tol="a" was Python's bare "'>=' not supported"
+            raise errors.InvalidParameterError(f"tol must be a number >= 0, got {self.tol!r}")
+        # Checked here, with the other parameters, so a bad one is scikit-learn's
+        # InvalidParameterError (`_seed` in fit raised a plain ConfigError for it).
+        if not (
+            self.random_state is None
+            or isinstance(self.random_state, (np.random.RandomState, np.random.Generator))
+            or (is_whole(self.random_state, 0) and self.random_state <= MAX_SEED)
+        ):
+            raise errors.InvalidParameterError(
+                "random_state must be None, a whole number in 0..2**63 - 1 or a numpy "
+                f"RandomState or Generator, got {self.random_state!r}"
+            )
         if self.projection is not None:
             whole_number("projection", self.projection, error=errors.InvalidParameterError)
 

@@ -7,6 +7,7 @@ Presentation only: it reads `config.json`, `metrics.json` and `figures/` and wri
 from __future__ import annotations
 
 import base64
+import contextvars
 import html
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,18 +123,65 @@ METHODS = {"kmeans": "k-means", "gmm": "a Gaussian mixture"}
 EMBEDDINGS = {"raw": "raw-pixel", "pca": "PCA", "umap": "UMAP"}
 
 
+# The figures the stage being drawn says it wrote (its record's "figures"): one of them
+# missing or damaged is said on the page; another figure absent is one the stage left out.
+_expected: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "digitlab_report_expected", default=frozenset()
+)
+_SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
+
+
 def _img(figures_dir: Path, name: str, caption: str) -> str:
     path = figures_dir / name
     # A link could point anywhere (it once embedded /etc/passwd): only the run's own files.
     if not path.is_file() or path.is_symlink():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return _lost(name, caption, "missing") if name in _expected.get() else ""
+    raw = path.read_bytes()
+    # A file that is not the picture its name says was embedded as a broken image.
+    if not raw.startswith(_SIGNATURES.get(path.suffix, b"")):
+        return _lost(name, caption, "damaged")
+    data = base64.b64encode(raw).decode("ascii")
     kind = "gif" if path.suffix == ".gif" else "png"
     return (
         f'<figure><img alt="{html.escape(caption)}" title="Tap to open full size" '
         f'src="data:image/{kind};base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
+
+
+def _lost(name: str, caption: str, why: str) -> str:
+    return (
+        f"<p class='lead'><b>Figure {why}:</b> {html.escape(caption)} ({html.escape(name)}); "
+        "rerunning the run with its settings draws it again.</p>"
+    )
+
+
+def stage_figures(m: dict) -> frozenset[str]:
+    """The file names a stage's record says its figures were written to."""
+    listed = m.get("figures") if isinstance(m, dict) else None
+    names = (
+        listed.values() if isinstance(listed, dict) else listed if isinstance(listed, list) else ()
+    )
+    return frozenset(n for n in names if isinstance(n, str))
+
+
+def lost_figures(folder: str | Path, metrics: dict) -> list[str]:
+    """The figures a run folder's stages wrote that are now missing or damaged in figures/
+    (names, sorted): `digitlab report` says them; the page shows each as lost."""
+    figures_dir = Path(folder) / "figures"
+    lost = []
+    stages = metrics.get("stages") if isinstance(metrics.get("stages"), dict) else {}
+    for m in stages.values():
+        for name in stage_figures(m):
+            path = figures_dir / name
+            if path.is_symlink() or not path.is_file():
+                lost.append(name)
+                continue
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+            if not head.startswith(_SIGNATURES.get(path.suffix, b"")):
+                lost.append(name)
+    return sorted(lost)
 
 
 def _cards(items: list[tuple[str, str]]) -> str:
@@ -578,6 +626,27 @@ def check_stage(stage: str, m: dict) -> None:
         raise DataError(f"its figures cannot be shown ({type(exc).__name__}: {exc})") from exc
 
 
+def _rerun_words(config: dict, stages: list[str]) -> str:
+    """Whether rerunning config.toml gives these numbers again: on a CPU, only with the same
+    thread counts (a report once promised it while the CNN's count was chosen by timing and a
+    rerun on another count gave 0.9209 for 0.9210)."""
+    timed = [
+        s
+        for s in ("cnn", "cluster")
+        if s in stages and isinstance(config.get(s), dict) and config[s].get("threads") is None
+    ]
+    if not timed:
+        return "rerunning with it reproduces these numbers (on CPU)."
+    names = " and ".join({"cnn": "CNN's", "cluster": "k-means'"}[s] for s in timed)
+    settings = ", ".join(f"{s}.threads" for s in timed)
+    return (
+        f"rerunning with it on a CPU gives these numbers again only on the same thread counts: "
+        f"the {names} thread count was chosen here by timing (left unset), and on another "
+        "count the floats are summed in another order, so those figures may differ in their "
+        f"last digits. Set {settings} (or --threads) to fix it."
+    )
+
+
 def _notes(m: dict) -> str:
     """What a stage did other than asked (its record's `notes`: e.g. the data stage showing
     another image than the course's on a small local folder), said at the section's top."""
@@ -599,7 +668,11 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
         m = metrics["stages"][s]
         if s == "data":
             m = {**m, "_dataset": dataset}
-        html_of = SECTIONS[s](figure_dirs.get(s, folder / "figures"), m)
+        token = _expected.set(stage_figures(m))
+        try:
+            html_of = SECTIONS[s](figure_dirs.get(s, folder / "figures"), m)
+        finally:
+            _expected.reset(token)
         body.append(
             f"<section id='{s}'><h2>{TITLES[s]}</h2>{_notes(m)}{html_of}"
             f"<p class='lead'>Stage time: {m.get('seconds', 0):.1f} s</p></section>"
@@ -611,6 +684,7 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
     env_rows = [[k, v] for k, v in env.items()]
     env_table = _table(None, env_rows, kind="kv")
     nav = "".join(f"<a href='#{s}'>{TITLES[s]}</a>" for s in stages)
+    rerun = _rerun_words(config, stages)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -623,8 +697,7 @@ on {html.escape(str(env.get("platform", "")))}</p>
 </header><main><nav>{nav}<a href="#timing">Timing</a></nav>
 {"".join(body)}
 <section id="timing"><h2>Timing and environment</h2>{timing}<h3>Environment</h3>{env_table}
-<p class="lead">The full configuration is in config.toml beside this report; rerunning with it
-reproduces these numbers (on CPU).</p></section>
+<p class="lead">The full configuration is in config.toml beside this report; {rerun}</p></section>
 <footer>Made by digitlab {html.escape(str(env.get("digitlab", "")))}</footer></main>
 <div id="zoom" role="dialog" aria-label="Figure at full size"><p>Tap anywhere to close</p><img
 alt=""></div><script>{SCRIPT}</script></body></html>

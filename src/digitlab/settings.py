@@ -10,6 +10,7 @@ and parsed back, so a path keeps every character), and `HELP` gives the one sent
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -119,9 +120,26 @@ def coerce(name: str, value: Any, hint) -> Any:
             return value
         if t is str and isinstance(value, str):
             return value
-    what = " or ".join(_type_name(t) for t in allowed) + (" or none" if optional else "")
+    if optional:
+        # What the user can type, in words: "int or none" read as Python, and for train_size
+        # "none" was not even the word its help (and every user) spells it with.
+        kinds = " or ".join(_TYPED.get(t, _type_name(t)) for t in allowed)
+        what = f"{kinds} or {_none_word(name)!r}"
+    else:  # "knn.k must be int": short, and quoted as such by other faces' tests
+        what = " or ".join(_type_name(t) for t in allowed)
     meaning = describe_hint(name)
     raise ConfigError(f"{name} must be {what}{meaning}, got {value!r}")
+
+
+# How a value of each type is typed, for the messages of optional settings.
+_TYPED = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _none_word(name: str) -> str:
+    """The word that leaves optional setting `name` unset, as its help spells it: "all" for
+    train_size ("(all: every training image)"), else "none" (all three words are read)."""
+    match = re.search(r"\((none|all|null):", HELP.get(name.rpartition(".")[2], ""))
+    return match.group(1) if match else "none"
 
 
 _NO = object()

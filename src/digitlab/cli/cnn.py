@@ -14,10 +14,12 @@ from digitlab.cli.common import (
     add_train_size,
     check_range,
     config,
+    folder_arg,
     help_for,
     number_or_word,
     out_arg,
     out_dir,
+    path_arg,
     prepare,
     say,
     say_if_nothing_to_resume,
@@ -200,13 +202,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a saved model on the test set",
         description="Load a saved CNN and print its test metrics.",
     )
-    e.add_argument("model_dir", type=Path, help="folder written by `cnn train` (or its model/)")
+    e.add_argument(
+        "model_dir", type=folder_arg, help="folder written by `cnn train` (or its model/)"
+    )
     e.add_argument(
         "--dataset",
         default=None,
         help=f"{HELP['dataset']} (default: the one the model was trained on)",
     )
-    e.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
+    e.add_argument("--data-dir", type=folder_arg, default=None, help=HELP["data_dir"])
     e.add_argument("--out", type=out_arg, default=None, help="also write metrics and figures here")
     add_quiet(e)
     e.set_defaults(func=cmd_eval)
@@ -219,12 +223,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument(
         "first",
-        type=Path,
+        type=path_arg("model folder or picture"),
         metavar="MODEL_DIR|IMAGE",
         help="a folder written by `cnn train` (or its model/); without one, the shipped CNN "
         "reads the pictures",
     )
-    r.add_argument("images", type=Path, nargs="*", metavar="IMAGE", help="PNG/JPEG files, any size")
+    r.add_argument(
+        "images",
+        type=path_arg("picture"),
+        nargs="*",
+        metavar="IMAGE",
+        help="PNG/JPEG files, any size",
+    )
     r.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
     r.add_argument("--out", type=out_arg, default=None, help="save each 28x28 the model saw here")
     r.set_defaults(func=cmd_predict)

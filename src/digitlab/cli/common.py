@@ -15,8 +15,8 @@ from typing import Any
 from digitlab.checkpoint import RUN_KINDS, runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
-from digitlab.files import check_writable, check_writable_file
-from digitlab.folders import refuse_others
+from digitlab.files import OutputError, check_writable, check_writable_file
+from digitlab.folders import owner, refuse_foreign, refuse_others
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -57,10 +57,27 @@ def help_for(cls: type, name: str, default: Any = argparse.SUPPRESS) -> str:
     return f"{text} (default: {shown})" if shown is not None else text
 
 
+def path_arg(names: str) -> Callable[[str], Path]:
+    """An argparse type for a path to read: `Path(text)`, refusing an empty string with "an
+    empty path names no `names`; give a path". Path("") is the current folder, so an unset
+    shell variable (`--data-dir "$DATA"`) once quietly searched "." and blamed it."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"an empty path names no {names}; give a path")
+        return Path(text)
+
+    return parse
+
+
+# --data-dir of every command, and any other folder a command reads.
+folder_arg = path_arg("folder")
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """--dataset and --data-dir."""
     p.add_argument("--dataset", default="mnist", help=f"{HELP['dataset']} (default: mnist)")
-    p.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
+    p.add_argument("--data-dir", type=folder_arg, default=None, help=HELP["data_dir"])
 
 
 def add_common(p: argparse.ArgumentParser, out_help: str, seed: bool = True) -> None:
@@ -154,6 +171,7 @@ def prepare(
         check_writable(out)
         if command is not None:
             refuse_others(out, command)
+            refuse_foreign(out, command)  # before the data loads; `claim` checks again
     ds = load_data(data, quiet=getattr(args, "quiet", False))
     for cfg in configs:
         cfg.validate(len(ds.x_train))
@@ -192,7 +210,16 @@ def out_file(path: Path, command: str) -> Path:
     when that folder holds another command's output or a saved model (`gan evaluate --json`
     once replaced the shipped CNN's config.json, and `gan generate` a run's figure)."""
     path = check_writable_file(path)
-    refuse_others(path.parent, command)
+    found = owner(path.parent)
+    if found is not None:
+        # Asked here, not left to refuse_others: its words ("writes its own folder") are for
+        # commands that write folders, and told a one-file command's user something untrue.
+        what = found if found == "a saved model" else f"the output of `digitlab {found}`"
+        raise OutputError(
+            f"{path.parent} holds {what}; `digitlab {command}` writes a single file, and "
+            "none into another command's output: choose a path outside it"
+        )
+    refuse_others(path.parent, command)  # a folder inside another command's output
     return path
 
 

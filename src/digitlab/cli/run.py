@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from digitlab import app_handlers, commit
-from digitlab.cli.common import add_quiet, out_arg, seed_arg
+from digitlab.cli.common import add_quiet, folder_arg, out_arg, seed_arg
 from digitlab.errors import DataError
-from digitlab.files import folder_lock
+from digitlab.files import folder_lock, read_json_object
 from digitlab.pipeline import run_course
-from digitlab.report import write_report
+from digitlab.report import lost_figures, write_report
 from digitlab.run_config import (
     PRESETS,
     STAGES,
@@ -90,9 +91,29 @@ def cmd_report(args: argparse.Namespace) -> int:
         if commit.finish(folder) and not args.quiet:
             print("finished putting in place the results of the run stopped while it did")
         path = write_report(folder)
+        lost = lost_figures(folder, read_json_object(folder / "metrics.json"))
+    if lost:  # shown as lost on the page too; not silently dropped or embedded broken
+        print(
+            f"note: {len(lost)} figure(s) of this run are missing or damaged ({', '.join(lost)}): "
+            f"the report says so where they belong; `digitlab run --out {folder}` with its "
+            "settings draws them again",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print(f"wrote {path}")
     return 0
+
+
+def port_arg(text: str) -> int:
+    """argparse type for the app's --port: a whole number in 1..65535 (99999 passed and the app
+    said where it ran, then socket.bind raised OverflowError)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..65535, got {text!r}")
+    return port
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -100,6 +121,9 @@ def cmd_app(args: argparse.Namespace) -> int:
     # The app module imports Gradio (an optional extra, slow to import): only when asked for.
     from digitlab import app
 
+    # A bad --host or a busy port is said before the models load (seconds), not by Gradio
+    # after; `serve` checks again just before it starts.
+    app.check_address(args.host, args.port)
     models = app_handlers.load_models(args.data_dir, args.model, args.cnn, args.run)
     for note in models.notes:
         print(f"note: {note}")
@@ -143,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="rerun stages even when unchanged")
     p.add_argument("--dataset", default=None, help=HELP["dataset"])
-    p.add_argument("--data-dir", type=Path, default=None, help=HELP["data_dir"])
+    p.add_argument("--data-dir", type=folder_arg, default=None, help=HELP["data_dir"])
     p.add_argument("--seed", type=seed_arg, default=None, help=f"{HELP['seed']} (default: 0)")
     p.add_argument("--device", default=None, help=f"every stage's device: {HELP['device']}")
     p.add_argument("--out", type=out_arg, default=None, help="run folder (default: runs/PRESET)")
@@ -166,8 +190,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "127.0.0.1 by default and makes no external calls.",
     )
     a.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    a.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    a.add_argument("--data-dir", type=Path, default=None, help="MNIST folder for kNN/browsing")
+    a.add_argument("--port", type=port_arg, default=7860, help="port, 1..65535 (default: 7860)")
+    a.add_argument(
+        "--data-dir", type=folder_arg, default=None, help="MNIST folder for kNN/browsing"
+    )
     a.add_argument(
         "--model", type=Path, default=None, help="a saved generator (default: the shipped one)"
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from digitlab.cli.common import out_arg
+from digitlab.cli.common import folder_arg, out_arg
 from digitlab.errors import DigitlabError
 from digitlab.files import check_writable
 from digitlab.run_config import PRESETS, STAGES, parse_overrides
 from digitlab.sweep import run_sweep, split_words
 from digitlab.sweep.adapter import METRICS
 from digitlab.sweep.space import MAX_TRIALS
+from digitlab.sweep.stats import chosen_line
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -61,15 +62,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         best = result.best
         if best is not None:
-            o, t = best["objective"], best["test"]
-            ci = (
-                f" (95% CI {o['ci_low']:.4f}-{o['ci_high']:.4f})" if o["ci_low"] is not None else ""
-            )
-            settings = ", ".join(f"{k}={v}" for k, v in best["settings"].items()) or "base"
-            line = f"chosen on validation: {settings}: {s['metric']} {o['mean']:.4f}{ci}"
-            if s["test_metric"] and t["mean"] is not None:
-                line += f"; {s['test_metric']} {t['mean']:.4f} (test, not used to choose)"
-            print(line)
+            print(chosen_line(s, best))
         print(f"open {result.paths['html']}")
     if not result.complete:
         import sys
@@ -201,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     p.add_argument("--dataset", default=None, help="mnist, fashion-mnist or kmnist")
-    p.add_argument("--data-dir", type=Path, default=None, help="folder with the IDX files")
+    p.add_argument("--data-dir", type=folder_arg, default=None, help="folder with the IDX files")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     p.add_argument(
         "--out", type=out_arg, default=Path("runs/sweep"), help="sweep folder (default: runs/sweep)"

@@ -15,6 +15,7 @@ from pathlib import Path
 from digitlab import __version__, plots
 from digitlab.files import atomic_write_json, atomic_write_text
 from digitlab.report import CSS
+from digitlab.sweep.stats import CLIPPED_NOTE, interval_text
 
 
 def _num(x) -> str:
@@ -151,7 +152,7 @@ seeds {{ seeds }} · search {{ search }}</p></header><main>
 <div class="cards">
 <div class="card"><b>{{ settings_text(b.settings) }}</b><span>chosen on validation</span></div>
 <div class="card"><b>{{ pct(b.objective.mean) }}</b><span>{{ metric }}, mean of {{ b.objective.n }}
-{% if b.objective.ci_low is not none %} (95% CI {{ pct(b.objective.ci_low) }}–{{ pct(b.objective.ci_high) }}){% endif %}</span></div>
+{% if b.objective.ci_low is not none %} (95% CI {{ ci(b.objective, clipped_note) }}){% endif %}</span></div>
 {% if test_metric %}<div class="card"><b>{{ pct(b.test.mean) }}</b><span>{{ test_metric }} (test set, reported, never used to choose)</span></div>{% endif %}
 </div>
 <p class="lead">The configuration is chosen by its mean {{ metric }} over seeds (a validation
@@ -166,7 +167,9 @@ figure); the test-set figure is shown beside it and plays no part in the choice.
 <td>{{ pct(c.objective.std) }}</td><td>{{ pct(c.objective.min) }}</td><td>{{ pct(c.objective.max) }}</td>
 <td>{{ ci(c.objective) }}</td>{% if test_metric %}<td>{{ pct(c.test.mean) }}</td><td>{{ ci(c.test) }}</td>{% endif %}</tr>
 {% endfor %}</table></div>
-<p class="small">std: sample standard deviation; CI: Student's t interval of the mean.</p></section>
+<p class="small">std: sample standard deviation; CI: Student's t interval of the mean
+(marked clipped where it reached past the values the figure can take and was cut there;
+sweep.json keeps it unclipped as ci_unclipped).</p></section>
 {% if comparisons %}<section><h2>The chosen configuration against each other, seed by seed</h2>
 <div class="scroll"><table><tr><th>other configuration</th><th>n</th><th>mean difference</th>
 <th>95% CI</th><th>chosen better</th><th>Wilcoxon p</th><th>paired t p</th>
@@ -198,10 +201,9 @@ def _pct(x) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-def _ci(s: dict) -> str:
-    if s.get("ci_low") is None:
-        return "–"
-    return f"{s['ci_low']:.4f} – {s['ci_high']:.4f}"
+def _ci(s: dict, note: str = "clipped") -> str:
+    # A clipped interval says so: its bound at the metric's edge is not the t interval's.
+    return interval_text(s, " – ", note) or "–"
 
 
 def sweep_html(summary: dict, records: list[dict], image_paths: list[Path]) -> str:
@@ -219,6 +221,7 @@ def sweep_html(summary: dict, records: list[dict], image_paths: list[Path]) -> s
         n_trials=len(records),
         pct=_pct,
         ci=_ci,
+        clipped_note=CLIPPED_NOTE,
         num=_num,
         p=lambda x: "–" if x is None else f"{x:.3g}",
         signed=lambda x: "–" if x is None else f"{x:+.4f}",

@@ -44,15 +44,22 @@ def summarize(
     `bounds`: the values the figure can take (an accuracy's [0, 1]); the interval is clipped
     to them (with 2 seeds the t interval is wide: 0.88 and 1.0 gave 0.75-1.007).
     Returns: {"n", "mean", "std", "min", "max", "ci_low", "ci_high"} (floats; None where the
-    figure needs more values: everything for 0 values, std and the interval for 1).
+    figure needs more values: everything for 0 values, std and the interval for 1), plus
+    "ci_clipped" (whether the t interval reached past `bounds` and was cut there) and
+    "ci_unclipped" ([low, high] of the t interval as computed, or None): a bound at exactly
+    1.0 was otherwise indistinguishable from a computed one.
     """
     x = _finite(values)
     out: dict = {"n": len(x)}
     if not len(x):
-        return {**out, **dict.fromkeys(("mean", "std", "min", "max", "ci_low", "ci_high"))}
-    ci = t_interval(x, confidence)
-    if ci is not None:
-        ci = (max(ci[0], bounds[0]), min(ci[1], bounds[1]))
+        return {
+            **out,
+            **dict.fromkeys(("mean", "std", "min", "max", "ci_low", "ci_high")),
+            "ci_clipped": False,
+            "ci_unclipped": None,
+        }
+    raw = t_interval(x, confidence)
+    ci = (float(max(raw[0], bounds[0])), float(min(raw[1], bounds[1]))) if raw else None
     out.update(
         mean=float(x.mean()),
         std=float(x.std(ddof=1)) if len(x) > 1 else None,
@@ -60,8 +67,39 @@ def summarize(
         max=float(x.max()),
         ci_low=ci[0] if ci else None,
         ci_high=ci[1] if ci else None,
+        ci_clipped=ci is not None and ci != raw,
+        ci_unclipped=list(raw) if raw is not None else None,
     )
     return out
+
+
+CLIPPED_NOTE = "clipped to the metric's range"
+
+
+def interval_text(s: dict, dash: str = "-", note: str = CLIPPED_NOTE) -> str | None:
+    """The interval of summary `s` as "0.9195-1.0000", with ", `note`" when it was clipped
+    to the figure's range (a bound cut at 1.0 is not what the t interval gave, and a reader
+    must not take it for one); None when `s` has no interval. `s` may come from an older
+    sweep.json without "ci_clipped" (then it is shown as not clipped)."""
+    if s.get("ci_low") is None or s.get("ci_high") is None:
+        return None
+    text = f"{s['ci_low']:.4f}{dash}{s['ci_high']:.4f}"
+    return f"{text}, {note}" if s.get("ci_clipped") else text
+
+
+def chosen_line(summary: dict, best: dict) -> str:
+    """The line `digitlab sweep` prints for the chosen configuration `best` (a config of
+    `results.aggregate`) of sweep `summary`: its settings, mean objective with its interval
+    (saying when that was clipped), and the test figure beside it."""
+    o, t = best["objective"], best["test"]
+    ci = interval_text(o)
+    settings = ", ".join(f"{k}={v}" for k, v in best["settings"].items()) or "base"
+    line = f"chosen on validation: {settings}: {summary['metric']} {o['mean']:.4f}"
+    if ci is not None:
+        line += f" (95% CI {ci})"
+    if summary.get("test_metric") and t["mean"] is not None:
+        line += f"; {summary['test_metric']} {t['mean']:.4f} (test, not used to choose)"
+    return line
 
 
 def paired(
