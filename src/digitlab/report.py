@@ -138,7 +138,7 @@ def _img(figures_dir: Path, name: str, caption: str) -> str:
         return _lost(name, caption, "missing") if name in _expected.get() else ""
     raw = path.read_bytes()
     # A file that is not the picture its name says was embedded as a broken image.
-    if not raw.startswith(_SIGNATURES.get(path.suffix, b"")):
+    if not _is_picture(raw, path.suffix):
         return _lost(name, caption, "damaged")
     data = base64.b64encode(raw).decode("ascii")
     kind = "gif" if path.suffix == ".gif" else "png"
@@ -147,6 +147,11 @@ def _img(figures_dir: Path, name: str, caption: str) -> str:
         f'src="data:image/{kind};base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
+
+
+def _is_picture(head: bytes, suffix: str) -> bool:
+    """Whether a figure file's first bytes are those of the format its suffix names."""
+    return head.startswith(_SIGNATURES.get(suffix, b""))
 
 
 def _lost(name: str, caption: str, why: str) -> str:
@@ -179,7 +184,7 @@ def lost_figures(folder: str | Path, metrics: dict) -> list[str]:
                 continue
             with open(path, "rb") as handle:
                 head = handle.read(8)
-            if not head.startswith(_SIGNATURES.get(path.suffix, b"")):
+            if not _is_picture(head, path.suffix):
                 lost.append(name)
     return sorted(lost)
 
@@ -641,7 +646,8 @@ def _rerun_words(config: dict, stages: list[str]) -> str:
     settings = ", ".join(f"{s}.threads" for s in timed)
     return (
         f"rerunning with it on a CPU gives these numbers again only on the same thread counts: "
-        f"the {names} thread count was chosen here by timing (left unset), and on another "
+        f"the {names} thread count{'s were' if len(timed) > 1 else ' was'} chosen here by timing "
+        "(left unset), and on another "
         "count the floats are summed in another order, so those figures may differ in their "
         f"last digits. Set {settings} (or --threads) to fix it."
     )
