@@ -73,19 +73,27 @@ def working_for(command: str) -> Iterator[None]:
         _working_for.reset(token)
 
 
-def refuse_others(folder: str | Path, command: str) -> None:
+def refuse_others(folder: str | Path, command: str, one_file: bool = False) -> None:
     """OutputError if `folder` holds another command's output, or lies inside one (a run's
     figures/ or models/cnn/ once took `knn` or `cnn train` output, and its report then showed
     another run's figure), before any work is done. Inside a sweep's folder only the sweep's
-    own trials (claimed within `working_for("sweep")`) may make runs."""
+    own trials (claimed within `working_for("sweep")`) may make runs.
+
+    `one_file`: `folder` is where `command` writes one file (`gan generate --out x.png`),
+    which may go into any folder but another command's. Otherwise `folder` is the command's
+    own, and one already holding files of no command is refused too: claiming it (`--out .`
+    in a working folder, `--out /`) mixed our output with the user's, and every later
+    command's folder anywhere below it was then refused (`/tmp/x lies inside /`)."""
     folder = Path(folder)
-    found = owner(folder)
-    if found is not None and found != command:
-        what = found if found == "a saved model" else f"the output of `digitlab {found}`"
-        raise OutputError(
-            f"{folder} holds {what}; `digitlab {command}` writes its own folder: choose "
-            "another --out"
+    held = owner(folder)
+    if held is not None and held != command:
+        what = held if held == "a saved model" else f"the output of `digitlab {held}`"
+        writes = (
+            "writes a single file, and none into another command's output: choose a path outside it"
+            if one_file
+            else "writes its own folder: choose another --out"
         )
+        raise OutputError(f"{folder} holds {what}; `digitlab {command}` {writes}")
     # Above it only the record counts: files of other programs there are not ours to judge.
     for above in folder.absolute().parents:
         found = recorded(above)
@@ -101,28 +109,17 @@ def refuse_others(folder: str | Path, command: str) -> None:
                 f"{folder} lies inside {above}, which holds the output of `digitlab {found}`: "
                 f"only its own trials run there; choose an --out outside it"
             )
-
-
-def refuse_foreign(folder: str | Path, command: str) -> None:
-    """OutputError if `folder` exists and holds files that are no digitlab command's output.
-
-    A command's folder is its own: claiming one that already holds other files (`--out .` in
-    a working folder, `--out /`) mixed our output with the user's, and the claim then refused
-    every later command's folder anywhere below it (`/tmp/x lies inside /`). Only folders
-    written by commands are judged here; the files a command writes (`gan generate --out
-    x.png`) may go into any folder."""
-    folder = Path(folder)
     # A sweep's trial folder holds the sweep's record of the trial (trial.json) before the
     # trial's run claims it: the sweep made it, inside its own folder.
-    if not folder.is_dir() or owner(folder) is not None or _working_for.get() is not None:
-        return
-    others = sorted(p.name for p in folder.iterdir() if p.name not in _OURS)
-    if others:
-        shown = ", ".join(repr(name) for name in others[:2]) + (", ..." if len(others) > 2 else "")
-        raise OutputError(
-            f"{folder} already holds {len(others):,d} other file(s) ({shown}); `digitlab "
-            f"{command}` writes its output into a folder of its own: choose a new or empty --out"
-        )
+    if not one_file and held is None and folder.is_dir() and _working_for.get() is None:
+        others = sorted(p.name for p in folder.iterdir() if p.name not in _OURS)
+        if others:
+            shown = ", ".join(map(repr, others[:2])) + (", ..." if len(others) > 2 else "")
+            raise OutputError(
+                f"{folder} already holds {len(others):,d} other file(s) ({shown}); `digitlab "
+                f"{command}` writes its output into a folder of its own: choose a new or "
+                "empty --out"
+            )
 
 
 def recorded(folder: Path) -> str | None:
@@ -141,9 +138,7 @@ def claim(folder: str | Path, command: str) -> Iterator[Path]:
     folder = Path(folder)
     check_writable(folder)
     refuse_others(folder, command)
-    refuse_foreign(folder, command)
     with folder_lock(folder, "--out"):
         refuse_others(folder, command)  # again, now that no other process can claim it
-        refuse_foreign(folder, command)
         atomic_write_json(folder / MARKER, {"command": command})
         yield folder

@@ -567,9 +567,10 @@ SECTIONS = {
 }
 
 
-def write_report(folder: str | Path) -> Path:
-    """Build report.html from a run folder. Raises DataError for a missing folder, another
-    command's folder, or a run folder whose metrics or config cannot be read."""
+def write_report(folder: str | Path) -> tuple[Path, list[str]]:
+    """Build report.html from a run folder: (its path, the figures `lost_figures` finds
+    missing or damaged, which the page shows as such). Raises DataError for a missing folder,
+    another command's folder, or a run folder whose metrics or config cannot be read."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
@@ -595,7 +596,8 @@ def write_report(folder: str | Path) -> Path:
             f"{exc}; `digitlab run --out {folder}` with its settings rebuilds "
             "them from its finished stages"
         ) from exc
-    return atomic_write_text(folder / "report.html", render_report(folder, metrics, config))
+    page = atomic_write_text(folder / "report.html", render_report(folder, metrics, config))
+    return page, lost_figures(folder, metrics)
 
 
 def render_report(

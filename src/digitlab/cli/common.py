@@ -15,8 +15,8 @@ from typing import Any
 from digitlab.checkpoint import RUN_KINDS, runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
-from digitlab.files import OutputError, check_writable, check_writable_file
-from digitlab.folders import owner, refuse_foreign, refuse_others
+from digitlab.files import check_writable, check_writable_file
+from digitlab.folders import refuse_others
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -171,7 +171,6 @@ def prepare(
         check_writable(out)
         if command is not None:
             refuse_others(out, command)
-            refuse_foreign(out, command)  # before the data loads; `claim` checks again
     ds = load_data(data, quiet=getattr(args, "quiet", False))
     for cfg in configs:
         cfg.validate(len(ds.x_train))
@@ -210,16 +209,7 @@ def out_file(path: Path, command: str) -> Path:
     when that folder holds another command's output or a saved model (`gan evaluate --json`
     once replaced the shipped CNN's config.json, and `gan generate` a run's figure)."""
     path = check_writable_file(path)
-    found = owner(path.parent)
-    if found is not None:
-        # Asked here, not left to refuse_others: its words ("writes its own folder") are for
-        # commands that write folders, and told a one-file command's user something untrue.
-        what = found if found == "a saved model" else f"the output of `digitlab {found}`"
-        raise OutputError(
-            f"{path.parent} holds {what}; `digitlab {command}` writes a single file, and "
-            "none into another command's output: choose a path outside it"
-        )
-    refuse_others(path.parent, command)  # a folder inside another command's output
+    refuse_others(path.parent, command, one_file=True)
     return path
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from digitlab import app_handlers, commit
 from digitlab.cli.common import add_quiet, folder_arg, out_arg, seed_arg
 from digitlab.errors import DataError
-from digitlab.files import folder_lock, read_json_object
+from digitlab.files import folder_lock
 from digitlab.pipeline import run_course
-from digitlab.report import lost_figures, write_report
+from digitlab.report import write_report
 from digitlab.run_config import (
     PRESETS,
     STAGES,
@@ -90,8 +90,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with folder_lock(folder, "moment"):
         if commit.finish(folder) and not args.quiet:
             print("finished putting in place the results of the run stopped while it did")
-        path = write_report(folder)
-        lost = lost_figures(folder, read_json_object(folder / "metrics.json"))
+        path, lost = write_report(folder)
     if lost:  # shown as lost on the page too; not silently dropped or embedded broken
         print(
             f"note: {len(lost)} figure(s) of this run are missing or damaged ({', '.join(lost)}): "
