@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_digits
 from digitlab.gan import Discriminator, Generator, conv_to_one_channel, one_hot
 
 
@@ -144,7 +145,6 @@ def test_step_threads_asked_for_or_off_the_cpu_are_never_timed():
 
 
 def test_training_reports_the_chosen_threads_and_restores_the_count(tmp_path):
-    from conftest import make_digits
     from digitlab.gan_train import GANTrainConfig, train_gan
 
     x, y = make_digits(64, seed=4)
@@ -157,17 +157,17 @@ def test_training_reports_the_chosen_threads_and_restores_the_count(tmp_path):
 
 def test_upsample_has_second_derivatives_like_pytorchs_layer():
     """gradgradcheck in float64, and a gradient penalty where the input needs no gradient
-    (a frozen layer before it) equals the one through nn.ConvTranspose2d itself."""
+    (a frozen layer before it) equals the one through nn.ConvTranspose2d and LeakyReLU."""
     from digitlab.gan import upsample
 
     torch.manual_seed(0)
     up = torch.nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1).double()
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     w, b = up.weight, up.bias
-    assert torch.autograd.gradcheck(lambda x: upsample(up, x), (x,))
-    assert torch.autograd.gradgradcheck(lambda x: upsample(up, x), (x,))
+    assert torch.autograd.gradcheck(lambda x: upsample(up, x, 0.2), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: upsample(up, x, 0.2), (x,))
     penalties = []
-    for layer in (lambda t: upsample(up, t), up):
+    for layer in (lambda t: upsample(up, t, 0.2), lambda t: F.leaky_relu(up(t), 0.2)):
         up.zero_grad()
         out = layer(x.detach())  # the input needs no gradient
         (gw,) = torch.autograd.grad((out**2).sum(), (w,), create_graph=True)
@@ -175,3 +175,45 @@ def test_upsample_has_second_derivatives_like_pytorchs_layer():
         penalties.append((w.grad.clone(), b.grad.clone()))
     for a, c in zip(*penalties, strict=True):
         torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_upsample_fused_in_float32_equals_the_layer_and_its_activation(channels_last):
+    """The float32 path (oneDNN's convolution with the activation fused) against PyTorch's
+    own two layers: values and all three gradients."""
+    from digitlab.gan import upsample
+
+    torch.manual_seed(1)
+    up = torch.nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    up = up.to(memory_format=fmt)
+    x = torch.randn(4, 16, 7, 7).contiguous(memory_format=fmt).requires_grad_()
+    ours, ref = upsample(up, x, 0.2), F.leaky_relu(up(x), 0.2)
+    torch.testing.assert_close(ours, ref)
+    assert (ours < 0).any() and (ours > 0).any()  # both sides of the activation are used
+    g = torch.randn_like(ref)
+    for a, c in zip(
+        torch.autograd.grad(ours, (x, up.weight, up.bias), g),
+        torch.autograd.grad(ref, (x, up.weight, up.bias), g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_autocast_training_steps_run_on_the_cpu():
+    """`gan train --bf16` on the CPU: the hand-written layers step aside under autocast (their
+    backward once handed oneDNN a bfloat16 gradient with float32 weights: RuntimeError)."""
+    from digitlab.gan import GANConfig
+    from digitlab.gan_train import GANTrainConfig, build_nets, device_data, run_step
+
+    x, y = make_digits(16, seed=5)
+    for channels_last in (True, False):
+        cfg = GANTrainConfig(bf16=True, batch_size=8, threads=1, channels_last=channels_last)
+        nets = build_nets(cfg, GANConfig(), torch.device("cpu"))
+        images, hot = device_data(x, y, nets)
+        d_loss, g_loss = run_step(nets, images[:8], hot[:8], 0)
+        assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+        for net in (nets.g, nets.d):
+            assert all(
+                p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters()
+            )

@@ -68,52 +68,80 @@ class Generator(nn.Module):
         """Images (N, 1, 28, 28) in [0, 1] for noise z (N, latent_dim) and one-hot classes."""
         x = torch.cat([z, onehot], 1)  # (N, 138)
         x = self.act(self.fc(x)).view(len(x), -1, self.side, self.side)  # (N, 138, 7, 7)
-        x = self.act(upsample(self.up1, x))  # (N, 128, 14, 14)
-        x = self.act(upsample(self.up2, x))  # (N, 128, 28, 28)
-        if x.device.type == "cpu":
+        x = upsample(self.up1, x, self.cfg.leak)  # (N, 128, 14, 14)
+        x = upsample(self.up2, x, self.cfg.leak)  # (N, 128, 28, 28)
+        if x.device.type == "cpu" and not autocasting(x):
             x = conv_to_one_channel(x, self.out.weight, self.out.bias)
-        else:  # cuDNN's own kernel: the GPU figures in the README were measured with it
+        else:  # cuDNN's own kernel (the README's GPU figures), or PyTorch's autocast rules
             x = self.out(x)
         return torch.sigmoid(x)  # (N, 1, 28, 28) in [0, 1]
 
 
-def upsample(up: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """`up(x)`; on the CPU, with the bias's gradient summed apart from oneDNN's backward.
+def upsample(up: nn.ConvTranspose2d, x: torch.Tensor, leak: float) -> torch.Tensor:
+    """`leaky_relu(up(x), leak)`; on the CPU in float32, one oneDNN call with the bias and the
+    activation fused into the transposed convolution, and the bias's gradient summed apart
+    from oneDNN's backward.
 
     The same values and gradients. Why: asking oneDNN for the bias gradient along with the
     weight and input gradients of the generator's second transposed convolution (output
     64 x 128 x 28 x 28) cost 9-16 ms more than without it, while summing the output gradient
     over batch and pixels takes 1 ms (2-vCPU EPYC, 2 threads; AVX2 kind: 86 -> 79 ms, AVX512:
-    77 -> 62 ms for that layer's backward).
+    77 -> 62 ms for that layer's backward). The fused activation saves a pass over that
+    25 MB output and its buffer.
     """
-    if x.device.type != "cpu" or up.bias is None or type(up) is not nn.ConvTranspose2d:
-        return up(x)
-    return _ConvTransposeBiasApart.apply(x, up.weight, up.bias, up)
+    own = x.device.type == "cpu" and up.bias is not None and type(up) is nn.ConvTranspose2d
+    if not own or autocasting(x):
+        return nn.functional.leaky_relu(up(x), leak)
+    return _UpsampleLeaky.apply(x, up.weight, up.bias, up, leak)
 
 
-class _ConvTransposeBiasApart(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, up):
-        ctx.save_for_backward(x, weight, bias)
-        ctx.up = up
-        return nn.functional.conv_transpose2d(
-            x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
+def autocasting(x: torch.Tensor) -> bool:
+    """Whether autocast is on for x's device. The hand-written CPU layers then step aside for
+    PyTorch's own, which follow autocast's casting rules (bfloat16 training once failed in
+    their backward: oneDNN was handed a bfloat16 gradient with float32 weights)."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # PyTorch < 2.4: no device argument
+        cpu = x.device.type == "cpu"
+        return torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+
+
+def _transposed(up: nn.ConvTranspose2d, leak: float):
+    """`leaky_relu(conv_transpose2d(x, w, b))` with `up`'s geometry, in PyTorch's own ops."""
+
+    def layer(x, w, b):
+        y = nn.functional.conv_transpose2d(
+            x, w, b, up.stride, up.padding, up.output_padding, up.groups, up.dilation
         )
+        return nn.functional.leaky_relu(y, leak)
+
+    return layer
+
+
+class _UpsampleLeaky(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, up, leak):
+        out = _fused(x, weight, bias, up, leak) if x.dtype == torch.float32 else None
+        if out is None:
+            out = nn.functional.conv_transpose2d(
+                x, weight, bias, up.stride, up.padding, up.output_padding, up.groups, up.dilation
+            )
+            out = nn.functional.leaky_relu_(out, leak)
+        ctx.save_for_backward(x, weight, bias, out)
+        ctx.up, ctx.leak = up, leak
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, out = ctx.saved_tensors
         up = ctx.up
-        if torch.is_grad_enabled():  # a gradient of this gradient: PyTorch's own layer
-
-            def layer(x, w, b):
-                return nn.functional.conv_transpose2d(
-                    x, w, b, up.stride, up.padding, up.output_padding, up.groups, up.dilation
-                )
-
+        if torch.is_grad_enabled():  # a gradient of this gradient: PyTorch's own layers
             needs = ctx.needs_input_grad[:3]
-            return (*reference_grads(layer, (x, weight, bias), needs, grad), None)
-        needs_x, needs_w, needs_b, _ = ctx.needs_input_grad
+            grads = reference_grads(_transposed(up, ctx.leak), (x, weight, bias), needs, grad)
+            return (*grads, None, None)
+        # The slope is positive, so the output's sign is the input's.
+        grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.leak, True)
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
         gx, gw = None, None
         if needs_x or needs_w:
             gx, gw, _ = torch.ops.aten.convolution_backward(
@@ -130,7 +158,27 @@ class _ConvTransposeBiasApart(torch.autograd.Function):
                 [needs_x, needs_w, False],
             )
         gb = grad.sum((0, 2, 3)) if needs_b else None
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
+
+
+def _fused(x, weight, bias, up: nn.ConvTranspose2d, leak: float) -> torch.Tensor | None:
+    """oneDNN's transposed convolution with the bias and the activation fused (the op that
+    PyTorch's inductor calls), or None where this build or CPU has none."""
+    global _FUSED
+    if _FUSED:
+        try:
+            return torch.ops.mkldnn._convolution_transpose_pointwise(
+                x, weight, bias, list(up.padding), list(up.output_padding), list(up.stride),
+                list(up.dilation), up.groups, "leaky_relu", [leak], "",
+            )  # fmt: skip
+        except (RuntimeError, NotImplementedError):
+            _FUSED = False  # not offered here: the two apart from now on
+    return None
+
+
+_FUSED = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_convolution_transpose_pointwise"
+)
 
 
 def conv_to_one_channel(
