@@ -1,4 +1,5 @@
-"""The web app as a person uses it: started on 127.0.0.1, driven in headless Chromium."""
+"""The web app as a person uses it: started on 127.0.0.1, driven in headless Chromium or
+through its API with gradio_client."""
 
 import os
 import shutil
@@ -8,15 +9,14 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 from conftest import write_fake_idx
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed"),
-]
+pytestmark = pytest.mark.slow
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
 
 
 def _free_port() -> int:
@@ -108,6 +108,7 @@ def _status(page) -> str:
     return page.locator("#status").inner_text()
 
 
+@needs_chromium
 @pytest.mark.parametrize("width", [1366, 390])
 def test_a_learner_in_a_browser(app_url, tmp_path, width):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -210,3 +211,64 @@ def test_a_learner_in_a_browser(app_url, tmp_path, width):
         page.screenshot(path=str(shots / f"explore-{width}.png"), full_page=True)
         browser.close()
     assert (shots / f"draw-{width}.png").stat().st_size > 10_000
+
+
+def test_the_api_takes_what_its_schema_says_and_refuses_in_words(capfd):
+    """Through gradio_client, as the tester did: a fractional seed was rounded by Gradio and
+    drew 8 images; the digit, described as Literal['0', ..., '9'], refused '3'; the count
+    slider stopped at 32 while the message said 1..64; and each refusal Gradio made printed a
+    traceback in the server's log. Now every value reaches the handler, which answers."""
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    import torch
+
+    from digitlab import app
+    from digitlab import app_handlers as h
+    from digitlab.gan import Generator
+
+    torch.manual_seed(0)
+    dataset = type("DS", (), {"y_train": np.repeat(np.arange(10), 3),
+                              "x_train": np.zeros((30, 28, 28), np.uint8)})()  # fmt: skip
+    models = h.Models(generator=Generator().eval(), dataset=dataset)
+    demo = app.serve(models, port=_free_port(), block=False)
+    try:
+        client = gradio_client.Client(demo.local_url, verbose=False)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        kinds = {
+            p["parameter_name"]: p["python_type"]["type"] for p in api["/on_generate"]["parameters"]
+        }
+        assert kinds["digit"] == "Literal[" + ", ".join(f"'{d}'" for d in range(10)) + "]"
+        assert kinds["count"] == kinds["seed"] == "int"
+        count = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "count")
+        top = int(count.maximum)
+
+        def generate(*args):
+            images, message = client.predict(*args, api_name="/on_generate")
+            return len(images), message
+
+        assert generate("3", 2, 1) == (2, "")  # as the schema says
+        assert generate(3, 2, 1) == (2, "")  # and as it worked before
+        assert generate("3", top, 0)[0] == top
+        for args, words in (
+            (("3", 8, 1.5), "seed must be a whole number >= 0, got 1.5"),
+            (("3", 8, -1), "seed must be a whole number >= 0"),
+            (("3", 2.5, 1), "count must be a whole number"),
+            (("3", top + 1, 1), f"count must be a whole number 1..{top}, got {top + 1}"),
+            (("12", 2, 1), "digit must be a whole number 0..9"),
+        ):
+            n_images, message = generate(*args)
+            assert n_images == 0 and words in message, args
+        for args, words in (
+            (("2", "6", 9.5), "steps must be a whole number"),
+            ((2, "x", 9), "end must be a whole number 0..9"),
+        ):
+            path, message = client.predict(*args, api_name="/on_morph")
+            assert path is None and words in message, args
+        assert client.predict("2", 6, 3, api_name="/on_morph")[1] == ""
+        for sent in ("6", 6):  # Explore: its dropdown, then the next page from its state
+            assert "Digit 6: images 1–3 of 3" in client.predict(sent, api_name="/lambda")[1]
+        assert "digit must be a whole number 0..9" in client.predict("6.5", api_name="/lambda")[1]
+    finally:
+        demo.close()
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err

@@ -126,6 +126,29 @@ def test_negative_or_fractional_seed_is_refused(models):
     assert h.generate_digits(models, 3, 2, 7)[1] == ""
 
 
+def test_digits_come_as_text_and_the_limits_are_the_pages(models, tmp_path):
+    """The page's dropdowns send digits as text ('3' was refused by Gradio for a dropdown of
+    ints); the count's limit is one constant for the slider and the message (the slider
+    stopped at 32, the message said 1..64)."""
+    assert h.generate_digits(models, "3", 2, 0)[1] == ""
+    assert h.generate_digits(models, " 7 ", 1, "5")[1] == ""
+    for bad in ("3.5", "x", "", "١", "10", "-1"):  # "١": an Arabic-Indic one
+        images, message = h.generate_digits(models, bad, 2, 0)
+        assert images is None and "digit must be a whole number 0..9" in message, bad
+    top = h.GENERATE_COUNT[1]
+    assert h.generate_digits(models, 3, top, 0)[0].shape == (top, 28, 28)
+    assert (
+        f"count must be a whole number 1..{top}, got {top + 1}"
+        in (h.generate_digits(models, 3, top + 1, 0)[1])
+    )
+    path, message = h.morph(models, "2", "6", 2, tmp_path)
+    assert message == "" and path.name == "morph-2-6-2.gif"
+    steps = h.MORPH_STEPS[1] + 1
+    assert (
+        f"steps must be a whole number 2..{steps - 1}" in h.morph(models, 2, 6, steps, tmp_path)[1]
+    )
+
+
 def test_rgba_upload_reaches_the_handler_with_its_alpha(models, tmp_path):
     """A dark digit drawn only in the alpha channel (transparent paper, black ink with zero RGB
     everywhere) must still be read: the file is handed over as it is."""

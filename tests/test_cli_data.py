@@ -1,9 +1,12 @@
+import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import TEST_COUNTS, TRAIN_COUNTS
+from conftest import ROOT, TEST_COUNTS, TRAIN_COUNTS
 from digitlab.cli import main
 
 
@@ -211,3 +214,99 @@ def test_a_file_command_into_a_run_folder_says_it_writes_a_file(
         "outside it\n"
     )
     assert sorted(run.iterdir()) == before
+
+
+# --- cnn predict: what the first path is, and what --out holds --------------------------------
+
+_PICTURE = ROOT / "tests" / "fixtures" / "images" / "thin_2.png"
+
+
+@pytest.mark.parametrize("first", ["photo 1", "nonexist", "brokenlink", "broken.png"])
+def test_a_first_path_that_is_no_folder_is_a_picture(first, tmp_path, monkeypatch, capsys):
+    """A missing first path alone, a missing one with a suffix and a broken link were taken
+    as the model folder and nothing was read; only an existing folder is a model. A missing
+    first path with no suffix before other pictures is refused in words that name both
+    readings: the shipped CNN must not answer for a mistyped model folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(_PICTURE, "9_font.png")
+    for link in ("brokenlink", "broken.png"):
+        Path(link).symlink_to(tmp_path / "no" / "such" / "thing")
+    assert main(["cnn", "predict", first, "9_font.png"]) == 1
+    captured = capsys.readouterr()
+    if first in ("photo 1", "nonexist"):
+        assert captured.out == ""
+        assert captured.err == (
+            f"digitlab: error: {first} does not exist: it is neither a saved model folder "
+            "(`cnn train --out`) nor a picture; give a model folder first, or the pictures "
+            "alone\n"
+        )
+    else:
+        assert captured.out.startswith("9_font.png: 2 (")
+        assert f"{first}: cannot read the file (No such file or directory)" in captured.err
+        assert "model" not in captured.err.replace("give a `cnn train` folder first", "")
+    assert main(["cnn", "predict", first]) == 1  # alone: a picture too, not "no pictures after"
+    err = capsys.readouterr().err
+    assert f"{first}: cannot read the file" in err and "no pictures given" not in err
+
+
+def _record(folder: Path) -> list[dict]:
+    with open(folder / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_out_holds_one_invocation_and_its_record(tmp_path, monkeypatch, capsys):
+    """A second `cnn predict --out p2` left the first's 28x28s beside its own, with no record
+    of which picture gave which file."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b", "img"):
+        Path(folder).mkdir()
+    for name in ("a/x.png", "b/x.png", "img/9_font.png"):
+        shutil.copy(_PICTURE, name)
+    assert main(["cnn", "predict", "a/x.png", "b/x.png", "a/x.tiff", "--out", "p2"]) == 1
+    capsys.readouterr()
+    p2 = Path("p2")
+    assert sorted(p.name for p in p2.iterdir() if not p.name.startswith(".")) == [
+        "predictions.csv",
+        "x-2_28x28.png",
+        "x_28x28.png",
+    ]
+    rows = _record(p2)
+    assert [(r["input"], r["seen"], r["class"]) for r in rows] == [
+        ("a/x.png", "x_28x28.png", "2"),
+        ("b/x.png", "x-2_28x28.png", "2"),
+        ("a/x.tiff", "", ""),
+    ]
+    assert 0.5 < float(rows[0]["probability"]) <= 1 and rows[0]["error"] == ""
+    assert rows[2]["error"] == "a/x.tiff: cannot read the file (No such file or directory)"
+    # The next invocation replaces all of it together.
+    assert main(["cnn", "predict", "img/9_font.png", "--out", "p2"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in p2.iterdir()) == [
+        ".digitlab-folder.json",
+        "9_font_28x28.png",
+        "predictions.csv",
+    ]
+    assert [(r["input"], r["seen"]) for r in _record(p2)] == [
+        ("img/9_font.png", "9_font_28x28.png")
+    ]
+
+
+def test_predict_out_is_left_whole_when_an_invocation_is_interrupted(tmp_path, monkeypatch, capsys):
+    """Stopped half way, the folder keeps the last finished invocation's files, none of the
+    new one's."""
+    from digitlab.image_predict import ImageAnswer
+
+    out = tmp_path / "p"
+    shutil.copy(_PICTURE, tmp_path / "one.png")
+    assert main(["cnn", "predict", str(tmp_path / "one.png"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(self, k=3):  # Ctrl-C as the answer is printed, its 28x28 already made
+        raise KeyboardInterrupt
+
+    shutil.copy(_PICTURE, tmp_path / "two.png")
+    with monkeypatch.context() as m:
+        m.setattr(ImageAnswer, "line", interrupted)
+        assert main(["cnn", "predict", str(tmp_path / "two.png"), "--out", str(out)]) != 0
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".digitlab.lock"} == before

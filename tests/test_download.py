@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import threading
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_COUNTS
+from digitlab import data
 from digitlab.data import data_home, get_spec, load_dataset
 from digitlab.download import download
 from digitlab.errors import DataError
@@ -148,8 +150,48 @@ def test_damaged_cache_is_rebuilt(mnist_server, tmp_path):
     load_dataset("mnist", home=home, mirrors=[mnist_server.url])
     cache = home / "mnist" / "mnist-v1.npz"
     cache.write_bytes(cache.read_bytes()[:1000])
-    ds = load_dataset("mnist", home=home, mirrors=[mnist_server.url])
+    with pytest.warns(UserWarning, match=r"cache .*mnist-v1\.npz is damaged .*rebuilt"):
+        ds = load_dataset("mnist", home=home, mirrors=[mnist_server.url])
     assert len(ds.x_train) == 60000 and cache.stat().st_size > 50_000_000
+    assert (cache.parent / "mnist-v1.npz.damaged").stat().st_size == 1000
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.real_data
+def test_a_damaged_cache_that_cannot_be_rebuilt_is_named_and_kept(
+    mnist_server, tmp_path, monkeypatch, capsys
+):
+    """A flipped byte in the cache, its raw files gone and the mirror down: the cache was
+    deleted in silence and the error said MNIST was not cached at all."""
+    from digitlab.cli import main
+
+    home = tmp_path / "h2"
+    load_dataset("mnist", home=home, mirrors=[mnist_server.url])
+    for raw in (home / "mnist" / "raw").iterdir():
+        raw.unlink()
+    cache = home / "mnist" / "mnist-v1.npz"
+    _flip_byte(cache, 30_000_000)
+    damaged = cache.read_bytes()
+    monkeypatch.setenv("DIGITLAB_HOME", str(home))
+    monkeypatch.setenv("DIGITLAB_MIRRORS", _dead_url())
+    # Only that mirror: the published ones would rebuild it where the internet is reachable.
+    spec = dataclasses.replace(get_spec("mnist"), mirrors=(), npz_url=None)
+    monkeypatch.setitem(data.DATASETS, "mnist", spec)
+    assert main(["data", "info"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"digitlab: error: the MNIST cache {cache} is damaged (")
+    assert "it was moved aside to mnist-v1.npz.damaged" in err[0]
+    assert "rebuilding it failed" in err[0] and "could not be downloaded" in err[0]
+    assert (cache.parent / "mnist-v1.npz.damaged").read_bytes() == damaged  # kept, not deleted
+    assert not cache.exists()
 
 
 def test_environment_mirror_is_tried_first(monkeypatch, server, tmp_path):

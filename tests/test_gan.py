@@ -453,3 +453,65 @@ def test_an_edited_generator_config_is_refused(tmp_path, edit, said):
     (tmp_path / "config.json").write_text(raw)
     with pytest.raises(DataError, match=said):
         load_generator(tmp_path)
+
+
+def test_interpolate_checks_both_places_and_keeps_a_png_it_did_not_write(tmp_path, capsys):
+    """`--out mine.gif` overwrote the user's mine.png in silence; a folder named dirpng.png
+    failed only after dirpng.gif was written. A strip it wrote itself is replaced."""
+    from digitlab.cli import main
+
+    argv = ["gan", "interpolate", "2", "6", "--steps", "3", "--out"]
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's own picture")
+    assert main([*argv, str(tmp_path / "mine.gif")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"digitlab: error: {mine} is already there, and digitlab did not write it as the "
+        f"frames of {tmp_path / 'mine.gif'}: it is kept; move it away or name another file "
+        "with --out"
+    )
+    assert mine.read_bytes() == b"the user's own picture"
+    assert not (tmp_path / "mine.gif").exists()
+    (tmp_path / "dirpng.png").mkdir()
+    assert main([*argv, str(tmp_path / "dirpng.gif")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("digitlab: error: cannot write the frames of") and "folder" in err
+    assert not (tmp_path / "dirpng.gif").exists()
+    # Its own strip is replaced by a rerun, and the line says which file holds the frames.
+    ok = tmp_path / "ok.gif"
+    for _ in range(2):
+        assert main([*argv, str(ok)]) == 0
+        said = capsys.readouterr().out.strip()
+        assert said == f"wrote {ok} and its frames {ok.with_suffix('.png')}"
+    from digitlab.tasks.gan import mark_of
+
+    assert mark_of(ok.with_suffix(".png")) == "frames of ok.gif"
+    assert mark_of(ok) is None and mark_of(mine) is None
+
+
+def test_default_names_replace_only_what_digitlab_wrote(tmp_path, monkeypatch, capsys):
+    """A name the user did not give (`gan generate`'s generated-3.png, `gan interpolate`'s
+    morph-2-6.gif and its frames) replaced a file of the user's of that name in silence."""
+    from digitlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    generate = ["gan", "generate", "--digit", "3", "--count", "2"]
+    morph = ["gan", "interpolate", "2", "6", "--steps", "3"]
+    for argv in (generate, morph):  # written, then replaced by the same command
+        assert main(argv) == 0 and main(argv) == 0
+    capsys.readouterr()
+    for name, argv in (
+        ("generated-3.png", generate),
+        ("morph-2-6.png", morph),
+        ("morph-2-6.gif", morph),
+    ):
+        (tmp_path / name).write_bytes(b"mine")
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("digitlab: error: ") and err.count("\n") == 0
+        assert name in err and "--out" in err
+        assert (tmp_path / name).read_bytes() == b"mine"
+        for written in tmp_path.glob(name.split(".")[0] + ".*"):
+            written.unlink()  # the user's file moved away (a GIF alone is not told ours)
+        assert main(argv) == 0
+        capsys.readouterr()

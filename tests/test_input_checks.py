@@ -214,7 +214,9 @@ def test_cnn_predict_takes_a_missing_folder_name_as_the_model(tmp_path, capsys):
     picture = str(_picture(tmp_path))
     out = tmp_path / "o"
     assert main(["cnn", "predict", str(tmp_path / "cnn-ot"), picture, "--out", str(out)]) == 1
-    assert "cnn-ot does not exist" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "cnn-ot does not exist: it is neither a saved model folder" in err
+    assert not out.exists()
     # A missing picture first is a picture: one line, the others still read.
     assert main(["cnn", "predict", str(tmp_path / "gone.png"), picture]) == 1
     captured = capsys.readouterr()
@@ -275,4 +277,35 @@ def test_the_word_named_is_one_the_setting_takes(capsys):
     """The word a message offers is read back as the setting's 'unset'."""
     assert main(["run", "--print-config", "knn.train_size=all", "knn.pca=none"]) == 0
     out = capsys.readouterr().out
-    assert "# train_size = (none)" in out and "# pca = (none)" in out
+    assert 'train_size = "all"' in out and 'pca = "none"' in out
+
+
+def test_every_unset_setting_reads_back_from_the_printed_config(tmp_path, capsys):
+    """`cnn.ema=none` was printed as a comment, so rerunning with a run's config.toml took the
+    preset's ema (0.95) again and trained afresh with other numbers. Every optional setting
+    set to none reads back as none, and the whole config round-trips."""
+    from dataclasses import fields
+
+    from digitlab.run_config import STAGES, RunConfig, config_toml, load_config
+    from digitlab.settings import settable_fields
+
+    cfg = RunConfig()
+    unset = []
+    for stage in STAGES:
+        section = getattr(cfg, stage)
+        for name, hint in settable_fields(type(section)).items():
+            if "None" in str(hint) and name != "preset":
+                unset.append(f"{stage}.{name}=none")
+    assert "cnn.ema=none" in unset and len(unset) >= 5
+    for preset in ("course", "quick"):
+        first = load_config(preset, overrides=unset)
+        assert all(
+            getattr(getattr(first, s.split(".")[0]), s.split(".")[1].split("=")[0]) is None
+            for s in unset
+        )
+        path = tmp_path / f"{preset}.toml"
+        path.write_text(config_toml(first), encoding="utf-8")
+        again = load_config(preset, file=path)
+        assert [getattr(again, f.name) for f in fields(again)] == [
+            getattr(first, f.name) for f in fields(first)
+        ]

@@ -727,6 +727,43 @@ def test_files_that_are_no_pictures_say_what_they_are(tmp_path):
             prepare(tmp_path / name)
 
 
+def test_files_pillow_decodes_only_through_other_programs_say_what_they_are(tmp_path):
+    """An EPS file was "damaged or incomplete (Unable to locate Ghostscript on paths)"; the
+    stub formats (GRIB, BUFR, HDF5) "damaged" too ("cannot find loader")."""
+    Image.new("L", (64, 64), 255).save(tmp_path / "3_fmt.eps")
+    (tmp_path / "hand.eps").write_text(
+        "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 10 10 moveto stroke\n"
+    )
+    (tmp_path / "page.ps").write_text("%!PS-Adobe-3.0\nshowpage\n")
+    (tmp_path / "rain.grb").write_bytes(b"GRIB\x00\x00\x00\x01" + bytes(100))
+    (tmp_path / "cube.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    for name, words in [
+        ("3_fmt.eps", "an EPS drawing, not a picture of pixels: export it as PNG"),
+        ("hand.eps", "an EPS drawing"),
+        ("page.ps", "a PostScript document"),
+        ("rain.grb", "a GRIB file, which Pillow reads only through a plug-in"),
+        ("cube.h5", "a HDF5 file"),
+    ]:
+        for source in (tmp_path / name, (tmp_path / name).read_bytes()):
+            with pytest.raises(ImageError, match=words) as caught:
+                prepare(source)
+            assert "damaged" not in str(caught.value)
+    opened = Image.open(tmp_path / "3_fmt.eps")  # a PIL image not yet loaded
+    with opened, pytest.raises(ImageError, match="an EPS drawing"):
+        prepare(opened)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["U1", "S1", object, "datetime64[D]", "timedelta64[s]", complex, [("a", int)]]
+)
+@pytest.mark.parametrize("shape", [(1, 1), (40, 40)])
+def test_arrays_of_no_numbers_are_said_so_at_any_size(dtype, shape):
+    """prepare(np.array([['a']])) said "too small (1x1 pixels)"; a timedelta array counted as
+    integers and was read as a picture."""
+    with pytest.raises(ImageError, match="pixels must be real numbers"):
+        prepare(np.zeros(shape, dtype=dtype))
+
+
 def test_heic_photos_are_read_with_the_plug_in_and_named_without_it(
     tmp_path, monkeypatch, mnist, shipped
 ):

@@ -125,6 +125,20 @@ JS = """
 # benchmarks/bench_app.py; see the README.
 DRAW_CONCURRENCY = 8
 
+
+# The digit choices as text: the API schema Gradio writes for a dropdown is a string enum
+# (the tester saw Literal['0', ..., '9'] for a dropdown of ints, and '3' was refused).
+DIGITS = list(h.DIGIT_CHOICES)
+
+# The Generate, Morph and Explore events run with preprocess=False: their values reach our
+# handlers as sent, and `app_handlers.ui_whole` checks each. Gradio's own checks came first
+# otherwise: a Number of precision 0 rounded a seed of 1.5 to 2 (so a fractional seed drew
+# images), a Slider refused a value out of its range and a Dropdown one not among its
+# choices (an int 3 once the choices are text), each with a gr.Error whose traceback went to
+# the server's log, where our handlers answer with a message in the page.
+AS_SENT = {"preprocess": False}
+
+
 DRAW_HINT = "**Draw one digit** in the box below with your mouse or finger (the pen is ready)."
 
 
@@ -168,7 +182,7 @@ def build(models: h.Models):
         images, message = h.generate_digits(models, digit, count, seed)
         if images is None:
             return [], message
-        return [(paper(img, 2), f"{digit}") for img in images], message
+        return [(paper(img, 2), str(digit).strip()) for img in images], message
 
     def on_morph(start, end, steps):
         path, message = h.morph(models, start, end, steps, gif_dir)
@@ -176,7 +190,9 @@ def build(models: h.Models):
 
     def on_browse(digit, seed, page):
         images, message = h.browse(models, digit, seed=seed, page=page)
-        shown = [(paper(img, 2), str(digit)) for img in images] if images is not None else []
+        shown = (
+            [(paper(img, 2), str(digit).strip()) for img in images] if images is not None else []
+        )
         return shown, message, seed, page
 
     with gr.Blocks(title="digitlab") as demo:
@@ -234,8 +250,8 @@ def build(models: h.Models):
             )
         with gr.Tab("Generate"):
             with gr.Row():
-                digit = gr.Dropdown(list(range(10)), value=3, label="digit")
-                count = gr.Slider(1, 32, value=8, step=1, label="count")
+                digit = gr.Dropdown(DIGITS, value="3", label="digit")
+                count = gr.Slider(*h.GENERATE_COUNT, value=8, step=1, precision=0, label="count")
                 seed = gr.Number(0, precision=0, label="seed (a whole number, 0 or more)")
             go = gr.Button("Generate", elem_id="generate")
             grid = gr.Gallery(
@@ -246,19 +262,19 @@ def build(models: h.Models):
                 elem_id="generated",
             )
             gen_msg = gr.Markdown(elem_id="gen-msg")
-            go.click(on_generate, [digit, count, seed], [grid, gen_msg])
+            go.click(on_generate, [digit, count, seed], [grid, gen_msg], **AS_SENT)
         with gr.Tab("Morph"):
             with gr.Row():
-                start = gr.Dropdown(list(range(10)), value=2, label="from")
-                end = gr.Dropdown(list(range(10)), value=6, label="to")
-                steps = gr.Slider(2, 30, value=9, step=1, label="steps")
+                start = gr.Dropdown(DIGITS, value="2", label="from")
+                end = gr.Dropdown(DIGITS, value="6", label="to")
+                steps = gr.Slider(*h.MORPH_STEPS, value=9, step=1, precision=0, label="steps")
             mgo = gr.Button("Morph", elem_id="morph")
             anim = gr.Image(label="Interpolation", elem_id="anim", buttons=[])
             morph_msg = gr.Markdown()
-            mgo.click(on_morph, [start, end, steps], [anim, morph_msg])
+            mgo.click(on_morph, [start, end, steps], [anim, morph_msg], **AS_SENT)
         with gr.Tab("Explore"):
             with gr.Row():
-                bdigit = gr.Dropdown(list(range(10)), value=6, label="digit")
+                bdigit = gr.Dropdown(DIGITS, value="6", label="digit")
                 bgo = gr.Button("Show training images", elem_id="browse-show")
                 bshuffle = gr.Button("Shuffle", elem_id="browse-shuffle")
                 bnext = gr.Button("Next page →", elem_id="browse-next")
@@ -268,11 +284,12 @@ def build(models: h.Models):
             )
             bmsg = gr.Markdown(elem_id="browse-msg")
             browse_out = [bgrid, bmsg, bseed, bpage]
-            bgo.click(lambda d, s: on_browse(d, s, 0), [bdigit, bseed], browse_out)
-            bdigit.change(lambda d, s: on_browse(d, s, 0), [bdigit, bseed], browse_out)
-            bnext.click(lambda d, s, p: on_browse(d, s, p + 1), [bdigit, bseed, bpage], browse_out)
+            first, after = [bdigit, bseed], [bdigit, bseed, bpage]
+            bgo.click(lambda d, s: on_browse(d, s, 0), first, browse_out, **AS_SENT)
+            bdigit.change(lambda d, s: on_browse(d, s, 0), first, browse_out, **AS_SENT)
+            bnext.click(lambda d, s, p: on_browse(d, s, p + 1), after, browse_out, **AS_SENT)
             bshuffle.click(
-                lambda d, s: on_browse(d, (s + 1) % 1_000_000, 0), [bdigit, bseed], browse_out
+                lambda d, s: on_browse(d, (s + 1) % 1_000_000, 0), first, browse_out, **AS_SENT
             )
             figures = h.run_figures(models)
             if figures:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import queue
+import re
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import prepare
 from digitlab.tasks.gan import morph as write_morph
 from digitlab.validation import check_seed
+
+# The limits of the app's inputs, used by the page's sliders and by the handlers' checks alike
+# (the count slider once stopped at 32 while the message said 1..64).
+GENERATE_COUNT = (1, 64)  # images per Generate
+MORPH_STEPS = (2, 60)  # frames per Morph
+# The digit choices as the page's dropdowns send them: text, as their API schema says (a
+# dropdown of ints was described as Literal['0', ..., '9'] yet refused '3').
+DIGIT_CHOICES = tuple(str(d) for d in range(10))
 
 
 @dataclass
@@ -277,10 +286,12 @@ def classify(models: Models, image) -> dict:
 
 
 def ui_whole(name: str, value, low: int, high: int | None = None) -> int:
-    """A whole number from the UI's number boxes (an int, or a float with no fraction) in
-    low..high, as an int; ConfigError otherwise. Infinity once raised OverflowError out of the
-    handlers, a fraction was silently truncated (digit 3.7 drew 3s), and a count of 0 divided
-    by zero."""
+    """A whole number from the UI's inputs (an int, a float with no fraction, or decimal
+    digits as text, which the digit dropdowns send) in low..high, as an int; ConfigError
+    otherwise. Infinity once raised OverflowError out of the handlers, a fraction was silently
+    truncated (digit 3.7 drew 3s), and a count of 0 divided by zero."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        value = int(value)
     whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if isinstance(value, (float, np.floating)) and math.isfinite(value) and value.is_integer():
         whole, value = True, int(value)
@@ -291,11 +302,13 @@ def ui_whole(name: str, value, low: int, high: int | None = None) -> int:
 
 
 def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | None, str]:
-    """`count` (1..64) generated images of `digit`, uint8 (count, 28, 28), or None and why."""
+    """`count` (`GENERATE_COUNT`: 1..64) generated images of `digit` (0..9, or its text),
+    uint8 (count, 28, 28), and ""; or None and why (a bad digit, count or seed, such as a
+    negative or fractional one, is a message, never an exception)."""
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
-        count = ui_whole("count", count, 1, 64)
+        count = ui_whole("count", count, *GENERATE_COUNT)
         digit, seed = ui_whole("digit", digit, 0, 9), ui_whole("seed", seed, 0)
         with models.lock:  # generate() checks the seed's range (check_seed)
             return generate(models.generator, digit, count, seed=seed), ""
@@ -304,11 +317,13 @@ def generate_digits(models: Models, digit, count, seed) -> tuple[np.ndarray | No
 
 
 def morph(models: Models, start, end, steps, out_dir: Path) -> tuple[Path | None, str]:
-    """The interpolation from `start` to `end` as a GIF file in `out_dir`."""
+    """The interpolation from digit `start` to `end` (0..9, or their text) in `steps`
+    (`MORPH_STEPS`: 2..60) frames, as a GIF file in `out_dir`: its path and "", or None and
+    why."""
     if models.generator is None:
         return None, "No generator is loaded (start the app with --model DIR)."
     try:
-        steps = ui_whole("steps", steps, 2, 60)
+        steps = ui_whole("steps", steps, *MORPH_STEPS)
         start, end = ui_whole("start", start, 0, 9), ui_whole("end", end, 0, 9)
         path = Path(out_dir) / f"morph-{start}-{end}-{steps}.gif"
         with models.lock:

@@ -603,8 +603,10 @@ def _from_cache(
     A changed cache is never used: rebuilding it from the published files (those left in
     the data home by the first download, checked against their published checksums again,
     else downloaded afresh) gives back exactly the verified data without the user's help; a
-    warning says it happened. Raises DataError when it cannot be rebuilt (offline, or
-    downloads off), naming the changed cache, and OutputError when it cannot be written."""
+    warning says it happened. A damaged one (unreadable, or not MNIST-shaped) is moved aside
+    to `<name>.damaged` first. Raises DataError when it cannot be rebuilt (offline, or
+    downloads off), naming the changed or damaged cache, and OutputError when it cannot be
+    written."""
     changed, edited = None, False
     if cache.is_file():
         try:
@@ -613,8 +615,10 @@ def _from_cache(
             return arrays
         except _CacheChanged as exc:
             changed, edited = str(exc), exc.edited  # kept until a rebuild replaces it
-        except DataError:
-            cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+        except DataError as exc:
+            # Rebuilt, not trusted; kept aside rather than deleted, and named in what follows:
+            # deleted in silence, a failed rebuild then said nothing had been cached.
+            changed, edited = _set_aside(cache, exc, spec), True
     arrays = _verified_raw(spec, home)
     if arrays is None:
         if not download_if_missing:
@@ -646,6 +650,20 @@ def _from_cache(
             stacklevel=3,
         )
     return arrays
+
+
+def _set_aside(cache: Path, exc: DataError, spec: DatasetSpec) -> str:
+    """Move the damaged `cache` to `<name>.damaged` (replacing an older one) and say so: the
+    sentence that begins every later message about it."""
+    reason = str(exc.__cause__ or exc).removeprefix(f"{cache}: ")
+    aside = cache.with_name(cache.name + ".damaged")
+    try:
+        os.replace(cache, aside)
+    except OSError as err:  # a read-only home: the rebuild's atomic write replaces it anyway
+        where = f"it could not be moved aside ({err.strerror or err})"
+    else:
+        where = f"it was moved aside to {aside.name}"
+    return f"the {spec.title} cache {cache} is damaged ({reason}); {where}"
 
 
 def _mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:

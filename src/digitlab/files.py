@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -150,8 +151,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as indented JSON to `path` atomically; returns the path."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write `obj` as indented, standard JSON to `path` atomically (through `jsonable`: an
+    infinite or NaN float is written as null); returns the path."""
+    return atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """`obj` as indented, standard JSON text (through `jsonable`), ending in a newline.
+
+    Python's json writes inf and NaN as `Infinity`/`NaN`, which other JSON readers (a
+    browser's JSON.parse, jq, most languages) refuse; `allow_nan=False` makes sure none
+    slips through.
+    """
+    return json.dumps(jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def read_json_object(path: str | Path) -> dict:
@@ -178,15 +190,19 @@ def save_metrics(path: str | Path, metrics: dict) -> Path:
 
 
 def jsonable(obj: Any) -> Any:
-    """`obj` with numpy arrays/scalars and paths turned into plain JSON values (keys as str)."""
+    """`obj` with numpy arrays/scalars and paths turned into plain JSON values (keys as str),
+    and every infinite or NaN float into None (null: standard JSON has no such numbers; a
+    kNN margin is infinite where the training subset holds no image of the true digit)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from digitlab.errors import ImageError
 
@@ -73,7 +73,12 @@ def read_picture(
         _check_size(name, source.width, source.height, max_pixels)
         try:
             return _from_pil(source, name)
-        except ValueError as exc:  # a closed image, a mode Pillow cannot convert
+        # ValueError: a closed image, a mode Pillow cannot convert; OSError: an image opened
+        # but not yet loaded whose data Pillow cannot decode (an EPS without Ghostscript).
+        except (ValueError, OSError) as exc:
+            why = _needs_outside_help(source)
+            if why:
+                raise ImageError(f"{name}: {why}") from exc
             raise ImageError(f"{name}: Pillow cannot read this image ({exc})") from exc
     if source is None or np.isscalar(source):
         raise ImageError(
@@ -83,13 +88,17 @@ def read_picture(
     arr = np.asarray(source)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ImageError(f"{name}: expected an image array (H, W) or (H, W, 3|4), got {arr.shape}")
+    # The dtype before the size: a 1x1 array of text was called "too small" when no size
+    # would have made it a picture. Only booleans, integers and floats are pixels (NumPy
+    # counts timedelta64 as an integer type; strings, bytes, objects, datetimes, complex and
+    # structured dtypes are not numbers to read either).
+    if arr.dtype.kind not in "biuf":
+        raise ImageError(f"{name}: pixels must be real numbers, got dtype {arr.dtype}")
     _check_size(name, arr.shape[1], arr.shape[0], max_pixels)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ImageError(f"{name}: pixels must be real numbers, got dtype {arr.dtype}")
     long_side = max(arr.shape[:2])
     arr = _reduced_array(arr, _reduction(arr.shape[1], arr.shape[0]))
     alpha = rgb = None
@@ -174,6 +183,9 @@ def _read_file(source, name: str | None, max_pixels: int, max_bytes: int) -> Pic
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(stream) as im:
+                why = _needs_outside_help(im)
+                if why:
+                    raise ImageError(f"{name}: {why}")
                 _check_size(name, im.width, im.height, max_pixels)  # before decoding
                 factor = _reduction(im.width, im.height)
                 long_side = max(im.width, im.height)
@@ -330,11 +342,38 @@ def _heif_opener(name: str) -> None:
     pillow_heif.register_heif_opener()  # once is enough; again is harmless
 
 
+# Formats Pillow recognises but decodes only through a program or handler outside it, whose
+# failure read "the image data is damaged or incomplete (Unable to locate Ghostscript on
+# paths)" for a sound file. EPS is refused even where Ghostscript is installed: the answer
+# would then depend on the machine, and running Ghostscript on an uploaded file is an attack
+# surface Pillow's documentation warns of. Pillow's stub formats (BUFR, GRIB, HDF5, WMF/EMF)
+# need a handler an application registers, which we do not.
+_OUTSIDE_HELP = {
+    "EPS": "an EPS drawing, not a picture of pixels: export it as PNG (Inkscape can)",
+    "WMF": "a Windows metafile (WMF/EMF) drawing, not a picture of pixels: export it as PNG",
+}
+
+
+def _needs_outside_help(im: Image.Image) -> str:
+    """Why a picture Pillow has opened cannot be read here ("" when it can)."""
+    if im.format in _OUTSIDE_HELP:
+        return _OUTSIDE_HELP[im.format]
+    if isinstance(im, ImageFile.StubImageFile):
+        return (
+            f"a {im.format} file, which Pillow reads only through a plug-in that is not "
+            "installed here: save the picture as PNG or JPEG"
+        )
+    return ""
+
+
 def _not_a_picture(head: bytes) -> str:
     """Why Pillow could not open a file, from its first bytes: what it is when we can tell."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"%PDF"):
         return "a PDF document, not a picture: export the page as PNG or JPEG"
+    # PostScript Pillow did not take for EPS (no bounding box; a printer's file).
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "a PostScript document, not a picture of pixels: export it as PNG"
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
         return (
             "an SVG drawing, not a picture of pixels: export it as PNG (a browser or Inkscape can)"

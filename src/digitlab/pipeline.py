@@ -42,6 +42,7 @@ from digitlab.data import Dataset, get_spec
 from digitlab.errors import CheckpointMismatch, ConfigError, DataError
 from digitlab.files import (
     OutputError,
+    json_text,
     jsonable,
     read_json_object,
     save_metrics,
@@ -344,9 +345,9 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
     # Ctrl-C held back). The report is rendered from the staged figures before they move.
     figure_dirs = {stage: staged / "figures" for stage, staged in ready.items()}
     texts = {
-        "config.json": json.dumps(config, indent=2) + "\n",
+        "config.json": json_text(config),
         "config.toml": config_toml(cfg),
-        "metrics.json": json.dumps(metrics, indent=2) + "\n",
+        "metrics.json": json_text(metrics),
         "report.html": render_report(folder, metrics, config, figure_dirs),
     }
     steps = [step for stage in ready for step in commits.stage_steps(folder, stage)]

@@ -221,6 +221,13 @@ def _prepare(pic: Picture, recipe: str) -> Prepared:
         )
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if recipe == "digit" and c1 - c0 >= 1.4 * (r1 - r0):
+        # One joined mark far wider than a digit: digits written touching (a typed or
+        # joined-up "2024"), or a digit lying on its side. Read as one, and said so.
+        warn.append(
+            f"the ink is {(c1 - c0) / (r1 - r0):.1f} times as wide as high: it may be several "
+            "digits written together (read as one) or a digit on its side"
+        )
     if (r0 == 0 or c0 == 0 or r1 == shape[0] or c1 == shape[1]) and not tight:
         warn.append("the ink touches the edge of the picture: part of it may be cut off")
     box = (
@@ -783,8 +790,10 @@ def _find_digit(
         p
         for p in props
         if not any(p is k for k in kept)
-        and p.area >= 0.4 * main.area
-        and p.bbox[2] - p.bbox[0] >= 0.6 * height
+        and (
+            (p.area >= 0.4 * main.area and p.bbox[2] - p.bbox[0] >= 0.6 * height)
+            or _beside(p, main)
+        )
     ]
     # Tiny marks under min_area count as dropped too.
     return mask, int(marks.max()) - len(kept), len(rivals)
@@ -927,7 +936,7 @@ def _gather(main, props: list, h: int, w: int) -> list:
             gap = max(
                 box[0] - p.bbox[2], p.bbox[0] - box[2], box[1] - p.bbox[3], p.bbox[1] - box[3], 0
             )
-            if _underline(p, box, size):
+            if _underline(p, box, size) or _beside(p, main):
                 continue
             near = p.area >= 0.02 * main.area and gap <= 0.15 * size
             part = p.area >= 0.15 * main.area and gap <= 0.5 * size and not _at_border(p, h, w)
@@ -941,6 +950,22 @@ def _gather(main, props: list, h: int, w: int) -> list:
                 ]
                 grown = True
     return kept
+
+
+def _beside(p, main) -> bool:
+    """Whether region `p` is a second digit written beside the digit `main` rather than a part
+    of it: at least 60% of its height and 15% of its area, side by side with it (their columns
+    overlap by under a quarter of the narrower one's width), the two together at least as
+    wide as tall. Two handwritten digits 0-1 digit-widths apart once joined as one mark (an
+    8 and a 7 read as a 0 at 99.9%, with no note); a digit's own parts (a 5's top bar, a 4's
+    strokes) are shorter, or overlap it, or make a box taller than wide."""
+    (pt, pl, pb, pr), (mt, ml, mb, mr) = p.bbox, main.bbox
+    if p.area < 0.15 * main.area or pb - pt < 0.6 * (mb - mt):
+        return False
+    overlap = min(pr, mr) - max(pl, ml)
+    if overlap > 0.25 * min(pr - pl, mr - ml):
+        return False
+    return max(pr, mr) - min(pl, ml) >= max(pb, mb) - min(pt, mt)
 
 
 def _outline(p) -> bool:

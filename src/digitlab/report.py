@@ -221,8 +221,25 @@ def _table(
     return "".join(out)
 
 
+def _honest(x: float, decimals: int, extremes: tuple[float, ...] = (0.0,)) -> str:
+    """`x` with `decimals` decimals, or with as many more as it takes not to read as one of
+    `extremes` that it is not: a GAN trained for 40 steps was headlined "0.0 training
+    epochs", and 0.04 s of fitting "0.0 s"."""
+    for d in range(decimals, decimals + 12):
+        text = f"{x:.{d}f}"
+        if not any(float(text) == e != x for e in extremes):
+            return text
+    return f"{x:.2g}"  # smaller than any decimals we would show: say it in powers of ten
+
+
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+    """A share 0..1 as a percentage with 2 decimals, more where a share that is not 0 or 1
+    would read as 0.00% or 100.00%."""
+    return _honest(100 * x, 2, (0.0, 100.0)) + "%"
+
+
+def _seconds(x: float) -> str:
+    return _honest(x, 1) + " s"
 
 
 def _per_class_table(m: dict) -> str:
@@ -301,9 +318,9 @@ def section_knn(figures_dir: Path, m: dict) -> str:
         + _cards(
             [
                 ("test accuracy", _pct(m["accuracy"])),
-                ("macro F1", f"{m['f1_macro']:.4f}"),
+                ("macro F1", _honest(m["f1_macro"], 4, (0.0, 1.0))),
                 ("errors", f"{m['n_errors']:,d} / {m['n_samples']:,d}"),
-                ("fit + predict", f"{m['timing']['fit_predict_s']:.1f} s"),
+                ("fit + predict", _seconds(m["timing"]["fit_predict_s"])),
             ]
         )
         + _reference(m)
@@ -392,7 +409,7 @@ def section_sweep(figures_dir: Path, m: dict) -> str:
                 ("its test accuracy", _pct(m["test_accuracy_at_chosen_k"])),
                 (
                     "search time",
-                    f"{m['timing']['validation_search_s'] + m['timing']['test_search_s']:.1f} s",
+                    _seconds(m["timing"]["validation_search_s"] + m["timing"]["test_search_s"]),
                 ),
             ]
         )
@@ -409,6 +426,12 @@ def section_sweep(figures_dir: Path, m: dict) -> str:
     )
 
 
+def _number(x: float | None, spec: str = ".4f") -> str:
+    """A figure from metrics.json; None is a NaN or infinity the JSON could not hold (a
+    diverged training's loss): shown as "not a number", not a crash of the whole report."""
+    return "not a number" if x is None else format(x, spec)
+
+
 def section_cnn(figures_dir: Path, m: dict) -> str:
     """The HTML of the CNN's section, from its metrics and figures."""
     cfg = m["train_config"]
@@ -416,11 +439,11 @@ def section_cnn(figures_dir: Path, m: dict) -> str:
     rows = [
         [
             i + 1,
-            f"{h['loss'][i]:.4f}",
-            f"{h['accuracy'][i]:.4f}",
-            f"{h['val_loss'][i]:.4f}",
-            f"{h['val_accuracy'][i]:.4f}",
-            f"{h['epoch_seconds'][i]:.1f}",
+            _number(h["loss"][i]),
+            _number(h["accuracy"][i]),
+            _number(h["val_loss"][i]),
+            _number(h["val_accuracy"][i]),
+            _number(h["epoch_seconds"][i], ".1f"),
         ]
         for i in range(len(h["loss"]))
     ]
@@ -440,9 +463,12 @@ def section_cnn(figures_dir: Path, m: dict) -> str:
         + _cards(
             [
                 ("test accuracy", _pct(m["accuracy"])),
-                ("macro F1", f"{m['f1_macro']:.4f}"),
+                ("macro F1", _honest(m["f1_macro"], 4, (0.0, 1.0))),
                 ("errors", f"{m['n_errors']:,d} / {m['n_samples']:,d}"),
-                ("seconds per epoch", f"{sum(h['epoch_seconds']) / len(h['epoch_seconds']):.1f}"),
+                (
+                    "seconds per epoch",
+                    _honest(sum(h["epoch_seconds"]) / len(h["epoch_seconds"]), 1),
+                ),
                 ("CPU threads", str(m["training"]["threads"])),
             ]
         )
@@ -495,10 +521,10 @@ def section_cluster(figures_dir: Path, m: dict) -> str:
         "is shown beside the standard scores.</p>"
         + _cards(
             [
-                ("consistency", f"{m['consistency']:.3f}"),
-                ("purity", f"{m['purity']:.3f}"),
-                ("matched accuracy", f"{m['accuracy']:.3f}"),
-                ("ARI", f"{m['ari']:.3f}"),
+                ("consistency", _honest(m["consistency"], 3, (0.0, 1.0))),
+                ("purity", _honest(m["purity"], 3, (0.0, 1.0))),
+                ("matched accuracy", _honest(m["accuracy"], 3, (0.0, 1.0))),
+                ("ARI", _honest(m["ari"], 3, (0.0, 1.0))),
             ]
         )
         + _table(["score", "test images", "training images"], rows)
@@ -530,10 +556,13 @@ def section_gan(figures_dir: Path, m: dict) -> str:
     if "conditional_accuracy" in quality:
         cards.append(("conditional accuracy", _pct(quality["conditional_accuracy"])))
     if "frechet" in quality:
-        cards.append(("Fréchet distance (CNN features)", f"{quality['frechet']:.1f}"))
-        cards.append(("real-vs-real floor", f"{quality['frechet_real_vs_real']:.1f}"))
-    if "epochs" in meta:
-        cards.append(("training epochs", f"{meta['epochs']:.1f}"))
+        cards.append(("Fréchet distance (CNN features)", _honest(quality["frechet"], 1)))
+        cards.append(("real-vs-real floor", _honest(quality["frechet_real_vs_real"], 1)))
+    if "steps" in meta and "epochs" in meta:  # a finished training: it may stop mid-epoch
+        epochs = _honest(meta["epochs"], 2 if meta["epochs"] < 1 else 1)
+        cards.append(("training", f"{meta['steps']:,d} steps ({epochs} epochs)"))
+    elif "epochs" in meta:  # saved after an epoch (a generator taken mid-training)
+        cards.append(("training epochs", _honest(meta["epochs"], 1)))
     return (
         "<p class='lead'>A conditional GAN: the generator turns 128 random numbers plus the "
         "digit it is asked for into an image; the discriminator, shown images with their "
@@ -683,11 +712,11 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
             _expected.reset(token)
         body.append(
             f"<section id='{s}'><h2>{TITLES[s]}</h2>{_notes(m)}{html_of}"
-            f"<p class='lead'>Stage time: {m.get('seconds', 0):.1f} s</p></section>"
+            f"<p class='lead'>Stage time: {_seconds(m.get('seconds', 0))}</p></section>"
         )
     timing = _table(
         ["stage", "seconds"],
-        [[TITLES[s], f"{metrics['stages'][s].get('seconds', 0):.1f}"] for s in stages],
+        [[TITLES[s], _honest(metrics["stages"][s].get("seconds", 0), 1)] for s in stages],
     )
     env_rows = [[k, v] for k, v in env.items()]
     env_table = _table(None, env_rows, kind="kv")

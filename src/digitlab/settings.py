@@ -220,8 +220,9 @@ def toml_table(obj: Any, exclude: tuple[str, ...] = ()) -> list[str]:
         value = getattr(obj, name)
         note = describe(type(obj), name)
         tail = f"  # {note}" if note else ""
-        if value is None:
-            lines.append(f"# {name} = (none){tail}")
+        if value is None:  # its own word, which reads back as None (a commented-out line
+            # left the preset's value in place: a run's config.toml did not reproduce it)
+            lines.append(f'{name} = "{_none_word(name)}"{tail}')
         else:
             lines.append(f"{name} = {toml_value(value)}{tail}")
     return lines

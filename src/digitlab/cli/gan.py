@@ -21,6 +21,7 @@ from digitlab.cli.common import (
     say,
     say_if_nothing_to_resume,
 )
+from digitlab.files import OutputError
 from digitlab.folders import claim
 from digitlab.gan_train import CHECKPOINT, GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
@@ -66,6 +67,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     gan_task.check_generate(args.digit, args.count)  # before the generator loads
     default = "generated-grid.png" if args.digit is None else f"generated-{args.digit}.png"
     out = out_file(check_figure_path(args.out or Path(default)), "gan generate")
+    if args.out is None:  # a name the user did not give replaces only our own picture
+        _check_unnamed(out, "gan generate", "a picture of `gan generate`")
     g = load_gan_generator(args.model)
     path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
     say(args, f"wrote {path}")
@@ -81,6 +84,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     out = out_file(
         check_gif_path(args.out or Path(f"morph-{args.start}-{args.end}.gif")), "gan interpolate"
     )
+    # Every place before anything is written (a folder named like the strip once failed
+    # after the GIF was written).
+    strip = _check_unnamed(out.with_suffix(".png"), f"frames of {out.name}", f"the frames of {out}")
+    if args.out is None and (out.exists() or out.is_symlink()) and not gan_task.wrote_morph(out):
+        raise OutputError(
+            f"{out} is already there, and digitlab did not write it (its frames {strip} do "
+            "not name it): it is kept; move it away or name another GIF with --out"
+        )
     g = load_gan_generator(args.model)
     files = gan_task.morph(
         g,
@@ -92,10 +103,25 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         centre=not args.no_centre,
         size=args.size,
         fps=args.fps,
-        strip=out.with_suffix(".png"),
+        strip=strip,
     )
-    say(args, f"wrote {' and '.join(map(str, files))}")
+    say(args, f"wrote {files[0]} and its frames {files[1]}")
     return 0
+
+
+def _check_unnamed(path: Path, mark: str, what: str) -> Path:
+    """`path`, a place the user did not name (a default name, a GIF's frame strip), if it may
+    be written: OutputError, before any work, when it is a folder, or a file other than a
+    picture digitlab wrote as `mark` (the user's mine.png beside --out mine.gif was once
+    overwritten in silence)."""
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} to {path}: it is a folder; choose another --out")
+    if (path.exists() or path.is_symlink()) and gan_task.mark_of(path) != mark:
+        raise OutputError(
+            f"{path} is already there, and digitlab did not write it as {what}: it is kept; "
+            "move it away or name another file with --out"
+        )
+    return path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -234,7 +260,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=out_arg,
         default=None,
-        help="GIF file to write (its frames also go to the same name with .png, replaced)",
+        help="GIF file to write; its frames go to the same name with .png, which must be new "
+        "or a strip digitlab wrote (another file there is refused, not replaced)",
     )
     _no_centre_option(i)
     _model_options(i)
