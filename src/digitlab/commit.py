@@ -19,7 +19,7 @@ import errno
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from digitlab import figures
@@ -130,13 +130,17 @@ def finish(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def outputs_together(folder: str | Path) -> Iterator[Path]:
+def outputs_together(
+    folder: str | Path, replaces: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """A fresh folder (`.staged/next/`) for a command's output files, moved into `folder` as
     one journalled commit when the block ends normally and removed when it fails or is
     interrupted, so `folder` keeps the last finished command's files whole (a killed
     `knn --out D` rerun once left k=5's figures beside k=3's metrics.json). A commit a killed
-    command left half done is finished first. Hold the folder's lock around it
-    (`folders.claim`)."""
+    command left half done is finished first. `replaces(path)`: the folder's earlier files
+    of this command, deleted in the same commit unless a new file takes their name (for
+    outputs whose names change from one run to the next: `cnn predict --out`'s pictures).
+    Hold the folder's lock around it (`folders.claim`)."""
     folder = Path(folder)
     finish(folder)
     stage = folder / STAGED / "next"
@@ -146,6 +150,10 @@ def outputs_together(folder: str | Path) -> Iterator[Path]:
         yield stage
         files = [p for p in sorted(stage.rglob("*")) if p.is_file()]
         steps = [("move", str(p), str(folder / p.relative_to(stage))) for p in files]
+        if replaces is not None:
+            new = {folder / p.relative_to(stage) for p in files}
+            old = [p for p in sorted(folder.iterdir()) if p.is_file() and p not in new]
+            steps = [("delete", "", str(p)) for p in old if replaces(p)] + steps
         commit(folder, {}, steps)
     finally:
         if not (folder / STAGED / JOURNAL).exists():  # else its files wait for `finish`

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import io
-import itertools
 import os
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-from PIL import Image
 
 from digitlab.cli.common import (
     add_common,
@@ -32,10 +24,9 @@ from digitlab.cli.common import (
     say,
     say_if_nothing_to_resume,
 )
-from digitlab.commit import JOURNAL, STAGED, commit, finish, outputs_together
+from digitlab.commit import outputs_together
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
-from digitlab.files import atomic_write_bytes, atomic_write_text
 from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn
@@ -122,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Print the CNN's top classes for each image file; one line per unreadable file.
 
     With --out, the folder holds this invocation's outputs only: each 28x28 the model saw and
-    predictions.csv (`RECORD_COLUMNS`), replacing an earlier invocation's together."""
+    predictions.csv (`tasks.cnn.RECORD_COLUMNS`), replacing an earlier invocation's together."""
     check_range("--top", args.top, 1, 10)
     args.model_dir, args.images = _model_then_images([args.first, *args.images])
     if args.model_dir is None:  # on stderr: stdout stays one answer per picture
@@ -138,88 +129,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Written aside and moved in as one commit, the earlier invocation's pictures removed in
     # it: p2 once held x_28x28.png of one run beside 9_font_28x28.png of the next, with no
     # record of which picture gave which.
-    with claim(args.out, "cnn predict"), _replacing_seen(args.out) as staged:
+    together = outputs_together(
+        args.out, lambda p: p.name == cnn_task.RECORD or p.name.endswith(cnn_task.SEEN)
+    )
+    with claim(args.out, "cnn predict"), together as staged:
         failed = _answer(args, answers, staged)
     return 1 if failed else 0
 
 
-#: predictions.csv of `cnn predict --out`: one row per picture given, in order. `seen` is the
-#: 28x28 file written for it ("" when it could not be read), `class`/`probability` the top
-#: answer (probability in 0..1), `error` the line printed for a file that could not be read.
-RECORD = "predictions.csv"
-RECORD_COLUMNS = ("input", "seen", "class", "probability", "error")
-_SEEN = "_28x28.png"  # every picture written ends so (the record is the only other file)
-
-
 def _answer(args: argparse.Namespace, answers, out: Path | None) -> int:
     """Print each answer (one bad file is one line on stderr; the others are still read);
-    with `out`, write each 28x28 the model saw and the record there. Returns the failures."""
+    with `out`, each 28x28 the model saw and the record go there. Returns the failures."""
     failed = 0
-    used: set[str] = set()
-    rows = []
-    for answer in answers:
+    seen = []
+    for answer, name in cnn_task.save_seen(answers, out) if out else ((a, "") for a in answers):
+        seen.append((answer, name))
         if answer.error is not None:
             print(answer.line(), file=sys.stderr)
             failed += 1
-            rows.append((answer.name, "", "", "", answer.line()))
             continue
-        if out is not None:
-            seen = _seen_name(Path(answer.name).stem, used)
-            picture = io.BytesIO()
-            Image.fromarray(answer.prepared.image).save(picture, "PNG")
-            atomic_write_bytes(out / seen, picture.getvalue())
-            label, p = answer.top(1)[0]
-            rows.append((answer.name, seen, label, f"{p:.6f}", ""))
         print(answer.line(args.top), flush=True)
         for warning in answer.prepared.warnings:  # worth knowing beside the answer
             print(f"{answer.name}: note: {warning}", file=sys.stderr)
     if out is not None:
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(RECORD_COLUMNS)
-        writer.writerows(rows)
-        atomic_write_text(out / RECORD, text.getvalue())
+        cnn_task.write_record(out, seen)
     return failed
-
-
-def _seen_name(stem: str, used: set[str]) -> str:
-    """`<stem>_28x28.png`, or `<stem>-2_28x28.png` and so on for a name met again (pictures
-    of one name from two folders once overwrote each other's)."""
-    name = stem
-    for n in itertools.count(2):
-        if name not in used:
-            break
-        name = f"{stem}-{n}"
-    used.add(name)
-    return name + _SEEN
-
-
-@contextlib.contextmanager
-def _replacing_seen(folder: Path) -> Iterator[Path]:
-    """`commit.outputs_together`, with the folder's earlier pictures and record deleted in the
-    same journalled commit: the names differ from one invocation to the next, so moving the
-    new files in alone left the old ones beside them. Files of other names are left alone."""
-    finish(folder)  # a commit a killed invocation left half done
-    stage = folder / STAGED / "next"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        yield stage
-        new = {p.name for p in stage.iterdir() if p.is_file()}
-        old = [
-            p
-            for p in sorted(folder.iterdir())
-            if p.is_file() and p.name not in new and (p.name == RECORD or p.name.endswith(_SEEN))
-        ]
-        steps = [("delete", "", str(p)) for p in old]
-        steps += [("move", str(stage / n), str(folder / n)) for n in sorted(new)]
-        commit(folder, {}, steps)
-    finally:
-        if not (folder / STAGED / JOURNAL).exists():  # else its files wait for `finish`
-            shutil.rmtree(stage, ignore_errors=True)
-            shutil.rmtree(folder / STAGED / "commit", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (folder / STAGED).rmdir()
 
 
 def _model_then_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:

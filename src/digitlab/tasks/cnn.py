@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +15,7 @@ from digitlab import figures, plots
 from digitlab.cnn import CourseCNN, predict_proba, summary
 from digitlab.data import Dataset, random_subset
 from digitlab.evaluation import evaluate
-from digitlab.files import atomic_write_bytes, save_metrics
+from digitlab.files import atomic_write_bytes, atomic_write_text, save_metrics
 from digitlab.image_predict import ImageAnswer, model_classes, predict_images, recipe_for
 from digitlab.loaders import cnn_folder, load_model, save_model
 from digitlab.tasks.figures import names, write_evaluation
@@ -87,9 +88,7 @@ def evaluate_saved(model: CourseCNN, ds: Dataset, out: str | Path | None = None)
     return report
 
 
-def read_images(
-    model_dir: str | Path | None, paths: Iterable[str | Path], out: str | Path | None = None
-) -> Iterator[ImageAnswer]:
+def read_images(model_dir: str | Path | None, paths: Iterable[str | Path]) -> Iterator[ImageAnswer]:
     """Read every picture file with a saved CNN: one `ImageAnswer` per path, in order.
 
     `model_dir`: a training folder, its `model/` subfolder, or None for the shipped CNN; it
@@ -97,29 +96,56 @@ def read_images(
     written), the pictures as the answers are taken. The model's stored class names label the
     answers; digit models get MNIST's crop-and-centre recipe, other datasets (Fashion-MNIST,
     ...) a plain fit. A file that cannot be read gives an answer with `error` set (an
-    ImageError naming the file) and the rest are still read. With `out`, the 28x28 the model
-    saw (uint8, light ink on black, as MNIST; give it back and it reads the same) is written to
-    `out/<name>_28x28.png` (`<name>-2_28x28.png` and so on for a name met again: pictures of
-    one name from two folders once overwrote).
+    ImageError naming the file) and the rest are still read. `save_seen` writes what the
+    model saw.
     """
     folder = cnn_folder(model_dir)
     model = load_model(folder)
     classes, dataset = model_classes(folder, model.cfg.n_classes)
-    answers = predict_images(model, paths, classes=classes, recipe=recipe_for(dataset, classes))
-    return _saving_what_was_seen(answers, out)
+    return predict_images(model, paths, classes=classes, recipe=recipe_for(dataset, classes))
 
 
-def _saving_what_was_seen(answers: Iterable[ImageAnswer], out) -> Iterator[ImageAnswer]:
+#: What `cnn predict --out` writes: each 28x28 the model saw as `<name>_28x28.png`, and
+#: predictions.csv, one row per picture given, in order: `seen` is the 28x28 file written for
+#: it ("" when it could not be read), `class`/`probability` the top answer (0..1), `error` the
+#: line printed for a file that could not be read.
+RECORD = "predictions.csv"
+RECORD_COLUMNS = ("input", "seen", "class", "probability", "error")
+SEEN = "_28x28.png"
+
+
+def save_seen(answers: Iterable[ImageAnswer], out: str | Path) -> Iterator[tuple[ImageAnswer, str]]:
+    """(answer, file name) for each answer, writing the 28x28 the model saw (uint8, light ink
+    on black, as MNIST; give it back and it reads the same) to `out/<name>_28x28.png` first
+    (`<name>-2_28x28.png` and so on for a name met again: pictures of one name from two
+    folders once overwrote each other's); "" for an answer with an error."""
     used: set[str] = set()
     for answer in answers:
-        if out is not None and answer.error is None:
-            stem = name = Path(answer.name).stem
-            for n in itertools.count(2):
-                if name not in used:
-                    break
-                name = f"{stem}-{n}"
-            used.add(name)
-            picture = io.BytesIO()
-            Image.fromarray(answer.prepared.image).save(picture, "PNG")
-            atomic_write_bytes(Path(out) / f"{name}_28x28.png", picture.getvalue())
-        yield answer
+        if answer.error is not None:
+            yield answer, ""
+            continue
+        stem = name = Path(answer.name).stem
+        for n in itertools.count(2):
+            if name not in used:
+                break
+            name = f"{stem}-{n}"
+        used.add(name)
+        picture = io.BytesIO()
+        Image.fromarray(answer.prepared.image).save(picture, "PNG")
+        atomic_write_bytes(Path(out) / f"{name}{SEEN}", picture.getvalue())
+        yield answer, f"{name}{SEEN}"
+
+
+def write_record(out: str | Path, seen: Iterable[tuple[ImageAnswer, str]]) -> Path:
+    """predictions.csv (`RECORD_COLUMNS`) in `out` for the (answer, file name) pairs of
+    `save_seen`; returns its path."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(RECORD_COLUMNS)
+    for answer, name in seen:
+        if answer.error is not None:
+            writer.writerow((answer.name, "", "", "", answer.line()))
+        else:
+            label, p = answer.top(1)[0]
+            writer.writerow((answer.name, name, label, f"{p:.6f}", ""))
+    return atomic_write_text(Path(out) / RECORD, text.getvalue())
