@@ -218,3 +218,19 @@ def test_no_download_when_disabled(tmp_path):
 def test_data_home_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGITLAB_HOME", str(tmp_path / "h"))
     assert data_home() == tmp_path / "h"
+
+
+def test_a_second_damaged_cache_keeps_the_first_copy(tmp_path):
+    """Damaged twice, the cache is set aside as .damaged and then .damaged-2 (the second
+    once replaced the first copy in silence)."""
+    from digitlab.data import _set_aside, get_spec
+    from digitlab.errors import DataError
+
+    cache = tmp_path / "mnist-v1.npz"
+    for content in (b"first", b"second"):
+        cache.write_bytes(content)
+        said = _set_aside(cache, DataError(f"{cache}: bad CRC"), get_spec("mnist"))
+        assert "is damaged (bad CRC)" in said
+    assert (tmp_path / "mnist-v1.npz.damaged").read_bytes() == b"first"
+    assert (tmp_path / "mnist-v1.npz.damaged-2").read_bytes() == b"second"
+    assert "moved aside to mnist-v1.npz.damaged-2" in said and not cache.exists()

@@ -83,3 +83,22 @@ def test_digits_written_touching_are_said_to_be_wide(mnist):
     page, _ = _page([a, b], -10)
     seen = prepare(page)
     assert any("times as wide as high" in w for w in seen.warnings), seen.describe()
+
+
+def test_cnn_predict_out_records_the_notes(mnist, tmp_path, capsys):
+    """predictions.csv held no notes: a page of two digits read as one confident answer."""
+    import csv
+
+    from digitlab.cli import main
+
+    page, _ = _page(_first_of_each(mnist, (8, 7)), 60)
+    Image.fromarray(page).save(tmp_path / "pair.png")
+    Image.fromarray(_page(_first_of_each(mnist, (3,)), 0)[0]).save(tmp_path / "one.png")
+    out = tmp_path / "o"
+    pictures = [str(tmp_path / "pair.png"), str(tmp_path / "one.png")]
+    assert main(["cnn", "predict", *pictures, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "1 more digit-sized mark left out" in rows[0]["notes"]
+    assert "digit-sized" not in rows[1]["notes"]

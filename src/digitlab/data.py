@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -653,10 +654,12 @@ def _from_cache(
 
 
 def _set_aside(cache: Path, exc: DataError, spec: DatasetSpec) -> str:
-    """Move the damaged `cache` to `<name>.damaged` (replacing an older one) and say so: the
-    sentence that begins every later message about it."""
+    """Move the damaged `cache` to `<name>.damaged` (`.damaged-2` and so on beside an older
+    one: a second damage once replaced the first copy in silence) and say so: the sentence
+    that begins every later message about it."""
     reason = str(exc.__cause__ or exc).removeprefix(f"{cache}: ")
-    aside = cache.with_name(cache.name + ".damaged")
+    names = itertools.chain([".damaged"], (f".damaged-{n}" for n in itertools.count(2)))
+    aside = next(a for a in (cache.with_name(cache.name + x) for x in names) if not a.exists())
     try:
         os.replace(cache, aside)
     except OSError as err:  # a read-only home: the rebuild's atomic write replaces it anyway

@@ -107,10 +107,11 @@ def read_images(model_dir: str | Path | None, paths: Iterable[str | Path]) -> It
 
 #: What `cnn predict --out` writes: each 28x28 the model saw as `<name>_28x28.png`, and
 #: predictions.csv, one row per picture given, in order: `seen` is the 28x28 file written for
-#: it ("" when it could not be read), `class`/`probability` the top answer (0..1), `error` the
-#: line printed for a file that could not be read.
+#: it ("" when it could not be read), `class`/`probability` the top answer (0..1), `notes` what
+#: the reader noted ("1 more digit-sized mark left out: ...", "; "-separated), `error` the line
+#: printed for a file that could not be read.
 RECORD = "predictions.csv"
-RECORD_COLUMNS = ("input", "seen", "class", "probability", "error")
+RECORD_COLUMNS = ("input", "seen", "class", "probability", "notes", "error")
 SEEN = "_28x28.png"
 
 
@@ -144,8 +145,9 @@ def write_record(out: str | Path, seen: Iterable[tuple[ImageAnswer, str]]) -> Pa
     writer.writerow(RECORD_COLUMNS)
     for answer, name in seen:
         if answer.error is not None:
-            writer.writerow((answer.name, "", "", "", answer.line()))
+            writer.writerow((answer.name, "", "", "", "", answer.line()))
         else:
             label, p = answer.top(1)[0]
-            writer.writerow((answer.name, name, label, f"{p:.6f}", ""))
+            notes = "; ".join(answer.prepared.warnings)
+            writer.writerow((answer.name, name, label, f"{p:.6f}", notes, ""))
     return atomic_write_text(Path(out) / RECORD, text.getvalue())
