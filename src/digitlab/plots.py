@@ -32,11 +32,13 @@ def text_pt(width_in: float, pt: float = MIN_PT) -> float:
     return pt * max(1.0, width_in / COLUMN_IN)
 
 
-def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write a figure atomically (format from the suffix) and close it."""
+def save(fig: Figure, path: str | Path, dpi: int = DPI, metadata: dict | None = None) -> Path:
+    """Write a figure atomically (format from the suffix) and close it. `metadata`: the
+    format's metadata, as matplotlib's savefig takes it (a PNG's text chunks)."""
     path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
     with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(handle, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
     return path
 
 

@@ -16,7 +16,7 @@ from digitlab.data import Dataset
 from digitlab.device import resolve_device
 from digitlab.download import file_digest
 from digitlab.errors import ConfigError
-from digitlab.files import atomic_open, read_json_object, save_metrics
+from digitlab.files import read_json_object, save_metrics
 from digitlab.gan import (
     MAX_STEPS,
     Generator,
@@ -132,13 +132,8 @@ GIF_KEY = "digitlab-gif-sha256"  # in a frame strip: the sha256 of the GIF writt
 def _save_marked(fig, path: str | Path, mark: str, more: dict | None = None) -> Path:
     """`plots.save`, with `mark` under MARK_KEY (and `more` text) when `path` is a PNG (other
     formats keep other metadata, and are only written where the user named them)."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        return plots.save(fig, path)
-    text = {MARK_KEY: mark, **(more or {})}
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=plots.DPI, bbox_inches="tight", metadata=text)
-    return path
+    png = Path(path).suffix.lower() == ".png"
+    return plots.save(fig, path, metadata={MARK_KEY: mark, **(more or {})} if png else None)
 
 
 def _png_text(path: str | Path) -> dict:
