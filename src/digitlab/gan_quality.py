@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from scipy import linalg
@@ -36,21 +34,43 @@ def cnn_features(model: CourseCNN, images: np.ndarray, batch: int = 1000) -> np.
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """|mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) between two feature sets."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", linalg.LinAlgWarning)
-        try:
-            root = linalg.sqrtm(ca @ cb)
-        except linalg.LinAlgWarning:
-            # Singular covariances (dead ReLU features, few samples): regularise slightly,
-            # as the reference FID code does.
-            offset = np.eye(len(ca)) * 1e-6
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            root = linalg.sqrtm((ca + offset) @ (cb + offset))
-    root = root.real  # tiny imaginary parts are numerical noise
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * root))
+    """|mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) between two feature sets (float
+    arrays (n_a, d) and (n_b, d); Fréchet 1948, as FID: Heusel et al. 2017)."""
+    return _Moments(b).distance_to(_Moments(a))
+
+
+class _Moments:
+    """A feature set's mean and covariance, and (made once, on first use) the square root of
+    the covariance, for the distances from other sets to this one."""
+
+    def __init__(self, features: np.ndarray):
+        self.mean = features.mean(0)
+        self.cov = np.atleast_2d(np.cov(features, rowvar=False))
+        self._root: np.ndarray | None = None
+
+    def root(self) -> np.ndarray:
+        """C^(1/2), symmetric: C is symmetric positive semi-definite (tiny negative eigenvalues
+        are rounding, set to 0)."""
+        if self._root is None:
+            w, v = linalg.eigh(self.cov)
+            self._root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        return self._root
+
+    def distance_to(self, other: _Moments) -> float:
+        """The Fréchet distance between this set and `other`.
+
+        Tr((C_a C_b)^(1/2)) is the sum of the square roots of C_a C_b's eigenvalues, which are
+        those of the symmetric S C_b S with S = C_a^(1/2) (similar matrices). So one symmetric
+        eigenvalue problem replaces scipy's `sqrtm` of the non-symmetric product (a Schur
+        decomposition: 2.9-3.7 s for the CNN's 1,600 features on one AVX2 core, against
+        0.3 s), and C_a's root is made once for the three distances `evaluate_generator` takes
+        to the same real digits. It needs no regularising offset for singular covariances
+        (dead ReLU features, fewer digits than features), which moved the old figure."""
+        root = other.root()
+        inner = linalg.eigvalsh(root @ self.cov @ root)
+        trace_root = np.sqrt(np.clip(inner, 0, None)).sum()
+        gap = ((self.mean - other.mean) ** 2).sum()
+        return float(gap + np.trace(self.cov) + np.trace(other.cov) - 2 * trace_root)
 
 
 def evaluate_generator(
@@ -74,8 +94,8 @@ def evaluate_generator(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(real_images))
     half = len(order) // 2
-    real_a = cnn_features(classifier, real_images[order[:half]])
-    real_b = cnn_features(classifier, real_images[order[half : 2 * half]])
+    real_a = _Moments(cnn_features(classifier, real_images[order[:half]]))
+    real_b = _Moments(cnn_features(classifier, real_images[order[half : 2 * half]]))
     pick = rng.permutation(len(raw))[:half]
 
     def scores(images: np.ndarray) -> dict:
@@ -86,12 +106,12 @@ def evaluate_generator(
             "conditional_accuracy": float(np.mean(read == wanted)),
             "per_digit": {str(d): float(np.mean(read[wanted == d] == d)) for d in range(k)},
             "confusion": confusion.tolist(),
-            "frechet": frechet_distance(cnn_features(classifier, images[pick]), real_a),
+            "frechet": _Moments(cnn_features(classifier, images[pick])).distance_to(real_a),
         }
 
     return {
         **scores(centre_by_mass(raw)),
-        "frechet_real_vs_real": frechet_distance(real_b, real_a),
+        "frechet_real_vs_real": real_b.distance_to(real_a),
         "n_generated": len(raw),
         "raw": scores(raw),
     }
