@@ -357,3 +357,29 @@ def test_a_run_dir_without_figures_is_a_note(tmp_path):
                                  "CNN confusion matrix")]  # fmt: skip
     m = h.load_models(**quick)  # no --run: nothing shown, and nothing to say about it
     assert h.run_figures(m) == [] and not any("run figures" in n for n in m.notes)
+
+
+def test_out_of_range_numbers_are_said_in_short_form(models, tmp_path):
+    """A seed of 1e300 in the Generate tab came back as a message with the 301 digits of the
+    int it was turned into; every number box's message keeps a long number short."""
+    message = h.generate_digits(models, 3, 2, 1e300)[1]
+    assert message == "seed must be a whole number >= 0 and <= 2**63 - 1, got 1e+300"
+    assert h.generate_digits(models, 3, 2, 10**40)[1].endswith("got 1e+40")
+    assert h.generate_digits(models, 3, 2, 2**64)[1].endswith("got 2**64")
+    assert (
+        h.generate_digits(models, 3, 1e300, 0)[1]
+        == "count must be a whole number 1..64, got 1e+300"
+    )
+    assert h.morph(models, 2, 6, -1e300, tmp_path)[1].endswith("got -1e+300")
+    assert h.morph(models, "9" * 200, 6, 9, tmp_path)[1].endswith("got 1e+200")
+    dataset = type("DS", (), {"y_train": np.repeat(np.arange(10), 3),
+                              "x_train": np.zeros((30, 28, 28), np.uint8)})()  # fmt: skip
+    for kwargs in ({"seed": 1e300}, {"page": -(10**300)}):
+        message = h.browse(h.Models(dataset=dataset), 3, **kwargs)[1]
+        assert message.endswith(("got 1e+300", "got -1e+300")) and len(message) < 70, message
+    # load_models' seed is checked by the library's check, in the same short form.
+    from digitlab.errors import ConfigError
+    from digitlab.validation import check_seed
+
+    with pytest.raises(ConfigError, match=r"got 1e\+300$"):
+        check_seed(10**300)

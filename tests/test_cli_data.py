@@ -310,3 +310,29 @@ def test_predict_out_is_left_whole_when_an_invocation_is_interrupted(tmp_path, m
         assert main(["cnn", "predict", str(tmp_path / "two.png"), "--out", str(out)]) != 0
     capsys.readouterr()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".digitlab.lock"} == before
+
+
+def test_file_names_are_printed_on_one_line(fake_dir, tmp_path, monkeypatch, capsys):
+    """A picture named with a newline split `cnn predict`'s answer over two lines (the second
+    read as an answer of its own); predictions.csv quoted it. Every name the CLI prints is
+    one line, quoted with escapes where it holds such a character; the record keeps it."""
+    monkeypatch.chdir(tmp_path)
+    two_lines, gone = "a\nb.png", "gone\n.png"
+    shutil.copy(_PICTURE, two_lines)
+    shutil.copy(_PICTURE, "plain.png")
+    assert main(["cnn", "predict", two_lines, gone, "plain.png", "--out", "p"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert len(out) == 2 and out[0].startswith("'a\\nb.png': 2 (") and out[1].startswith("plain")
+    errors = [line for line in captured.err.splitlines() if "shipped CNN" not in line]
+    assert errors == ["'gone\\n.png': cannot read the file (No such file or directory)"]
+    assert [r["input"] for r in _record(Path("p"))] == [two_lines, gone, "plain.png"]
+    # Other commands' printed paths, and an error line naming one.
+    assert (
+        main(["data", "show", "--index", "0", "--data-dir", str(fake_dir), "--out", "x\ty.png"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("wrote 'x\\ty.png' (train image 0")
+    assert main(["report", "no\nrun"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

@@ -306,6 +306,87 @@ def test_every_unset_setting_reads_back_from_the_printed_config(tmp_path, capsys
         path = tmp_path / f"{preset}.toml"
         path.write_text(config_toml(first), encoding="utf-8")
         again = load_config(preset, file=path)
-        assert [getattr(again, f.name) for f in fields(again)] == [
-            getattr(first, f.name) for f in fields(first)
-        ]
+        settings = [f.name for f in fields(again) if f.name != "config_file"]  # where from
+        assert [getattr(again, n) for n in settings] == [getattr(first, n) for n in settings]
+        assert again.config_file == str(path)
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["knn", "--test-size", "200"], "unknown option --test-size"),
+        (["knn", "--k", "3", "--test-size", "200", "--out", "o"], "unknown option --test-size"),
+        (["cnn", "--test-size", "200"], "unknown option --test-size"),
+        (
+            ["cnn", "--epochs", "3", "train"],
+            "unknown option --epochs; it goes after the action: `digitlab cnn train` takes it",
+        ),
+        (["gan", "--digit", "3"], "unknown option --digit; it goes after the action"),
+        (["data", "--count", "3", "gallery"], "`digitlab data gallery` takes it"),
+        (["knn", "swep"], "invalid choice: 'swep'"),  # a wrong action alone says so
+    ],
+)
+def test_an_unknown_option_before_the_action_is_named(argv, said, capsys):
+    """`digitlab knn --test-size 200` said "invalid choice: '200' (choose from 'sweep')":
+    argparse set the unknown option aside and took its value for the action's name."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+    assert argv[1] == "swep" or "invalid choice" not in err
+
+
+def test_another_commands_folder_is_not_taken_for_a_model(tmp_path, fake_dir, capsys):
+    """A `knn` folder given to `cnn predict` as the model said "config.json is missing", and
+    a `digitlab run` folder (its config.json holds settings) that model.safetensors was: the
+    folder is named for what it is, and a run's CNN is pointed to."""
+    from digitlab.cnn import CourseCNN
+    from digitlab.loaders import save_model
+
+    picture = str(_picture(tmp_path))
+    knn, run = tmp_path / "k", tmp_path / "r"
+    common = ["--data-dir", str(fake_dir), "--quiet", "--out"]
+    assert main(["knn", "--train-size", "100", *common, str(knn)]) == 0
+    assert main(["run", "--stages", "data", *common, str(run)]) == 0
+    for argv in (["cnn", "predict", str(knn), picture], ["cnn", "eval", str(knn)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"{knn} holds the output of `digitlab knn`, not a saved CNN" in err, err
+        assert "missing" not in err
+    assert main(["gan", "generate", "--model", str(knn)]) == 1
+    assert "`digitlab knn`, not a saved GAN generator" in capsys.readouterr().err
+    assert main(["cnn", "predict", str(run), picture]) == 1
+    err = capsys.readouterr().err
+    assert "holds the output of `digitlab run`, not a saved CNN" in err and "missing" not in err
+    assert "its CNN is in" not in err  # this run trained none
+    save_model(CourseCNN(), run / "models" / "cnn" / "model")  # as its cnn stage saves one
+    assert main(["cnn", "predict", str(run), picture]) == 1
+    assert f"its CNN is in {run / 'models' / 'cnn'}: pass that folder" in capsys.readouterr().err
+    assert main(["cnn", "predict", str(run / "models" / "cnn"), picture]) == 0
+
+
+def test_whole_numbers_stay_whole_in_number_settings(tmp_path, capsys):
+    """`max_memory_mb = 512` in a config file was read as 512.0 and written back so in the
+    run's config.toml and config.json; a whole number stays one however it is typed, and a
+    fraction stays a fraction."""
+    from digitlab.run_config import config_toml, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[knn]\nmax_memory_mb = 512\n[cnn]\nlr = 0.002\n", encoding="utf-8")
+    cfg = load_config(file=path)
+    assert type(cfg.knn.max_memory_mb) is int and cfg.knn.max_memory_mb == 512
+    assert type(cfg.cnn.lr) is float and cfg.cnn.lr == 0.002
+    text = config_toml(cfg)
+    assert "\nmax_memory_mb = 512  #" in text and "512.0" not in text
+    assert '"max_memory_mb": 512,' in json.dumps(cfg.as_dict())
+    for typed, value in (("256.0", 256), ("1e3", 1000), ("0.5", 0.5)):
+        got = load_config(overrides=[f"sweep.max_memory_mb={typed}"]).sweep.max_memory_mb
+        assert got == value and type(got) is type(value)
+    # argparse's float from --max-memory-mb goes through the same typing.
+    from digitlab.cli.common import config
+    from digitlab.knn_experiment import KNNConfig
+
+    args = type("Args", (), {"max_memory_mb": 64.0, "k": 3})()
+    assert type(config(KNNConfig, args).max_memory_mb) is int
+    assert main(["run", "--print-config", "knn.max_memory_mb=64.0"]) == 0
+    assert "\nmax_memory_mb = 64  #" in capsys.readouterr().out

@@ -332,3 +332,30 @@ def test_an_interrupted_cnn_resumes_from_its_last_epoch(tmp_path):
     assert cnn["training"]["resumed_from_epoch"] == 1 and len(cnn["history"]["loss"]) == 3
     assert "[cnn] continuing from its checkpoint" in (out / "run.log").read_text()
     assert (out / "models" / "cnn" / "model" / "model.safetensors").is_file()
+
+
+def test_a_run_from_a_config_file_says_it_came_from_that_file(tmp_path, capsys):
+    """`digitlab run --config <old run>/config.toml` without --preset was labelled "preset
+    course" in its config.toml, config.json and report, though its settings came from the
+    file (which names no preset). Each says where the settings came from, the same way."""
+    data = write_fake_idx(tmp_path / "d", n_train=200, n_test=50)
+    first, again = tmp_path / "first", tmp_path / "again"
+    common = ["--stages", "data", "--quiet", "--out"]
+    assert main(["run", "--data-dir", str(data), *common, str(first)]) == 0
+    old = first / "config.toml"
+    assert main(["run", "--config", str(old), *common, str(again)]) == 0
+    said = f"settings from {old}"
+    assert (again / "config.toml").read_text().startswith(f"# digitlab run configuration ({said})")
+    config = json.loads((again / "config.json").read_text())
+    assert config["preset"] is None and config["config_file"] == str(old)
+    page = (again / "report.html").read_text()
+    assert f"settings from <b>{old}</b>" in page and f"({said})</title>" in page
+    assert "preset <b>course" not in page
+    # The first run's own labels, a preset chosen as well, and a file that sets only some
+    # settings (the rest are the preset's).
+    assert json.loads((first / "config.json").read_text())["preset"] == "course"
+    assert "A digitlab run, preset <b>course</b>" in (first / "report.html").read_text()
+    assert load_config("quick", old).source() == f"preset quick, then {said}"
+    part = tmp_path / "part.toml"
+    part.write_text("[knn]\nk = 5\n")
+    assert load_config(file=part).source() == f"preset course, then settings from {part}"

@@ -27,7 +27,7 @@ from digitlab.loaders import cnn_folder, load_cnn, load_gan_generator
 from digitlab.neighbors import KNeighborsClassifier
 from digitlab.preprocess import prepare
 from digitlab.tasks.gan import morph as write_morph
-from digitlab.validation import check_seed
+from digitlab.validation import check_seed, shown_value
 
 # The limits of the app's inputs, used by the page's sliders and by the handlers' checks alike
 # (the count slider once stopped at 32 while the message said 1..64).
@@ -289,15 +289,20 @@ def ui_whole(name: str, value, low: int, high: int | None = None) -> int:
     """A whole number from the UI's inputs (an int, a float with no fraction, or decimal
     digits as text, which the digit dropdowns send) in low..high, as an int; ConfigError
     otherwise. Infinity once raised OverflowError out of the handlers, a fraction was silently
-    truncated (digit 3.7 drew 3s), and a count of 0 divided by zero."""
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
-        value = int(value)
+    truncated (digit 3.7 drew 3s), and a count of 0 divided by zero.
+
+    The message names the value as it came, a long number in short form (`shown_value`): a
+    seed of 1e300 was said back as the 301 digits of the int it was turned into."""
+    given = value  # 1e300, not int(1e300)
+    # Digits past 4,300 are refused by int() itself ("Exceeds the limit"): so is the value.
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,4000}\s*", value):
+        value = given = int(value)
     whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if isinstance(value, (float, np.floating)) and math.isfinite(value) and value.is_integer():
         whole, value = True, int(value)
     if not whole or value < low or (high is not None and value > high):
-        span = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be a whole number {span}, got {value!r}")
+        span = f"{low}..{shown_value(high)}" if high is not None else f">= {low}"
+        raise ConfigError(f"{name} must be a whole number {span}, got {shown_value(given)}")
     return int(value)
 
 
@@ -349,7 +354,9 @@ def browse(
         return None, "No dataset is loaded (start the app with --data-dir DIR)."
     try:
         digit, count = ui_whole("digit", digit, 0, 9), ui_whole("count", count, 1, 256)
-        page, seed = ui_whole("page", page, 0), ui_whole("seed", seed, 0)
+        # The seed's range as Generate's (check_seed): a seed of 1e300 shuffled, and the
+        # page then said "shuffle" and its 301 digits.
+        page, seed = ui_whole("page", page, 0), check_seed(ui_whole("seed", seed, 0))
     except (TypeError, ValueError) as exc:
         return None, str(exc)
     members = np.random.default_rng(seed).permutation(

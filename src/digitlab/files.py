@@ -259,6 +259,28 @@ def remove_stale_parts(path: str | Path) -> list[Path]:
     return removed
 
 
+def shown_name(name: str | os.PathLike[str]) -> str:
+    """A file name (or any name a user gave) as a message or an answer line shows it: as it
+    is, or, when it holds a character that prints as nothing or as a line break (a newline, a
+    tab, an escape) or starts with a quote, as Python writes it: quoted, with `\\n` for a
+    newline. On one line either way, and never taken for another name.
+
+    A picture whose name held a newline split `cnn predict`'s answer over two lines, the
+    second reading as an answer of its own."""
+    text = os.fspath(name)
+    if not text.isprintable() or text[:1] in ("'", '"'):
+        return repr(text)
+    return text
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that prints as nothing or breaks the line written as its
+    escape (`\\n`, `\\x1b`): a message stays one line whatever file names it holds."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
     """One line for an OS error: what failed and on which path.
 
@@ -266,14 +288,15 @@ def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
     working on: a write or fsync on an open file that fails (a full disk, ENOSPC) carries no
     file name, and "No space left on device" alone does not say which disk or file."""
     what = exc.strerror or str(exc) or exc.__class__.__name__
-    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    if len(paths) == 2 and Path(paths[0]).name.endswith(".part"):
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    if len(paths) == 2 and str(paths[0]).endswith(".part"):
         # Renaming our temporary file into place: its name means nothing to the user (a
         # report.html that is a folder once read ".report.html.9780.2oepu333.part -> ...").
         paths = paths[1:]
     if not paths and path is not None:
-        paths = [str(path)]
-    return f"{what}: {' -> '.join(paths)}" if paths else what
+        paths = [path]
+    names = [shown_name(p) if isinstance(p, (str, os.PathLike)) else str(p) for p in paths]
+    return f"{what}: {' -> '.join(names)}" if names else what
 
 
 def check_writable(folder: str | Path, create: bool = False) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 from digitlab.cnn import predict_proba
 from digitlab.data import DATASETS
 from digitlab.errors import DataError, ImageError
-from digitlab.files import read_json_object
+from digitlab.files import one_line, read_json_object, shown_name
 from digitlab.preprocess import Prepared, prepare
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -40,10 +40,11 @@ class ImageAnswer:
         return [(names[i] if names else str(i), float(self.proba[i])) for i in order]
 
     def line(self, k: int = 3) -> str:
-        """`name: 7 (99.1%), 1 (0.5%), 9 (0.2%)`, or the error's one line."""
+        """`name: 7 (99.1%), 1 (0.5%), 9 (0.2%)`, or the error's one line; the name as
+        `files.shown_name` writes it (one line, whatever characters it holds)."""
         if self.error is not None:
-            return str(self.error)
-        return f"{self.name}: " + ", ".join(f"{c} ({p:.1%})" for c, p in self.top(k))
+            return one_line(str(self.error))
+        return f"{shown_name(self.name)}: " + ", ".join(f"{c} ({p:.1%})" for c, p in self.top(k))
 
 
 def model_classes(
@@ -118,10 +119,15 @@ def predict_images(
         pending.clear()
 
     for source in sources:
-        name = str(source) if isinstance(source, (str, Path)) else "the image"
+        path = isinstance(source, (str, Path))
+        name = str(source) if path else "the image"
         answer = ImageAnswer(name=name, classes=classes)
         try:
-            answer.prepared = prepare(source, recipe=recipe)
+            # Its errors name the file as the answer line does: a newline in the name split
+            # the line (`name` stays as it is: predictions.csv quotes it itself).
+            answer.prepared = prepare(
+                source, recipe=recipe, name=shown_name(name) if path else None
+            )
         except ImageError as exc:
             answer.error = exc
         pending.append(answer)

@@ -19,6 +19,8 @@ from digitlab.checkpoint import CNN_RUN, GAN_RUN, RUN_KINDS, RunKind, load_weigh
 from digitlab.cnn import CNNConfig, CourseCNN
 from digitlab.device import resolve_device
 from digitlab.errors import DataError
+from digitlab.files import shown_name
+from digitlab.folders import owner
 from digitlab.gan import GANConfig, Generator
 
 CNN_KIND = "course_cnn"
@@ -83,6 +85,7 @@ def model_folder(path: str | Path | None, run: RunKind, shipped_dir: Path) -> Pa
     path = Path(path)
     if (path / run.model / "config.json").is_file():
         return path / run.model
+    _refuse_other_output(path, run)
     if (path / "config.json").is_file():
         return path  # the model's own folder; its loader checks what it holds
     for kind in RUN_KINDS:
@@ -99,6 +102,28 @@ def model_folder(path: str | Path | None, run: RunKind, shipped_dir: Path) -> Pa
             "started with"
         )
     return path
+
+
+def _refuse_other_output(path: Path, run: RunKind) -> None:
+    """DataError when `path` holds the output of a command that saves no `run.what` there (a
+    `knn` or `cluster` folder, a `digitlab run` folder), naming that command and, when a
+    folder inside it holds such a model (a run's models/cnn), that folder. A `knn` folder
+    given to `cnn predict` once said only "config.json is missing", and a run folder, whose
+    own config.json holds its settings, that model.safetensors was."""
+    made_by = owner(path)
+    trainers = {kind.command.removeprefix("digitlab ") for kind in RUN_KINDS}
+    if made_by in (None, "a saved model") or made_by in trainers:
+        return  # what a saved model's loader or a training folder's own checks say better
+    inside = sorted(
+        folder
+        for folder in (*path.glob("*/"), *path.glob("*/*/"))
+        if not folder.name.startswith(".") and (folder / run.model / "config.json").is_file()
+    )
+    found = f"; its {run.what} is in {shown_name(inside[0])}: pass that folder" if inside else ""
+    raise DataError(
+        f"{shown_name(path)} holds the output of `digitlab {made_by}`, not a saved {run.what} "
+        f"(a folder from `{run.command} --out`, or its {run.model}/){found}"
+    )
 
 
 def cnn_folder(path: str | Path | None = None) -> Path:

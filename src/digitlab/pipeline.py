@@ -46,6 +46,7 @@ from digitlab.files import (
     jsonable,
     read_json_object,
     save_metrics,
+    shown_name,
     signals_deferred,
 )
 from digitlab.folders import claim
@@ -226,7 +227,7 @@ def run_course(
         run = Run(folder, cfg, quiet, on_epoch=on_epoch, force=force)
         for sub in (run.figures, run.models, folder / "stages"):
             sub.mkdir(exist_ok=True)
-        run.log(f"digitlab run: preset {cfg.preset}, stages {', '.join(stages)} -> {folder}")
+        run.log(f"digitlab run: {cfg.source()}, stages {', '.join(stages)} -> {shown_name(folder)}")
         if commits.finish(folder):
             run.log("finished putting in place the results of a run stopped while it did")
         try:
@@ -356,7 +357,7 @@ def _run_stages(run: Run, stages: list[str], force: bool) -> dict:
         commits.commit(folder, texts, steps)
         run.committed = True
         commits.tidy(folder, list(ready))
-    run.log(f"report: {folder / 'report.html'}")
+    run.log(f"report: {shown_name(folder / 'report.html')}")
     return metrics
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from digitlab import figures
 from digitlab.errors import DataError
-from digitlab.files import atomic_write_text, read_json_object
+from digitlab.files import atomic_write_text, read_json_object, shown_name
 from digitlab.folders import owner
+from digitlab.run_config import source_words
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5b6478; --line:#e3e6ee; --accent:#2f6fdf; --bg:#fbfcfe; }
@@ -699,7 +700,14 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
     if not dataset.get("name"):
         dataset = {**dataset, "name": config.get("data", {}).get("dataset", "mnist")}
     title, _ = _dataset_words(dataset)
-    preset = html.escape(config.get("preset", ""))
+    # Where the settings came from, as config.toml's first line says it: a run given a run's
+    # config.toml back (no preset in it) was headed "preset course".
+    source = source_words(config.get("preset"), config.get("config_file"))
+    source_html = source_words(
+        config.get("preset"),
+        config.get("config_file"),
+        lambda n: f"<b>{html.escape(shown_name(n))}</b>",
+    )
     body = []
     for s in stages:
         m = metrics["stages"][s]
@@ -725,10 +733,10 @@ def _page(folder: Path, metrics: dict, config: dict, figure_dirs: Mapping[str, P
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>digitlab report: {html.escape(title)} course ({preset})</title>
+<title>digitlab report: {html.escape(title)} course ({html.escape(source)})</title>
 <style>{CSS}</style></head>
 <body><header><h1>Machine learning on {html.escape(title)}</h1>
-<p>A digitlab run, preset <b>{html.escape(str(config.get("preset")))}</b>, seed
+<p>A digitlab run, {source_html}, seed
 {html.escape(str(config.get("seed", config.get("data", {}).get("seed"))))},
 on {html.escape(str(env.get("platform", "")))}</p>
 </header><main><nav>{nav}<a href="#timing">Timing</a></nav>

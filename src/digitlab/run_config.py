@@ -17,6 +17,7 @@ from typing import Any
 from digitlab.cluster_experiment import ClusterConfig
 from digitlab.data import get_spec, validation_count
 from digitlab.errors import ConfigError
+from digitlab.files import shown_name
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.settings import coerce, describe_hint, set_fields, settable_fields, toml_table
 from digitlab.tasks.data import DataConfig
@@ -31,9 +32,14 @@ RUN_WIDE = ("seed",)
 
 @dataclass
 class RunConfig:
-    """Every setting of a run: the seed, and each stage's own task config."""
+    """Every setting of a run: the seed, and each stage's own task config.
 
-    preset: str = "course"
+    `preset` and `config_file` say where the settings came from (`source`), not what they are:
+    the preset the settings started from (None when a config file set every one of them, so
+    no preset's value is left), and the TOML file read over it (None: none).
+    """
+
+    preset: str | None = "course"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     knn: KNNConfig = field(default_factory=lambda: KNNConfig(compare_sklearn=True))
@@ -41,6 +47,7 @@ class RunConfig:
     cnn: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     gan: SamplesConfig = field(default_factory=SamplesConfig)
+    config_file: str | None = None
 
     def stage(self, name: str) -> Any:
         """The task config of stage `name`, with the run's seed in it."""
@@ -49,9 +56,17 @@ class RunConfig:
             section = dataclasses.replace(section, seed=self.seed)
         return section
 
+    def source(self) -> str:
+        """Where the settings came from, in words ("preset quick", "settings from FILE")."""
+        return source_words(self.preset, self.config_file)
+
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain values (what config.json records; no per-stage seeds)."""
-        out: dict[str, Any] = {"preset": self.preset, "seed": self.seed}
+        out: dict[str, Any] = {
+            "preset": self.preset,
+            "config_file": self.config_file,
+            "seed": self.seed,
+        }
         for name in STAGES:
             section = getattr(self, name)
             out[name] = {k: getattr(section, k) for k in settable_fields(type(section), RUN_WIDE)}
@@ -78,6 +93,23 @@ PRESETS: dict[str, dict[str, object]] = {
         "cluster.train_size": None,
     },
 }
+
+
+def source_words(
+    preset: str | None, config_file: str | None, mark: Callable[[str], str] = shown_name
+) -> str:
+    """Where a run's settings came from, as config.toml, config.json's readers and the report
+    say it: "preset quick", "settings from runs/a/config.toml", or "preset quick, then
+    settings from my.toml". `mark` shows each name (the report makes it bold; the default
+    keeps a file name on one line).
+
+    A run's config.toml given back with --config once made a run labelled "preset course",
+    the default, though every setting came from the file (which never names a preset).
+    """
+    if config_file is None:
+        return f"preset {mark(preset or 'course')}"
+    from_file = f"settings from {mark(config_file)}"
+    return from_file if preset is None else f"preset {mark(preset)}, then {from_file}"
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
@@ -146,27 +178,48 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    preset: str = "course",
+    preset: str | None = None,
     file: str | Path | None = None,
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> RunConfig:
-    """Preset, then a TOML file, then overrides (`key=value` strings or a typed mapping)."""
-    if preset not in PRESETS:
+    """Preset, then a TOML file, then overrides (`key=value` strings or a typed mapping).
+
+    `preset` None: the course's settings, under any `file`; the run is then said to come from
+    the file alone (`RunConfig.source`) when the file sets every setting (a run's own
+    config.toml does), since no preset's value is left.
+    """
+    if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = RunConfig(preset=preset)
-    apply_overrides(cfg, PRESETS[preset])
+    cfg = RunConfig(preset=preset or "course")
+    apply_overrides(cfg, PRESETS[cfg.preset])
     if file is not None:
-        apply_overrides(cfg, read_toml(file))
+        values = read_toml(file)
+        apply_overrides(cfg, values)
+        cfg.config_file = str(file)
+        if preset is None and _sets_everything(cfg, values):
+            cfg.preset = None
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     apply_overrides(cfg, overrides)
     return cfg
 
 
+def _sets_everything(cfg: RunConfig, values: Mapping[str, Any]) -> bool:
+    """Whether the dotted keys `values` (a settings file) set every setting of `cfg`."""
+    given = {"seed" if key == "data.seed" else key for key in values}
+    needed = {"seed"}
+    for name in STAGES:
+        fields = settable_fields(type(getattr(cfg, name)), RUN_WIDE)
+        needed |= {f"{name}.{field}" for field in fields}
+        if "device" in given and "device" in fields:  # the shortcut sets every stage's
+            given.add(f"{name}.device")
+    return needed <= given
+
+
 def config_toml(cfg: RunConfig) -> str:
     """The resolved configuration as TOML, each setting with what it means (--print-config)."""
     lines = [
-        f"# digitlab run configuration (preset {cfg.preset})",
+        f"# digitlab run configuration ({cfg.source()})",
         f"seed = {cfg.seed}  # {describe_hint('seed').strip(' ()')}",
     ]
     for name in STAGES:

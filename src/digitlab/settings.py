@@ -113,7 +113,10 @@ def coerce(name: str, value: Any, hint) -> Any:
                 return parsed
             continue
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = _real(value)
+            if number is not _NO:
+                return number
+            continue
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if t is bool and isinstance(value, bool):
@@ -156,10 +159,27 @@ def _from_text(text: str, t) -> Any:
             return _NO
     if t is float:
         try:
-            return float(word)
+            return _real(float(word))
         except ValueError:
             return _NO
     return _NO
+
+
+def _real(value: int | float) -> Any:
+    """The value of a number setting (a float field): a whole number as an int, anything else
+    as a float; _NO for an int no float can hold.
+
+    `max_memory_mb = 512` in a config file was read as 512.0 and written back so in every
+    run's config.toml and config.json: a whole number stays one, however it was typed (512,
+    512.0, "512", argparse's float). Beyond 2**53 a float no longer holds every whole number,
+    so those stay floats."""
+    if isinstance(value, int) and abs(value) < 2**53:
+        return value
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond any float (10**400)
+        return _NO
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 def describe_hint(name: str) -> str:

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 
 import numpy as np
 
 from digitlab.errors import ConfigError
+
+
+def shown_value(value) -> str:
+    """`value` as a message names it: its repr, but a whole number of more than 15 digits in
+    short form (`1e+300`, `2**64`, `2**63 - 1`) and long text cut short. A seed of 1e300
+    from the web app's number box once came back as a message with a 301-digit number."""
+    if isinstance(value, (np.integer, int)) and not isinstance(value, (bool, np.bool_)):
+        return _short_int(int(value))
+    if isinstance(value, np.floating):
+        value = float(value)
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
+
+
+def _short_int(n: int) -> str:
+    size = abs(n)
+    if size < 10**15:
+        return str(n)
+    sign = "-" if n < 0 else ""
+    if size & (size - 1) == 0:  # a power of two, as limits are written
+        return f"{sign}2**{size.bit_length() - 1}"
+    if (size + 1) & size == 0:
+        return f"{sign}(2**{size.bit_length()} - 1)" if sign else f"2**{size.bit_length()} - 1"
+    # Digits by logarithm and integer division: str() of an int of over 4,300 digits raises,
+    # and float() of one beyond 1e308 overflows.
+    exponent = int(math.log10(size))
+    mantissa = size / 10**exponent
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    elif mantissa < 1:
+        mantissa, exponent = mantissa * 10, exponent - 1
+    return f"{sign}{mantissa:.6g}e+{exponent}"
 
 
 def is_whole(value, minimum: int = 1) -> bool:
@@ -22,7 +55,7 @@ def is_whole(value, minimum: int = 1) -> bool:
 def whole_number(name: str, value, minimum: int = 1, error: type[Exception] = ConfigError):
     """Raise `error` unless `value` is a whole number >= minimum; return it as an int."""
     if not is_whole(value, minimum):
-        raise error(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        raise error(f"{name} must be a whole number >= {minimum}, got {shown_value(value)}")
     return int(value)
 
 
@@ -34,7 +67,9 @@ def check_seed(value, name: str = "seed") -> int:
     PyTorch's generators accept; ConfigError otherwise (a negative seed made NumPy raise a bare
     ValueError, and a huge one PyTorch's "Overflow when unpacking long long")."""
     if not is_whole(value, 0) or value > MAX_SEED:
-        raise ConfigError(f"{name} must be a whole number >= 0 and <= 2**63 - 1, got {value!r}")
+        raise ConfigError(
+            f"{name} must be a whole number >= 0 and <= 2**63 - 1, got {shown_value(value)}"
+        )
     return int(value)
 
 
@@ -89,7 +124,7 @@ def subset_size(value, available: int, name: str = "train_size") -> int | None:
     if isinstance(value, str) and value == "all":
         return None
     if value is not None and not (is_whole(value) and value <= available):
-        raise ConfigError(f"{name} must be in 1..{available} (or all), got {value!r}")
+        raise ConfigError(f"{name} must be in 1..{available} (or all), got {shown_value(value)}")
     return value
 
 
@@ -97,9 +132,9 @@ def unit_fraction(name: str, value) -> float:
     """`value` as a float if it is a real number (never a bool) in [0, 1): a dropout rate, a
     LeakyReLU slope. ConfigError otherwise (NaN included)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise ConfigError(f"{name} must be a number in [0, 1), got {shown_value(value)}")
     if not 0 <= value < 1:
-        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        raise ConfigError(f"{name} must be in [0, 1), got {shown_value(value)}")
     return float(value)
 
 
@@ -111,7 +146,7 @@ def positive_number(name: str, value, error: type[Exception] = ConfigError) -> f
         or not np.isfinite(value)
         or value <= 0
     ):
-        raise error(f"{name} must be a number > 0, got {value!r}")
+        raise error(f"{name} must be a number > 0, got {shown_value(value)}")
     return float(value)
 
 

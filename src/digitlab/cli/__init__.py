@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from digitlab import __version__
 from digitlab.cli import cluster, cnn, data, gan, knn, run, sweep
 from digitlab.errors import DigitlabError
-from digitlab.files import describe_os_error
+from digitlab.files import describe_os_error, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,8 +28,51 @@ class _Parser(argparse.ArgumentParser):
     block first: the error itself was the last of many lines). Subcommands' parsers are made
     of the same class."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        # Kept for `error`: argparse hands it only the message, not the words it was parsing.
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        message = self._unknown_option(message) or message
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+    def _unknown_option(self, message: str) -> str | None:
+        """For an "invalid choice" of this parser's action: the unknown option before it, if
+        any, as the error. `digitlab knn --test-size 200` once said "invalid choice: '200'
+        (choose from 'sweep')": an option no parser knows is set aside, so its value was taken
+        for the action's name. None when the choice is wrong on its own."""
+        actions = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or "invalid choice" not in message:
+            return None
+        words = getattr(self, "_words", [])
+        wrong = next((i for i, w in enumerate(words) if f"invalid choice: {w!r}" in message), None)
+        for word in words[:wrong]:
+            name = word.split("=", 1)[0]
+            if word == "--" or not name.startswith("-") or self._knows(self, name):
+                continue
+            if self._negative_number_matcher.match(word):
+                continue  # a value such as -5, not an option
+            owners = [
+                f"`{parser.prog}`"
+                for action in actions
+                for parser in dict.fromkeys(action.choices.values())
+                if self._knows(parser, name)
+            ]
+            takes = "takes" if len(owners) == 1 else "take"
+            where = f"; it goes after the action: {', '.join(owners)} {takes} it"
+            return f"unknown option {name}" + (where if owners else "")
+        return None
+
+    @staticmethod
+    def _knows(parser: argparse.ArgumentParser, name: str) -> bool:
+        """Whether `parser` takes option `name`, as given or abbreviated (as argparse does)."""
+        options = parser._option_string_actions
+        return name in options or (
+            parser.allow_abbrev
+            and name.startswith("--")
+            and any(o.startswith(name) for o in options)
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,15 +166,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line
     if previous:
         sys.unraisablehook = functools.partial(_interrupt_lost, unraisable)
+    _last_signal.clear()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if _last_signal and code == 0:
+            # Stopped by the signal, though a library caught its KeyboardInterrupt and
+            # returned (Gradio's server loop does): `digitlab app` stopped with Ctrl-C exited
+            # 0 or 130 by where in Gradio the signal landed. (A command that says how it
+            # stopped returns its own code: `sweep` says which trials finished.)
+            raise KeyboardInterrupt
+        return code
     except DigitlabError as exc:
-        print(f"digitlab: error: {exc}", file=sys.stderr)
+        # one_line: a message naming a file whose name holds a newline is still one line.
+        print(f"digitlab: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:
         # A file that cannot be read or written (a read-only folder, a full disk, /proc...):
         # one line naming the path, no traceback. Outputs are checked before the work too.
-        print(f"digitlab: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"digitlab: error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from digitlab.cli.common import (
 )
 from digitlab.cluster_experiment import EMBEDDINGS, METHODS, ClusterConfig
 from digitlab.commit import outputs_together
+from digitlab.files import shown_name
 from digitlab.folders import claim
 from digitlab.tasks import cluster as cluster_task
 
@@ -55,7 +56,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     say(args, f"  cluster → most likely digit: {mapping}")
     if "inertia" in result:
         say(args, f"  inertia {result['inertia']:.6g} after {result['n_iter']} iterations")
-    say(args, f"wrote {out / 'metrics.json'} and {len(result['figures'])} figures in {out}")
+    say(
+        args,
+        f"wrote {shown_name(out / 'metrics.json')} and {len(result['figures'])} figures in "
+        f"{shown_name(out)}",
+    )
     return 0
 
 

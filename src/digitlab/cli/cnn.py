@@ -27,6 +27,7 @@ from digitlab.cli.common import (
 from digitlab.commit import outputs_together
 from digitlab.data import get_spec
 from digitlab.errors import ConfigError
+from digitlab.files import shown_name
 from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn
@@ -76,7 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         show_epochs(-1, History(**metrics["history"]))
     say(args, metrics["summary"])
     say(args, format_report(metrics))
-    say(args, f"wrote the model to {out / 'model'}, metrics.json and figures to {out}")
+    say(
+        args,
+        f"wrote the model to {shown_name(out / 'model')}, metrics.json and figures to "
+        f"{shown_name(out)}",
+    )
     return 0
 
 
@@ -105,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = cnn_task.evaluate_saved(model, ds)
     say(args, format_report(report))
     if args.out:
-        say(args, f"wrote metrics.json and figures to {args.out}")
+        say(args, f"wrote metrics.json and figures to {shown_name(args.out)}")
     return 0
 
 
@@ -150,7 +155,7 @@ def _answer(args: argparse.Namespace, answers, out: Path | None) -> int:
             continue
         print(answer.line(args.top), flush=True)
         for warning in answer.prepared.warnings:  # worth knowing beside the answer
-            print(f"{answer.name}: note: {warning}", file=sys.stderr)
+            print(f"{shown_name(answer.name)}: note: {warning}", file=sys.stderr)
     if out is not None:
         cnn_task.write_record(out, seen)
     return failed

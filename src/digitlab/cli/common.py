@@ -15,7 +15,7 @@ from typing import Any
 from digitlab.checkpoint import RUN_KINDS, runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
-from digitlab.files import check_writable, check_writable_file
+from digitlab.files import check_writable, check_writable_file, shown_name
 from digitlab.folders import refuse_others
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
@@ -196,7 +196,7 @@ def say_if_nothing_to_resume(args: argparse.Namespace, checkpoint: Path) -> None
                 "would train a new one over it; leave out --resume to train it again, or "
                 "choose another --out"
             )
-        say(args, f"no checkpoint in {folder} to resume: starting a new run there")
+        say(args, f"no checkpoint in {shown_name(folder)} to resume: starting a new run there")
 
 
 def out_dir(args: argparse.Namespace, default: str) -> Path:

@@ -16,6 +16,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.data import get_spec
+from digitlab.files import one_line, shown_name
 from digitlab.plots import check_figure_path
 from digitlab.tasks import data as data_task
 
@@ -27,7 +28,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    lines = [f"{ds.name} (from {ds.source})"]
+    lines = [f"{ds.name} (from {one_line(str(ds.source))})"]
     for split in ("train", "test"):
         s = info[split]
         lines.append(
@@ -53,7 +54,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = out_file(check_figure_path(args.out or default), "data show")
     ds = data_task.load(data, quiet=args.quiet)
     path, label = data_task.show(ds, args.split, args.index, out)
-    say(args, f"wrote {path} ({args.split} image {args.index}, label {label})")
+    say(args, f"wrote {shown_name(path)} ({args.split} image {args.index}, label {label})")
     return 0
 
 
@@ -67,7 +68,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     out = out_file(check_figure_path(args.out or Path(default)), "data gallery")
     ds = data_task.load(data, quiet=args.quiet)
     path, n = data_task.gallery(ds, args.split, args.digit, args.count, args.random, args.seed, out)
-    say(args, f"wrote {path} ({n} {args.split} images)")
+    say(args, f"wrote {shown_name(path)} ({n} {args.split} images)")
     return 0
 
 

@@ -21,7 +21,7 @@ from digitlab.cli.common import (
     say,
     say_if_nothing_to_resume,
 )
-from digitlab.files import OutputError
+from digitlab.files import OutputError, shown_name
 from digitlab.folders import claim
 from digitlab.gan_train import CHECKPOINT, GANTrainConfig
 from digitlab.loaders import load_cnn, load_gan_generator
@@ -53,11 +53,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             say=partial(say, args),
         )
     samples = out / "samples"  # written at each epoch's end: none before the first ends
-    grids = f", sample grids in {samples}" if samples.is_dir() else ""
+    grids = f", sample grids in {shown_name(samples)}" if samples.is_dir() else ""
     say(
         args,
         f"trained {info['steps']} steps ({info['steps'] / info['steps_per_epoch']:.2f} "
-        f"epochs); generator saved to {out / 'generator'}{grids}",
+        f"epochs); generator saved to {shown_name(out / 'generator')}{grids}",
     )
     return 0
 
@@ -71,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _check_unnamed(out, "gan generate", "a picture of `gan generate`")
     g = load_gan_generator(args.model)
     path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
-    say(args, f"wrote {path}")
+    say(args, f"wrote {shown_name(path)}")
     return 0
 
 
@@ -105,7 +105,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         fps=args.fps,
         strip=strip,
     )
-    say(args, f"wrote {files[0]} and its frames {files[1]}")
+    say(args, f"wrote {shown_name(files[0])} and its frames {shown_name(files[1])}")
     return 0
 
 

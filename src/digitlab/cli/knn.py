@@ -15,6 +15,7 @@ from digitlab.cli.common import (
     say,
 )
 from digitlab.commit import outputs_together
+from digitlab.files import shown_name
 from digitlab.folders import claim
 from digitlab.knn_experiment import KNNConfig, SweepConfig
 from digitlab.metrics import format_report
@@ -36,7 +37,11 @@ def cmd_knn(args: argparse.Namespace) -> int:
         f"{result['n_test']} test images ({result['timing']['total_s']:.1f} s)",
     )
     say(args, format_report(result))
-    say(args, f"wrote {out / 'metrics.json'} and {len(result['figures'])} figures in {out}")
+    say(
+        args,
+        f"wrote {shown_name(out / 'metrics.json')} and {len(result['figures'])} figures in "
+        f"{shown_name(out)}",
+    )
     return 0
 
 
@@ -59,7 +64,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"chosen k = {result['chosen_k']} by validation accuracy on {result['n_val']} "
         f"held-out training images (test accuracy is reported, never used to choose)",
     )
-    say(args, f"wrote {out / 'sweep.json'} and {out / result['figures']['sweep']}")
+    say(
+        args,
+        f"wrote {shown_name(out / 'sweep.json')} and "
+        f"{shown_name(out / result['figures']['sweep'])}",
+    )
     return 0
 
 

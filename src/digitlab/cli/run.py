@@ -9,7 +9,7 @@ from pathlib import Path
 from digitlab import app_handlers, commit
 from digitlab.cli.common import add_quiet, folder_arg, out_arg, seed_arg
 from digitlab.errors import DataError
-from digitlab.files import folder_lock
+from digitlab.files import folder_lock, one_line, shown_name
 from digitlab.pipeline import run_course
 from digitlab.report import write_report
 from digitlab.run_config import (
@@ -47,11 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_toml(cfg), end="")
         return 0
-    out = args.out or Path("runs") / cfg.preset
+    out = args.out or Path("runs") / (cfg.preset or "course")
     metrics = run_course(cfg, out, stages, quiet=args.quiet, force=args.force)
     if not args.quiet:
         print("\n".join(_headlines(metrics["stages"])))
-        print(f"open {out / 'report.html'}")
+        print(f"open {shown_name(out / 'report.html')}")
     return 0
 
 
@@ -94,12 +94,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if lost:  # shown as lost on the page too; not silently dropped or embedded broken
         print(
             f"note: {len(lost)} figure(s) of this run are missing or damaged ({', '.join(lost)}): "
-            f"the report says so where they belong; `digitlab run --out {folder}` with its "
-            "settings draws them again",
+            "the report says so where they belong; `digitlab run --out "
+            f"{shown_name(folder)}` with its settings draws them again",
             file=sys.stderr,
         )
     if not args.quiet:
-        print(f"wrote {path}")
+        print(f"wrote {shown_name(path)}")
     return 0
 
 
@@ -125,7 +125,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     app.check_address(args.host, args.port)
     models = app_handlers.load_models(args.data_dir, args.model, args.cnn, args.run)
     for note in models.notes:
-        print(f"note: {note}")
+        print(f"note: {one_line(note)}")
     print(f"digitlab app on http://{args.host}:{args.port} (Ctrl-C to stop)")
     app.serve(models, args.host, args.port)
     return 0
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--preset",
-        default="course",
+        default=None,  # not "course": a run from --config alone is said to be from that file
         choices=tuple(PRESETS),
         help="quick (about a minute), course (the course's settings, default), "
         "full (all 60,000 training images)",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from digitlab.cli.common import folder_arg, out_arg
 from digitlab.errors import DigitlabError
-from digitlab.files import check_writable
+from digitlab.files import check_writable, shown_name
 from digitlab.run_config import PRESETS, STAGES, parse_overrides
 from digitlab.sweep import run_sweep, split_words
 from digitlab.sweep.adapter import METRICS
@@ -63,7 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         best = result.best
         if best is not None:
             print(chosen_line(s, best))
-        print(f"open {result.paths['html']}")
+        print(f"open {shown_name(result.paths['html'])}")
     if not result.complete:
         import sys
 
