@@ -25,9 +25,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(tmp_path):
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """One app for the browser tests of both widths (each start took about 10 s); its own
+    DIGITLAB_HOME, as the function-scoped isolation gives every test, set by hand: this
+    fixture is made before that one runs."""
     pytest.importorskip("gradio")
+    tmp_path = tmp_path_factory.mktemp("app")
     import torch
 
     from digitlab.gan import Generator
@@ -37,6 +41,8 @@ def app_url(tmp_path):
     torch.manual_seed(0)
     save_generator(Generator(), tmp_path / "gen")
     port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DIGITLAB_DATA", "DIGITLAB_MIRRORS")}
+    env["DIGITLAB_HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -50,6 +56,7 @@ def app_url(tmp_path):
             "--model",
             str(tmp_path / "gen"),
         ],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
