@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import linalg
+from threadpoolctl import threadpool_limits
 
 from digitlab.cnn import CourseCNN, predict_proba, to_tensor
 from digitlab.gan import Generator, generate
@@ -45,15 +46,17 @@ class _Moments:
 
     def __init__(self, features: np.ndarray):
         self.mean = features.mean(0)
-        self.cov = np.atleast_2d(np.cov(features, rowvar=False))
+        with threadpool_limits(1, user_api="blas"):  # see distance_to
+            self.cov = np.atleast_2d(np.cov(features, rowvar=False))
         self._root: np.ndarray | None = None
 
     def root(self) -> np.ndarray:
         """C^(1/2), symmetric: C is symmetric positive semi-definite (tiny negative eigenvalues
         are rounding, set to 0)."""
         if self._root is None:
-            w, v = linalg.eigh(self.cov)
-            self._root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+            with threadpool_limits(1, user_api="blas"):  # see distance_to
+                w, v = linalg.eigh(self.cov)
+                self._root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
         return self._root
 
     def distance_to(self, other: _Moments) -> float:
@@ -65,9 +68,13 @@ class _Moments:
         decomposition: 2.9-3.7 s for the CNN's 1,600 features on one AVX2 core, against
         0.3 s), and C_a's root is made once for the three distances `evaluate_generator` takes
         to the same real digits. It needs no regularising offset for singular covariances
-        (dead ReLU features, fewer digits than features), which moved the old figure."""
+        (dead ReLU features, fewer digits than features), which moved the old figure.
+
+        On one BLAS thread: with another process busy, two threads took 5.8 s a problem
+        (waiting for each other) against 0.3-0.9 s on one; quiet, two save about a third."""
         root = other.root()
-        inner = linalg.eigvalsh(root @ self.cov @ root)
+        with threadpool_limits(1, user_api="blas"):
+            inner = linalg.eigvalsh(root @ self.cov @ root)
         trace_root = np.sqrt(np.clip(inner, 0, None)).sum()
         gap = ((self.mean - other.mean) ** 2).sum()
         return float(gap + np.trace(self.cov) + np.trace(other.cov) - 2 * trace_root)
