@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -70,6 +71,41 @@ def test_default_output_name(fake_dir, tmp_path, monkeypatch):
         main(["data", "gallery", "--digit", "6", "--count", "3", "--data-dir", str(fake_dir)]) == 0
     )
     assert (tmp_path / "mnist-6-gallery.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["show", "--index", "7"], "mnist-train-7.png"),
+        (["gallery", "--digit", "3", "--count", "2"], "mnist-3-gallery.png"),
+        (["gallery", "--count", "1"], "mnist-gallery.png"),
+    ],
+)
+def test_a_default_name_never_replaces_the_users_file(
+    fake_dir, tmp_path, monkeypatch, capsys, argv, name
+):
+    """`data show`/`data gallery` once wrote over the user's own file of their default name
+    (an essay, a photo) and said "wrote": now refused in one line, the file kept; a picture
+    the command itself wrote there is replaced on a rerun, and a name the user gives is
+    written as asked."""
+    monkeypatch.chdir(tmp_path)
+    command = ["data", *argv, "--data-dir", str(fake_dir)]
+    mine = tmp_path / name
+    photo = io.BytesIO()
+    Image.new("L", (40, 30), 200).save(photo, "PNG")  # the user's own picture, a PNG too
+    for content in (b"my essay", photo.getvalue()):
+        mine.write_bytes(content)
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "is already there, and digitlab did not write it" in err and "Traceback" not in err
+        assert mine.read_bytes() == content
+    mine.unlink()
+    assert main(command) == 0 and Image.open(mine).size[0] > 40
+    first = mine.read_bytes()
+    assert main(command) == 0 and mine.read_bytes() == first  # its own picture: replaced
+    mine.write_bytes(b"my essay")
+    assert main([*command, "--out", name]) == 0  # named by the user: written as asked
+    assert mine.read_bytes() == first
 
 
 @pytest.mark.parametrize(

@@ -879,3 +879,27 @@ def test_an_apps_colour_swatches_are_not_the_digit(mnist, shipped):
         canvas[200:620, 380:800][~thin] = 0
         seen = prepare(canvas)
         assert predict_proba(shipped, seen.image[None])[0].argmax() == label
+
+
+@pytest.mark.real_data
+def test_a_zero_one_mask_reads_as_ink_and_paper(mnist, shipped):
+    """A uint8 mask of 0 and 1 (a segmentation or threshold export) read as a black, blank
+    picture ("no digit found"); the same mask as 0/255, as bool or as a mode-1 image read
+    fine. Now every form reads the same pixels: as a PNG (L and RGB), a uint8 array, and
+    beside an alpha channel, whose 0/1 values stay nearly transparent (by 255)."""
+    digits = mnist.x_test[:12]
+    masks = (digits > 128).astype(np.uint8)
+    for mask, label in zip(masks, mnist.y_test[:12], strict=True):
+        big = np.kron(mask, np.ones((6, 6), np.uint8))  # a 168 px export
+        expected = prepare(big * 255).image
+        for form in ("L", "RGB"):
+            buf = io.BytesIO()
+            image = Image.fromarray(1 - big if form == "L" else np.dstack([1 - big] * 3))
+            image.save(buf, "PNG")  # dark ink (0) on paper (1), as a mask is often saved
+            np.testing.assert_array_equal(prepare(buf.getvalue()).image, expected)
+        np.testing.assert_array_equal(prepare(big).image, expected)
+        assert predict_proba(shipped, expected[None]).argmax() == label
+    rgba = np.zeros((120, 120, 4), np.uint8)
+    rgba[..., 3] = 1  # all but transparent: no picture in it
+    with pytest.raises(ImageError):
+        prepare(rgba)

@@ -244,7 +244,14 @@ def test_interrupt_says_how_to_resume(ray_head, small_mnist, tmp_path):
     argv = [str(BIN / "digitlab"), "sweep", "knn.k=1,3", "--metric", "knn.val_accuracy",
             "--preset", "quick", *base_words(small_mnist), "--address", ray_head,
             "--cpus-per-trial", "2", "--out", str(out)]  # fmt: skip
-    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Ctrl-C as from a terminal: a suite run as a background job hands SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         _wait(lambda: list(out.glob("trials/*/attempts.jsonl")), 120, "a first trial")
         driver.send_signal(signal.SIGINT)  # Ctrl-C while the first trial runs

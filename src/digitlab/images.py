@@ -103,7 +103,10 @@ def read_picture(
     arr = _reduced_array(arr, _reduction(arr.shape[1], arr.shape[0]))
     alpha = rgb = None
     if arr.ndim == 3 and arr.shape[2] == 4:
-        alpha = _unit(arr[..., 3], arr.dtype, name)
+        # Opacity by 255 even when it is only 0 and 1 (nearly transparent, not a mask).
+        alpha = (
+            arr[..., 3] / 255.0 if arr.dtype == np.uint8 else _unit(arr[..., 3], arr.dtype, name)
+        )
         arr = arr[..., :3]
     grey = _unit(arr, arr.dtype, name)
     if grey.ndim == 3:
@@ -115,15 +118,17 @@ def read_picture(
 
 
 def _unit(arr: np.ndarray, dtype, name: str) -> np.ndarray:
-    """Pixels as floats in [0, 1]: uint8 by 255, floats in [0, 1] as they are, other types
-    by their own range. That range is the bulk's (0.1 to 99.9 percentile) widened by its own
-    width on each side, so a hot pixel (65535 in a scan of 500..3000, one 1e30 in a float
-    picture) is clipped instead of squeezing the whole picture into 4% of the range (it then
-    read as blank); the ink of a tiny digit keeps at least the bulk's width of contrast.
-    Raises ImageError for NaN or infinite values."""
+    """Pixels as floats in [0, 1]: uint8 by 255 (a 0/1 mask as it is), floats in [0, 1] as
+    they are, other types by their own range. That range is the bulk's (0.1 to 99.9
+    percentile) widened by its own width on each side, so a hot pixel (65535 in a scan of
+    500..3000, one 1e30 in a float picture) is clipped instead of squeezing the whole picture
+    into 4% of the range (it then read as blank); the ink of a tiny digit keeps at least the
+    bulk's width of contrast. Raises ImageError for NaN or infinite values."""
     a = arr.astype(np.float64)
     if dtype == np.uint8:
-        return a / 255.0
+        # A 0/1 mask (a segmentation or thresholding export) is paper and ink, not a black
+        # picture: by 255 it read as blank.
+        return a if a.size and a.max() == 1 else a / 255.0
     if np.issubdtype(dtype, np.floating) and not np.isfinite(a).all():
         raise ImageError(f"{name}: the image holds NaN or infinite values")
     if np.issubdtype(dtype, np.floating) and a.size and a.min() >= 0 and a.max() <= 1:
@@ -252,11 +257,11 @@ def _from_pil(im, name: str, long_side: int | None = None) -> Picture:
         # keeps its contrast instead of being clipped to white by an 8-bit conversion.
         grey = _unit(np.asarray(im), np.asarray(im).dtype, name)
     elif im.mode == "L":
-        grey = np.asarray(im, dtype=np.float64) / 255.0
+        grey = _unit(np.asarray(im), np.uint8, name)
     elif im.mode == "1":
         grey = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
     else:  # RGB, CMYK, YCbCr, LAB, HSV...: through RGB to luma
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+        rgb = _unit(np.asarray(im.convert("RGB")), np.uint8, name)
         grey = rgb @ _LUMA
     scale = long_side / max(grey.shape)
     return Picture(np.clip(grey, 0, 1), _meaningful(alpha), name, mode, rotated, rgb, scale)

@@ -42,6 +42,34 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI, metadata: dict | None = 
     return path
 
 
+MARK_KEY = "digitlab"  # a PNG text chunk: which command wrote the picture
+
+
+def save_marked(fig: Figure, path: str | Path, mark: str, more: dict | None = None) -> Path:
+    """`save`, with `mark` (the command that wrote it: "gan generate", "data show") under
+    MARK_KEY, and `more` text, when `path` is a PNG. By the mark a command later knows a
+    default-named picture as its own, to replace, from a user's file of the same name, to
+    keep (other formats keep other metadata, and are written only where the user named them).
+    """
+    png = Path(path).suffix.lower() == ".png"
+    return save(fig, path, metadata={MARK_KEY: mark, **(more or {})} if png else None)
+
+
+def png_text(path: str | Path) -> dict:
+    """The text chunks of the PNG at `path`; {} for anything else or a file not readable."""
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {})) if image.format == "PNG" else {}
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return {}
+
+
+def mark_of(path: str | Path) -> str | None:
+    """The MARK_KEY value of a PNG `save_marked` wrote at `path`, or None: anything else, a
+    file that cannot be read included."""
+    return png_text(path).get(MARK_KEY)
+
+
 _PICTURES = {"png", "jpg", "jpeg", "pdf", "svg", "webp", "tif", "tiff", "gif"}
 
 

@@ -35,6 +35,7 @@ section { background:#fff; border:1px solid var(--line); border-radius:12px; pad
 h2 { margin-top:0; font-size:1.45rem; }
 h3 { font-size:1.05rem; margin:1.2rem 0 .4rem; }
 .lead { color:var(--muted); }
+.note { color:var(--muted); font-size:.9em; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:.7rem;
          margin:1rem 0; }
 .card { border:1px solid var(--line); border-radius:10px; padding:.7rem .9rem;
@@ -433,6 +434,18 @@ def _number(x: float | None, spec: str = ".4f") -> str:
     return "not a number" if x is None else format(x, spec)
 
 
+def _resumed(start: int | None, epochs: int) -> str:
+    """The sentence saying training resumed from a checkpoint ('' when it did not): a run that
+    finished training stopped at epoch 36 read as 60 epochs in its 31 s stage time."""
+    if not start:
+        return ""
+    return (
+        f" <b>Resumed at epoch {start + 1} of {epochs}</b>: epochs 1–{start} were trained "
+        "by an earlier, interrupted run into this folder (their seconds are in the table); the "
+        "stage time counts this run's part only."
+    )
+
+
 def section_cnn(figures_dir: Path, m: dict) -> str:
     """The HTML of the CNN's section, from its metrics and figures."""
     cfg = m["train_config"]
@@ -460,7 +473,9 @@ def section_cnn(figures_dir: Path, m: dict) -> str:
             if cfg.get("ema")
             else ""
         )
-        + "It is scored with its own predictions on the test set.</p>"
+        + "It is scored with its own predictions on the test set."
+        + _resumed(m.get("training", {}).get("resumed_from_epoch"), cfg["epochs"])
+        + "</p>"
         + _cards(
             [
                 ("test accuracy", _pct(m["accuracy"])),
@@ -559,6 +574,17 @@ def section_gan(figures_dir: Path, m: dict) -> str:
     if "frechet" in quality:
         cards.append(("Fréchet distance (CNN features)", _honest(quality["frechet"], 1)))
         cards.append(("real-vs-real floor", _honest(quality["frechet_real_vs_real"], 1)))
+    recorded = ""
+    if cards:
+        # Not measured in this run (the stage draws pictures): the cards once stood beside
+        # the run's own kNN and CNN figures as if they were.
+        n = quality.get("n_generated")
+        digits = f"{n:,d} generated digits" if isinstance(n, int) else "generated digits"
+        recorded = (
+            "<p class='note'>The generator's own figures, recorded with it when it was "
+            f"measured ({digits} read by a trained CNN); this run did not measure them. "
+            "<code>digitlab gan evaluate</code> measures them again.</p>"
+        )
     if "steps" in meta and "epochs" in meta:  # a finished training: it may stop mid-epoch
         epochs = _honest(meta["epochs"], 2 if meta["epochs"] < 1 else 1)
         cards.append(("training", f"{meta['steps']:,d} steps ({epochs} epochs)"))
@@ -572,6 +598,7 @@ def section_gan(figures_dir: Path, m: dict) -> str:
         "digit that was asked for; the Fréchet distance compares CNN features of generated "
         "and real images.</p>"
         + (_cards(cards) if cards else "")
+        + recorded
         + _img(
             figures_dir,
             figures.GAN["grid"],

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from digitlab import __version__
 from digitlab.cli import cluster, cnn, data, gan, knn, run, sweep
+from digitlab.cli.common import interrupted_code, last_signal
 from digitlab.errors import DigitlabError
 from digitlab.files import describe_os_error, one_line
 
@@ -115,14 +116,11 @@ def _interrupted(signum, frame):
     moment) the exception is only printed ("Exception ignored in ...") and the run went on to
     finish: there the signal is sent again a moment later instead (found by the frame, or
     by `_interrupt_lost` when Python reports the exception it could not raise)."""
-    _last_signal[:] = [signum]
+    last_signal[:] = [signum]
     if _in_finalizer(frame):
         _send_again(signum)
         return
     raise KeyboardInterrupt
-
-
-_last_signal: list[int] = []
 
 
 def _send_again(signum: int) -> None:
@@ -133,8 +131,8 @@ def _interrupt_lost(previous_hook, unraisable) -> None:
     """`sys.unraisablehook` while a command runs: a KeyboardInterrupt our handler raised where
     Python can only print it (a finalizer `_in_finalizer` does not recognise: a weakref
     callback of any module, a C-level clean-up) is sent again, not printed and lost."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _last_signal:
-        _send_again(_last_signal[0])
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and last_signal:
+        _send_again(last_signal[0])
         return
     previous_hook(unraisable)
 
@@ -150,13 +148,15 @@ def _in_finalizer(frame) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 ok, 1 our error, 2 usage, 130 interrupted)."""
+    """Run one command; returns the exit code (0 ok, 1 our error, 2 usage, 128 + the signal
+    when one stopped it: 130 Ctrl-C, 143 SIGTERM)."""
     for stream in (sys.stdout, sys.stderr):
         # A file name in another script on a console that cannot show it (PYTHONIOENCODING=
         # ascii, a C locale) printed a UnicodeEncodeError traceback: escape it instead.
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
     args = parse(build_parser(), argv)
+    last_signal.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,10 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line
     if previous:
         sys.unraisablehook = functools.partial(_interrupt_lost, unraisable)
-    _last_signal.clear()
     try:
         code = int(args.func(args) or 0)
-        if _last_signal and code == 0:
+        if last_signal and code == 0:
             # Stopped by the signal, though a library caught its KeyboardInterrupt and
             # returned (Gradio's server loop does): `digitlab app` stopped with Ctrl-C exited
             # 0 or 130 by where in Gradio the signal landed. (A command that says how it
@@ -187,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("digitlab: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_code()
     finally:
         warnings.showwarning, sys.unraisablehook = shown, unraisable
         for sig, handler in previous.items():

@@ -15,8 +15,9 @@ from typing import Any
 from digitlab.checkpoint import RUN_KINDS, runs_in
 from digitlab.data import Dataset
 from digitlab.errors import ConfigError
-from digitlab.files import check_writable, check_writable_file, shown_name
+from digitlab.files import OutputError, check_writable, check_writable_file, shown_name
 from digitlab.folders import refuse_others
+from digitlab.plots import mark_of
 from digitlab.settings import HELP, describe, set_fields, settable_fields
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.data import load as load_data
@@ -210,6 +211,34 @@ def out_file(path: Path, command: str) -> Path:
     once replaced the shipped CNN's config.json, and `gan generate` a run's figure)."""
     path = check_writable_file(path)
     refuse_others(path.parent, command, one_file=True)
+    return path
+
+
+#: The signal that stopped the command (SIGINT, SIGTERM), set by the CLI's handler.
+last_signal: list[int] = []
+
+
+def interrupted_code() -> int:
+    """The exit code of a command stopped by a signal: 128 + its number, as a shell gives a
+    process killed by it (130 for Ctrl-C, 143 for SIGTERM; SIGTERM once also exited 130)."""
+    return 128 + (last_signal[0] if last_signal else 2)
+
+
+def check_unnamed(path: Path, mark: str, what: str) -> Path:
+    """`path`, a place the user did not name (a default name, a GIF's frame strip), if it may
+    be written: OutputError, before any work, when it is a folder, or a file other than a
+    picture digitlab wrote as `mark` (`plots.save_marked`). The user's mine.png beside
+    --out mine.gif, and their own mnist-train-7.png under `data show`'s default name, were
+    once overwritten in silence."""
+    if path.is_dir():
+        raise OutputError(
+            f"cannot write {what} to {shown_name(path)}: it is a folder; choose another --out"
+        )
+    if (path.exists() or path.is_symlink()) and mark_of(path) != mark:
+        raise OutputError(
+            f"{shown_name(path)} is already there, and digitlab did not write it as {what}: it "
+            "is kept; move it away or name another file with --out"
+        )
     return path
 
 

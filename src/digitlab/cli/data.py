@@ -10,6 +10,7 @@ from digitlab.cli.common import (
     add_common,
     add_data_options,
     add_quiet,
+    check_unnamed,
     data_config,
     number_or_word,
     out_file,
@@ -52,6 +53,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     # PNG named g).
     default = Path(f"{name}-{args.split}-{args.index}.png")
     out = out_file(check_figure_path(args.out or default), "data show")
+    if args.out is None:  # a user's file of that name is theirs: only our own is replaced
+        check_unnamed(out, "data show", "a picture of `data show`")
     ds = data_task.load(data, quiet=args.quiet)
     path, label = data_task.show(ds, args.split, args.index, out)
     say(args, f"wrote {shown_name(path)} ({args.split} image {args.index}, label {label})")
@@ -66,6 +69,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     name = get_spec(data.dataset).name
     default = f"{name}-gallery.png" if args.digit is None else f"{name}-{args.digit}-gallery.png"
     out = out_file(check_figure_path(args.out or Path(default)), "data gallery")
+    if args.out is None:
+        check_unnamed(out, "data gallery", "a picture of `data gallery`")
     ds = data_task.load(data, quiet=args.quiet)
     path, n = data_task.gallery(ds, args.split, args.digit, args.count, args.random, args.seed, out)
     say(args, f"wrote {shown_name(path)} ({n} {args.split} images)")

@@ -12,6 +12,7 @@ from digitlab.cli.common import (
     add_out,
     add_quiet,
     add_seed,
+    check_unnamed,
     config,
     help_for,
     out_arg,
@@ -68,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     default = "generated-grid.png" if args.digit is None else f"generated-{args.digit}.png"
     out = out_file(check_figure_path(args.out or Path(default)), "gan generate")
     if args.out is None:  # a name the user did not give replaces only our own picture
-        _check_unnamed(out, "gan generate", "a picture of `gan generate`")
+        check_unnamed(out, "gan generate", "a picture of `gan generate`")
     g = load_gan_generator(args.model)
     path = gan_task.generate_figure(g, args.digit, args.count, args.seed, out, not args.no_centre)
     say(args, f"wrote {shown_name(path)}")
@@ -86,7 +87,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     )
     # Every place before anything is written (a folder named like the strip once failed
     # after the GIF was written).
-    strip = _check_unnamed(out.with_suffix(".png"), f"frames of {out.name}", f"the frames of {out}")
+    strip = check_unnamed(out.with_suffix(".png"), f"frames of {out.name}", f"the frames of {out}")
     if args.out is None and (out.exists() or out.is_symlink()) and not gan_task.wrote_morph(out):
         raise OutputError(
             f"{out} is already there, and digitlab did not write it (its frames {strip} do "
@@ -107,21 +108,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     )
     say(args, f"wrote {shown_name(files[0])} and its frames {shown_name(files[1])}")
     return 0
-
-
-def _check_unnamed(path: Path, mark: str, what: str) -> Path:
-    """`path`, a place the user did not name (a default name, a GIF's frame strip), if it may
-    be written: OutputError, before any work, when it is a folder, or a file other than a
-    picture digitlab wrote as `mark` (the user's mine.png beside --out mine.gif was once
-    overwritten in silence)."""
-    if path.is_dir():
-        raise OutputError(f"cannot write {what} to {path}: it is a folder; choose another --out")
-    if (path.exists() or path.is_symlink()) and gan_task.mark_of(path) != mark:
-        raise OutputError(
-            f"{path} is already there, and digitlab did not write it as {what}: it is kept; "
-            "move it away or name another file with --out"
-        )
-    return path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

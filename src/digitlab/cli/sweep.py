@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from digitlab.cli.common import folder_arg, out_arg
+from digitlab.cli.common import folder_arg, interrupted_code, out_arg
 from digitlab.errors import DigitlabError
 from digitlab.files import check_writable, shown_name
 from digitlab.run_config import PRESETS, STAGES, parse_overrides
@@ -73,7 +73,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "command with --resume to finish the others",
             file=sys.stderr,
         )
-        return 130
+        return interrupted_code()
     if failed:
         raise DigitlabError(
             f"{len(failed)} of {len(result.records)} trials did not finish "

@@ -82,7 +82,8 @@ def show(ds: Dataset, split_name: str, index: int, out: str | Path) -> tuple[Pat
             f"--index must be in 0..{len(x) - 1} for the {split_name} split, got {index}"
         )
     label = ds.classes[int(y[index])]
-    path = plots.save(plots.digit(x[index], f"{split_name}[{index}]: label {label}"), out)
+    figure = plots.digit(x[index], f"{split_name}[{index}]: label {label}")
+    path = plots.save_marked(figure, out, "data show")  # marked: a rerun knows it as ours
     return path, label
 
 
@@ -117,7 +118,7 @@ def gallery(
         images, idx = rows_per_class(x, y, len(ds.classes), count, seed)
         titles = [f"#{i}: {ds.classes[int(y[i])]}" if i >= 0 else "" for i in idx]
         figure = plots.digits_grid(images, titles, ncols=count)
-        return plots.save(figure, out), int(np.sum(idx >= 0))
+        return plots.save_marked(figure, out, "data gallery"), int(np.sum(idx >= 0))
     members = np.flatnonzero(y == digit)
     if not len(members):  # an empty figure said nothing (data without that class)
         held = ", ".join(ds.classes[c] for c in np.unique(y))
@@ -128,7 +129,8 @@ def gallery(
         members = np.sort(np.random.default_rng(seed).permutation(members))
     idx = members[:count]
     titles = [f"#{i}: {ds.classes[int(y[i])]}" for i in idx]
-    return plots.save(plots.digits_grid(x[idx], titles, ncols=min(count, 10)), out), len(idx)
+    figure = plots.digits_grid(x[idx], titles, ncols=min(count, 10))
+    return plots.save_marked(figure, out, "data gallery"), len(idx)
 
 
 def rows_per_class(

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from digitlab import figures, plots
 from digitlab.cnn import CourseCNN
@@ -84,11 +83,11 @@ def generate_figure(
     check_generate(digit, count)
     if digit is None:
         images = generate_grid(generator, per_class=count, seed=seed, centre=centre)
-        return _save_marked(plots.digits_grid(images, None, ncols=count), out, "gan generate")
+        return plots.save_marked(plots.digits_grid(images, None, ncols=count), out, "gan generate")
     images = generate(generator, digit, count, seed=seed, centre=centre)
     titles = [str(digit)] * len(images)
     figure = plots.digits_grid(images, titles, ncols=min(10, count))
-    return _save_marked(figure, out, "gan generate")
+    return plots.save_marked(figure, out, "gan generate")
 
 
 def morph(
@@ -117,45 +116,23 @@ def morph(
         )
         # The GIF's digest too: a GIF carries no mark, and is told ours by it (`wrote_morph`).
         gif = {GIF_KEY: file_digest(files[0], "sha256")}
-        files.append(_save_marked(grid, strip, f"frames of {Path(out).name}", gif))
+        files.append(plots.save_marked(grid, strip, f"frames of {Path(out).name}", gif))
     return files
 
 
-#: PNG text key of a picture this module wrote; its value says which ("frames of m.gif",
-#: "gan generate"). The command line writes a file the user did not name (a GIF's frame
-#: strip, a default name) only over a file carrying it: the user's own mine.png beside
-#: `--out mine.gif` was once overwritten in silence.
-MARK_KEY = "digitlab"
+# Pictures this module writes carry `plots.MARK_KEY` ("frames of m.gif", "gan generate"). The
+# command line writes a file the user did not name (a GIF's frame strip, a default name) only
+# over a file carrying it: the user's own mine.png beside `--out mine.gif` was once
+# overwritten in silence.
+mark_of = plots.mark_of
 GIF_KEY = "digitlab-gif-sha256"  # in a frame strip: the sha256 of the GIF written with it
-
-
-def _save_marked(fig, path: str | Path, mark: str, more: dict | None = None) -> Path:
-    """`plots.save`, with `mark` under MARK_KEY (and `more` text) when `path` is a PNG (other
-    formats keep other metadata, and are only written where the user named them)."""
-    png = Path(path).suffix.lower() == ".png"
-    return plots.save(fig, path, metadata={MARK_KEY: mark, **(more or {})} if png else None)
-
-
-def _png_text(path: str | Path) -> dict:
-    """The text chunks of the PNG at `path`; {} for anything else or a file not readable."""
-    try:
-        with Image.open(path) as image:
-            return dict(getattr(image, "text", {})) if image.format == "PNG" else {}
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return {}
-
-
-def mark_of(path: str | Path) -> str | None:
-    """The MARK_KEY value of a PNG this module wrote at `path` ("gan generate", "frames of
-    m.gif"), or None: anything else, a file that cannot be read included."""
-    return _png_text(path).get(MARK_KEY)
 
 
 def wrote_morph(gif: str | Path) -> bool:
     """True if the GIF at `gif` is the one `morph` wrote with the frame strip beside it (same
     name, .png), whose GIF_KEY holds the GIF's sha256: a GIF carries no mark of its own."""
     gif = Path(gif)
-    digest = _png_text(gif.with_suffix(".png")).get(GIF_KEY)
+    digest = plots.png_text(gif.with_suffix(".png")).get(GIF_KEY)
     return gif.is_file() and digest == file_digest(gif, "sha256")
 
 
