@@ -518,7 +518,7 @@ def test_interpolate_checks_both_places_and_keeps_a_png_it_did_not_write(tmp_pat
         assert main([*argv, str(ok)]) == 0
         said = capsys.readouterr().out.strip()
         assert said == f"wrote {ok} and its frames {ok.with_suffix('.png')}"
-    from digitlab.tasks.gan import mark_of
+    from digitlab.plots import mark_of
 
     assert mark_of(ok.with_suffix(".png")) == "frames of ok.gif"
     assert mark_of(ok) is None and mark_of(mine) is None

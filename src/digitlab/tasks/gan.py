@@ -124,7 +124,6 @@ def morph(
 # command line writes a file the user did not name (a GIF's frame strip, a default name) only
 # over a file carrying it: the user's own mine.png beside `--out mine.gif` was once
 # overwritten in silence.
-mark_of = plots.mark_of
 GIF_KEY = "digitlab-gif-sha256"  # in a frame strip: the sha256 of the GIF written with it
 
 
