@@ -278,7 +278,11 @@ def _perspective(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
 
 
 def _u8(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+    # In place after the first product: a big page's float copies cost more than the maths.
+    b = a * 255
+    np.rint(b, out=b)
+    np.clip(b, 0, 255, out=b)
+    return b.astype(np.uint8)
 
 
 def _ink(digit, canvas, fraction, pen, rng, corner=False) -> np.ndarray:

@@ -87,11 +87,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     )
     # Every place before anything is written (a folder named like the strip once failed
     # after the GIF was written).
-    strip = check_unnamed(out.with_suffix(".png"), f"frames of {out.name}", f"the frames of {out}")
+    strip = check_unnamed(
+        out.with_suffix(".png"), f"frames of {out.name}", f"the frames of {shown_name(out)}"
+    )
     if args.out is None and (out.exists() or out.is_symlink()) and not gan_task.wrote_morph(out):
         raise OutputError(
-            f"{out} is already there, and digitlab did not write it (its frames {strip} do "
-            "not name it): it is kept; move it away or name another GIF with --out"
+            f"{shown_name(out)} is already there, and digitlab did not write it (its frames "
+            f"{shown_name(strip)} do not name it): it is kept; move it away or name another GIF "
+            "with --out"
         )
     g = load_gan_generator(args.model)
     files = gan_task.morph(
