@@ -7,6 +7,7 @@ carries the path), quickly and with bounded memory, and lose nothing.
 from __future__ import annotations
 
 import errno
+import gzip
 import io
 import os
 import shutil
@@ -451,3 +452,32 @@ def test_an_empty_data_dir_string_is_refused(tmp_path, monkeypatch):
     for empty in ("", "  "):
         with pytest.raises(ConfigError, match="an empty path names no folder"):
             load_dataset("mnist", empty)
+
+
+@pytest.mark.parametrize(
+    ("name", "byte", "value", "cause"),
+    [
+        ("t10k-images-idx3-ubyte", 2, 0x0D, "type 0x08 (uint8), not the header's float32"),
+        ("t10k-labels-idx1-ubyte", 2, 0x0C, "type 0x08 (uint8), not the header's int32"),
+        ("t10k-images-idx3-ubyte", 3, 5, "3 dimensions (40, 28, 28), not the header's 5"),
+    ],
+)
+def test_a_damaged_header_byte_is_named(tmp_path, capsys, name, byte, value, cause):
+    """One damaged byte of an IDX header (the type code, the dimension count) was reported as
+    "truncated" or "trailing bytes", true of the header's arithmetic but sending users to
+    look for a short download: the line now names the byte."""
+    data = write_fake_idx(tmp_path / "d", n_train=100, n_test=40)
+    for path in data.iterdir():  # uncompressed, as a user's own files may be
+        if path.suffix == ".gz":
+            path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+            path.unlink()
+    target = data / name
+    raw = bytearray(target.read_bytes())
+    raw[16:24] = bytes(8)  # MNIST's first pixels are blank paper: read as two 0 dimensions
+    raw[byte] = value
+    target.write_bytes(bytes(raw))
+    argv = ["knn", "--data-dir", str(data), "--train-size", "50", "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and name in err and cause in err, err
+    assert "byte looks damaged" in err

@@ -208,6 +208,11 @@ def test_cnn_predict_without_a_model_folder_uses_the_shipped_cnn(tmp_path, capsy
     assert capsys.readouterr().out.startswith(f"{picture}: 1 (")
     assert main(["cnn", "predict", str(CNN)]) == 1
     assert "no pictures given after the model folder" in capsys.readouterr().err
+    # A folder of pictures alone was called "the model folder" too.
+    assert main(["cnn", "predict", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder, not a saved model" in err and "model folder" not in err, err
+    assert f"digitlab cnn predict {tmp_path}/*.png" in err
 
 
 def test_cnn_predict_takes_a_missing_folder_name_as_the_model(tmp_path, capsys):

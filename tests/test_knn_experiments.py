@@ -144,7 +144,7 @@ def test_cli_errors(fake, tmp_path, capsys, argv, message):
 def test_cli_bad_train_size_word(capsys):
     with pytest.raises(SystemExit):
         main(["knn", "--train-size", "lots"])
-    assert "expected a number or 'all'" in capsys.readouterr().err
+    assert "expected a whole number or 'all'" in capsys.readouterr().err
 
 
 def test_training_subset_missing_a_class(fake):

@@ -102,12 +102,38 @@ def _read_header(
     return shape, dtype, 4 + 4 * ndim, expected
 
 
-def _size_error(source: str, shape: tuple, expected: int, got: int | None) -> DataError:
+def _size_error(
+    source: str, shape: tuple, expected: int, got: int | None, dtype: np.dtype
+) -> DataError:
     what = "truncated" if got is not None and got < expected else "has trailing bytes"
     has = f"file has {got}" if got is not None else "the file holds more (not read further)"
     return DataError(
-        f"{source}: IDX file {what}: header says shape {shape} ({expected} bytes of data), {has}"
+        f"{source}: IDX file {what}: header says shape {shape} ({expected} bytes of data), "
+        f"{has}{_damaged_header(shape, dtype, got)}"
     )
+
+
+def _damaged_header(shape: tuple, dtype: np.dtype, got: int | None) -> str:
+    """Why the size is off, when one damaged header byte explains it exactly: the data fit
+    another type code, or fewer dimensions (the extra ones were read from the data). A file
+    of the right length called "truncated" sent users looking for a short download."""
+    if got is None:
+        return ""
+    count = int(np.prod(shape, dtype=object))
+    for code, other in _DTYPES.items():
+        if other != dtype and count * other.itemsize == got:
+            return (
+                f"; its data fit type 0x{code:02X} ({other.name}), not the header's "
+                f"{dtype.name}: the header's type byte looks damaged; replace the file"
+            )
+    for n in range(1, len(shape)):
+        if int(np.prod(shape[:n], dtype=object)) * dtype.itemsize == got + 4 * (len(shape) - n):
+            return (
+                f"; its data fit {n} dimension{'s' if n > 1 else ''} {shape[:n]}, not the "
+                f"header's {len(shape)}: the header's dimension byte looks damaged; replace "
+                "the file"
+            )
+    return ""
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -121,7 +147,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
     shape, dtype, header, expected = _read_header(read, source)
     if len(data) - header != expected:
-        raise _size_error(source, shape, expected, len(data) - header)
+        raise _size_error(source, shape, expected, len(data) - header, dtype)
     # A writable native-order copy, as Keras gives: frombuffer alone would be read-only.
     return (
         np.frombuffer(data, dtype=dtype, offset=header)
@@ -174,7 +200,7 @@ def read_idx(path: str | Path, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray:
                 shape, dtype, header, expected = _read_header(handle.read, source, max_bytes)
                 got = os.fstat(handle.fileno()).st_size - header
                 if got != expected:
-                    raise _size_error(source, shape, expected, got)
+                    raise _size_error(source, shape, expected, got, dtype)
                 return _read_data(handle, source, shape, dtype, expected)
             with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
                 shape, dtype, _, expected = _read_header(stream.read, source, max_bytes)
@@ -192,11 +218,11 @@ def _read_data(
     array = np.empty(shape, dtype=dtype)
     got = _read_into(stream, memoryview(array.reshape(-1).view(np.uint8)))
     if got < expected:
-        raise _size_error(source, shape, expected, got)
+        raise _size_error(source, shape, expected, got, dtype)
     # One byte more is all we ask for: data running on past the header's size (a gzip bomb
     # is that) are refused without inflating the rest.
     if stream.read(1):
-        raise _size_error(source, shape, expected, None)
+        raise _size_error(source, shape, expected, None, dtype)
     if not dtype.isnative:
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return array

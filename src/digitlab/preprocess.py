@@ -120,7 +120,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line: what was done, e.g. for the app or `cnn predict --verbose`."""
+        """One line: what was done (the app shows it under the answer)."""
         done = []
         if self.rotated:
             done.append("turned upright by its EXIF tag")
@@ -168,7 +168,17 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     if recipe not in ("digit", "object"):
         raise ValueError(f"recipe must be 'digit' or 'object', got {recipe!r}")
     pic = read_picture(image, name=name)
-    seen = _prepare(pic, recipe)
+    # A multi-page TIFF or an animation is read from its first frame: said, not silent (a
+    # blank first page with the digit on the second read as "blank" with no word why).
+    frames = f"only the first of its {pic.frames} frames (pages) is read"
+    try:
+        seen = _prepare(pic, recipe)
+    except ImageError as exc:
+        if pic.frames > 1 and "no digit found" in str(exc):
+            raise ImageError(f"{exc}: {frames}") from None
+        raise
+    if pic.frames > 1:
+        seen.warnings.append(frames)
     if pic.scale > 1 and seen.crop_box is not None:  # read reduced: in the file's pixels
         seen.crop_box = tuple(round(v * pic.scale) for v in seen.crop_box)
     return seen
@@ -684,7 +694,8 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
         # The paper under the (now light) marks: a grey opening with a disk wider than any
         # stroke removes them and keeps the light's slow changes and shadows' edges (a top-hat).
         reach = max(2, round(min(small.shape) / 7))
-        paper = opening(small, disk(reach, decomposition="sequence"))  # fast, near-same shape
+        paper = opening(_continued(small, reach), disk(reach, decomposition="sequence"))
+        paper = paper[reach:-reach, reach:-reach]
         paper = _resize(gaussian(paper, sigma=1.0), grey.shape)
     residual = smooth - paper
     # The paper's own spread (a robust MAD). In a tight crop up to half the pixels are ink and
@@ -693,6 +704,20 @@ def _flatten(grey: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
     centre = float(np.median(bulk))
     noise = 1.4826 * float(np.median(np.abs(bulk - centre)))
     return np.clip(residual - centre, 0, None), noise, inverted, tight is not None
+
+
+def _continued(small: np.ndarray, reach: int) -> np.ndarray:
+    """`small` padded by `reach` for the paper's opening: mirrored at its edges, except where
+    the paper rises gently toward an edge, which is continued along its slope (an odd
+    reflection). Light that falls off toward a photo's corners (a vignette; the corners rise
+    once the picture is inverted) made them peaks that the opening cut, and the cut corners
+    read as the digit beside a small real one. A steep rise is ink touching the edge (a
+    tight crop): continued, it would have become paper, so it stays mirrored."""
+    even = np.pad(small, reach, mode="reflect")
+    odd = np.pad(small, reach, mode="reflect", reflect_type="odd")
+    gentle = float(np.ptp(small))  # ink at the edge rises about twice its contrast
+    rise = odd - even
+    return np.where((rise >= 0) & (rise <= gentle), odd, even)
 
 
 def _border(a: np.ndarray) -> np.ndarray:
@@ -767,7 +792,12 @@ def _find_digit(
     round another mark (`_boxed`) and the page's or screen's own marks
     (`_page_marks_left_out`); the strongest mark away from the border is the digit, and
     the marks near it or big enough to be its parts join it (`_gather`)."""
-    blank = ImageError(f"{name}: no digit found (the picture looks blank)")
+    # A picture of strong contrast with no digit in it (pure noise, a texture) was called
+    # blank; plain paper, even grainy (noise of a tenth of the range), spans under 0.4. An
+    # empty canvas (ink in the alpha channel: contrast 1 by definition) has no noise at all.
+    busy = contrast >= 0.5 and noise > 0.01
+    why = "nothing in it stands out as a digit" if busy else "the picture looks blank"
+    blank = ImageError(f"{name}: no digit found ({why})")
     marks, props = _marks(flat, noise, blank)
     h, w = flat.shape
     min_area = max(4, min_share * h * w)

@@ -175,7 +175,7 @@ def _model_then_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:
     first = paths[0]
     if first.is_dir():
         if len(paths) == 1:
-            raise ConfigError(f"no pictures given after the model folder {first}")
+            raise ConfigError(_lone_folder(first))
         return first, paths[1:]
     if len(paths) > 1 and not first.suffix and not os.path.lexists(first):
         raise ConfigError(
@@ -183,6 +183,18 @@ def _model_then_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:
             "nor a picture; give a model folder first, or the pictures alone"
         )
     return None, paths
+
+
+def _lone_folder(folder: Path) -> str:
+    """What a folder given alone to `cnn predict` is taken for. A folder of pictures was
+    called "the model folder", which it was not."""
+    name = shown_name(folder)
+    if any((folder / place / "config.json").is_file() for place in (".", "model")):
+        return f"no pictures given after the model folder {name}"
+    return (
+        f"{name} is a folder, not a saved model (no config.json from `cnn train --out`) nor a "
+        f"picture: to read the pictures in it, name them (digitlab cnn predict {name}/*.png)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

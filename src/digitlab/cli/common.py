@@ -31,7 +31,9 @@ def parse_size(text: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number or 'all', got {text!r}"
+        ) from None
 
 
 def number_or_word(convert: Callable[[str], Any], word: str, expected: str) -> Callable:

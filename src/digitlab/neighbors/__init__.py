@@ -260,8 +260,11 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> KNeighborsClassifier:
         """Store the training set.
 
-        X: (n_samples, n_features) or images (n, h, w), any numeric dtype; kept as given, not
-        copied (uint8 pixels stay uint8). y: (n_samples,) labels. Returns self.
+        X: (n_samples, n_features) or images (n, h, w), any numeric dtype; copied once (uint8
+        pixels stay uint8), so the model is a snapshot: changing your array afterwards does not
+        change its answers (the first `predict` builds an index from it; answers from that
+        index beside your changed array matched neither). scikit-learn's brute search keeps
+        the caller's array and would read the change. y: (n_samples,) labels. Returns self.
         Raises ValueError for bad parameters, empty, non-finite or mismatched data, or a
         continuous y ("Unknown label type"); TypeError for sparse X.
         """
@@ -271,6 +274,7 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, self._y = np.unique(y, return_inverse=True)
         self.n_samples_fit_ = len(X)
         self.effective_metric_ = "euclidean"
+        X = np.array(X, copy=True)  # a snapshot: see the docstring
         self._pixels = _as_pixels(X)
         self._fit_X = X
         if self._pixels is not None:
