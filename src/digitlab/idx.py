@@ -8,6 +8,7 @@ the gzip magic bytes, not by the file name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -109,17 +110,17 @@ def _size_error(
     has = f"file has {got}" if got is not None else "the file holds more (not read further)"
     return DataError(
         f"{source}: IDX file {what}: header says shape {shape} ({expected} bytes of data), "
-        f"{has}{_damaged_header(shape, dtype, got)}"
+        f"{has}{_damaged_header(shape, dtype, expected, got)}"
     )
 
 
-def _damaged_header(shape: tuple, dtype: np.dtype, got: int | None) -> str:
+def _damaged_header(shape: tuple, dtype: np.dtype, expected: int, got: int | None) -> str:
     """Why the size is off, when one damaged header byte explains it exactly: the data fit
     another type code, or fewer dimensions (the extra ones were read from the data). A file
     of the right length called "truncated" sent users looking for a short download."""
     if got is None:
         return ""
-    count = int(np.prod(shape, dtype=object))
+    count = expected // dtype.itemsize
     for code, other in _DTYPES.items():
         if other != dtype and count * other.itemsize == got:
             return (
@@ -127,7 +128,7 @@ def _damaged_header(shape: tuple, dtype: np.dtype, got: int | None) -> str:
                 f"{dtype.name}: the header's type byte looks damaged; replace the file"
             )
     for n in range(1, len(shape)):
-        if int(np.prod(shape[:n], dtype=object)) * dtype.itemsize == got + 4 * (len(shape) - n):
+        if math.prod(shape[:n]) * dtype.itemsize == got + 4 * (len(shape) - n):
             return (
                 f"; its data fit {n} dimension{'s' if n > 1 else ''} {shape[:n]}, not the "
                 f"header's {len(shape)}: the header's dimension byte looks damaged; replace "

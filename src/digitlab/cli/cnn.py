@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from digitlab.checkpoint import CNN_RUN
 from digitlab.cli.common import (
     add_common,
     add_compute,
@@ -189,7 +190,7 @@ def _lone_folder(folder: Path) -> str:
     """What a folder given alone to `cnn predict` is taken for. A folder of pictures was
     called "the model folder", which it was not."""
     name = shown_name(folder)
-    if any((folder / place / "config.json").is_file() for place in (".", "model")):
+    if any((folder / place / "config.json").is_file() for place in (".", CNN_RUN.model)):
         return f"no pictures given after the model folder {name}"
     return (
         f"{name} is a folder, not a saved model (no config.json from `cnn train --out`) nor a "

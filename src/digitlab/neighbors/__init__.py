@@ -269,12 +269,13 @@ class KNeighborsClassifier(ClassifierMixin, BaseEstimator):
         continuous y ("Unknown label type"); TypeError for sparse X.
         """
         self._check_params()
-        X, y = validate_data(self, images_as_rows(X, self), y, dtype="numeric")
+        # copy=True: a snapshot (see above); check_array copies only what still shares the
+        # caller's memory, so data it already converted are not copied twice.
+        X, y = validate_data(self, images_as_rows(X, self), y, dtype="numeric", copy=True)
         check_classification_targets(y)
         self.classes_, self._y = np.unique(y, return_inverse=True)
         self.n_samples_fit_ = len(X)
         self.effective_metric_ = "euclidean"
-        X = np.array(X, copy=True)  # a snapshot: see the docstring
         self._pixels = _as_pixels(X)
         self._fit_X = X
         if self._pixels is not None:
