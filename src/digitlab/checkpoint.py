@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +19,6 @@ from safetensors.torch import load_file, save
 
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_bytes, atomic_write_json, read_json_object
-
-
-@dataclass(frozen=True)
-class RunKind:
-    """What one training command leaves in its --out folder. A folder holds one kind only."""
-
-    checkpoint: str  # the resumable state's file
-    model: str  # the subfolder the saved model goes in
-    what: str  # the model, as a message names it
-    command: str  # the command that trains it
-
-    def made(self, folder: Path) -> bool:
-        """True when `folder` holds this kind's run: its checkpoint, or the model it saved."""
-        saved_model = folder / self.model / "config.json"
-        return (folder / self.checkpoint).is_file() or saved_model.is_file()
-
-
-CNN_RUN = RunKind("checkpoint.safetensors", "model", "CNN", "digitlab cnn train")
-GAN_RUN = RunKind("gan_checkpoint.safetensors", "generator", "GAN generator", "digitlab gan train")
-RUN_KINDS = (CNN_RUN, GAN_RUN)
-
-
-def runs_in(folder: Path) -> list[RunKind]:
-    """The kinds of training run whose checkpoint is in `folder`."""
-    return [kind for kind in RUN_KINDS if (folder / kind.checkpoint).is_file()]
 
 
 def save_weights(

@@ -16,7 +16,6 @@ import contextvars
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitlab.checkpoint import RUN_KINDS
 from digitlab.errors import DataError
 from digitlab.files import (
     LOCK_NAME,
@@ -26,6 +25,7 @@ from digitlab.files import (
     folder_lock,
     read_json_object,
 )
+from digitlab.run_kinds import RUN_KINDS
 
 MARKER = ".digitlab-folder.json"
 _OURS = (MARKER, LOCK_NAME)  # files of the claim itself: a folder holding only these is free

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from digitlab.checkpoint import GAN_RUN
 from digitlab.device import (
     keep_freed_memory,
     requested_threads,
@@ -32,6 +31,7 @@ from digitlab.device import (
 from digitlab.errors import ConfigError
 from digitlab.gan import Discriminator, GANConfig, Generator, one_hot
 from digitlab.loop import Checkpoint, keras_adam, progress_bar
+from digitlab.run_kinds import GAN_RUN
 from digitlab.validation import check_seed, whole_number
 
 CHECKPOINT = GAN_RUN.checkpoint

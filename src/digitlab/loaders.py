@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from digitlab import shipped
-from digitlab.checkpoint import CNN_RUN, GAN_RUN, RUN_KINDS, RunKind, load_weights, save_weights
+from digitlab.checkpoint import load_weights, save_weights
 from digitlab.cnn import CNNConfig, CourseCNN
 from digitlab.device import resolve_device
 from digitlab.errors import DataError
 from digitlab.files import shown_name
 from digitlab.folders import owner
 from digitlab.gan import GANConfig, Generator
+from digitlab.run_kinds import CNN_RUN, GAN_RUN, RUN_KINDS, RunKind
 
 CNN_KIND = "course_cnn"
 GENERATOR_KIND = "conditional_gan_generator"

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from digitlab.checkpoint import RUN_KINDS, load_state, restore, runs_in, save_state
+from digitlab.checkpoint import load_state, restore, save_state
 from digitlab.errors import CheckpointMismatch, ConfigError, DataError, DigitlabError
+from digitlab.run_kinds import RUN_KINDS, runs_in
 from digitlab.validation import whole_number
 
 

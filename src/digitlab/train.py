@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from digitlab.checkpoint import CNN_RUN
 from digitlab.cnn import CNNConfig, CourseCNN, inference_batch
 from digitlab.data import random_subset, stratified_split, validation_count
 from digitlab.device import (
@@ -40,6 +39,7 @@ from digitlab.device import (
 )
 from digitlab.errors import ConfigError
 from digitlab.loop import Checkpoint, keras_adam, progress_bar
+from digitlab.run_kinds import CNN_RUN
 from digitlab.validation import check_seed, subset_size, whole_number
 
 CHECKPOINT = CNN_RUN.checkpoint

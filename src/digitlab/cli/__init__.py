@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import os
 import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from digitlab import __version__
-from digitlab.cli import cluster, cnn, data, gan, knn, run, sweep
+from digitlab.cli.commands import COMMANDS, command_word
 from digitlab.cli.common import interrupted_code, last_signal
 from digitlab.errors import DigitlabError
 from digitlab.files import describe_os_error, one_line
@@ -28,6 +29,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line (argparse prints its whole usage
     block first: the error itself was the last of many lines). Subcommands' parsers are made
     of the same class."""
+
+    #: On the top-level parser: makes the parser of every command in full (`_unknown_option`
+    #: looks for an option's owner among commands the line did not name).
+    _complete: Callable[[], argparse.ArgumentParser] | None = None
 
     def parse_known_args(self, args=None, namespace=None):
         # Kept for `error`: argparse hands it only the message, not the words it was parsing.
@@ -46,6 +51,8 @@ class _Parser(argparse.ArgumentParser):
         actions = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
         if not actions or "invalid choice" not in message:
             return None
+        if self._complete is not None:
+            actions = [a for a in self._complete()._actions if a.dest == actions[0].dest]
         words = getattr(self, "_words", [])
         wrong = next((i for i, w in enumerate(words) if f"invalid choice: {w!r}" in message), None)
         for word in words[:wrong]:
@@ -76,8 +83,12 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of every command."""
+def build_parser(argv: Sequence[str] | None = None, every: bool = False) -> argparse.ArgumentParser:
+    """The parser of the command line `argv` (default: sys.argv[1:]): every command of
+    `commands.COMMANDS` by its name and help, and in full only the one `argv` names (or all
+    of them, with `every`). A command's module imports what its work needs; `digitlab --help`
+    and `digitlab data info` need not wait for PyTorch and scikit-learn to load."""
+    named = command_word(list(sys.argv[1:] if argv is None else argv))
     parser = _Parser(
         prog="digitlab",
         description="The MNIST machine-learning course as software: data, kNN, CNN, "
@@ -85,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data.register(sub)
-    run.register(sub)
-    knn.register(sub)
-    cnn.register(sub)
-    cluster.register(sub)
-    gan.register(sub)
-    sweep.register(sub)
+    for name, command in COMMANDS.items():
+        if every or name == named:
+            importlib.import_module(f"digitlab.cli.{command.module}").register(sub)
+        else:
+            sub.add_parser(name, help=command.help)
+    if not every:
+        parser._complete = functools.partial(build_parser, every=True)
     return parser
 
 
@@ -155,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ascii, a C locale) printed a UnicodeEncodeError traceback: escape it instead.
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
-    args = parse(build_parser(), argv)
+    args = parse(build_parser(argv), argv)
     last_signal.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():

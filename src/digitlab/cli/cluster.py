@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import (
     add_common,
     add_compute,
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     C = ClusterConfig
     p = sub.add_parser(
         "cluster",
-        help="k-means (or a Gaussian mixture) on raw, PCA or UMAP features",
+        help=COMMANDS["cluster"].help,
         description="Cluster a seeded training subset without labels, assign the test images, "
         "and score the clusters against the true digits: the course's consistency, "
         "purity, Hungarian-matched accuracy, ARI, NMI/AMI, homogeneity, "

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from digitlab.checkpoint import CNN_RUN
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import (
     add_common,
     add_compute,
@@ -33,6 +33,7 @@ from digitlab.folders import claim
 from digitlab.image_predict import model_classes
 from digitlab.loaders import cnn_folder, load_cnn
 from digitlab.metrics import format_report
+from digitlab.run_kinds import CNN_RUN
 from digitlab.settings import HELP
 from digitlab.tasks import cnn as cnn_task
 from digitlab.train import CHECKPOINT, History, TrainConfig
@@ -202,7 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `cnn` and its actions."""
     p = sub.add_parser(
         "cnn",
-        help="the course's CNN: train, evaluate, predict",
+        help=COMMANDS["cnn"].help,
         description="Train the course's CNN, evaluate a saved one, or read "
         "digits from image files.",
     )

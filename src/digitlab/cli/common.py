@@ -10,18 +10,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from digitlab.checkpoint import RUN_KINDS, runs_in
-from digitlab.data import Dataset
 from digitlab.errors import ConfigError
 from digitlab.files import OutputError, check_writable, check_writable_file, shown_name
 from digitlab.folders import refuse_others
-from digitlab.plots import mark_of
+from digitlab.run_kinds import RUN_KINDS, runs_in
 from digitlab.settings import HELP, describe, set_fields, settable_fields
-from digitlab.tasks.data import DataConfig
-from digitlab.tasks.data import load as load_data
 from digitlab.validation import check_seed
+
+if TYPE_CHECKING:
+    from digitlab.data import Dataset
+    from digitlab.tasks.data import DataConfig
 
 
 def parse_size(text: str) -> int | None:
@@ -150,6 +150,10 @@ def config(cls: type, args: argparse.Namespace, **values: Any) -> Any:
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The --dataset/--data-dir of a command, checked (ConfigError for an unknown dataset)."""
+    # Imported here, as below: this module is loaded by every command line, `--help` too, and
+    # the data task loads NumPy and matplotlib.
+    from digitlab.tasks.data import DataConfig
+
     cfg = DataConfig(dataset=args.dataset, data_dir=str(args.data_dir) if args.data_dir else None)
     cfg.validate()
     return cfg
@@ -166,6 +170,9 @@ def prepare(
     writable (and, for `command`, not another command's: `folders.refuse_others`) after the
     settings and before the data loads. Raises ConfigError, OutputError or DataError.
     """
+
+    from digitlab.tasks.data import load as load_data
+
     data = data_config(args)
     n_train = data.validate()
     for cfg in configs:
@@ -236,6 +243,9 @@ def check_unnamed(path: Path, mark: str, what: str) -> Path:
         raise OutputError(
             f"cannot write {what} to {shown_name(path)}: it is a folder; choose another --out"
         )
+
+    from digitlab.plots import mark_of
+
     if (path.exists() or path.is_symlink()) and mark_of(path) != mark:
         raise OutputError(
             f"{shown_name(path)} is already there, and digitlab did not write it as {what}: it "

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import (
     add_common,
     add_data_options,
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `data` and its actions."""
     data = sub.add_parser(
         "data",
-        help="inspect and view the dataset",
+        help=COMMANDS["data"].help,
         description="Inspect the dataset and draw its digits.",
     )
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

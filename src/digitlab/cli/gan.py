@@ -6,6 +6,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import (
     add_compute,
     add_data_options,
@@ -164,7 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `gan` and its actions."""
     p = sub.add_parser(
         "gan",
-        help="the conditional GAN: train, generate, interpolate, evaluate",
+        help=COMMANDS["gan"].help,
         description="Train the course's conditional GAN, draw digits of a chosen "
         "class, morph one digit into another, and measure quality.",
     )

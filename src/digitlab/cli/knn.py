@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import (
     add_common,
     add_compute,
@@ -90,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `knn` and `knn sweep`."""
     p = sub.add_parser(
         "knn",
-        help="k-nearest-neighbour classification (and `knn sweep` to tune k)",
+        help=COMMANDS["knn"].help,
         description="Fit kNN on a seeded training subset, evaluate on the test set, write "
         "metrics.json and figures. `digitlab knn sweep` tunes k on a validation "
         "split.",

@@ -1,17 +1,14 @@
-"""`digitlab run` (the whole course), `digitlab report RUN_DIR` and `digitlab app`."""
+"""`digitlab run`: the whole course into a run folder."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from digitlab import app_handlers, commit
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import add_quiet, folder_arg, out_arg, seed_arg
-from digitlab.errors import DataError
-from digitlab.files import folder_lock, one_line, shown_name
+from digitlab.files import shown_name
 from digitlab.pipeline import run_course
-from digitlab.report import write_report
 from digitlab.run_config import (
     PRESETS,
     STAGES,
@@ -81,61 +78,11 @@ def _headlines(st: dict) -> list[str]:
     return lines
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Rebuild report.html of a run folder."""
-    folder = Path(args.run_dir)
-    if not folder.is_dir():  # before the lock, which would make it
-        raise DataError(f"{folder} is not a folder: give a run folder (`digitlab run --out`)")
-    # A run writing the folder holds its lock: a report built meanwhile mixed two runs.
-    with folder_lock(folder, "moment"):
-        if commit.finish(folder) and not args.quiet:
-            print("finished putting in place the results of the run stopped while it did")
-        path, lost = write_report(folder)
-    if lost:  # shown as lost on the page too; not silently dropped or embedded broken
-        print(
-            f"note: {len(lost)} figure(s) of this run are missing or damaged ({', '.join(lost)}): "
-            "the report says so where they belong; `digitlab run --out "
-            f"{shown_name(folder)}` with its settings draws them again",
-            file=sys.stderr,
-        )
-    if not args.quiet:
-        print(f"wrote {shown_name(path)}")
-    return 0
-
-
-def port_arg(text: str) -> int:
-    """argparse type for the app's --port: a whole number in 1..65535 (99999 passed and the app
-    said where it ran, then socket.bind raised OverflowError)."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = None
-    if port is None or not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a whole number in 1..65535, got {text!r}")
-    return port
-
-
-def cmd_app(args: argparse.Namespace) -> int:
-    """Start the web app (needs digitlab[app])."""
-    # The app module imports Gradio (an optional extra, slow to import): only when asked for.
-    from digitlab import app
-
-    # A bad --host or a busy port is said before the models load (seconds), not by Gradio
-    # after; `serve` checks again just before it starts.
-    app.check_address(args.host, args.port)
-    models = app_handlers.load_models(args.data_dir, args.model, args.cnn, args.run)
-    for note in models.notes:
-        print(f"note: {one_line(note)}")
-    print(f"digitlab app on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    app.serve(models, args.host, args.port)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `run`, `report` and `app`."""
+    """Add `run`."""
     p = sub.add_parser(
         "run",
-        help="the whole course, end to end, into a run folder with report.html",
+        help=COMMANDS["run"].help,
         description="Run the course: data overview, kNN with full evaluation, the k sweep on a "
         "validation split, the CNN, k-means with PCA views. Writes config, "
         "metrics.json, figures/, models/, run.log and a self-contained report.html. "
@@ -172,30 +119,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=out_arg, default=None, help="run folder (default: runs/PRESET)")
     add_quiet(p)
     p.set_defaults(func=cmd_run)
-
-    r = sub.add_parser(
-        "report",
-        help="rebuild report.html from a run folder",
-        description="Rebuild the self-contained report.html of a run folder.",
-    )
-    r.add_argument("run_dir", type=Path, help="a folder written by `digitlab run`")
-    add_quiet(r)
-    r.set_defaults(func=cmd_report)
-
-    a = sub.add_parser(
-        "app",
-        help="the web app: draw a digit, generate and morph digits",
-        description="Start the web app (needs digitlab[app]). It binds to "
-        "127.0.0.1 by default and makes no external calls.",
-    )
-    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    a.add_argument("--port", type=port_arg, default=7860, help="port, 1..65535 (default: 7860)")
-    a.add_argument(
-        "--data-dir", type=folder_arg, default=None, help="MNIST folder for kNN/browsing"
-    )
-    a.add_argument(
-        "--model", type=Path, default=None, help="a saved generator (default: the shipped one)"
-    )
-    a.add_argument("--cnn", type=Path, default=None, help="a saved CNN (default: the shipped one)")
-    a.add_argument("--run", type=Path, default=None, help="a run folder to show figures from")
-    a.set_defaults(func=cmd_app)

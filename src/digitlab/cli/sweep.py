@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from digitlab.cli.commands import COMMANDS
 from digitlab.cli.common import folder_arg, interrupted_code, out_arg
 from digitlab.errors import DigitlabError
 from digitlab.files import check_writable, shown_name
@@ -110,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "sweep",
-        help="many runs on Ray (grid, random or Optuna), compared over seeds",
+        help=COMMANDS["sweep"].help,
         description="Run a search space over a base run on Ray Tune: every trial is a normal "
         "run folder in OUT/trials/, chosen on a validation metric with its test figure beside "
         "it. Words KEY=V1,V2 (a grid) or KEY=LO..HI[:log][:N] (a range) are swept; KEY=VALUE "
