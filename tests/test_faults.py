@@ -692,6 +692,46 @@ def test_ctrl_c_during_the_imports_is_one_line(delay):
     assert err.strip() == "digitlab: interrupted"
 
 
+def test_ctrl_c_inside_an_import_callback_is_one_line():
+    """CI, 2026-12-01: SIGINT landed inside importlib's module-lock weakref callback, where
+    Python cannot raise it; it printed "Exception ignored in ... Traceback" before the one
+    line. Here a finder puts the signal in exactly such a callback, every time."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, weakref
+
+        class Landing:
+            def find_spec(self, name, path=None, target=None):
+                if name == "digitlab.cli":
+                    sys.meta_path.remove(self)
+                    class Held: pass
+                    held = Held()
+                    def callback(ref):
+                        os.kill(os.getpid(), signal.SIGINT)
+                        sum(range(1000))  # bytecodes for the handler to run between
+                    keep = weakref.ref(held, callback)
+                    del held
+                return None
+
+        sys.meta_path.insert(0, Landing())
+        from digitlab.__main__ import entry
+        sys.argv = ["digitlab", "data", "info"]
+        sys.exit(entry())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "digitlab: interrupted"
+
+
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
     """On a full disk the lock file was created but its record not written: an empty lock
     then refused the folder ("in use by another process") for a minute."""

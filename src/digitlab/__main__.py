@@ -20,12 +20,21 @@ def entry() -> int:
         noted.append(signum)
         raise KeyboardInterrupt
 
+    def unraisable(info) -> None:
+        # The handler's KeyboardInterrupt can land where Python cannot raise it (a weakref
+        # callback in importlib's module locks, a __del__): it then printed "Exception
+        # ignored in ..." with a traceback. It is noted above, and raised once the import ends.
+        if not (noted and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
+
     previous = None
+    previous_hook = sys.unraisablehook
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # a background job's
     ):
         previous = signal.signal(signal.SIGINT, interrupted)
+        sys.unraisablehook = unraisable
     try:
         try:
             from digitlab.cli import main
@@ -36,6 +45,7 @@ def entry() -> int:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+                sys.unraisablehook = previous_hook
         if noted:
             raise KeyboardInterrupt
         # main() turns a signal into its exit code once its handlers are in place; before
