@@ -78,3 +78,20 @@ def test_option_before_the_command_still_names_its_owner(capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown option --seed; it goes after the action" in err and "`digitlab knn`" in err
+
+
+def test_report_rebuilds_without_loading_the_models(tmp_path):
+    """`digitlab report RUN_DIR` took 6.6 s (AVX2, 2 vCPU) while it loaded PyTorch,
+    scikit-learn and matplotlib only to name where a run's settings came from."""
+    from conftest import write_fake_idx
+    from digitlab.cli import main
+
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "quick", "knn.train_size=200", "--stages", "data,knn"]
+    assert main([*argv, "--data-dir", str(data), "--out", str(out), "--quiet"]) == 0
+    (out / "report.html").unlink()
+    code, _, loaded = _loaded_after(["report", str(out), "--quiet"])
+    assert code == 0 and loaded == []
+    page = (out / "report.html").read_text()
+    assert "preset <b>quick</b>" in page or "preset <strong>quick</strong>" in page

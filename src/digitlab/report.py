@@ -16,7 +16,7 @@ from digitlab import figures
 from digitlab.errors import DataError
 from digitlab.files import atomic_write_text, read_json_object, shown_name
 from digitlab.folders import owner
-from digitlab.run_config import source_words
+from digitlab.settings import source_words
 
 CSS = """
 :root { --ink:#1d2433; --muted:#5b6478; --line:#e3e6ee; --accent:#2f6fdf; --bg:#fbfcfe; }

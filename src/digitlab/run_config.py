@@ -17,9 +17,15 @@ from typing import Any
 from digitlab.cluster_experiment import ClusterConfig
 from digitlab.data import get_spec, validation_count
 from digitlab.errors import ConfigError
-from digitlab.files import shown_name
 from digitlab.knn_experiment import KNNConfig, SweepConfig
-from digitlab.settings import coerce, describe_hint, set_fields, settable_fields, toml_table
+from digitlab.settings import (
+    coerce,
+    describe_hint,
+    set_fields,
+    settable_fields,
+    source_words,
+    toml_table,
+)
 from digitlab.tasks.data import DataConfig
 from digitlab.tasks.gan import SamplesConfig
 from digitlab.train import TrainConfig
@@ -93,23 +99,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "cluster.train_size": None,
     },
 }
-
-
-def source_words(
-    preset: str | None, config_file: str | None, mark: Callable[[str], str] = shown_name
-) -> str:
-    """Where a run's settings came from, as config.toml, config.json's readers and the report
-    say it: "preset quick", "settings from runs/a/config.toml", or "preset quick, then
-    settings from my.toml". `mark` shows each name (the report makes it bold; the default
-    keeps a file name on one line).
-
-    A run's config.toml given back with --config once made a run labelled "preset course",
-    the default, though every setting came from the file (which never names a preset).
-    """
-    if config_file is None:
-        return f"preset {mark(preset or 'course')}"
-    from_file = f"settings from {mark(config_file)}"
-    return from_file if preset is None else f"preset {mark(preset)}, then {from_file}"
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:

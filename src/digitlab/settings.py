@@ -14,10 +14,12 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from digitlab.errors import ConfigError
+from digitlab.files import shown_name
 
 # What each setting means, by field name ("Class.field" where one class means something else).
 HELP: dict[str, str] = {
@@ -246,3 +248,20 @@ def toml_table(obj: Any, exclude: tuple[str, ...] = ()) -> list[str]:
         else:
             lines.append(f"{name} = {toml_value(value)}{tail}")
     return lines
+
+
+def source_words(
+    preset: str | None, config_file: str | None, mark: Callable[[str], str] = shown_name
+) -> str:
+    """Where a run's settings came from, as config.toml, config.json's readers and the report
+    say it: "preset quick", "settings from runs/a/config.toml", or "preset quick, then
+    settings from my.toml". `mark` shows each name (the report makes it bold; the default
+    keeps a file name on one line).
+
+    A run's config.toml given back with --config once made a run labelled "preset course",
+    the default, though every setting came from the file (which never names a preset).
+    """
+    if config_file is None:
+        return f"preset {mark(preset or 'course')}"
+    from_file = f"settings from {mark(config_file)}"
+    return from_file if preset is None else f"preset {mark(preset)}, then {from_file}"
