@@ -1148,6 +1148,62 @@ def test_a_signal_inside_a_finalizer_is_sent_again_not_lost():
     assert frames == [True]
 
 
+def test_a_signal_inside_an_import_waits_for_it(tmp_path):
+    """A command loads matplotlib or PyTorch when it needs them. A KeyboardInterrupt raised
+    inside such an import broke a C extension's initialisation (matplotlib's ft2font:
+    "initialization failed", then SIGABRT at exit, under load). Ctrl-C there now waits
+    until the import is done: here the signal comes from inside the finder of a module
+    `knn` loads as it runs, and that import still completes."""
+    data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
+    done = tmp_path / "imported"
+    script = textwrap.dedent(
+        f"""
+        import atexit, os, signal, sys
+
+        class Landing:
+            def find_spec(self, name, path=None, target=None):
+                if name == "digitlab.tasks.data":
+                    sys.meta_path.remove(self)
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(1000))  # bytecodes for the handler to run between
+                return None
+
+        atexit.register(
+            lambda: open({str(done)!r}, "w").write(str("digitlab.tasks.data" in sys.modules))
+        )
+        sys.meta_path.insert(0, Landing())
+        from digitlab.__main__ import entry
+        sys.argv = ["digitlab", "knn", "--data-dir", {str(data)!r}, "--train-size", "200",
+                    "--out", {str(tmp_path / "out")!r}]
+        sys.exit(entry())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "digitlab: interrupted"
+    assert done.read_text() == "True"
+
+
+def test_in_import_tells_an_import_from_the_rest(tmp_path, monkeypatch):
+    from digitlab.cli import _in_import
+
+    (tmp_path / "probe_module.py").write_text(
+        "import sys\nfrom digitlab.cli import _in_import\nSEEN = _in_import(sys._getframe())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import probe_module
+
+    assert probe_module.SEEN and not _in_import(sys._getframe())
+
+
 def test_pca_larger_than_its_images_is_one_line(tmp_path, capsys):
     data = str(write_fake_idx(tmp_path / "d", n_train=300, n_test=60))
     for argv in (

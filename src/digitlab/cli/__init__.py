@@ -125,17 +125,28 @@ def _interrupted(signum, frame):
 
     Raised inside a weakref callback or a `__del__` (garbage collection runs them at any
     moment) the exception is only printed ("Exception ignored in ...") and the run went on to
-    finish: there the signal is sent again a moment later instead (found by the frame, or
-    by `_interrupt_lost` when Python reports the exception it could not raise)."""
+    finish; raised inside an import (a command loads matplotlib or PyTorch when it needs
+    them) it can break a C extension's initialisation (matplotlib's ft2font: a fatal error
+    and SIGABRT at exit). There the signal is sent again a moment later instead (found by
+    the frame, or by `_interrupt_lost` when Python reports the exception it could not raise)."""
     last_signal[:] = [signum]
-    if _in_finalizer(frame):
+    if _in_finalizer(frame) or _in_import(frame):
         _send_again(signum)
         return
     raise KeyboardInterrupt
 
 
+# Whether main's handlers are in place: a signal sent again after the command ended would
+# reach whatever handler came back (in a test, pytest's own).
+_handling: list[bool] = []
+
+
 def _send_again(signum: int) -> None:
-    threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+    def again() -> None:
+        if _handling:
+            os.kill(os.getpid(), signum)
+
+    threading.Timer(0.02, again).start()
 
 
 def _interrupt_lost(previous_hook, unraisable) -> None:
@@ -158,6 +169,15 @@ def _in_finalizer(frame) -> bool:
     return False
 
 
+def _in_import(frame) -> bool:
+    """Whether `frame` runs inside an import (importlib's own frames are below it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 our error, 2 usage, 128 + the signal
     when one stopped it: 130 Ctrl-C, 143 SIGTERM)."""
@@ -173,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job's stays ignored
                 previous[sig] = signal.signal(sig, _interrupted)
+    if previous:
+        _handling.append(True)
     shown, unraisable = warnings.showwarning, sys.unraisablehook
     warnings.showwarning = _one_line
     if previous:
@@ -199,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("digitlab: interrupted", file=sys.stderr)
         return interrupted_code()
     finally:
+        if previous:
+            _handling.pop()
         warnings.showwarning, sys.unraisablehook = shown, unraisable
         for sig, handler in previous.items():
             signal.signal(sig, handler)
