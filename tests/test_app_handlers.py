@@ -383,3 +383,17 @@ def test_out_of_range_numbers_are_said_in_short_form(models, tmp_path):
 
     with pytest.raises(ConfigError, match=r"got 1e\+300$"):
         check_seed(10**300)
+
+
+def test_the_app_answers_by_the_reason_not_the_words(tmp_path):
+    """The app told "blank" from "nothing stands out" by the error message's words, and the
+    message holds the file's name: a blank upload named "it stands out.png" was answered as
+    a busy picture."""
+    blank = tmp_path / "it stands out.png"
+    Image.new("L", (300, 300), 250).save(blank)
+    assert h.prepare_drawing(str(blank))[1] == (
+        "No digit found: the canvas is empty or the picture is blank."
+    )
+    static = tmp_path / "a blank sheet.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 300), np.uint8)).save(static)
+    assert "nothing in the picture stands out" in h.prepare_drawing(str(static))[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -275,14 +276,22 @@ def test_bad_pictures_name_the_file(tmp_path):
             prepare(tmp_path / name)
         assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
         assert isinstance(info.value, (DataError, ValueError))
+        assert info.value.reason == ("blank" if name == "blank.png" else "unreadable")
     noisy = np.clip(0.6 + np.random.default_rng(0).normal(0, 0.05, (400, 400)), 0, 1)
-    with pytest.raises(ImageError, match=r"no digit found \(the picture looks blank\)"):
+    with pytest.raises(ImageError, match=r"no digit found \(the picture looks blank\)") as info:
         prepare(noisy)  # a blank sheet photographed: noise is not a digit
+    assert info.value.reason == "blank"
     # Pure noise is not called blank (it was).
     for shape in ((300, 300, 3), (300, 300), (600, 800, 3)):
         static = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-        with pytest.raises(ImageError, match="nothing in it stands out as a digit"):
+        with pytest.raises(ImageError, match="nothing in it stands out as a digit") as info:
             prepare(static)
+        assert info.value.reason == "no_digit"
+    # The reason travels with the error to a worker process and back.
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (type(back), str(back), back.reason) == (ImageError, str(info.value), "no_digit")
+    with pytest.raises(ValueError, match="reason must be one of"):
+        ImageError("x", "odd")
 
 
 # ----- models of other datasets ----------------------------------------------------------
@@ -934,8 +943,9 @@ def test_only_the_first_frame_is_read_and_that_is_said(tmp_path, mnist, shipped,
             assert predict_proba(shipped, seen.image[None])[0].argmax() == 7
             assert "only the first of its 2 frames (pages) is read" in seen.warnings
         else:
-            with pytest.raises(ImageError, match=r"no digit found .*first of its 2 frames"):
+            with pytest.raises(ImageError, match=r"no digit found .*first of its 2 frames") as info:
                 prepare(file)
+            assert info.value.reason == "blank"  # kept through the note on frames
     assert not prepare(CASES / "thin_4.png").warnings  # one frame: nothing said
 
 

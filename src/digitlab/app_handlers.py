@@ -228,9 +228,9 @@ def prepare_drawing(image):
     try:
         return prepare(image, name=name), ""
     except ImageError as exc:
-        if "no digit found" in str(exc) and "stands out" in str(exc):
+        if exc.reason == "no_digit":
             return None, "No digit found: nothing in the picture stands out as a digit."
-        if "no digit found" in str(exc):
+        if exc.reason == "blank":
             return None, "No digit found: the canvas is empty or the picture is blank."
         return None, str(exc)
 

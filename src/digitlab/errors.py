@@ -74,4 +74,20 @@ def __getattr__(name: str):
 class ImageError(DataError, ValueError):
     """A picture cannot be read as one digit: not an image, truncated, too small or too large,
     or blank. The message names the file when there is one. (A ValueError too, so callers
-    that caught the old ValueError of `to_mnist` keep working.)"""
+    that caught the old ValueError of `to_mnist` keep working.)
+
+    `reason` says which, for a caller that answers each in its own words (the app):
+    "blank" (an empty canvas, plain paper), "no_digit" (a busy picture in which nothing
+    stands out as a digit) or "unreadable" (everything else: the message says what).
+    """
+
+    REASONS = ("blank", "no_digit", "unreadable")
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"reason must be one of {self.REASONS}, got {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # pickled (a worker process) with its reason
+        return type(self), (str(self), self.reason)

@@ -174,8 +174,8 @@ def prepare(image, *, recipe: str = "digit", name: str | None = None) -> Prepare
     try:
         seen = _prepare(pic, recipe)
     except ImageError as exc:
-        if pic.frames > 1 and "no digit found" in str(exc):
-            raise ImageError(f"{exc}: {frames}") from None
+        if pic.frames > 1 and exc.reason != "unreadable":
+            raise ImageError(f"{exc}: {frames}", exc.reason) from None
         raise
     if pic.frames > 1:
         seen.warnings.append(frames)
@@ -359,7 +359,7 @@ def _sheet_on_desk(grey: np.ndarray, factor: float, name: str):
 
         on_it = uniform_filter(small, 3)[r0:r1, c0:c1][inside]
         if float(np.median(on_it) - on_it.min()) < 0.08:
-            raise ImageError(f"{name}: no digit found (a blank sheet)")
+            raise ImageError(f"{name}: no digit found (a blank sheet)", "blank")
     return _in_picture(found[0], factor), inside
 
 
@@ -800,7 +800,7 @@ def _find_digit(
     # empty canvas (ink in the alpha channel: contrast 1 by definition) has no noise at all.
     busy = contrast >= 0.5 and noise > 0.01
     why = "nothing in it stands out as a digit" if busy else "the picture looks blank"
-    blank = ImageError(f"{name}: no digit found ({why})")
+    blank = ImageError(f"{name}: no digit found ({why})", "no_digit" if busy else "blank")
     marks, props = _marks(flat, noise, blank)
     h, w = flat.shape
     min_area = max(4, min_share * h * w)
