@@ -395,3 +395,25 @@ def test_whole_numbers_stay_whole_in_number_settings(tmp_path, capsys):
     assert type(config(KNNConfig, args).max_memory_mb) is int
     assert main(["run", "--print-config", "knn.max_memory_mb=64.0"]) == 0
     assert "\nmax_memory_mb = 64  #" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["knn", "--train-size", "70000"], "--train-size must be in 1..60000 (or all), got 70000"),
+        (["knn", "--k=0"], "--k must be a whole number >= 1, got 0"),
+        (["cnn", "train", "--epochs", "0"], "--epochs must be a whole number >= 1, got 0"),
+        (["cluster", "--n-clusters", "0"], "--n-clusters must be a whole number >= 1, got 0"),
+        # Written as a setting, it is named as the setting.
+        (
+            ["run", "--preset", "quick", "--stages", "knn", "knn.train_size=70000"],
+            "[knn] train_size must be in 1..60000 (or all), got 70000",
+        ),
+    ],
+)
+def test_a_range_error_names_what_the_user_typed(tmp_path, capsys, fake_dir, argv, said):
+    """`--train-size 70000` was answered "train_size must be in 1..60000": the setting's
+    name, not the flag the user typed and would look for in --help."""
+    assert main([*argv, "--data-dir", str(fake_dir), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"digitlab: error: {said}\n"

@@ -169,6 +169,32 @@ def _in_finalizer(frame) -> bool:
     return False
 
 
+def as_typed(message: str, parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
+    """`message` with the setting it starts with named as the flag the user typed:
+    "--train-size must be in 1..60000 (or all), got 70000", not "train_size must ...". The
+    library's checks name the setting (a `key=value` override or a TOML file names it so);
+    a user who typed `--train-size` looked for that."""
+    name, space, rest = message.partition(" ")
+    if not space:
+        return message
+    typed = {arg.partition("=")[0] for arg in argv if arg.startswith("--")}
+    for action in _actions(parser):
+        if action.dest == name:
+            flag = next((o for o in action.option_strings if o in typed), None)
+            if flag:
+                return f"{flag} {rest}"
+    return message
+
+
+def _actions(parser: argparse.ArgumentParser):
+    """Every action of `parser` and of the sub-commands built in full below it."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+
+
 def _in_import(frame) -> bool:
     """Whether `frame` runs inside an import (importlib's own frames are below it)."""
     while frame is not None:
@@ -186,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ascii, a C locale) printed a UnicodeEncodeError traceback: escape it instead.
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")
-    args = parse(build_parser(argv), argv)
+    parser = build_parser(argv)
+    args = parse(parser, argv)
     last_signal.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -210,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except DigitlabError as exc:
         # one_line: a message naming a file whose name holds a newline is still one line.
-        print(f"digitlab: error: {one_line(str(exc))}", file=sys.stderr)
+        message = as_typed(str(exc), parser, sys.argv[1:] if argv is None else argv)
+        print(f"digitlab: error: {one_line(message)}", file=sys.stderr)
         return 1
     except OSError as exc:
         # A file that cannot be read or written (a read-only folder, a full disk, /proc...):
