@@ -692,6 +692,22 @@ def test_ctrl_c_during_the_imports_is_one_line(delay):
     assert err.strip() == "digitlab: interrupted"
 
 
+def _interrupted_once(script: str) -> None:
+    """Run `script` as Ctrl-C would find it (SIGINT not ignored, as from a terminal) and check
+    it stopped with the one line and 130."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "digitlab: interrupted"
+
+
 def test_ctrl_c_inside_an_import_callback_is_one_line():
     """CI, 2026-12-01: SIGINT landed inside importlib's module-lock weakref callback, where
     Python cannot raise it; it printed "Exception ignored in ... Traceback" before the one
@@ -719,17 +735,7 @@ def test_ctrl_c_inside_an_import_callback_is_one_line():
         sys.exit(entry())
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert proc.returncode == 130, proc.stderr
-    assert proc.stderr.strip() == "digitlab: interrupted"
+    _interrupted_once(script)
 
 
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
@@ -1178,17 +1184,7 @@ def test_a_signal_inside_an_import_waits_for_it(tmp_path):
         sys.exit(entry())
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert proc.returncode == 130, proc.stderr
-    assert proc.stderr.strip() == "digitlab: interrupted"
+    _interrupted_once(script)
     assert done.read_text() == "True"
 
 
