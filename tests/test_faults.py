@@ -692,9 +692,9 @@ def test_ctrl_c_during_the_imports_is_one_line(delay):
     assert err.strip() == "digitlab: interrupted"
 
 
-def _interrupted_once(script: str) -> None:
+def _interrupted_once(script: str, code: int = 130) -> None:
     """Run `script` as Ctrl-C would find it (SIGINT not ignored, as from a terminal) and check
-    it stopped with the one line and 130."""
+    it stopped with the one line and `code`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
         [sys.executable, "-c", script],
@@ -704,8 +704,35 @@ def _interrupted_once(script: str) -> None:
         timeout=120,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert proc.returncode == 130, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert proc.stderr.strip() == "digitlab: interrupted"
+
+
+def test_sigterm_during_start_up_is_one_line():
+    """SIGTERM while a command's modules load (seconds: they import PyTorch) ended the
+    process with no word (-15, nothing on stderr); only Ctrl-C was covered there. Here the
+    signal comes while the parser imports the command's module."""
+    _interrupted_once(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+
+            class Landing:
+                def find_spec(self, name, path=None, target=None):
+                    if name == "digitlab.cli.knn":
+                        sys.meta_path.remove(self)
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        sum(range(1000))  # bytecodes for the handler to run between
+                    return None
+
+            sys.meta_path.insert(0, Landing())
+            from digitlab.__main__ import entry
+            sys.argv = ["digitlab", "knn", "--help"]
+            sys.exit(entry())
+            """
+        ),
+        code=143,
+    )
 
 
 def test_ctrl_c_inside_an_import_callback_is_one_line():
