@@ -130,7 +130,7 @@ def test_cli_sweep(fake, tmp_path, capsys):
     "argv, message",
     [
         (["knn", "--k", "0"], "k must be"),
-        (["knn", "--train-size", "0"], "train_size must be"),
+        (["knn", "--train-size", "0"], "--train-size must be"),
         (["knn", "sweep", "--k", "0-3"], "k values must be"),
         (["knn", "--train-size", "300", "--device", "tpu"], "unknown device 'tpu'"),
     ],

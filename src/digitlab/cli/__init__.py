@@ -174,8 +174,8 @@ def as_typed(message: str, parser: argparse.ArgumentParser, argv: Sequence[str])
     "--train-size must be in 1..60000 (or all), got 70000", not "train_size must ...". The
     library's checks name the setting (a `key=value` override or a TOML file names it so);
     a user who typed `--train-size` looked for that."""
-    name, space, rest = message.partition(" ")
-    if not space:
+    name, _, rest = message.partition(" ")
+    if not rest.startswith("must "):  # a check's own form; "port 80 ... is in use" is not
         return message
     typed = {arg.partition("=")[0] for arg in argv if arg.startswith("--")}
     for action in _actions(parser):
