@@ -708,61 +708,44 @@ def _interrupted_once(script: str, code: int = 130) -> None:
     assert proc.stderr.strip() == "digitlab: interrupted"
 
 
+def _signal_inside_import(module: str, sig: str, argv: list[str], *, in_callback=False) -> str:
+    """A script that runs `digitlab ARGV` and sends itself `sig` ("SIGINT", "SIGTERM") while
+    `module` is being imported: from its finder, or (`in_callback`) from a weakref callback
+    run there, as importlib's module locks run theirs. The same moment every time."""
+    send = f"os.kill(os.getpid(), signal.{sig})\n"
+    send += "sum(range(1000))  # bytecodes for the handler to run between\n"
+    if in_callback:
+        callback = "def callback(ref):\n" + textwrap.indent(send, "    ")
+        send = "class Held: pass\nheld = Held()\n" + callback
+        send += "keep = weakref.ref(held, callback)\ndel held\n"
+    return (
+        "import os, signal, sys, weakref\n"
+        "class Landing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            sys.meta_path.remove(self)\n"
+        + textwrap.indent(send, " " * 12)
+        + "        return None\n"
+        "sys.meta_path.insert(0, Landing())\n"
+        "from digitlab.__main__ import entry\n"
+        f"sys.argv = {['digitlab', *argv]!r}\n"
+        "sys.exit(entry())\n"
+    )
+
+
 def test_sigterm_during_start_up_is_one_line():
     """SIGTERM while a command's modules load (seconds: they import PyTorch) ended the
     process with no word (-15, nothing on stderr); only Ctrl-C was covered there. Here the
     signal comes while the parser imports the command's module."""
-    _interrupted_once(
-        textwrap.dedent(
-            """
-            import os, signal, sys
-
-            class Landing:
-                def find_spec(self, name, path=None, target=None):
-                    if name == "digitlab.cli.knn":
-                        sys.meta_path.remove(self)
-                        os.kill(os.getpid(), signal.SIGTERM)
-                        sum(range(1000))  # bytecodes for the handler to run between
-                    return None
-
-            sys.meta_path.insert(0, Landing())
-            from digitlab.__main__ import entry
-            sys.argv = ["digitlab", "knn", "--help"]
-            sys.exit(entry())
-            """
-        ),
-        code=143,
-    )
+    _interrupted_once(_signal_inside_import("digitlab.cli.knn", "SIGTERM", ["knn", "--help"]), 143)
 
 
 def test_ctrl_c_inside_an_import_callback_is_one_line():
     """CI, 2026-12-01: SIGINT landed inside importlib's module-lock weakref callback, where
     Python cannot raise it; it printed "Exception ignored in ... Traceback" before the one
     line. Here a finder puts the signal in exactly such a callback, every time."""
-    script = textwrap.dedent(
-        """
-        import os, signal, sys, weakref
-
-        class Landing:
-            def find_spec(self, name, path=None, target=None):
-                if name == "digitlab.cli":
-                    sys.meta_path.remove(self)
-                    class Held: pass
-                    held = Held()
-                    def callback(ref):
-                        os.kill(os.getpid(), signal.SIGINT)
-                        sum(range(1000))  # bytecodes for the handler to run between
-                    keep = weakref.ref(held, callback)
-                    del held
-                return None
-
-        sys.meta_path.insert(0, Landing())
-        from digitlab.__main__ import entry
-        sys.argv = ["digitlab", "data", "info"]
-        sys.exit(entry())
-        """
-    )
-    _interrupted_once(script)
+    argv = ["data", "info"]
+    _interrupted_once(_signal_inside_import("digitlab.cli", "SIGINT", argv, in_callback=True))
 
 
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
@@ -1189,29 +1172,10 @@ def test_a_signal_inside_an_import_waits_for_it(tmp_path):
     `knn` loads as it runs, and that import still completes."""
     data = write_fake_idx(tmp_path / "d", n_train=300, n_test=60)
     done = tmp_path / "imported"
-    script = textwrap.dedent(
-        f"""
-        import atexit, os, signal, sys
-
-        class Landing:
-            def find_spec(self, name, path=None, target=None):
-                if name == "digitlab.tasks.data":
-                    sys.meta_path.remove(self)
-                    os.kill(os.getpid(), signal.SIGINT)
-                    sum(range(1000))  # bytecodes for the handler to run between
-                return None
-
-        atexit.register(
-            lambda: open({str(done)!r}, "w").write(str("digitlab.tasks.data" in sys.modules))
-        )
-        sys.meta_path.insert(0, Landing())
-        from digitlab.__main__ import entry
-        sys.argv = ["digitlab", "knn", "--data-dir", {str(data)!r}, "--train-size", "200",
-                    "--out", {str(tmp_path / "out")!r}]
-        sys.exit(entry())
-        """
-    )
-    _interrupted_once(script)
+    argv = ["knn", "--data-dir", str(data), "--train-size", "200", "--out", str(tmp_path / "o")]
+    script = _signal_inside_import("digitlab.tasks.data", "SIGINT", argv)
+    record = f"open({str(done)!r}, 'w').write(str('digitlab.tasks.data' in sys.modules))"
+    _interrupted_once(f"import atexit, sys\natexit.register(lambda: {record})\n{script}")
     assert done.read_text() == "True"
 
 

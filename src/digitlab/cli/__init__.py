@@ -159,14 +159,19 @@ def _interrupt_lost(previous_hook, unraisable) -> None:
     previous_hook(unraisable)
 
 
+def _callers(frame):
+    """The code of `frame` and of every frame that called it, innermost first."""
+    while frame is not None:
+        yield frame.f_code
+        frame = frame.f_back
+
+
 def _in_finalizer(frame) -> bool:
     """Whether `frame` runs inside a `__del__` or a weakref callback (or below one)."""
-    while frame is not None:
-        name, path = frame.f_code.co_name, frame.f_code.co_filename
-        if name == "__del__" or path.endswith(("weakref.py", "_weakrefset.py")):
-            return True
-        frame = frame.f_back
-    return False
+    return any(
+        code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py"))
+        for code in _callers(frame)
+    )
 
 
 def as_typed(message: str, parser: argparse.ArgumentParser, argv: Sequence[str]) -> str:
@@ -197,11 +202,9 @@ def _actions(parser: argparse.ArgumentParser):
 
 def _in_import(frame) -> bool:
     """Whether `frame` runs inside an import (importlib's own frames are below it)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
-            return True
-        frame = frame.f_back
-    return False
+    return any(
+        code.co_filename.startswith("<frozen importlib._bootstrap") for code in _callers(frame)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
